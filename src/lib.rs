@@ -1,6 +1,37 @@
 //! moviematch-storaged: a storage daemon that keeps MovieMatch rooms.
 //!
+//! A single storage actor owns the backend and applies every mutation in order, fed through a
+//! bounded channel; a Unix-socket listener speaks newline-delimited JSON; on SIGTERM the daemon
+//! finishes what it received, flushes and fsyncs, and exits. ARCHITECTURE.md tells the whole
+//! story; this is the map.
+//!
 //! Module map (each module's own docs say what it owns and what it never does):
 //!
+//! - [`protocol`]: the wire contract: framing ([`protocol::codec`]), typed requests
+//!   ([`protocol::request`]), response lines and error codes.
+//! - [`room`]: room names, validation with field paths, timestamps.
+//! - [`service`]: what each operation means: requests in, response lines out.
+//! - [`store`]: the storage actor, its handle, the immutable snapshot reads are served from, and
+//!   the pure functions that apply a mutation ([`store::apply`]).
+//! - [`backend`]: the contract for keeping rooms across restarts, and its implementations:
+//!   [`backend::memory`], [`backend::file`] (room files + journal).
+//! - [`server`]: the Unix-socket listener and one handler per connection.
+//! - [`watch`]: change events for `watch` connections.
+//! - [`password`]: optional Argon2id hashing of room passwords.
+//! - [`daemon`]: wiring it all from a [`config::Config`], and the shutdown order.
 //! - [`config`]: the daemon's settings, layered flags > environment > YAML file > defaults.
+//! - [`logging`]: tracing to stderr, journald-friendly.
 //! - [`client`]: a small blocking client for the NDJSON protocol (used by the CLI and tests).
+
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod password;
+pub mod protocol;
+pub mod room;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod watch;

@@ -1,1 +1,74 @@
-fn main() {}
+//! The daemon: configuration, logging, signals; everything else is in the library.
+
+use std::process::ExitCode;
+
+use moviematch_storaged::config::{Config, ConfigError};
+use moviematch_storaged::daemon::Daemon;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let loaded = match Config::load(std::env::args_os(), &|key| std::env::var(key).ok()) {
+        Ok(loaded) => loaded,
+        Err(ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("moviematch-storaged: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    moviematch_storaged::logging::init(&loaded.config.log_level);
+    if let Some(file) = &loaded.config_file {
+        tracing::info!("configuration file: {}", file.display());
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(loaded.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow_free::Result {
+    let daemon = Daemon::start(config, None)?;
+    let shutdown = CancellationToken::new();
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let store = daemon.store().clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+                _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break; }
+                _ = hangup.recv() => match store.reload().await {
+                    Ok(changed) => tracing::info!("SIGHUP: re-read the room files; {changed} room(s) changed"),
+                    Err(e) => tracing::error!("SIGHUP: could not re-read the room files: {e:?}"),
+                },
+            }
+        }
+        drop(store);
+        stop.cancel();
+    });
+    daemon.serve(shutdown).await?;
+    Ok(())
+}
+
+/// Errors at the top of the binary are only printed, so a boxed error is all we need.
+mod anyhow_free {
+    pub type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+}

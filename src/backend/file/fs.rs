@@ -1,0 +1,207 @@
+//! The file operations the file backend is allowed to use, behind one small trait.
+//!
+//! Everything the backend does to the disk goes through [`Fs`], so a test implementation can
+//! model what survives a power loss (only what was synced). [`RealFs`] is the one used in
+//! production. Its rules: files are created 0600 whatever the umask, never through a symlink
+//! (`O_NOFOLLOW`), and a new file is fully written and fsync'd before it is renamed into place.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// What kind of directory entry, without following symlinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: EntryKind,
+}
+
+/// Size and modification time, to notice a file changed by hand without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub len: u64,
+    pub mtime_ns: i128,
+}
+
+/// A file opened for appending, such as the journal.
+pub trait AppendFile: Send {
+    /// Appends all of `bytes` (not yet durable).
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Makes everything appended so far durable (fdatasync).
+    fn sync(&mut self) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes and syncs that, to drop a batch that failed.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// The file's length as appended so far.
+    fn len(&self) -> u64;
+}
+
+/// The file-system operations of the file backend.
+pub trait Fs: Send + Sync {
+    /// Creates `dir` (and parents) if missing, and makes it 0700.
+    fn create_private_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Entries of `dir`, except `.` and `..`, with names that are valid UTF-8 (others are
+    /// reported as `Other` with a lossy name so they can be warned about).
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
+    /// Reads a whole file, refusing symlinks.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Size and mtime of `path`, not following symlinks; `None` when it does not exist.
+    fn stat(&self, path: &Path) -> io::Result<Option<FileStat>>;
+    /// Creates `path` (which must not exist) with mode 0600, writes `bytes`, and syncs it.
+    fn write_new_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Renames `from` to `to`, replacing `to` atomically. Durable after [`Fs::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file. Durable after [`Fs::sync_dir`].
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Opens `path` for appending, creating it with mode 0600 if needed.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+const PRIVATE_FILE: u32 = 0o600;
+const PRIVATE_DIR: u32 = 0o700;
+
+impl Fs for RealFs {
+    fn create_private_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR))
+    }
+
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let file_type = entry.file_type()?;
+            let kind = if file_type.is_symlink() {
+                EntryKind::Symlink
+            } else if file_type.is_file() {
+                EntryKind::File
+            } else if file_type.is_dir() {
+                EntryKind::Dir
+            } else {
+                EntryKind::Other
+            };
+            match entry.file_name().into_string() {
+                Ok(name) => entries.push(DirEntry { name, kind }),
+                Err(raw) => entries.push(DirEntry {
+                    name: raw.to_string_lossy().into_owned(),
+                    kind: EntryKind::Other,
+                }),
+            }
+        }
+        Ok(entries)
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<Option<FileStat>> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) => Ok(Some(FileStat {
+                len: meta.len(),
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_new_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut file = create_private(path, true)?;
+        file.write_all(bytes)?;
+        file.sync_data()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let file = create_private(path, false)?;
+        let len = file.metadata()?.len();
+        Ok(Box::new(RealAppendFile {
+            file,
+            len,
+            path: path.to_owned(),
+        }))
+    }
+}
+
+/// Opens `path` for writing with mode 0600 (set explicitly: the umask may have removed bits).
+fn create_private(path: &Path, exclusive: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options
+        .write(true)
+        .mode(PRIVATE_FILE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if exclusive {
+        options.create_new(true);
+    } else {
+        options.create(true).append(true);
+    }
+    let file = options.open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+    Ok(file)
+}
+
+struct RealAppendFile {
+    file: File,
+    len: u64,
+    path: PathBuf,
+}
+
+impl AppendFile for RealAppendFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.len = len;
+        self.file.sync_all()
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl std::fmt::Debug for RealAppendFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AppendFile({})", self.path.display())
+    }
+}

@@ -1,0 +1,378 @@
+//! Reading the storage directory: recovery at start, and re-reading on SIGHUP.
+//!
+//! Start: lock the directory, clean temp files, read `.index` (and `.index.next` if a fold was
+//! cut short), read every room file in parallel, quarantine what is not a valid room, give each
+//! room its revision (from the index when the file is the daemon's own write, +1 when it was
+//! edited by hand, 1 when new), replay journal records newer than each file, then fold so the
+//! daemon starts with up-to-date files and an empty journal.
+
+use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+
+use super::fs::{EntryKind, FileStat};
+use super::journal::{self, Index, IndexEntry, Lsn};
+use super::{
+    names, FileBackend, FileRecord, INDEX, INDEX_NEXT, JOURNAL_PREFIX, LOCK, QUARANTINE, TMP_PREFIX,
+};
+use crate::backend::{Reloaded, StorageError};
+use crate::room::{self, now_millis, RoomName, ValidRoom};
+use crate::store::apply::{self, Change};
+use crate::store::snapshot::{RoomEntry, RoomMap, Snapshot};
+
+/// A room file as read from disk.
+struct ReadFile {
+    file: String,
+    len: u64,
+    crc: u32,
+    stat: Option<FileStat>,
+    room: Result<ValidRoom, String>,
+}
+
+pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
+    b.fs.create_private_dir(&b.dir)
+        .map_err(|e| StorageError::io("create the storage directory", &b.dir, e))?;
+    lock(b)?;
+    tracing::info!("Using file storage at: {}", b.dir.display());
+
+    let index = read_index(b, INDEX);
+    let next = read_index(b, INDEX_NEXT);
+    let entries =
+        b.fs.read_dir(&b.dir)
+            .map_err(|e| StorageError::io("list the storage directory", &b.dir, e))?;
+    let mut room_files = Vec::new();
+    let mut journals: Vec<u64> = Vec::new();
+    for entry in entries {
+        let name = entry.name;
+        match entry.kind {
+            EntryKind::File if name.starts_with(TMP_PREFIX) => {
+                tracing::info!(
+                    "removing temporary file {} left by a crash",
+                    b.path(&name).display()
+                );
+                let _ = b.fs.remove(&b.path(&name));
+            }
+            EntryKind::File if names::is_room_file(&name) => room_files.push(name),
+            EntryKind::File => {
+                if let Some(generation) = name.strip_prefix(JOURNAL_PREFIX) {
+                    match generation.parse() {
+                        Ok(g) => journals.push(g),
+                        Err(_) => {
+                            tracing::warn!("ignoring unknown file {}", b.path(&name).display())
+                        }
+                    }
+                }
+            }
+            EntryKind::Symlink => tracing::warn!(
+                "not following symlink {} in the storage directory; put the room file itself there",
+                b.path(&name).display()
+            ),
+            EntryKind::Dir if name == QUARANTINE => {}
+            _ if name.starts_with('.') => {}
+            _ => tracing::warn!("ignoring {} (not a room file)", b.path(&name).display()),
+        }
+    }
+    room_files.sort();
+    journals.sort_unstable();
+
+    let by_file = |index: &Option<Index>| -> HashMap<String, IndexEntry> {
+        index
+            .iter()
+            .flat_map(|i| i.rooms.iter())
+            .map(|e| (e.file.clone(), e.clone()))
+            .collect()
+    };
+    let (known, known_next) = (by_file(&index), by_file(&next));
+    let now = now_millis();
+    let mut rooms = RoomMap::new();
+    // Each room's base: the last change its file holds.
+    let mut base_lsn: HashMap<RoomName, Lsn> = HashMap::new();
+    for read in read_files(b, room_files) {
+        let room = match read.room {
+            Ok(room) => room,
+            Err(why) => {
+                b.quarantine(&read.file, &why);
+                continue;
+            }
+        };
+        let name = room.name.clone();
+        let canonical = names::file_name(&name);
+        if let Some(other) = b.files.get(&name) {
+            // Two files claim one room: keep the one at the room's own file name.
+            let loser = if read.file == canonical {
+                other.file.clone()
+            } else {
+                read.file.clone()
+            };
+            b.quarantine(&loser, &format!("another file also holds room {name:?}"));
+            if loser == read.file {
+                continue;
+            }
+        }
+        let ours = |e: &&IndexEntry| e.name == name && e.len == read.len && e.crc == read.crc;
+        let (revision, updated_at, lsn) = if let Some(e) = known_next.get(&read.file).filter(ours) {
+            (e.revision, e.updated_at, e.lsn)
+        } else if let Some(e) = known.get(&read.file).filter(ours) {
+            (e.revision, e.updated_at, e.lsn)
+        } else if let Some(e) = known.get(&read.file).filter(|e| e.name == name) {
+            tracing::info!(
+                "room file {} was edited by hand; room {name:?} is now at revision {}",
+                b.path(&read.file).display(),
+                e.revision + 1
+            );
+            b.dirty.insert(name.clone());
+            (e.revision + 1, now, e.lsn)
+        } else {
+            b.dirty.insert(name.clone());
+            (1, now, 0)
+        };
+        if read.file != canonical {
+            b.dirty.insert(name.clone());
+        }
+        let doc = Arc::new(room.doc);
+        let entry = RoomEntry::new(name.clone(), doc, revision, room.created_at, updated_at);
+        rooms.insert(name.clone(), Arc::new(entry));
+        base_lsn.insert(name.clone(), lsn);
+        let record = FileRecord {
+            file: read.file,
+            len: read.len,
+            crc: read.crc,
+            stat: read.stat,
+            lsn,
+        };
+        b.files.insert(name, record);
+    }
+
+    // Replay what the journals hold beyond each file.
+    let floor = index.as_ref().map_or(0, |i| i.lsn);
+    let mut last_lsn = floor.max(next.as_ref().map_or(0, |i| i.lsn));
+    for &generation in &journals {
+        let path = b.journal_path(generation);
+        let bytes =
+            b.fs.read(&path)
+                .map_err(|e| StorageError::io("read the journal", &path, e))?;
+        let decoded = journal::decode_records(&bytes);
+        if decoded.valid_len < bytes.len() {
+            tracing::warn!(
+                "journal {} ends with {} bytes of an unfinished write (a crash before it was acknowledged); ignoring them",
+                path.display(),
+                bytes.len() - decoded.valid_len
+            );
+        }
+        let mut replayed = 0usize;
+        for (lsn, change) in decoded.records {
+            last_lsn = last_lsn.max(lsn);
+            let name = change.room_name();
+            if lsn <= floor || lsn <= base_lsn.get(name).copied().unwrap_or(0) {
+                continue;
+            }
+            b.dirty.insert(name.clone());
+            apply::replay(&mut rooms, &change);
+            replayed += 1;
+        }
+        if replayed > 0 {
+            tracing::info!("replayed {replayed} change(s) from {}", path.display());
+        }
+    }
+    b.next_lsn = last_lsn + 1;
+    b.generation = journals.last().copied().unwrap_or(0);
+
+    // Start clean: room files up to date, a fresh journal, old journals gone.
+    let snapshot = Snapshot { rooms };
+    b.fold(&snapshot, false)?;
+    for generation in journals {
+        if generation < b.generation {
+            let _ = b.fs.remove(&b.journal_path(generation));
+        }
+    }
+    tracing::info!(
+        "loaded {} room(s) from {}",
+        snapshot.rooms.len(),
+        b.dir.display()
+    );
+    Ok(snapshot.rooms)
+}
+
+fn lock(b: &mut FileBackend) -> Result<(), StorageError> {
+    let path = b.path(LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| StorageError::io("open the lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => {
+            b._lock = Some(file);
+            Ok(())
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+            dir: b.dir.clone(),
+            lock: path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io("lock", path, e)),
+    }
+}
+
+fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
+    let path = b.path(file);
+    let bytes = match b.fs.read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read {}: {e}; revisions restart from the room files",
+                path.display()
+            );
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(index) => Some(index),
+        Err(e) => {
+            if file == INDEX {
+                tracing::warn!(
+                    "{} is damaged ({e}); revisions restart from the room files",
+                    path.display()
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Reads, checks and parses room files on every core: start-up time is mostly this.
+fn read_files(b: &FileBackend, files: Vec<String>) -> Vec<ReadFile> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = files.len().div_ceil(threads).max(1);
+    let fs = &*b.fs;
+    let dir = &b.dir;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(chunk)
+            .map(|files| {
+                scope.spawn(move || {
+                    files
+                        .iter()
+                        .map(|f| read_file(fs, dir, f))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+fn read_file(fs: &dyn super::Fs, dir: &std::path::Path, file: &str) -> ReadFile {
+    let path = dir.join(file);
+    let stat = fs.stat(&path).ok().flatten();
+    let (bytes, room) = match fs.read(&path) {
+        Ok(bytes) => {
+            let room = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("it is not valid JSON ({e})"))
+                .and_then(|value| {
+                    room::validate(value).map_err(|e| format!("it is not a valid room ({e})"))
+                });
+            (bytes, room)
+        }
+        Err(e) => (Vec::new(), Err(format!("it cannot be read ({e})"))),
+    };
+    ReadFile {
+        file: file.to_owned(),
+        len: bytes.len() as u64,
+        crc: crc32fast::hash(&bytes),
+        stat,
+        room,
+    }
+}
+
+/// SIGHUP: compares every room file with what the daemon last wrote or read there.
+pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, StorageError> {
+    let entries =
+        b.fs.read_dir(&b.dir)
+            .map_err(|e| StorageError::io("list the storage directory", &b.dir, e))?;
+    let by_file: HashMap<String, RoomName> = b
+        .files
+        .iter()
+        .map(|(name, r)| (r.file.clone(), name.clone()))
+        .collect();
+    let mut changes = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let now = now_millis();
+    for entry in entries {
+        if entry.kind != EntryKind::File || !names::is_room_file(&entry.name) {
+            continue;
+        }
+        let file = entry.name;
+        seen.insert(file.clone());
+        let owner = by_file.get(&file).cloned();
+        if let Some(record) = owner.as_ref().and_then(|n| b.files.get(n)) {
+            if !b.edited_by_hand(record) {
+                continue;
+            }
+        }
+        let read = read_file(&*b.fs, &b.dir, &file);
+        let room = match read.room {
+            Ok(room) => room,
+            Err(why) => {
+                b.quarantine(&file, &why);
+                if let Some(name) = owner {
+                    // The room keeps its state; its file is written again right away.
+                    b.dirty.insert(name);
+                    b.fold_soon = true;
+                }
+                continue;
+            }
+        };
+        let name = room.name.clone();
+        let revision = rooms.get(name.as_str()).map_or(0, |e| e.revision) + 1;
+        tracing::info!(
+            "reloaded room {name:?} from {} (revision {revision})",
+            b.path(&file).display()
+        );
+        if file != names::file_name(&name) {
+            b.dirty.insert(name.clone());
+        }
+        let lsn = b.next_lsn;
+        b.files.insert(
+            name.clone(),
+            FileRecord {
+                file,
+                len: read.len,
+                crc: read.crc,
+                stat: read.stat,
+                lsn,
+            },
+        );
+        changes.push(Change::Put {
+            name,
+            revision,
+            at: now,
+            room: Arc::new(room.doc),
+        });
+    }
+    let removed: Vec<RoomName> = b
+        .files
+        .iter()
+        .filter(|(name, r)| !seen.contains(&r.file) && rooms.get(name.as_str()).is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in removed {
+        tracing::info!("room file of {name:?} was removed by hand; deleting the room");
+        b.files.remove(&name);
+        changes.push(Change::Delete { name });
+    }
+    if changes.is_empty() && b.fold_soon {
+        // Nothing to commit, so fold now to write back the quarantined rooms' files.
+        b.fold_soon = false;
+        b.fold(rooms, false)?;
+    }
+    Ok(Reloaded { changes })
+}

@@ -1,0 +1,256 @@
+//! Wiring a daemon together from its [`Config`], and taking it apart again in order.
+//!
+//! Start: open the backend and load every room (the store starts its actor), claim the socket
+//! (refusing one a live daemon answers on, replacing a stale one), start the upkeep timers, serve.
+//!
+//! Shutdown order (SIGTERM/SIGINT), which happens by cancelling one token and dropping things:
+//! 1. the listener stops accepting; connection readers stop reading and answer lines they already
+//!    hold with `shutting_down`;
+//! 2. every request already started is finished and answered;
+//! 3. the timers stop and the last [`StoreHandle`] is dropped, so the actor drains its queue,
+//!    writes and fsyncs everything ([`crate::backend::Backend::close`]) and ends;
+//! 4. the socket file is removed and the process exits 0 (non-zero if the final flush failed).
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::file::FileBackend;
+use crate::backend::memory::MemoryBackend;
+use crate::backend::{Backend, StorageError};
+use crate::config::{Config, Durability, StorageType};
+use crate::server::{self, Limits};
+use crate::service::{Facts, Service};
+use crate::store::apply::Mutation;
+use crate::store::{self, StoreHandle};
+
+/// Why the daemon could not start or stop cleanly. Each names the path or setting concerned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("socket {} is in use by a running daemon (it accepted a connection); stop it or choose another socketPath", .0.display())]
+    SocketInUse(PathBuf),
+    #[error("{} exists and is not a socket; refusing to replace it (choose another socketPath)", .0.display())]
+    NotASocket(PathBuf),
+    #[error("cannot {action} socket {}: {source}", path.display())]
+    Socket {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the {0} backend is not available in this build")]
+    Unsupported(&'static str),
+}
+
+/// The backend `config` asks for.
+pub fn open_backend(config: &Config) -> Result<Box<dyn Backend>, DaemonError> {
+    match config.storage_type {
+        StorageType::Memory => Ok(Box::new(MemoryBackend)),
+        StorageType::File => Ok(Box::new(FileBackend::new(
+            &config.storage_path,
+            config.durability,
+        ))),
+        StorageType::Redis => Err(DaemonError::Unsupported("redis")),
+    }
+}
+
+/// Binds `path`, replacing a stale socket file but never a live daemon's socket or a non-socket.
+pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
+    let socket_error = |action| {
+        move |source| DaemonError::Socket {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(DaemonError::NotASocket(path.to_owned()))
+        }
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(DaemonError::SocketInUse(path.to_owned()));
+            }
+            tracing::info!("replacing stale socket file {}", path.display());
+            std::fs::remove_file(path).map_err(socket_error("remove stale"))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(socket_error("inspect")(e)),
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(socket_error("create the directory of"))?;
+    }
+    let listener = UnixListener::bind(path).map_err(socket_error("bind"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(socket_error("set the mode of"))?;
+    Ok(listener)
+}
+
+/// A started daemon: serve it with [`Daemon::serve`].
+pub struct Daemon {
+    config: Config,
+    store: StoreHandle,
+    actor: store::ActorThread,
+    listener: UnixListener,
+    /// The socket file this process created and must remove (none with socket activation).
+    socket_file: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// Loads the rooms and claims the socket. `listener` is a socket passed by systemd, if any.
+    pub fn start(config: Config, listener: Option<UnixListener>) -> Result<Daemon, DaemonError> {
+        let (listener, socket_file) = match listener {
+            Some(listener) => (listener, None),
+            None => {
+                // Check the socket before loading, so a second daemon fails fast and touches
+                // nothing; the storage lock is the real guard against two daemons.
+                let listener = bind_socket(&config.socket_path, config.socket_mode)?;
+                (listener, Some(config.socket_path.clone()))
+            }
+        };
+        let started = open_backend(&config).and_then(|backend| Ok(store::start(backend)?));
+        let (store, actor) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                if let Some(path) = &socket_file {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e);
+            }
+        };
+        Ok(Daemon {
+            config,
+            store,
+            actor,
+            listener,
+            socket_file,
+        })
+    }
+
+    pub fn store(&self) -> &StoreHandle {
+        &self.store
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops in the documented order.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let Daemon {
+            config,
+            store,
+            actor,
+            listener,
+            socket_file,
+        } = self;
+        let service = Service {
+            store: store.clone(),
+            password_hashing: config.password_hashing,
+            connections: Arc::new(AtomicUsize::new(0)),
+            started: Instant::now(),
+            facts: Arc::new(Facts {
+                durability: config.durability.to_string(),
+                storage_path: (config.storage_type == StorageType::File)
+                    .then(|| config.storage_path.display().to_string()),
+            }),
+        };
+        let timers = CancellationToken::new();
+        let upkeep = tokio::spawn(run_upkeep(
+            store.clone(),
+            upkeep_period(&config),
+            timers.clone(),
+        ));
+        let expiry = config
+            .room_expiry
+            .map(|after| tokio::spawn(run_expiry(store.clone(), after, timers.clone())));
+        drop(store);
+        tracing::info!(
+            "serving on {}",
+            socket_file.as_deref().map_or_else(
+                || "the socket passed by systemd".into(),
+                |p| p.display().to_string()
+            )
+        );
+        let limits = Limits {
+            max_request_bytes: config.max_request_bytes,
+            max_connections: config.max_connections,
+            allowed_uids: config.allowed_uids.clone(),
+            allowed_gids: config.allowed_gids.clone(),
+        };
+        server::run(listener, service, limits, shutdown).await;
+        if let Some(path) = &socket_file {
+            let _ = std::fs::remove_file(path);
+        }
+        timers.cancel();
+        let _ = upkeep.await;
+        if let Some(expiry) = expiry {
+            let _ = expiry.await;
+        }
+        // Every handle is gone now: the actor drains, flushes and ends.
+        let closed = tokio::task::spawn_blocking(move || actor.join())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| {
+                Err(StorageError::Unusable {
+                    message: "the storage actor panicked; run the daemon again to recover from the journal".into(),
+                })
+            });
+        closed?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+/// How often the actor does its upkeep: the flush interval in relaxed mode, else once a second.
+fn upkeep_period(config: &Config) -> Duration {
+    match config.durability {
+        Durability::Relaxed => config.flush_interval,
+        Durability::Strict => Duration::from_secs(1),
+    }
+}
+
+async fn run_upkeep(store: StoreHandle, period: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {
+                if store.tick().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn run_expiry(store: StoreHandle, after: Duration, stop: CancellationToken) {
+    // Check often enough that a room outlives its expiry by at most about a tenth of it.
+    let period = (after / 10).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {
+                let idle_since = crate::room::now_millis().saturating_sub(after_ms);
+                match store.mutate(Mutation::Expire { idle_since }).await {
+                    Ok(crate::store::apply::Outcome::DeletedMany { count }) if count > 0 => {
+                        tracing::info!("roomExpiry: deleted {count} room(s) unchanged for {after:?}");
+                    }
+                    Ok(_) => {}
+                    Err(crate::store::StoreError::Stopped) => return,
+                    Err(e) => tracing::warn!("roomExpiry: could not delete expired rooms: {e:?}"),
+                }
+            }
+        }
+    }
+}

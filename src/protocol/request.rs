@@ -1,0 +1,400 @@
+//! Request decoding: one line of JSON into one typed [`Request`] (PROTOCOL.md sections 2-4).
+//!
+//! Every argument is checked here, with a message that names it, so that everything past this
+//! module works with valid values only. Unknown arguments are refused; `null` means absent.
+
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::{ErrorCode, ErrorReply, RequestId};
+use crate::room::{self, EpochMillis, Rating, Revision, RoomName, ValidRoom};
+
+/// A decoded request: its `id` and what it asks for.
+#[derive(Debug)]
+pub struct Envelope {
+    pub id: RequestId,
+    pub request: Request,
+}
+
+/// Every operation of PROTOCOL.md section 3, with valid arguments.
+#[derive(Debug)]
+pub enum Request {
+    SaveRoom {
+        room: Box<ValidRoom>,
+        expected_revision: Option<Revision>,
+    },
+    GetRoom {
+        room_name: RoomName,
+    },
+    HasRoom {
+        room_name: RoomName,
+    },
+    DeleteRoom {
+        room_name: RoomName,
+        expected_revision: Option<Revision>,
+    },
+    ListRooms(ListQuery),
+    AddRating {
+        room_name: RoomName,
+        media_id: String,
+        user_name: String,
+        rating: Rating,
+        /// Epoch milliseconds; `None` means "now", resolved by the caller.
+        timestamp: Option<u64>,
+    },
+    SetProgress {
+        room_name: RoomName,
+        user_name: String,
+        progress: u64,
+    },
+    VerifyPassword {
+        room_name: RoomName,
+        password: String,
+    },
+    DeleteRooms {
+        created_before: EpochMillis,
+    },
+    Ping,
+    Stats,
+    Flush,
+    Watch {
+        room_names: Option<Vec<RoomName>>,
+    },
+}
+
+impl Request {
+    /// True for operations that change rooms and so go through the storage actor.
+    pub fn is_mutation(&self) -> bool {
+        matches!(
+            self,
+            Request::SaveRoom { .. }
+                | Request::DeleteRoom { .. }
+                | Request::AddRating { .. }
+                | Request::SetProgress { .. }
+                | Request::DeleteRooms { .. }
+        )
+    }
+}
+
+/// The filters and paging of `listRooms`; every field is optional and they combine.
+#[derive(Debug, Default, Clone)]
+pub struct ListQuery {
+    pub creator_plex_user_id: Option<String>,
+    pub creator_plex_username: Option<String>,
+    pub created_before: Option<EpochMillis>,
+    pub created_after: Option<EpochMillis>,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+    pub summary: bool,
+}
+
+/// A request line that could not be decoded: the reply to send, with whatever `id` was found.
+#[derive(Debug)]
+pub struct Rejected {
+    pub id: RequestId,
+    pub error: ErrorReply,
+}
+
+type Fields = Map<String, Value>;
+
+/// Decodes one request line.
+pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
+    let raw: Box<RawValue> = serde_json::from_slice(line).map_err(|e| Rejected {
+        id: None,
+        error: ErrorReply::new(ErrorCode::BadJson, "the request is not valid UTF-8 JSON")
+            .with_cause(e.to_string()),
+    })?;
+    let Ok(mut object) = serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get()) else {
+        return Err(Rejected {
+            id: None,
+            error: ErrorReply::new(ErrorCode::BadJson, "the request must be a JSON object"),
+        });
+    };
+    let id = object.remove("id");
+    let reject = |error: ErrorReply, id: RequestId| Rejected { id, error };
+    let id_is_valid = id.as_ref().is_none_or(|raw| {
+        matches!(
+            raw.get().as_bytes().first(),
+            Some(b'"' | b'-' | b'0'..=b'9')
+        )
+    });
+    if !id_is_valid {
+        return Err(reject(
+            ErrorReply::bad_request("id: expected a string or a number"),
+            id,
+        ));
+    }
+    // Arguments are small next to a room; decoding them to values keeps the checks simple.
+    let mut fields = Fields::new();
+    for (key, raw) in object {
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Null) => {}
+            Ok(value) => {
+                fields.insert(key, value);
+            }
+            Err(e) => {
+                return Err(reject(
+                    ErrorReply::new(ErrorCode::BadJson, format!("{key}: invalid JSON"))
+                        .with_cause(e.to_string()),
+                    id,
+                ))
+            }
+        }
+    }
+    match decode_fields(fields) {
+        Ok(request) => Ok(Envelope { id, request }),
+        Err(error) => Err(reject(error, id)),
+    }
+}
+
+fn decode_fields(mut f: Fields) -> Result<Request, ErrorReply> {
+    let op = match f.remove("op") {
+        Some(Value::String(op)) => op,
+        None => return Err(ErrorReply::bad_request("op: required")),
+        Some(_) => return Err(ErrorReply::bad_request("op: expected a string")),
+    };
+    let request = match op.as_str() {
+        "saveRoom" => {
+            let room = match f.remove("room") {
+                Some(room @ Value::Object(_)) => room::validate(room)
+                    .map_err(|e| ErrorReply::new(ErrorCode::InvalidRoom, e.to_string()))?,
+                None => return Err(ErrorReply::bad_request("room: required")),
+                Some(_) => return Err(ErrorReply::bad_request("room: expected an object")),
+            };
+            Request::SaveRoom {
+                room: Box::new(room),
+                expected_revision: opt_u64(&mut f, "expectedRevision")?,
+            }
+        }
+        "getRoom" => Request::GetRoom {
+            room_name: room_name(&mut f)?,
+        },
+        "hasRoom" => Request::HasRoom {
+            room_name: room_name(&mut f)?,
+        },
+        "deleteRoom" => Request::DeleteRoom {
+            room_name: room_name(&mut f)?,
+            expected_revision: opt_u64(&mut f, "expectedRevision")?,
+        },
+        "listRooms" => Request::ListRooms(list_query(&mut f)?),
+        "addRating" => Request::AddRating {
+            room_name: room_name(&mut f)?,
+            media_id: string(&mut f, "mediaId")?,
+            user_name: string(&mut f, "userName")?,
+            rating: {
+                let rating = string(&mut f, "rating")?;
+                Rating::parse(&rating).ok_or_else(|| {
+                    ErrorReply::bad_request("rating: expected \"like\" or \"dislike\"")
+                })?
+            },
+            timestamp: opt_u64(&mut f, "timestamp")?,
+        },
+        "setProgress" => Request::SetProgress {
+            room_name: room_name(&mut f)?,
+            user_name: string(&mut f, "userName")?,
+            progress: opt_u64(&mut f, "progress")?
+                .ok_or_else(|| ErrorReply::bad_request("progress: required"))?,
+        },
+        "verifyPassword" => Request::VerifyPassword {
+            room_name: room_name(&mut f)?,
+            password: string(&mut f, "password")?,
+        },
+        "deleteRooms" => Request::DeleteRooms {
+            created_before: opt_timestamp(&mut f, "createdBefore")?
+                .ok_or_else(|| ErrorReply::bad_request("createdBefore: required"))?,
+        },
+        "ping" => Request::Ping,
+        "stats" => Request::Stats,
+        "flush" => Request::Flush,
+        "watch" => Request::Watch {
+            room_names: match f.remove("roomNames") {
+                None => None,
+                Some(Value::Array(names)) => Some(
+                    names
+                        .iter()
+                        .enumerate()
+                        .map(|(i, name)| checked_name(name, &format!("roomNames[{i}]")))
+                        .collect::<Result<_, _>>()?,
+                ),
+                Some(_) => {
+                    return Err(ErrorReply::bad_request(
+                        "roomNames: expected an array of room names",
+                    ))
+                }
+            },
+        },
+        other => {
+            let quoted = serde_json::to_string(other).unwrap_or_default();
+            return Err(ErrorReply::bad_request(format!(
+                "op: unknown operation {quoted}"
+            )));
+        }
+    };
+    if let Some(unknown) = f.keys().next() {
+        let quoted = serde_json::to_string(unknown).unwrap_or_default();
+        return Err(ErrorReply::bad_request(format!(
+            "{quoted}: unknown argument for {op}"
+        )));
+    }
+    Ok(request)
+}
+
+fn string(f: &mut Fields, key: &str) -> Result<String, ErrorReply> {
+    match f.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        None => Err(ErrorReply::bad_request(format!("{key}: required"))),
+        Some(_) => Err(ErrorReply::bad_request(format!("{key}: expected a string"))),
+    }
+}
+
+fn checked_name(value: &Value, path: &str) -> Result<RoomName, ErrorReply> {
+    let name = value
+        .as_str()
+        .ok_or_else(|| ErrorReply::bad_request(format!("{path}: expected a string")))?;
+    RoomName::new(name).map_err(|e| ErrorReply::bad_request(format!("{path}: {e}")))
+}
+
+fn room_name(f: &mut Fields) -> Result<RoomName, ErrorReply> {
+    match f.remove("roomName") {
+        Some(value) => checked_name(&value, "roomName"),
+        None => Err(ErrorReply::bad_request("roomName: required")),
+    }
+}
+
+fn opt_u64(f: &mut Fields, key: &str) -> Result<Option<u64>, ErrorReply> {
+    match f.remove(key) {
+        None => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ErrorReply::bad_request(format!("{key}: expected an integer >= 0"))),
+    }
+}
+
+fn opt_timestamp(f: &mut Fields, key: &str) -> Result<Option<EpochMillis>, ErrorReply> {
+    match f.remove(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => room::parse_timestamp(&s).map(Some).ok_or_else(|| {
+            ErrorReply::bad_request(format!(
+                "{key}: expected an RFC 3339 date-time such as \"2025-10-25T20:00:00.000Z\""
+            ))
+        }),
+        Some(_) => Err(ErrorReply::bad_request(format!(
+            "{key}: expected an RFC 3339 date-time string"
+        ))),
+    }
+}
+
+fn list_query(f: &mut Fields) -> Result<ListQuery, ErrorReply> {
+    let creator_plex_user_id = match f.remove("creatorPlexUserId") {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        Some(_) => {
+            return Err(ErrorReply::bad_request(
+                "creatorPlexUserId: expected a string or an integer",
+            ))
+        }
+    };
+    let creator_plex_username = match f.remove("creatorPlexUsername") {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            return Err(ErrorReply::bad_request(
+                "creatorPlexUsername: expected a string",
+            ))
+        }
+    };
+    let limit = match opt_u64(f, "limit") {
+        Ok(Some(0)) | Err(_) => {
+            return Err(ErrorReply::bad_request(
+                "limit: expected a positive integer",
+            ))
+        }
+        Ok(limit) => limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+    let summary = match f.remove("summary") {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(ErrorReply::bad_request("summary: expected true or false")),
+    };
+    let after = match f.remove("after") {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(ErrorReply::bad_request("after: expected a string")),
+    };
+    Ok(ListQuery {
+        creator_plex_user_id,
+        creator_plex_username,
+        created_before: opt_timestamp(f, "createdBefore")?,
+        created_after: opt_timestamp(f, "createdAfter")?,
+        after,
+        limit,
+        summary,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(line: &str) -> Rejected {
+        decode(line.as_bytes()).expect_err("line should be rejected")
+    }
+
+    #[test]
+    fn decodes_an_operation_with_its_id() {
+        let env = decode(br#"{"id":7,"op":"getRoom","roomName":"movie-night"}"#).unwrap();
+        assert_eq!(env.id.unwrap().get(), "7");
+        assert!(
+            matches!(env.request, Request::GetRoom { room_name } if room_name.as_str() == "movie-night")
+        );
+    }
+
+    #[test]
+    fn null_means_absent() {
+        let env = decode(br#"{"op":"deleteRoom","roomName":"a","expectedRevision":null}"#).unwrap();
+        assert!(matches!(
+            env.request,
+            Request::DeleteRoom {
+                expected_revision: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_lines_get_the_right_code_and_keep_the_id() {
+        assert_eq!(rejected("{nope").error.code, ErrorCode::BadJson);
+        assert_eq!(rejected("[1,2]").error.code, ErrorCode::BadJson);
+        assert_eq!(rejected("\"x\"").error.code, ErrorCode::BadJson);
+        let r = rejected(r#"{"id":"a","op":"frobnicate"}"#);
+        assert_eq!(r.error.code, ErrorCode::BadRequest);
+        assert_eq!(r.id.unwrap().get(), "\"a\"");
+        let r = rejected(r#"{"id":[1],"op":"ping"}"#);
+        assert_eq!(r.error.message, "id: expected a string or a number");
+        assert_eq!(r.id.unwrap().get(), "[1]");
+        let r = rejected(r#"{"op":"ping","extra":1}"#);
+        assert_eq!(r.error.message, "\"extra\": unknown argument for ping");
+        assert_eq!(
+            rejected(r#"{"op":"getRoom"}"#).error.message,
+            "roomName: required"
+        );
+        assert_eq!(
+            rejected(r#"{"op":"getRoom","roomName":5}"#).error.message,
+            "roomName: expected a string"
+        );
+        assert_eq!(
+            rejected(r#"{"op":"saveRoom","room":{"roomName":"x"}}"#)
+                .error
+                .code,
+            ErrorCode::InvalidRoom
+        );
+        assert_eq!(
+            rejected(r#"{"op":"listRooms","limit":0}"#).error.code,
+            ErrorCode::BadRequest
+        );
+    }
+}

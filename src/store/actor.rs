@@ -1,0 +1,192 @@
+//! The storage actor: the one thread that owns the backend and applies every mutation in order.
+//!
+//! It takes commands from a bounded channel in batches: every command waiting when it wakes is
+//! applied to a working copy of the rooms, the batch's changes are committed to the backend in one
+//! go (so concurrent writers share one sync: group commit), and only then is the new snapshot
+//! published and are the replies sent. A failed commit publishes nothing: every mutation of that
+//! batch is answered with a `storage` error and memory keeps the last durable state.
+//!
+//! It runs on a plain thread because backends do blocking I/O. It ends when every
+//! [`super::StoreHandle`] is gone, after a final [`Backend::close`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::apply::{self, Change, Mutation, Outcome};
+use super::snapshot::Snapshot;
+use super::{Counters, StoreError};
+use crate::backend::{Backend, StorageError};
+use crate::room::now_millis;
+
+/// The most commands applied in one batch; bounds the latency one batch can add.
+const MAX_BATCH: usize = 1024;
+
+pub(super) type MutationReply = oneshot::Sender<Result<Outcome, StoreError>>;
+
+pub(super) enum Command {
+    Mutate {
+        mutation: Mutation,
+        reply: MutationReply,
+    },
+    /// Reply once everything acknowledged so far is on stable storage.
+    Flush {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Re-read the backend's files (SIGHUP); replies with the number of rooms that changed.
+    Reload {
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+    /// Periodic upkeep: sync in relaxed mode, fold logs. Replies so a watchdog can tell the
+    /// actor is alive and not stuck.
+    Tick { reply: oneshot::Sender<()> },
+}
+
+pub(super) struct Actor {
+    pub backend: Box<dyn Backend>,
+    pub view: Arc<ArcSwap<Snapshot>>,
+    pub commands: mpsc::Receiver<Command>,
+    pub counters: Arc<Counters>,
+    pub events: broadcast::Sender<Arc<Change>>,
+}
+
+/// Mutations of one batch waiting for their commit.
+#[derive(Default)]
+struct Pending {
+    changes: Vec<Change>,
+    replies: Vec<(MutationReply, Result<Outcome, StoreError>)>,
+}
+
+impl Actor {
+    /// Runs until every handle is dropped, then closes the backend.
+    pub fn run(mut self) -> Result<(), StorageError> {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = self.commands.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match self.commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(&mut batch);
+        }
+        tracing::info!("storage actor stopping: writing every room to storage");
+        let snapshot = self.view.load_full();
+        self.backend.close(&snapshot)
+    }
+
+    fn run_batch(&mut self, batch: &mut Vec<Command>) {
+        let mut rooms = self.view.load().rooms.clone();
+        let mut pending = Pending::default();
+        let now = now_millis();
+        for command in batch.drain(..) {
+            match command {
+                Command::Mutate { mutation, reply } => {
+                    let result = apply::apply(&mut rooms, mutation, now, &mut pending.changes)
+                        .map_err(StoreError::Refused);
+                    pending.replies.push((reply, result));
+                }
+                Command::Flush { reply } => {
+                    rooms = self.commit(rooms, &mut pending);
+                    let result = self.backend.sync(&self.view.load()).map_err(storage_error);
+                    let _ = reply.send(result);
+                }
+                Command::Reload { reply } => {
+                    self.commit(rooms, &mut pending);
+                    let _ = reply.send(self.reload());
+                    rooms = self.view.load().rooms.clone();
+                }
+                Command::Tick { reply } => {
+                    rooms = self.commit(rooms, &mut pending);
+                    if let Err(e) = self.backend.maintain(&self.view.load()) {
+                        tracing::error!("storage upkeep failed: {e}");
+                    }
+                    let _ = reply.send(());
+                }
+            }
+        }
+        self.commit(rooms, &mut pending);
+    }
+
+    /// Commits what `pending` holds, publishes `rooms` if that worked, answers every writer, and
+    /// returns the rooms to keep working on (the published ones).
+    fn commit(
+        &mut self,
+        rooms: crate::store::snapshot::RoomMap,
+        pending: &mut Pending,
+    ) -> crate::store::snapshot::RoomMap {
+        if pending.replies.is_empty() {
+            return rooms;
+        }
+        let changes = std::mem::take(&mut pending.changes);
+        let snapshot = Snapshot { rooms };
+        let committed = if changes.is_empty() {
+            Ok(())
+        } else {
+            self.backend.commit(&changes, &snapshot)
+        };
+        let replies = std::mem::take(&mut pending.replies);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        match committed {
+            Ok(()) => {
+                self.counters
+                    .changes
+                    .fetch_add(changes.len() as u64, Ordering::Relaxed);
+                let rooms = snapshot.rooms.clone();
+                self.view.store(Arc::new(snapshot));
+                for (reply, result) in replies {
+                    let _ = reply.send(result);
+                }
+                // Watchers hear of a change only after its writer has its answer.
+                for change in changes {
+                    let _ = self.events.send(Arc::new(change));
+                }
+                rooms
+            }
+            Err(e) => {
+                self.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "could not store {} change(s); they were not applied: {e}",
+                    changes.len()
+                );
+                let error = storage_error(e);
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                self.view.load().rooms.clone()
+            }
+        }
+    }
+
+    fn reload(&mut self) -> Result<usize, StoreError> {
+        let current = self.view.load_full();
+        let reloaded = self.backend.reload(&current).map_err(storage_error)?;
+        if reloaded.changes.is_empty() {
+            return Ok(0);
+        }
+        let mut rooms = current.rooms.clone();
+        for change in &reloaded.changes {
+            apply::replay(&mut rooms, change);
+        }
+        let snapshot = Snapshot { rooms };
+        self.backend
+            .commit(&reloaded.changes, &snapshot)
+            .map_err(storage_error)?;
+        self.view.store(Arc::new(snapshot));
+        let count = reloaded.changes.len();
+        for change in reloaded.changes {
+            let _ = self.events.send(Arc::new(change));
+        }
+        Ok(count)
+    }
+}
+
+fn storage_error(e: StorageError) -> StoreError {
+    StoreError::Storage {
+        message: e.to_string(),
+        cause: e.cause(),
+    }
+}

@@ -1,0 +1,438 @@
+//! What each mutation does to the rooms, as pure functions over a [`RoomMap`].
+//!
+//! The actor calls [`apply`] for every mutation, in order, on a working copy of the map; the
+//! [`Change`]s it returns are what the backend makes durable and what replay re-applies after a
+//! restart ([`replay`]), so a change means the same thing live and when recovered.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::snapshot::{RoomEntry, RoomMap};
+use crate::room::{EpochMillis, Rating, Revision, RoomDoc, RoomName, ValidRoom};
+
+/// A change request, already validated, in the order the actor applies it.
+#[derive(Debug)]
+pub enum Mutation {
+    Save {
+        room: Box<ValidRoom>,
+        expected_revision: Option<Revision>,
+    },
+    Delete {
+        name: RoomName,
+        expected_revision: Option<Revision>,
+    },
+    AddRating {
+        name: RoomName,
+        media_id: String,
+        user_name: String,
+        rating: Rating,
+        timestamp: u64,
+    },
+    SetProgress {
+        name: RoomName,
+        user_name: String,
+        progress: u64,
+    },
+    /// `deleteRooms`: every room created before the instant.
+    DeleteCreatedBefore { created_before: EpochMillis },
+    /// `roomExpiry`: every room not changed since the instant.
+    Expire { idle_since: EpochMillis },
+}
+
+/// What a successful mutation reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Saved { revision: Revision },
+    Deleted { deleted: bool },
+    Rated { revision: Revision, added: bool },
+    Progressed { revision: Revision },
+    DeletedMany { count: u64 },
+}
+
+/// Why a mutation was refused; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `expectedRevision` did not match; carries the current revision (0 = absent).
+    Conflict { current: Revision },
+    /// The room does not exist.
+    NotFound { name: RoomName },
+}
+
+/// One change to one room, as it is logged and replayed. Ratings and progress are deltas so that
+/// a swipe costs a few bytes to log, not a rewrite of the room.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "t", rename_all = "camelCase")]
+pub enum Change {
+    /// The whole room, at `revision`.
+    Put {
+        name: RoomName,
+        revision: Revision,
+        at: EpochMillis,
+        room: Arc<RoomDoc>,
+    },
+    Rate {
+        name: RoomName,
+        revision: Revision,
+        at: EpochMillis,
+        media_id: String,
+        user_name: String,
+        rating: String,
+        timestamp: u64,
+    },
+    Progress {
+        name: RoomName,
+        revision: Revision,
+        at: EpochMillis,
+        user_name: String,
+        progress: u64,
+    },
+    Delete {
+        name: RoomName,
+    },
+}
+
+impl Change {
+    pub fn room_name(&self) -> &RoomName {
+        match self {
+            Change::Put { name, .. }
+            | Change::Rate { name, .. }
+            | Change::Progress { name, .. }
+            | Change::Delete { name } => name,
+        }
+    }
+}
+
+impl Serialize for RoomName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RoomName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        RoomName::new(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+fn check_expected(rooms: &RoomMap, name: &str, expected: Option<Revision>) -> Result<(), Refusal> {
+    let current = rooms.get(name).map_or(0, |e| e.revision);
+    match expected {
+        Some(expected) if expected != current => Err(Refusal::Conflict { current }),
+        _ => Ok(()),
+    }
+}
+
+/// Applies one mutation at time `now`, appending the resulting changes to `changes`.
+pub fn apply(
+    rooms: &mut RoomMap,
+    mutation: Mutation,
+    now: EpochMillis,
+    changes: &mut Vec<Change>,
+) -> Result<Outcome, Refusal> {
+    match mutation {
+        Mutation::Save {
+            room,
+            expected_revision,
+        } => {
+            check_expected(rooms, room.name.as_str(), expected_revision)?;
+            let revision = rooms.get(room.name.as_str()).map_or(0, |e| e.revision) + 1;
+            let change = Change::Put {
+                name: room.name.clone(),
+                revision,
+                at: now,
+                room: Arc::new(room.doc),
+            };
+            replay(rooms, &change);
+            changes.push(change);
+            Ok(Outcome::Saved { revision })
+        }
+        Mutation::Delete {
+            name,
+            expected_revision,
+        } => {
+            check_expected(rooms, name.as_str(), expected_revision)?;
+            let deleted = rooms.remove(name.as_str()).is_some();
+            if deleted {
+                changes.push(Change::Delete { name });
+            }
+            Ok(Outcome::Deleted { deleted })
+        }
+        Mutation::AddRating {
+            name,
+            media_id,
+            user_name,
+            rating,
+            timestamp,
+        } => {
+            let Some(entry) = rooms.get(name.as_str()) else {
+                return Err(Refusal::NotFound { name });
+            };
+            if has_rated(&entry.doc, &media_id, &user_name) {
+                return Ok(Outcome::Rated {
+                    revision: entry.revision,
+                    added: false,
+                });
+            }
+            let revision = entry.revision + 1;
+            let change = Change::Rate {
+                name,
+                revision,
+                at: now,
+                media_id,
+                user_name,
+                rating: rating.as_str().to_owned(),
+                timestamp,
+            };
+            replay(rooms, &change);
+            changes.push(change);
+            Ok(Outcome::Rated {
+                revision,
+                added: true,
+            })
+        }
+        Mutation::SetProgress {
+            name,
+            user_name,
+            progress,
+        } => {
+            let Some(entry) = rooms.get(name.as_str()) else {
+                return Err(Refusal::NotFound { name });
+            };
+            let revision = entry.revision + 1;
+            let change = Change::Progress {
+                name,
+                revision,
+                at: now,
+                user_name,
+                progress,
+            };
+            replay(rooms, &change);
+            changes.push(change);
+            Ok(Outcome::Progressed { revision })
+        }
+        Mutation::DeleteCreatedBefore { created_before } => Ok(Outcome::DeletedMany {
+            count: remove_where(rooms, changes, |e| e.created_at < created_before),
+        }),
+        Mutation::Expire { idle_since } => Ok(Outcome::DeletedMany {
+            count: remove_where(rooms, changes, |e| e.updated_at < idle_since),
+        }),
+    }
+}
+
+fn remove_where(
+    rooms: &mut RoomMap,
+    changes: &mut Vec<Change>,
+    doomed: impl Fn(&RoomEntry) -> bool,
+) -> u64 {
+    let names: Vec<RoomName> = rooms
+        .values()
+        .filter(|e| doomed(e))
+        .map(|e| e.name.clone())
+        .collect();
+    for name in &names {
+        rooms.remove(name);
+        changes.push(Change::Delete { name: name.clone() });
+    }
+    names.len() as u64
+}
+
+fn has_rated(doc: &RoomDoc, media_id: &str, user_name: &str) -> bool {
+    doc.get("ratings")
+        .and_then(|r| r.get(media_id))
+        .and_then(Value::as_array)
+        .is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|e| e.get(0).and_then(Value::as_str) == Some(user_name))
+        })
+}
+
+/// Makes `rooms` reflect `change`. Used live by [`apply`] and by backends replaying their log,
+/// so both paths produce the same room.
+pub fn replay(rooms: &mut RoomMap, change: &Change) {
+    match change {
+        Change::Put {
+            name,
+            revision,
+            at,
+            room,
+        } => {
+            let created_at = room
+                .get("createdAt")
+                .and_then(Value::as_str)
+                .and_then(crate::room::parse_timestamp)
+                .unwrap_or(0);
+            let entry = RoomEntry::new(name.clone(), room.clone(), *revision, created_at, *at);
+            rooms.insert(name.clone(), Arc::new(entry));
+        }
+        Change::Rate {
+            name,
+            revision,
+            at,
+            media_id,
+            user_name,
+            rating,
+            timestamp,
+        } => edit(rooms, name, *revision, *at, |doc| {
+            let ratings = object_field(doc, "ratings");
+            let entries = ratings
+                .entry(media_id.clone())
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if !entries.is_array() {
+                *entries = Value::Array(Vec::new());
+            }
+            if let Value::Array(entries) = entries {
+                entries.push(json!([user_name, rating, timestamp]));
+            }
+        }),
+        Change::Progress {
+            name,
+            revision,
+            at,
+            user_name,
+            progress,
+        } => edit(rooms, name, *revision, *at, |doc| {
+            object_field(doc, "userProgress").insert(user_name.clone(), json!(progress));
+        }),
+        Change::Delete { name } => {
+            rooms.remove(name);
+        }
+    }
+}
+
+/// Edits an existing room's document in place (copying it only if a reader still holds it).
+fn edit(
+    rooms: &mut RoomMap,
+    name: &RoomName,
+    revision: Revision,
+    at: EpochMillis,
+    f: impl FnOnce(&mut RoomDoc),
+) {
+    let Some(entry) = rooms.remove(name) else {
+        return;
+    };
+    let entry = Arc::try_unwrap(entry).unwrap_or_else(|shared| RoomEntry::clone_parts(&shared));
+    let mut doc = entry.doc;
+    f(Arc::make_mut(&mut doc));
+    let updated = RoomEntry::new(name.clone(), doc, revision, entry.created_at, at);
+    rooms.insert(name.clone(), Arc::new(updated));
+}
+
+/// The object at `doc[field]`, created (or replaced, if it was not an object) as needed.
+fn object_field<'a>(doc: &'a mut RoomDoc, field: &str) -> &'a mut serde_json::Map<String, Value> {
+    let slot = doc
+        .entry(field.to_owned())
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !slot.is_object() {
+        *slot = Value::Object(Default::default());
+    }
+    match slot {
+        Value::Object(map) => map,
+        _ => unreachable!("slot was just made an object"),
+    }
+}
+
+impl RoomEntry {
+    fn clone_parts(shared: &RoomEntry) -> RoomEntry {
+        RoomEntry {
+            name: shared.name.clone(),
+            doc: shared.doc.clone(),
+            encoded: shared.encoded.clone(),
+            summary: shared.summary.clone(),
+            revision: shared.revision,
+            created_at: shared.created_at,
+            updated_at: shared.updated_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::validate;
+
+    fn room(name: &str) -> Box<ValidRoom> {
+        Box::new(
+            validate(json!({
+                "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
+                "creatorPlexUserId": "1", "creatorPlexUsername": "john"
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn rate(name: &str, user: &str) -> Mutation {
+        Mutation::AddRating {
+            name: RoomName::new(name).unwrap(),
+            media_id: "m".into(),
+            user_name: user.into(),
+            rating: Rating::Like,
+            timestamp: 5,
+        }
+    }
+
+    #[test]
+    fn revisions_count_changes_and_replay_rebuilds_the_same_rooms() {
+        let mut rooms = RoomMap::new();
+        let mut changes = Vec::new();
+        let save = |r| Mutation::Save {
+            room: r,
+            expected_revision: Some(0),
+        };
+        assert_eq!(
+            apply(&mut rooms, save(room("a")), 1, &mut changes),
+            Ok(Outcome::Saved { revision: 1 })
+        );
+        assert_eq!(
+            apply(&mut rooms, save(room("a")), 1, &mut changes),
+            Err(Refusal::Conflict { current: 1 })
+        );
+        let added = |revision, added| Ok(Outcome::Rated { revision, added });
+        assert_eq!(
+            apply(&mut rooms, rate("a", "john"), 2, &mut changes),
+            added(2, true)
+        );
+        assert_eq!(
+            apply(&mut rooms, rate("a", "john"), 3, &mut changes),
+            added(2, false)
+        );
+        assert_eq!(
+            apply(&mut rooms, rate("b", "john"), 3, &mut changes),
+            Err(Refusal::NotFound {
+                name: RoomName::new("b").unwrap()
+            })
+        );
+        assert_eq!(changes.len(), 2);
+
+        let mut replayed = RoomMap::new();
+        for change in &changes {
+            replay(&mut replayed, change);
+        }
+        let (live, again) = (&rooms["a"], &replayed["a"]);
+        assert_eq!(live.encoded, again.encoded);
+        assert_eq!(
+            (live.revision, live.updated_at),
+            (again.revision, again.updated_at)
+        );
+        assert_eq!(live.doc["ratings"]["m"], json!([["john", "like", 5]]));
+    }
+
+    #[test]
+    fn changes_round_trip_through_json() {
+        let change = Change::Rate {
+            name: RoomName::new("a/b").unwrap(),
+            revision: 4,
+            at: 9,
+            media_id: "plex://movie/1".into(),
+            user_name: "jane".into(),
+            rating: "dislike".into(),
+            timestamp: 7,
+        };
+        let text = serde_json::to_string(&change).unwrap();
+        assert!(text.starts_with(r#"{"t":"rate","name":"a/b""#), "{text}");
+        assert_eq!(serde_json::from_str::<Change>(&text).unwrap(), change);
+    }
+}

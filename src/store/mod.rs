@@ -1,0 +1,168 @@
+//! The store: one actor that owns the rooms and the backend, and the handle everyone else holds.
+//!
+//! Writes go through [`StoreHandle::submit`] to the actor ([`actor`]), which applies them one at a
+//! time in arrival order ([`apply`]) and commits them to the backend in batches. Reads never queue
+//! behind writes: [`StoreHandle::snapshot`] returns the latest published [`Snapshot`], which is
+//! immutable and holds every room already encoded.
+//!
+//! Consistency: the actor publishes a batch's snapshot before it answers the batch's writers, so
+//! once a client has its `ok`, every later read on any connection sees the change.
+
+mod actor;
+pub mod apply;
+pub mod snapshot;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use self::actor::{Actor, Command};
+use self::apply::{Change, Mutation, Outcome, Refusal};
+use self::snapshot::Snapshot;
+use crate::backend::{Backend, StorageError};
+
+/// How many commands may wait for the actor; writers beyond this wait for room (backpressure).
+const QUEUE_DEPTH: usize = 4096;
+
+/// How many change events a watcher may fall behind before it is told `overflow`.
+pub const EVENT_BUFFER: usize = 4096;
+
+/// Why the store did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The mutation was refused (conflict, not found); nothing changed.
+    Refused(Refusal),
+    /// The backend failed; nothing changed.
+    Storage {
+        message: String,
+        cause: Option<String>,
+    },
+    /// The actor has stopped: the daemon is shutting down.
+    Stopped,
+}
+
+/// Counters the actor keeps for `stats` and for tests that check batching.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Batches committed (or attempted); fewer than changes means writers shared syncs.
+    pub batches: AtomicU64,
+    /// Changes committed.
+    pub changes: AtomicU64,
+    /// Commits that failed and were reported as `storage` errors.
+    pub failed_commits: AtomicU64,
+}
+
+/// A cheap, cloneable handle to the store. The actor stops when the last handle is dropped.
+#[derive(Clone)]
+pub struct StoreHandle {
+    commands: mpsc::Sender<Command>,
+    view: Arc<ArcSwap<Snapshot>>,
+    counters: Arc<Counters>,
+    events: broadcast::Sender<Arc<Change>>,
+    backend_name: &'static str,
+}
+
+/// The actor's thread; join it to learn whether the final close succeeded.
+pub type ActorThread = std::thread::JoinHandle<Result<(), StorageError>>;
+
+/// Loads the rooms from `backend` and starts the actor on its own thread.
+pub fn start(mut backend: Box<dyn Backend>) -> Result<(StoreHandle, ActorThread), StorageError> {
+    let rooms = backend.load()?;
+    let view = Arc::new(ArcSwap::from_pointee(Snapshot { rooms }));
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let counters = Arc::new(Counters::default());
+    let (events, _) = broadcast::channel(EVENT_BUFFER);
+    let handle = StoreHandle {
+        commands: tx,
+        view: view.clone(),
+        counters: counters.clone(),
+        events: events.clone(),
+        backend_name: backend.name(),
+    };
+    let actor = Actor {
+        backend,
+        view,
+        commands: rx,
+        counters,
+        events,
+    };
+    let thread = std::thread::Builder::new()
+        .name("storage-actor".into())
+        .spawn(move || actor.run())
+        .map_err(|e| StorageError::io("start the storage thread for", "the store", e))?;
+    Ok((handle, thread))
+}
+
+impl StoreHandle {
+    /// The latest published view of every room.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.view.load_full()
+    }
+
+    /// Queues a mutation and returns where its answer will arrive. Queuing in call order is what
+    /// keeps one connection's pipelined writes in order; awaiting the answer separately is what
+    /// lets many of them share one commit.
+    pub async fn submit(
+        &self,
+        mutation: Mutation,
+    ) -> oneshot::Receiver<Result<Outcome, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        // If the actor is gone, `reply` is dropped with the command and the receiver reports it.
+        let _ = self
+            .commands
+            .send(Command::Mutate { mutation, reply })
+            .await;
+        rx
+    }
+
+    /// Applies a mutation and waits for its answer.
+    pub async fn mutate(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
+        self.submit(mutation)
+            .await
+            .await
+            .unwrap_or(Err(StoreError::Stopped))
+    }
+
+    /// Returns once every acknowledged change is on stable storage.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Flush { reply }).await?;
+        rx.await.unwrap_or(Err(StoreError::Stopped))
+    }
+
+    /// Re-reads the backend's files; returns how many rooms changed.
+    pub async fn reload(&self) -> Result<usize, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Reload { reply }).await?;
+        rx.await.unwrap_or(Err(StoreError::Stopped))
+    }
+
+    /// Runs the actor's periodic upkeep; returns once the actor has done it (a liveness proof).
+    pub async fn tick(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Tick { reply }).await?;
+        rx.await.map_err(|_| StoreError::Stopped)
+    }
+
+    /// Every committed change from now on, in commit order.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.events.subscribe()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend_name
+    }
+
+    async fn send(&self, command: Command) -> Result<(), StoreError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| StoreError::Stopped)
+    }
+}

@@ -1,0 +1,743 @@
+//! Shared harness for the black-box tests: starts the real `moviematch-storaged` binary in its
+//! own temp dir, speaks NDJSON to it over its Unix socket, and never leaves a process behind
+//! (dropping a `Daemon` kills it).
+//!
+//! Layout of a test's temp dir: `rooms/` (storagePath), `storaged.sock`, `daemon-N.stderr` /
+//! `daemon-N.stdout` (one pair per run), `config.yaml` when a test writes one.
+#![allow(dead_code)]
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_moviematch-storaged");
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs each listed `fn name(backend: Backend)` once per backend, as `memory::name` and `file::name`.
+#[allow(unused_macros)]
+macro_rules! for_each_backend {
+    ($($test:ident),* $(,)?) => {
+        mod memory { $( #[test] fn $test() { super::$test(crate::common::Backend::Memory) } )* }
+        mod file { $( #[test] fn $test() { super::$test(crate::common::Backend::File) } )* }
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    File,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::File => "file",
+        }
+    }
+}
+
+/// Everything needed to start the daemon, kept so it can be started again on the same directory.
+#[derive(Clone)]
+pub struct DaemonBuilder {
+    tmp: Arc<TempDir>,
+    backend: Option<Backend>,
+    cwd: PathBuf,
+    socket: PathBuf,
+    storage: PathBuf,
+    /// false: pass neither `--socket` nor `--storage-path` (defaults, config file or env decide).
+    pass_paths: bool,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    umask: Option<libc::mode_t>,
+}
+
+/// Env vars of the developer's shell that must never reach the daemon.
+fn is_leaky_env(key: &str) -> bool {
+    ["STORAGE_", "REDIS_", "LISTEN_", "WATCHDOG_"]
+        .iter()
+        .any(|p| key.starts_with(p))
+        || ["NOTIFY_SOCKET", "RUST_LOG", "LOG_LEVEL", "ROOM_EXPIRY"].contains(&key)
+}
+
+fn new_tmp() -> Arc<TempDir> {
+    Arc::new(
+        tempfile::Builder::new()
+            .prefix("mm-")
+            .tempdir()
+            .expect("create temp dir"),
+    )
+}
+
+impl DaemonBuilder {
+    pub fn new(backend: Backend) -> Self {
+        let tmp = new_tmp();
+        let root = tmp.path().to_path_buf();
+        DaemonBuilder {
+            tmp,
+            backend: Some(backend),
+            cwd: root.clone(),
+            socket: root.join("storaged.sock"),
+            storage: root.join("rooms"),
+            pass_paths: true,
+            args: Vec::new(),
+            env: Vec::new(),
+            umask: None,
+        }
+    }
+
+    /// No flags at all, started in an empty directory `<tmp>/cwd`: the documented defaults apply.
+    pub fn bare() -> Self {
+        let tmp = new_tmp();
+        let cwd = tmp.path().join("cwd");
+        fs::create_dir(&cwd).unwrap();
+        DaemonBuilder {
+            tmp,
+            backend: None,
+            socket: cwd.join("data/storaged.sock"),
+            storage: cwd.join("data/rooms"),
+            cwd,
+            pass_paths: false,
+            args: Vec::new(),
+            env: Vec::new(),
+            umask: None,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+    pub fn storage_path(&self) -> &Path {
+        &self.storage
+    }
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn umask(mut self, mask: libc::mode_t) -> Self {
+        self.umask = Some(mask);
+        self
+    }
+    pub fn socket(mut self, p: impl Into<PathBuf>) -> Self {
+        self.socket = p.into();
+        self
+    }
+    pub fn storage(mut self, p: impl Into<PathBuf>) -> Self {
+        self.storage = p.into();
+        self
+    }
+    /// Do not pass `--storage-type` (a config file or env decides).
+    pub fn no_backend_flag(mut self) -> Self {
+        self.backend = None;
+        self
+    }
+    /// Do not pass `--socket`/`--storage-path`; the builder still expects them at the given paths.
+    pub fn no_path_flags(mut self) -> Self {
+        self.pass_paths = false;
+        self
+    }
+    /// Writes `<tmp>/config.yaml` and passes `--config` with it.
+    pub fn config_yaml(self, yaml: &str) -> Self {
+        let path = self.tmp.path().join("config.yaml");
+        fs::write(&path, yaml).unwrap();
+        self.arg("--config").arg(path.to_str().unwrap())
+    }
+
+    fn command(&self, run: usize) -> (Command, PathBuf) {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(&self.cwd);
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(is_leaky_env) {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        if let Some(b) = self.backend {
+            cmd.arg("--storage-type").arg(b.name());
+        }
+        if self.pass_paths {
+            cmd.arg("--storage-path").arg(&self.storage);
+            cmd.arg("--socket").arg(&self.socket);
+        }
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let log = self.tmp.path().join(format!("daemon-{run}.stderr"));
+        let out = self.tmp.path().join(format!("daemon-{run}.stdout"));
+        cmd.stdin(Stdio::null())
+            .stdout(fs::File::create(out).unwrap())
+            .stderr(fs::File::create(&log).unwrap());
+        if let Some(mask) = self.umask {
+            // SAFETY: umask is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask);
+                    Ok(())
+                });
+            }
+        }
+        (cmd, log)
+    }
+
+    /// Spawns without waiting for readiness.
+    pub fn spawn(self) -> Daemon {
+        let mut d = Daemon {
+            spec: self,
+            child: None,
+            log: PathBuf::new(),
+            runs: 0,
+        };
+        d.spawn_run();
+        d
+    }
+
+    /// Spawns and waits until the socket accepts a connection.
+    pub fn start(self) -> Daemon {
+        let mut d = self.spawn();
+        d.wait_ready();
+        d
+    }
+
+    /// For a daemon expected to refuse to start: waits for it to exit and returns what it said.
+    pub fn run_to_exit(self) -> Exited {
+        let mut d = self.spawn();
+        let status = d.wait_exit();
+        Exited {
+            status,
+            stderr: d.stderr(),
+        }
+    }
+}
+
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+pub struct Daemon {
+    spec: DaemonBuilder,
+    child: Option<Child>,
+    log: PathBuf,
+    runs: usize,
+}
+
+impl Daemon {
+    pub fn start(backend: Backend) -> Daemon {
+        DaemonBuilder::new(backend).start()
+    }
+    pub fn builder(backend: Backend) -> DaemonBuilder {
+        DaemonBuilder::new(backend)
+    }
+    /// A builder sharing this daemon's temp dir and paths (for a second daemon, or a restart
+    /// with other flags once this one stopped).
+    pub fn sibling(&self) -> DaemonBuilder {
+        self.spec.clone()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.spec.tmp.path()
+    }
+    pub fn storage(&self) -> &Path {
+        &self.spec.storage
+    }
+    pub fn socket(&self) -> &Path {
+        &self.spec.socket
+    }
+    pub fn room_path(&self, name: &str) -> PathBuf {
+        self.spec.storage.join(room_file_name(name))
+    }
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("daemon not running").id() as i32
+    }
+
+    fn spawn_run(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "previous daemon process still running"
+        );
+        // Unique per process run, also across sibling daemons sharing the temp dir.
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        self.runs = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let (mut cmd, log) = self.spec.command(self.runs);
+        self.child = Some(cmd.spawn().expect("spawn moviematch-storaged"));
+        self.log = log;
+    }
+
+    /// Starts the daemon again on the same directory, socket and flags; waits until ready.
+    pub fn restart(&mut self) {
+        self.spawn_run();
+        self.wait_ready();
+    }
+
+    /// Stops with SIGTERM (asserting exit 0) and starts again.
+    pub fn stop_and_restart(&mut self) {
+        let status = self.sigterm();
+        assert!(
+            status.success(),
+            "daemon exited with {status}; stderr:\n{}",
+            self.stderr()
+        );
+        self.restart();
+    }
+
+    /// The current run's stderr (the logs), without ANSI colour codes.
+    pub fn stderr(&self) -> String {
+        strip_ansi(&String::from_utf8_lossy(
+            &fs::read(&self.log).unwrap_or_default(),
+        ))
+    }
+
+    /// Polls the log until it contains `needle` (logs can be written after the fact).
+    pub fn wait_log(&self, needle: &str) {
+        wait_until(&format!("log line containing {needle:?}"), || {
+            self.stderr().contains(needle)
+        });
+    }
+
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("try_wait"))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.try_wait().is_none()
+    }
+
+    pub fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                panic!(
+                    "daemon exited before ready with {status}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if self.spec.socket.exists() && UnixStream::connect(&self.spec.socket).is_ok() {
+                return;
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                panic!(
+                    "daemon not ready after {READY_TIMEOUT:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the process to exit (killing it and panicking after `EXIT_TIMEOUT`).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                return status;
+            }
+            if start.elapsed() > EXIT_TIMEOUT {
+                self.kill9();
+                panic!(
+                    "daemon did not exit within {EXIT_TIMEOUT:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+    pub fn sigterm(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+    pub fn sigint(&mut self) -> ExitStatus {
+        self.signal(libc::SIGINT);
+        self.wait_exit()
+    }
+    pub fn sighup(&self) {
+        self.signal(libc::SIGHUP);
+    }
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn try_connect(&self) -> io::Result<Conn> {
+        Conn::connect(&self.spec.socket)
+    }
+    pub fn connect(&self) -> Conn {
+        self.try_connect()
+            .unwrap_or_else(|e| panic!("connect: {e}; stderr:\n{}", self.stderr()))
+    }
+
+    pub fn rss_kb(&self) -> u64 {
+        proc_status_kb(self.pid(), "VmRSS")
+    }
+    /// Peak resident set size so far.
+    pub fn hwm_kb(&self) -> u64 {
+        proc_status_kb(self.pid(), "VmHWM")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn proc_status_kb(pid: i32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Polls `cond` every 10 ms for up to 10 s.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One client connection: one request line out, one response line in.
+pub struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Conn {
+    pub fn connect(path: &Path) -> io::Result<Conn> {
+        let s = UnixStream::connect(path)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Conn {
+            writer: s.try_clone()?,
+            reader: BufReader::new(s),
+        })
+    }
+
+    pub fn set_read_timeout(&self, t: Duration) {
+        self.writer.set_read_timeout(Some(t)).unwrap();
+    }
+
+    /// A second handle on the socket, for a writer thread while this one reads.
+    pub fn writer(&self) -> UnixStream {
+        self.writer.try_clone().unwrap()
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to daemon");
+    }
+
+    pub fn try_send(&mut self, req: &Value) -> io::Result<()> {
+        let mut line = serde_json::to_vec(req).unwrap();
+        line.push(b'\n');
+        self.writer.write_all(&line)
+    }
+
+    pub fn send(&mut self, req: &Value) {
+        let mut line = serde_json::to_vec(req).unwrap();
+        line.push(b'\n');
+        self.send_raw(&line);
+    }
+
+    /// The next line without its `\n`; `None` at EOF. Panics on timeout.
+    pub fn read_line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => None,
+            Ok(_) => {
+                assert_eq!(buf.pop(), Some(b'\n'), "response not ended by \\n: {buf:?}");
+                Some(String::from_utf8(buf).expect("response is not UTF-8"))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("reading a response: {e} (a hang or a missing response)"),
+        }
+    }
+
+    /// The next line, parsed; it must be one JSON object.
+    pub fn read_json(&mut self) -> Value {
+        let line = self
+            .read_line()
+            .expect("connection closed instead of a response");
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {line}"));
+        assert!(v.is_object(), "response is not an object: {line}");
+        v
+    }
+
+    pub fn call(&mut self, req: Value) -> Value {
+        self.send(&req);
+        self.read_json()
+    }
+
+    /// `call` that must succeed; returns the response.
+    pub fn ok(&mut self, req: Value) -> Value {
+        let resp = self.call(req.clone());
+        assert_ok(&resp, &req);
+        resp
+    }
+
+    pub fn ping(&mut self) {
+        let r = self.ok(json!({"op": "ping"}));
+        assert_eq!(r["protocol"], 1);
+    }
+
+    pub fn save(&mut self, room: &Value) -> u64 {
+        revision(&self.ok(json!({"op": "saveRoom", "room": room})))
+    }
+
+    /// The room and its revision, or `None`.
+    pub fn get(&mut self, name: &str) -> Option<(Value, u64)> {
+        let r = self.ok(json!({"op": "getRoom", "roomName": name}));
+        if r["room"].is_null() {
+            assert!(
+                r.get("revision").is_none(),
+                "revision present for a missing room: {r}"
+            );
+            None
+        } else {
+            Some((r["room"].clone(), revision(&r)))
+        }
+    }
+
+    pub fn has(&mut self, name: &str) -> bool {
+        let r = self.ok(json!({"op": "hasRoom", "roomName": name}));
+        r["exists"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("exists not a bool: {r}"))
+    }
+
+    /// `(revision, added)`
+    pub fn rate(&mut self, room: &str, media: &str, user: &str, rating: &str) -> (u64, bool) {
+        let r = self.ok(json!({"op": "addRating", "roomName": room, "mediaId": media,
+                              "userName": user, "rating": rating, "timestamp": 1_700_000_000_000u64}));
+        (
+            revision(&r),
+            r["added"]
+                .as_bool()
+                .unwrap_or_else(|| panic!("added not a bool: {r}")),
+        )
+    }
+
+    /// `listRooms` with the given extra arguments: `(rooms, next)`.
+    pub fn list(&mut self, args: Value) -> (Vec<Value>, Option<String>) {
+        let mut req = args;
+        req["op"] = json!("listRooms");
+        let r = self.ok(req);
+        let rooms = r["rooms"]
+            .as_array()
+            .unwrap_or_else(|| panic!("rooms not an array: {r}"));
+        assert!(
+            r.get("next").is_some(),
+            "next missing (must be a string or null): {r}"
+        );
+        (rooms.clone(), r["next"].as_str().map(String::from))
+    }
+}
+
+pub fn revision(resp: &Value) -> u64 {
+    let rev = resp["revision"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no revision in {resp}"));
+    assert!(rev >= 1, "revisions are positive: {resp}");
+    rev
+}
+
+pub fn assert_ok(resp: &Value, req: &Value) {
+    assert_eq!(resp["ok"], true, "request {req}\nfailed: {resp}");
+    assert!(
+        resp.get("error").is_none(),
+        "ok response with an error: {resp}"
+    );
+}
+
+/// Asserts a well-formed failure with `code`; returns the error object.
+pub fn assert_err<'a>(resp: &'a Value, code: &str) -> &'a Map<String, Value> {
+    assert_eq!(resp["ok"], false, "expected error {code}, got {resp}");
+    let err = resp["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no error object: {resp}"));
+    assert_eq!(
+        err.get("code").and_then(Value::as_str),
+        Some(code),
+        "wrong code in {resp}"
+    );
+    assert!(
+        err.get("message").is_some_and(Value::is_string),
+        "no message in {resp}"
+    );
+    if let Some(cause) = err.get("cause") {
+        assert!(cause.is_string(), "cause must be a string: {resp}");
+    }
+    err
+}
+
+pub fn room_names(rooms: &[Value]) -> Vec<String> {
+    rooms
+        .iter()
+        .map(|r| r["roomName"].as_str().expect("roomName").to_string())
+        .collect()
+}
+
+/// A valid room with every documented field (the example of PROTOCOL.md section 4).
+pub fn room(name: &str) -> Value {
+    json!({
+        "roomName": name,
+        "password": "secret",
+        "sort": "random",
+        "createdAt": "2025-10-25T20:00:00.000Z",
+        "creatorPlexUserId": "12345",
+        "creatorPlexUsername": "john_doe",
+        "options": ["EndOnFirstMatch"],
+        "filters": [{ "key": "genre", "operator": "=", "value": ["Action", "Comedy"] }],
+        "ratings": { "movie-123": [["john_doe", "like", 1729890000000u64]] },
+        "userProgress": { "john_doe": 5 }
+    })
+}
+
+/// A valid room with only the required fields.
+pub fn bare_room(name: &str) -> Value {
+    json!({
+        "roomName": name,
+        "sort": "rating",
+        "createdAt": "2025-10-26T08:30:00.000Z",
+        "creatorPlexUserId": "777",
+        "creatorPlexUsername": "jane"
+    })
+}
+
+/// The file name of a room in storagePath: `<name>.json` for plain names, else `~` + percent
+/// encoding + `.json` when that fits in 255 bytes, else `~=` + hex SHA-256 + `.json`.
+pub fn room_file_name(name: &str) -> String {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if !name.is_empty() && name.len() <= 250 && name.bytes().all(plain) {
+        return format!("{name}.json");
+    }
+    let mut enc = String::from("~");
+    for b in name.bytes() {
+        if plain(b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    enc.push_str(".json");
+    if enc.len() <= 255 {
+        enc
+    } else {
+        format!("~={:x}.json", Sha256::digest(name.as_bytes()))
+    }
+}
+
+pub fn read_json_file(path: &Path) -> Value {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// Writes a room file by hand, pretty-printed, as a user editing the directory would.
+pub fn write_room_file(path: &Path, room: &Value) {
+    fs::write(path, serde_json::to_string_pretty(room).unwrap() + "\n").unwrap();
+}
+
+/// Entry names of a directory, sorted (empty if it does not exist).
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// Room files in storagePath: every entry not starting with `.`.
+pub fn room_files(storage: &Path) -> Vec<String> {
+    dir_entries(storage)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+/// Every path under `dir`, recursively, symlinks not followed.
+pub fn all_paths_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if fs::symlink_metadata(&p).unwrap().is_dir() {
+            out.extend(all_paths_under(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+pub fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
