@@ -87,5 +87,4 @@ pub trait Backend: Send {
     /// The clean stop: leave storage complete and self-describing (for `file`, every room file
     /// holds its room's latest state).
     fn close(&mut self, rooms: &Snapshot) -> Result<(), StorageError>;
-
 }

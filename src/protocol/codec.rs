@@ -74,9 +74,8 @@ impl Decoder for LineCodec {
                     return Ok(Some(Frame::Line(line)));
                 }
                 None if buf.len() > self.max_line.saturating_add(1) => {
-                    // No terminator within the limit: this line is too large. Drop what we
-                    // hold and skip the remainder as it arrives.
-                    buf.clear();
+                    // No terminator within the limit: this line is too large. Skip it up to
+                    // its terminator, which may already be in the buffer or arrive later.
                     self.scanned = 0;
                     self.discarding = true;
                 }
@@ -160,6 +159,16 @@ mod tests {
                 line("z")
             ]
         );
+    }
+
+    #[test]
+    fn an_oversized_line_arriving_in_one_read_ends_at_its_terminator() {
+        let mut codec = LineCodec::new(4);
+        let mut buf = BytesMut::from(&b"abcdefgh
+ok
+"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::TooLarge));
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(line("ok")));
     }
 
     #[test]

@@ -166,3 +166,6 @@ impl StoreHandle {
             .map_err(|_| StoreError::Stopped)
     }
 }
+
+#[cfg(test)]
+mod tests;

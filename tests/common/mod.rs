@@ -532,6 +532,18 @@ impl Conn {
         resp
     }
 
+    /// `call` that must fail with `code`; returns the error object.
+    pub fn err(&mut self, req: Value, code: &str) -> Map<String, Value> {
+        let resp = self.call(req.clone());
+        assert_eq!(resp["ok"], false, "request {req}\nshould fail with {code}: {resp}");
+        assert_err(&resp, code).clone()
+    }
+
+    /// Names of the rooms `listRooms` returns with these arguments (first page).
+    pub fn names(&mut self, args: Value) -> Vec<String> {
+        room_names(&self.list(args).0)
+    }
+
     pub fn ping(&mut self) {
         let r = self.ok(json!({"op": "ping"}));
         assert_eq!(r["protocol"], 1);
@@ -648,6 +660,19 @@ pub fn room(name: &str) -> Value {
         "ratings": { "movie-123": [["john_doe", "like", 1729890000000u64]] },
         "userProgress": { "john_doe": 5 }
     })
+}
+
+/// `room` with `fields` set (a `null` value removes the field).
+pub fn with(mut room: Value, fields: Value) -> Value {
+    let obj = room.as_object_mut().expect("room is an object");
+    for (k, v) in fields.as_object().expect("fields is an object") {
+        if v.is_null() {
+            obj.remove(k);
+        } else {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    room
 }
 
 /// A valid room with only the required fields.

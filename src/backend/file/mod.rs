@@ -26,7 +26,7 @@ mod load;
 pub mod names;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use self::fs::{AppendFile, FileStat};

@@ -1,0 +1,207 @@
+//! Deterministic tests of the actor, with a backend that records and can stall or fail commits.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::apply::{Mutation, Outcome, Refusal};
+use super::snapshot::{RoomMap, Snapshot};
+use super::{start, StoreError, StoreHandle};
+use crate::backend::{Backend, StorageError};
+use crate::room::{validate, Rating, RoomName};
+use crate::store::apply::Change;
+
+/// What the recording backend saw, shared with the test.
+#[derive(Default)]
+struct Journal {
+    /// Sizes of the committed batches, in order.
+    batches: Vec<usize>,
+    syncs: usize,
+    closed_with_rooms: Option<usize>,
+}
+
+struct RecordingBackend {
+    seen: Arc<Mutex<Journal>>,
+    /// Commits fail while this says so.
+    fail: Arc<Mutex<bool>>,
+    /// If set, the first commit waits for a message here (to let the queue fill up).
+    gate: Option<std_mpsc::Receiver<()>>,
+}
+
+impl Backend for RecordingBackend {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+    fn load(&mut self) -> Result<RoomMap, StorageError> {
+        Ok(RoomMap::new())
+    }
+    fn commit(&mut self, changes: &[Change], _rooms: &Snapshot) -> Result<(), StorageError> {
+        if let Some(gate) = self.gate.take() {
+            let _ = gate.recv();
+        }
+        if *self.fail.lock().unwrap() {
+            return Err(StorageError::io(
+                "fsync",
+                "/fake/journal",
+                std::io::Error::from_raw_os_error(libc::EIO),
+            ));
+        }
+        self.seen.lock().unwrap().batches.push(changes.len());
+        Ok(())
+    }
+    fn sync(&mut self, _rooms: &Snapshot) -> Result<(), StorageError> {
+        self.seen.lock().unwrap().syncs += 1;
+        Ok(())
+    }
+    fn close(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
+        self.seen.lock().unwrap().closed_with_rooms = Some(rooms.rooms.len());
+        Ok(())
+    }
+}
+
+struct Harness {
+    store: StoreHandle,
+    actor: super::ActorThread,
+    seen: Arc<Mutex<Journal>>,
+    fail: Arc<Mutex<bool>>,
+}
+
+fn harness(gate: Option<std_mpsc::Receiver<()>>) -> Harness {
+    let seen = Arc::new(Mutex::new(Journal::default()));
+    let fail = Arc::new(Mutex::new(false));
+    let backend = RecordingBackend {
+        seen: seen.clone(),
+        fail: fail.clone(),
+        gate,
+    };
+    let (store, actor) = start(Box::new(backend)).unwrap();
+    Harness {
+        store,
+        actor,
+        seen,
+        fail,
+    }
+}
+
+fn save(name: &str) -> Mutation {
+    let room = validate(json!({
+        "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
+        "creatorPlexUserId": "1", "creatorPlexUsername": "john"
+    }))
+    .unwrap();
+    Mutation::Save {
+        room: Box::new(room),
+        expected_revision: None,
+    }
+}
+
+fn rate(name: &str, user: &str) -> Mutation {
+    Mutation::AddRating {
+        name: RoomName::new(name).unwrap(),
+        media_id: "m".into(),
+        user_name: user.into(),
+        rating: Rating::Like,
+        timestamp: 1,
+    }
+}
+
+#[tokio::test]
+async fn writers_waiting_together_share_one_commit() {
+    let (open_gate, gate) = std_mpsc::channel();
+    let h = harness(Some(gate));
+    // The first commit stalls at the gate, so these 100 wait in the queue meanwhile.
+    let first = h.store.submit(save("room")).await;
+    let mut replies = Vec::new();
+    for i in 0..100 {
+        replies.push(h.store.submit(rate("room", &format!("user{i}"))).await);
+    }
+    open_gate.send(()).unwrap();
+    assert_eq!(first.await.unwrap(), Ok(Outcome::Saved { revision: 1 }));
+    for (i, reply) in replies.into_iter().enumerate() {
+        let revision = i as u64 + 2;
+        assert_eq!(
+            reply.await.unwrap(),
+            Ok(Outcome::Rated {
+                revision,
+                added: true
+            })
+        );
+    }
+    let batches = h.seen.lock().unwrap().batches.clone();
+    assert_eq!(batches.iter().sum::<usize>(), 101);
+    assert!(
+        batches.len() <= 3,
+        "100 queued writes should share commits: {batches:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_commit_changes_nothing_and_the_next_one_works() {
+    let h = harness(None);
+    h.store.mutate(save("kept")).await.unwrap();
+    *h.fail.lock().unwrap() = true;
+    let failed = h.store.mutate(rate("kept", "jane")).await;
+    assert!(
+        matches!(failed, Err(StoreError::Storage { ref cause, .. }) if cause.is_some()),
+        "{failed:?}"
+    );
+    let room = h.store.snapshot().get("kept").unwrap().clone();
+    assert_eq!(room.revision, 1, "the failed rating must not be visible");
+    assert!(room.doc.get("ratings").is_none());
+    *h.fail.lock().unwrap() = false;
+    assert_eq!(
+        h.store.mutate(rate("kept", "jane")).await,
+        Ok(Outcome::Rated {
+            revision: 2,
+            added: true
+        })
+    );
+}
+
+#[tokio::test]
+async fn an_acknowledged_write_is_visible_to_the_next_read() {
+    let h = harness(None);
+    for i in 0..50 {
+        let name = format!("room{i}");
+        h.store.mutate(save(&name)).await.unwrap();
+        assert!(h.store.snapshot().get(&name).is_some());
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_not_committed() {
+    let h = harness(None);
+    assert_eq!(
+        h.store.mutate(rate("missing", "a")).await,
+        Err(StoreError::Refused(Refusal::NotFound {
+            name: RoomName::new("missing").unwrap()
+        }))
+    );
+    let conflict = Mutation::Delete {
+        name: RoomName::new("missing").unwrap(),
+        expected_revision: Some(3),
+    };
+    assert_eq!(
+        h.store.mutate(conflict).await,
+        Err(StoreError::Refused(Refusal::Conflict { current: 0 }))
+    );
+    assert!(h.seen.lock().unwrap().batches.is_empty());
+}
+
+#[tokio::test]
+async fn the_actor_closes_the_backend_when_the_last_handle_goes() {
+    let h = harness(None);
+    h.store.mutate(save("a")).await.unwrap();
+    h.store.flush().await.unwrap();
+    assert_eq!(h.seen.lock().unwrap().syncs, 1);
+    let other = h.store.clone();
+    drop(h.store);
+    other.mutate(save("b")).await.unwrap();
+    drop(other);
+    let closed = tokio::task::spawn_blocking(move || h.actor.join())
+        .await
+        .unwrap();
+    assert!(closed.unwrap().is_ok());
+    assert_eq!(h.seen.lock().unwrap().closed_with_rooms, Some(2));
+}

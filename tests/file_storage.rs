@@ -1,0 +1,453 @@
+//! The `file` backend's directory as users see it (PROTOCOL.md sections 5-6): one pretty JSON
+//! file per room, an injective name encoding that never leaves storagePath, hand-written and
+//! hand-edited files, quarantine, symlinks, SIGHUP reloads, crash leftovers.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A daemon on a storage dir prepared by hand: `files` are (file name, contents).
+fn start_seeded(files: &[(&str, &[u8])]) -> Daemon {
+    let b = Daemon::builder(Backend::File);
+    fs::create_dir(b.storage_path()).unwrap();
+    fs::set_permissions(b.storage_path(), fs::Permissions::from_mode(0o700)).unwrap();
+    for (name, contents) in files {
+        fs::write(b.storage_path().join(name), contents).unwrap();
+    }
+    b.start()
+}
+
+fn pretty(room: &Value) -> Vec<u8> {
+    (serde_json::to_string_pretty(room).unwrap() + "\n").into_bytes()
+}
+
+/// The entry of `.quarantine/` that holds `file` (the daemon may add a suffix to its name).
+fn quarantined(d: &Daemon, file: &str) -> Option<PathBuf> {
+    let q = d.storage().join(".quarantine");
+    dir_entries(&q)
+        .into_iter()
+        .find(|n| n.starts_with(file))
+        .map(|n| q.join(n))
+}
+
+fn wait_quarantined(d: &Daemon, file: &str) -> PathBuf {
+    wait_until(&format!("{file} in .quarantine/"), || {
+        quarantined(d, file).is_some()
+    });
+    quarantined(d, file).unwrap()
+}
+
+#[test]
+fn plain_names_live_in_name_dot_json_as_pretty_json() {
+    let mut d = Daemon::start(Backend::File);
+    let storage = d.storage().to_str().unwrap().to_string();
+    d.wait_log(&format!("Using file storage at: {storage}"));
+    let long = "a".repeat(250);
+    let rooms = [room("movie-night_2"), bare_room("X"), room(&long)];
+    let mut c = d.connect();
+    for r in &rooms {
+        c.save(r);
+    }
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0));
+    let mut want = vec![
+        "X.json".to_string(),
+        format!("{long}.json"),
+        "movie-night_2.json".into(),
+    ];
+    want.sort();
+    assert_eq!(room_files(d.storage()), want);
+    for r in &rooms {
+        let path = d
+            .storage()
+            .join(format!("{}.json", r["roomName"].as_str().unwrap()));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("{\n  \""),
+            "not pretty-printed: {}",
+            path.display()
+        );
+        assert_eq!(
+            &serde_json::from_str::<Value>(&text).unwrap(),
+            r,
+            "exactly the room, no revision"
+        );
+    }
+}
+
+#[test]
+fn hostile_names_round_trip_in_their_own_files_inside_storage() {
+    let long_plain = "a".repeat(255);
+    let over_plain = "b".repeat(251);
+    let long_spaces = " ".repeat(255);
+    let long_utf8 = format!("{}a", "é".repeat(127));
+    let hashed_lookalike = format!("={}", "0".repeat(64));
+    let names: Vec<&str> = vec![
+        "../x",
+        "../../etc/passwd",
+        "a/b",
+        "a_b",
+        "a%2Fb",
+        "%41",
+        "A",
+        ".",
+        "..",
+        ".lock",
+        ".index",
+        ".quarantine",
+        ".tmp-1",
+        ".journal-0",
+        "~x",
+        "~",
+        "~%7Ex",
+        "x.json",
+        "🎬 movie night",
+        "Room",
+        "room",
+        "ROOM",
+        "name with spaces?",
+        "\u{a0}",
+        &long_plain,
+        &over_plain,
+        &long_spaces,
+        &long_utf8,
+        &hashed_lookalike,
+    ];
+    let room_for = |i: usize, name: &str| {
+        let mut r = bare_room(name);
+        r["creatorPlexUsername"] = json!(format!("user{i}"));
+        r
+    };
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(c.save(&room_for(i, name)), 1, "{name:?}");
+    }
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(c.get(name), Some((room_for(i, name), 1)), "{name:?}");
+    }
+    assert_eq!(c.list(json!({})).0.len(), names.len());
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0));
+
+    // Nothing outside storagePath except the harness's own files.
+    for p in all_paths_under(d.dir()) {
+        let top = p.parent() == Some(d.dir());
+        let harness = top
+            && p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("daemon-");
+        assert!(
+            p.starts_with(d.storage()) || harness,
+            "file outside storagePath: {}",
+            p.display()
+        );
+    }
+    let files = room_files(d.storage());
+    assert_eq!(
+        files.len(),
+        names.len(),
+        "rooms sharing a file, or stray files: {files:?}"
+    );
+    for f in &files {
+        assert!(
+            fs::symlink_metadata(d.storage().join(f)).unwrap().is_file(),
+            "{f} is not a plain file"
+        );
+    }
+    for (i, name) in names.iter().enumerate() {
+        let path = d.room_path(name);
+        assert!(path.is_file(), "{name:?} expected in {}", path.display());
+        assert_eq!(read_json_file(&path), room_for(i, name), "{name:?}");
+    }
+
+    d.restart();
+    let mut c = d.connect();
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(
+            c.get(name),
+            Some((room_for(i, name), 1)),
+            "{name:?} after restart"
+        );
+    }
+}
+
+#[test]
+fn hand_written_room_files_load_with_revision_1() {
+    let alpha = room("alpha");
+    let beta = bare_room("beta");
+    let spaced = room("a b");
+    let compact = serde_json::to_vec(&beta).unwrap();
+    let d = start_seeded(&[
+        ("alpha.json", &pretty(&alpha)),
+        ("beta.json", &compact),
+        ("~a%20b.json", &pretty(&spaced)),
+    ]);
+    let storage = d.storage().to_str().unwrap().to_string();
+    d.wait_log(&format!("Using file storage at: {storage}"));
+    let mut c = d.connect();
+    assert_eq!(room_names(&c.list(json!({})).0), ["a b", "alpha", "beta"]);
+    assert_eq!(c.get("alpha"), Some((alpha, 1)));
+    assert_eq!(c.get("beta"), Some((beta, 1)));
+    assert_eq!(c.get("a b"), Some((spaced, 1)));
+    assert_eq!(c.rate("alpha", "m", "u", "like"), (2, true));
+}
+
+#[test]
+fn invalid_files_are_quarantined_at_start_and_the_others_served() {
+    let mut invalid = room("invalid");
+    invalid["sort"] = json!("alphabetical");
+    let broken = b"{\"roomName\": \"broken\", ".to_vec();
+    let mut d = start_seeded(&[
+        ("good.json", &pretty(&room("good"))),
+        ("broken.json", &broken),
+        ("invalid.json", &pretty(&invalid)),
+        ("empty.json", b""),
+    ]);
+    let mut c = d.connect();
+    assert_eq!(room_names(&c.list(json!({})).0), ["good"]);
+    assert!(!c.has("invalid") && !c.has("broken"));
+    for file in ["broken.json", "invalid.json", "empty.json"] {
+        assert!(
+            !d.storage().join(file).exists(),
+            "{file} still in storagePath"
+        );
+        let moved = quarantined(&d, file).unwrap_or_else(|| panic!("{file} not in .quarantine/"));
+        d.wait_log(file);
+        if file == "broken.json" {
+            assert_eq!(
+                fs::read(moved).unwrap(),
+                broken,
+                "quarantined file must be kept as it was"
+            );
+        }
+    }
+    drop(c);
+    d.stop_and_restart();
+    assert_eq!(d.connect().get("good"), Some((room("good"), 1)));
+}
+
+#[test]
+fn symlinks_in_storage_are_not_followed() {
+    let b = Daemon::builder(Backend::File);
+    let elsewhere = b.dir().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let target = elsewhere.join("target.json");
+    let original = pretty(&room("link"));
+    fs::write(&target, &original).unwrap();
+    fs::create_dir(b.storage_path()).unwrap();
+    fs::set_permissions(b.storage_path(), fs::Permissions::from_mode(0o700)).unwrap();
+    symlink(&target, b.storage_path().join("link.json")).unwrap();
+    let mut d = b.start();
+    let mut c = d.connect();
+    assert!(!c.has("link"), "a symlinked room file must not be loaded");
+    c.save(&bare_room("link"));
+    c.rate("link", "m", "u", "like");
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0));
+    assert_eq!(
+        fs::read(&target).unwrap(),
+        original,
+        "symlink target was written through"
+    );
+    d.restart();
+    assert_eq!(d.connect().get("link").unwrap().1, 2);
+}
+
+/// Saves rooms, then restarts so their files are surely current before a test edits them.
+fn daemon_with_rooms(names: &[&str]) -> Daemon {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    for n in names {
+        c.save(&room(n));
+        c.rate(n, "m", "u", "like");
+    }
+    drop(c);
+    d.stop_and_restart();
+    d
+}
+
+fn edited(name: &str) -> Value {
+    let mut r = bare_room(name);
+    r["creatorPlexUsername"] = json!("edited-by-hand");
+    r["ratings"] = json!({"m": [["u", "like", 1]], "n": [["v", "dislike", 2]]});
+    r
+}
+
+#[test]
+fn sighup_applies_edited_new_and_removed_files() {
+    let d = daemon_with_rooms(&["changed", "removed", "untouched"]);
+    write_room_file(&d.room_path("changed"), &edited("changed"));
+    write_room_file(&d.room_path("new room"), &room("new room"));
+    fs::remove_file(d.room_path("removed")).unwrap();
+    d.sighup();
+    let mut c = d.connect();
+    wait_until("the edited file to be reloaded", || {
+        c.get("changed").unwrap().0 == edited("changed")
+    });
+    assert_eq!(
+        c.get("changed").unwrap().1,
+        3,
+        "a hand-edited file raises the revision by one"
+    );
+    assert_eq!(c.get("new room"), Some((room("new room"), 1)));
+    assert!(!c.has("removed"));
+    let mut untouched = room("untouched");
+    untouched["ratings"]["m"] = json!([["u", "like", 1_700_000_000_000u64]]);
+    assert_eq!(c.get("untouched"), Some((untouched, 2)));
+
+    // Files the daemon wrote itself are not hand edits: a second reload leaves them alone.
+    assert_eq!(c.rate("changed", "o", "u", "like"), (4, true));
+    write_room_file(&d.room_path("untouched"), &edited("untouched"));
+    d.sighup();
+    wait_until("the second reload", || {
+        c.get("untouched").unwrap().0 == edited("untouched")
+    });
+    assert_eq!(c.get("changed").unwrap().1, 4);
+    assert_eq!(c.get("new room").unwrap().1, 1);
+}
+
+#[test]
+fn sighup_quarantines_an_invalid_edit_and_rewrites_the_room() {
+    let mut d = daemon_with_rooms(&["r", "s"]);
+    let mut c = d.connect();
+    let (r_before, s_before) = (c.get("r").unwrap(), c.get("s").unwrap());
+    fs::write(d.room_path("r"), b"{ this is not json").unwrap();
+    let mut not_a_room = room("s");
+    not_a_room["ratings"] = json!({"m": [["u", "meh", 1]]});
+    write_room_file(&d.room_path("s"), &not_a_room);
+    d.sighup();
+    for (name, before) in [("r", &r_before), ("s", &s_before)] {
+        let file = room_file_name(name);
+        wait_quarantined(&d, &file);
+        d.wait_log(&file);
+        wait_until(&format!("{file} to be written again"), || {
+            fs::read(d.room_path(name))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                == Some(before.0.clone())
+        });
+        assert_eq!(
+            &c.get(name).unwrap(),
+            before,
+            "{name} keeps its state and revision"
+        );
+    }
+    drop(c);
+    d.stop_and_restart();
+    assert_eq!(
+        d.connect().get("r").unwrap(),
+        r_before,
+        "the rewritten file is not a hand edit"
+    );
+}
+
+#[test]
+fn hand_edit_while_stopped_raises_the_revision_once() {
+    let mut d = daemon_with_rooms(&["r"]);
+    assert_eq!(
+        d.connect().get("r").unwrap().1,
+        2,
+        "an unchanged file keeps its revision"
+    );
+    assert_eq!(d.sigterm().code(), Some(0));
+    write_room_file(&d.room_path("r"), &edited("r"));
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((edited("r"), 3)));
+    d.stop_and_restart();
+    assert_eq!(d.connect().get("r"), Some((edited("r"), 3)));
+}
+
+#[test]
+fn leftover_temporary_files_are_removed_at_start() {
+    let d = start_seeded(&[
+        ("r.json", &pretty(&room("r"))),
+        (".tmp-123", b"{\"roomName\": \"half"),
+        (".tmp-r.json.456", &pretty(&room("r"))),
+    ]);
+    wait_until("leftover .tmp-* files to be removed", || {
+        dir_entries(d.storage())
+            .iter()
+            .all(|n| !n.starts_with(".tmp-"))
+    });
+    assert_eq!(d.connect().get("r"), Some((room("r"), 1)));
+}
+
+fn snapshot(storage: &Path) -> Vec<(String, Vec<u8>)> {
+    room_files(storage)
+        .into_iter()
+        .map(|f| (f.clone(), fs::read(storage.join(&f)).unwrap()))
+        .collect()
+}
+
+#[test]
+fn bad_input_never_changes_stored_data() {
+    let mut d = Daemon::builder(Backend::File)
+        .args(["--max-request-bytes", "65536"])
+        .start();
+    let mut c = d.connect();
+    c.save(&room("r"));
+    c.save(&room("s"));
+    c.rate("s", "m", "u", "like");
+    drop(c);
+    d.stop_and_restart();
+    let files = snapshot(d.storage());
+    let mut c = d.connect();
+    let state = c.list(json!({"summary": true})).0;
+
+    let mut bad_room = room("r");
+    bad_room["ratings"] = json!({"plex://movie/1": [["u", "meh", 1]]});
+    let mut oversized = room("r");
+    oversized["pad"] = json!("x".repeat(100_000));
+    let garbage: Vec<Vec<u8>> = vec![
+        b"{\"op\":\"saveRoom\",\"room\":".to_vec(),
+        b"\xff\xfe{\"op\":\"deleteRoom\",\"roomName\":\"r\"}".to_vec(),
+        b"[{\"op\":\"deleteRoom\",\"roomName\":\"r\"}]".to_vec(),
+        json!({"op": "saveRoom", "room": oversized}).to_string().into_bytes(),
+        json!({"op": "saveRoom", "room": bad_room}).to_string().into_bytes(),
+        json!({"op": "saveRoom", "room": room("r"), "expectedRevision": 7}).to_string().into_bytes(),
+        json!({"op": "saveRoom", "room": room("r"), "expectedRevision": 0}).to_string().into_bytes(),
+        json!({"op": "saveRoom", "room": room("r"), "extra": 1}).to_string().into_bytes(),
+        json!({"op": "saveRoom", "room": room("r\n")}).to_string().into_bytes(),
+        json!({"op": "deleteRoom", "roomName": "r", "expectedRevision": 3}).to_string().into_bytes(),
+        json!({"op": "deleteRoom", "roomName": ["r"]}).to_string().into_bytes(),
+        json!({"op": "deleteRooms", "createdBefore": "tomorrow"}).to_string().into_bytes(),
+        json!({"op": "addRating", "roomName": "s", "mediaId": "m", "userName": "v", "rating": "meh"}).to_string().into_bytes(),
+        json!({"op": "addRating", "roomName": "s", "mediaId": "m", "userName": "u", "rating": "dislike"}).to_string().into_bytes(),
+        json!({"op": "setProgress", "roomName": "s", "userName": "u", "progress": -1}).to_string().into_bytes(),
+        json!({"op": "setProgress", "roomName": "nope", "userName": "u", "progress": 1}).to_string().into_bytes(),
+        json!({"op": "dropAllRooms"}).to_string().into_bytes(),
+    ];
+    for line in &garbage {
+        c.send_raw(&[line.as_slice(), b"\n"].concat());
+        let r = c.read_json();
+        assert!(
+            r["ok"] == false || r["added"] == false,
+            "bad input was accepted: {r}"
+        );
+    }
+    assert_eq!(c.list(json!({"summary": true})).0, state);
+    assert_eq!(snapshot(d.storage()), files, "room files changed");
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0));
+    let after = snapshot(d.storage());
+    assert_eq!(
+        after.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, bytes), (_, old)) in after.iter().zip(&files) {
+        let (now, was): (Value, Value) = (
+            serde_json::from_slice(bytes).unwrap(),
+            serde_json::from_slice(old).unwrap(),
+        );
+        assert_eq!(now, was, "{name} changed");
+    }
+    d.restart();
+    assert_eq!(d.connect().list(json!({"summary": true})).0, state);
+}
