@@ -535,7 +535,10 @@ impl Conn {
     /// `call` that must fail with `code`; returns the error object.
     pub fn err(&mut self, req: Value, code: &str) -> Map<String, Value> {
         let resp = self.call(req.clone());
-        assert_eq!(resp["ok"], false, "request {req}\nshould fail with {code}: {resp}");
+        assert_eq!(
+            resp["ok"], false,
+            "request {req}\nshould fail with {code}: {resp}"
+        );
         assert_err(&resp, code).clone()
     }
 
