@@ -1,5 +1,7 @@
 //! PROTOCOL.md sections 2-4 over a real socket: every operation except `watch`, every error code
 //! a client can provoke, revisions and the room rules; each test runs on `memory` and `file`.
+//!
+//! Most tests are scripts of `[request, expected response fields]` pairs, run in order.
 
 #[macro_use]
 mod common;
@@ -50,69 +52,54 @@ fn start(b: Backend) -> (Daemon, Conn) {
     (d, c)
 }
 
-const NONE: [&str; 0] = [];
+fn code(c: &str) -> Value {
+    json!({"error": {"code": c}})
+}
 
 fn ping_answers_protocol_1(b: Backend) {
     let (_d, mut c) = start(b);
-    let r = c.call(json!({"op": "ping"}));
-    assert_eq!((&r["ok"], &r["protocol"]), (&json!(true), &json!(1)), "{r}");
+    let r = c.expect(json!({"op": "ping"}), json!({"ok": true, "protocol": 1}));
     assert!(r.get("id").is_none(), "no id sent, none expected: {r}");
 }
 
 fn id_is_echoed_verbatim(b: Backend) {
     let (_d, mut c) = start(b);
-    let ids = [
-        json!(7),
-        json!(0),
-        json!(-3),
-        json!(12345678901234u64),
-        json!(2.5),
-        json!("abc"),
-    ];
-    for id in ids.into_iter().chain([json!(""), json!("7")]) {
-        let r = c.call(json!({"id": id, "op": "ping"}));
-        assert_eq!((&r["ok"], r.get("id")), (&json!(true), Some(&id)), "{r}");
-        let r = c.call(json!({"id": id, "op": "noSuchOp"}));
-        assert_err(&r, "bad_request");
-        assert_eq!(
-            r.get("id"),
-            Some(&id),
-            "id must be echoed on errors too: {r}"
-        );
+    let ids = json!([7, 0, -3, 12345678901234u64, 2.5, "abc", "", "7"]);
+    for id in ids.as_array().unwrap() {
+        c.expect(json!({"id": id, "op": "ping"}), json!({"id": id}));
+        let err = json!({"id": id, "error": {"code": "bad_request"}});
+        c.expect(json!({"id": id, "op": "noSuchOp"}), err);
     }
-    let r = c.call(json!({"op": "noSuchOp"}));
-    assert_err(&r, "bad_request");
+    let r = c.expect(json!({"op": "noSuchOp"}), code("bad_request"));
     assert!(r.get("id").is_none(), "{r}");
 }
 
 fn id_of_wrong_type_is_bad_request_and_still_echoed(b: Backend) {
     let (_d, mut c) = start(b);
-    for id in [json!(true), json!(false), json!([1]), json!({"n": 1})] {
-        let r = c.call(json!({"id": id, "op": "ping"}));
-        assert_err(&r, "bad_request");
-        assert_eq!(r.get("id"), Some(&id), "{r}");
+    for id in json!([true, false, [1], {"n": 1}]).as_array().unwrap() {
+        let err = json!({"id": id, "error": {"code": "bad_request"}});
+        c.expect(json!({"id": id, "op": "ping"}), err);
     }
     c.ping();
 }
 
 fn save_then_get_returns_the_room_exactly(b: Backend) {
     let (_d, mut c) = start(b);
-    let r = c.ok(json!({"id": 1, "op": "saveRoom", "room": room("movie-night")}));
-    assert_eq!(r["revision"], 1, "{r}");
-    let r = c.ok(json!({"id": 2, "op": "getRoom", "roomName": "movie-night"}));
-    assert_eq!(
-        (&r["room"], &r["revision"]),
-        (&room("movie-night"), &json!(1))
+    c.script(json!([
+        [{"id": 1, "op": "saveRoom", "room": room("movie-night")}, {"id": 1, "revision": 1}],
+        [{"id": 2, "op": "getRoom", "roomName": "movie-night"}, {"room": room("movie-night"), "revision": 1}],
+        [{"op": "hasRoom", "roomName": "movie-night"}, {"exists": true}],
+        [{"op": "hasRoom", "roomName": "Movie-night"}, {"exists": false}],
+        [{"op": "hasRoom", "roomName": "nope"}, {"exists": false}],
+    ]));
+    let r = c.expect(
+        json!({"op": "getRoom", "roomName": "nope"}),
+        json!({"room": null}),
     );
-    assert!(c.has("movie-night"));
-    let r = c.ok(json!({"op": "getRoom", "roomName": "nope"}));
-    assert_eq!(r["room"], Value::Null, "{r}");
     assert!(
         r.get("revision").is_none(),
         "revision is absent when room is null: {r}"
     );
-    assert!(!c.has("nope"));
-    assert!(!c.has("Movie-night"), "names are case-sensitive");
 }
 
 fn save_replaces_the_whole_room(b: Backend) {
@@ -138,40 +125,35 @@ fn unknown_room_fields_are_kept(b: Backend) {
     r["ratings"]["plex://movie/5d77"] = json!([["ann", "dislike", 0]]);
     c.save(&r);
     assert_eq!(c.get("future").unwrap().0, r);
-    c.ok(
-        json!({"op": "addRating", "roomName": "future", "mediaId": "m2", "userName": "bob",
-                "rating": "like", "timestamp": 5}),
-    );
-    c.ok(json!({"op": "setProgress", "roomName": "future", "userName": "bob", "progress": 3}));
+    c.script(json!([
+        [{"op": "addRating", "roomName": "future", "mediaId": "m2", "userName": "bob",
+          "rating": "like", "timestamp": 5}, {"revision": 2}],
+        [{"op": "setProgress", "roomName": "future", "userName": "bob", "progress": 3},
+         {"revision": 3}],
+    ]));
     r["ratings"]["m2"] = json!([["bob", "like", 5]]);
     r["userProgress"]["bob"] = json!(3);
     assert_eq!(c.get("future"), Some((r.clone(), 3)));
     assert_eq!(
         c.list(json!({})).0,
-        vec![r],
-        "listRooms entries are the room as getRoom has it"
+        [r],
+        "listRooms entries are rooms as getRoom has them"
     );
 }
 
 fn expected_revision_guards_save(b: Backend) {
     let (_d, mut c) = start(b);
     let save = |exp: u64| json!({"op": "saveRoom", "room": room("r"), "expectedRevision": exp});
-    assert_eq!(
-        c.err(save(3), "conflict")["revision"],
-        0,
-        "absent room is revision 0"
-    );
-    assert!(!c.has("r"));
-    assert_eq!(revision(&c.ok(save(0))), 1, "0 = must not exist");
-    assert_eq!(c.err(save(0), "conflict")["revision"], 1);
-    assert_eq!(revision(&c.ok(save(1))), 2);
-    assert_eq!(c.err(save(1), "conflict")["revision"], 2);
-    assert_eq!(c.get("r").unwrap().1, 2, "a conflict changes nothing");
-    assert_eq!(
-        c.save(&room("r")),
-        3,
-        "without expectedRevision a save always applies"
-    );
+    c.script(json!([
+        [save(3), {"error": {"code": "conflict", "revision": 0}}],
+        [{"op": "hasRoom", "roomName": "r"}, {"exists": false}],
+        [save(0), {"revision": 1}],
+        [save(0), {"error": {"code": "conflict", "revision": 1}}],
+        [save(1), {"revision": 2}],
+        [save(1), {"error": {"code": "conflict", "revision": 2}}],
+        [{"op": "getRoom", "roomName": "r"}, {"revision": 2}],
+        [{"op": "saveRoom", "room": room("r")}, {"revision": 3}],
+    ]));
 }
 
 fn delete_room_rules(b: Backend) {
@@ -179,53 +161,33 @@ fn delete_room_rules(b: Backend) {
     let del = |exp: Value| json!({"op": "deleteRoom", "roomName": "r", "expectedRevision": exp});
     c.save(&room("r"));
     c.rate("r", "m", "u", "like");
-    assert_eq!(c.err(del(json!(1)), "conflict")["revision"], 2);
-    assert!(c.has("r"));
-    assert_eq!(c.ok(del(json!(2)))["deleted"], true);
-    assert!(!c.has("r"));
-    assert_eq!(
-        c.ok(del(json!(null)))["deleted"],
-        false,
-        "deleting a missing room is ok"
-    );
-    assert_eq!(
-        c.ok(del(json!(0)))["deleted"],
-        false,
-        "0 = must not exist: matches"
-    );
-    assert_eq!(c.err(del(json!(4)), "conflict")["revision"], 0);
-    c.save(&room("s"));
-    assert_eq!(
-        c.ok(json!({"op": "deleteRoom", "roomName": "s"}))["deleted"],
-        true
-    );
-    assert_eq!(
-        c.save(&room("r")),
-        1,
-        "a re-created room starts at revision 1"
-    );
+    c.script(json!([
+        [del(json!(1)), {"error": {"code": "conflict", "revision": 2}}],
+        [{"op": "hasRoom", "roomName": "r"}, {"exists": true}],
+        [del(json!(2)), {"deleted": true}],
+        [{"op": "hasRoom", "roomName": "r"}, {"exists": false}],
+        [del(json!(null)), {"deleted": false}],
+        [del(json!(0)), {"deleted": false}],
+        [del(json!(4)), {"error": {"code": "conflict", "revision": 0}}],
+        [{"op": "saveRoom", "room": room("s")}, {"revision": 1}],
+        [{"op": "deleteRoom", "roomName": "s"}, {"deleted": true}],
+        [{"op": "saveRoom", "room": room("r")}, {"revision": 1}],
+    ]));
 }
 
 fn add_rating_appends_once_per_user_and_media(b: Backend) {
     let (_d, mut c) = start(b);
     c.save(&bare_room("r"));
-    let mut add = |m: &str, u: &str, rating: &str, ts: u64| {
-        let r = c.ok(
-            json!({"op": "addRating", "roomName": "r", "mediaId": m, "userName": u,
-                            "rating": rating, "timestamp": ts}),
-        );
-        (revision(&r), r["added"].clone())
+    let add = |m: &str, u: &str, rating: &str, ts: u64| {
+        json!({"op": "addRating", "roomName": "r", "mediaId": m, "userName": u, "rating": rating,
+               "timestamp": ts})
     };
-    assert_eq!(add("plex://movie/1", "ann", "like", 10), (2, json!(true)));
-    assert_eq!(
-        add("plex://movie/1", "ann", "dislike", 11),
-        (2, json!(false))
-    );
-    assert_eq!(
-        add("plex://movie/1", "bob", "dislike", 12),
-        (3, json!(true))
-    );
-    assert_eq!(add("plex://movie/2", "ann", "like", 13), (4, json!(true)));
+    c.script(json!([
+        [add("plex://movie/1", "ann", "like", 10), {"revision": 2, "added": true}],
+        [add("plex://movie/1", "ann", "dislike", 11), {"revision": 2, "added": false}],
+        [add("plex://movie/1", "bob", "dislike", 12), {"revision": 3, "added": true}],
+        [add("plex://movie/2", "ann", "like", 13), {"revision": 4, "added": true}],
+    ]));
     let want = with(
         bare_room("r"),
         json!({"ratings": {
@@ -250,18 +212,18 @@ fn add_rating_timestamp_defaults_to_now(b: Backend) {
     let (_d, mut c) = start(b);
     c.save(&bare_room("r"));
     let before = now_ms();
-    let rate = json!({"op": "addRating", "roomName": "r", "userName": "u", "rating": "like"});
-    c.ok(with(rate, json!({"mediaId": "m"})));
-    c.ok(
-        json!({"op": "addRating", "roomName": "r", "mediaId": "n", "userName": "u",
-                "rating": "like", "timestamp": null}),
-    );
+    c.script(json!([
+        [{"op": "addRating", "roomName": "r", "mediaId": "m", "userName": "u", "rating": "like"},
+         {"added": true}],
+        [{"op": "addRating", "roomName": "r", "mediaId": "n", "userName": "u", "rating": "like",
+          "timestamp": null}, {"added": true}],
+    ]));
     let after = now_ms();
     let room = c.get("r").unwrap().0;
     for m in ["m", "n"] {
         let ts = room["ratings"][m][0][2]
             .as_u64()
-            .unwrap_or_else(|| panic!("timestamp: {room}"));
+            .expect("integer timestamp");
         assert!(
             before <= ts && ts <= after,
             "{ts} not in [{before}, {after}]"
@@ -274,26 +236,15 @@ fn add_rating_argument_errors_change_nothing(b: Backend) {
     c.save(&room("r"));
     let good = json!({"op": "addRating", "roomName": "r", "mediaId": "m", "userName": "u",
                       "rating": "like"});
-    let mut cases = Vec::new();
+    let mut changes = Vec::new();
     for field in ["roomName", "mediaId", "userName", "rating"] {
-        cases.push(with(good.clone(), json!({ field: null })));
-        cases.push(with(good.clone(), json!({ field: 5 })));
+        changes.push(json!({ field: null }));
+        changes.push(json!({ field: 5 }));
     }
-    for (k, v) in [
-        ("rating", json!("meh")),
-        ("rating", json!("Like")),
-        ("timestamp", json!(-1)),
-    ]
-    .into_iter()
-    .chain([
-        ("timestamp", json!("1")),
-        ("timestamp", json!(1.5)),
-        ("ratting", json!("like")),
-    ]) {
-        cases.push(with(good.clone(), json!({ k: v })));
-    }
-    for req in cases {
-        c.err(req, "bad_request");
+    let more = json!([{"rating": "meh"}, {"rating": "Like"}, {"timestamp": -1},
+                      {"timestamp": "1"}, {"timestamp": 1.5}, {"ratting": "like"}]);
+    for change in changes.iter().chain(more.as_array().unwrap()) {
+        c.expect(with(good.clone(), change.clone()), code("bad_request"));
     }
     assert_eq!(c.get("r"), Some((room("r"), 1)));
 }
@@ -302,17 +253,16 @@ fn set_progress_rules(b: Backend) {
     let (_d, mut c) = start(b);
     c.save(&bare_room("r"));
     let set = |u: &str, p: Value| json!({"op": "setProgress", "roomName": "r", "userName": u, "progress": p});
-    assert_eq!(revision(&c.ok(set("ann", json!(0)))), 2);
-    assert_eq!(revision(&c.ok(set("ann", json!(7)))), 3);
-    assert_eq!(
-        revision(&c.ok(set("ann", json!(7)))),
-        4,
-        "every setProgress counts"
-    );
-    assert_eq!(revision(&c.ok(set("bob", json!(1)))), 5);
-    for bad in [json!(-1), json!(1.5), json!("3"), json!(null)] {
-        c.err(set("ann", bad), "bad_request");
-    }
+    c.script(json!([
+        [set("ann", json!(0)), {"revision": 2}],
+        [set("ann", json!(7)), {"revision": 3}],
+        [set("ann", json!(7)), {"revision": 4}],
+        [set("bob", json!(1)), {"revision": 5}],
+        [set("ann", json!(-1)), {"error": {"code": "bad_request"}}],
+        [set("ann", json!(1.5)), {"error": {"code": "bad_request"}}],
+        [set("ann", json!("3")), {"error": {"code": "bad_request"}}],
+        [set("ann", json!(null)), {"error": {"code": "bad_request"}}],
+    ]));
     let want = with(
         bare_room("r"),
         json!({"userProgress": {"ann": 7, "bob": 1}}),
@@ -327,67 +277,57 @@ fn verify_password_rules(b: Backend) {
     c.save(&with(bare_room("empty"), json!({"password": ""})));
     let verify =
         |name: &str, pw: Value| json!({"op": "verifyPassword", "roomName": name, "password": pw});
-    let mut valid = |name: &str, pw: &str| c.ok(verify(name, json!(pw)))["valid"].clone();
-    assert_eq!(valid("locked", "secret"), true);
-    assert_eq!(valid("locked", "Secret"), false);
-    assert_eq!(valid("locked", ""), false);
-    for name in ["open", "empty"] {
-        assert_eq!(valid(name, "anything"), true, "{name} has no password");
-        assert_eq!(valid(name, ""), true, "{name} has no password");
-    }
-    c.err(verify("locked", json!(1)), "bad_request");
-    c.err(
-        json!({"op": "verifyPassword", "roomName": "locked"}),
-        "bad_request",
-    );
+    c.script(json!([
+        [verify("locked", json!("secret")), {"valid": true}],
+        [verify("locked", json!("Secret")), {"valid": false}],
+        [verify("locked", json!("")), {"valid": false}],
+        [verify("open", json!("anything")), {"valid": true}],
+        [verify("open", json!("")), {"valid": true}],
+        [verify("empty", json!("anything")), {"valid": true}],
+        [verify("empty", json!("")), {"valid": true}],
+        [verify("locked", json!(1)), {"error": {"code": "bad_request"}}],
+        [{"op": "verifyPassword", "roomName": "locked"}, {"error": {"code": "bad_request"}}],
+    ]));
 }
 
 fn operations_needing_a_room_say_not_found(b: Backend) {
     let (_d, mut c) = start(b);
-    for req in [
-        json!({"id": 1, "op": "addRating", "roomName": "x", "mediaId": "m", "userName": "u",
-               "rating": "like"}),
-        json!({"id": 2, "op": "setProgress", "roomName": "x", "userName": "u", "progress": 1}),
-        json!({"id": 3, "op": "verifyPassword", "roomName": "x", "password": "p"}),
-    ] {
-        let r = c.call(req.clone());
-        assert_err(&r, "not_found");
-        assert_eq!(r["id"], req["id"]);
-    }
-    assert!(
-        !c.has("x"),
-        "a not_found operation must not create the room"
-    );
+    c.script(json!([
+        [{"id": 1, "op": "addRating", "roomName": "x", "mediaId": "m", "userName": "u",
+          "rating": "like"}, {"id": 1, "error": {"code": "not_found"}}],
+        [{"id": 2, "op": "setProgress", "roomName": "x", "userName": "u", "progress": 1},
+         {"id": 2, "error": {"code": "not_found"}}],
+        [{"id": 3, "op": "verifyPassword", "roomName": "x", "password": "p"},
+         {"id": 3, "error": {"code": "not_found"}}],
+        [{"op": "getRoom", "roomName": "x"}, {"room": null}],
+        [{"op": "hasRoom", "roomName": "x"}, {"exists": false}],
+    ]));
 }
 
 fn delete_rooms_by_creation_instant(b: Backend) {
     let (_d, mut c) = start(b);
-    for (name, at) in [
-        ("a", "2025-01-01T00:00:00.000Z"),
-        ("b", "2025-01-01T02:30:00+02:00"),
-    ]
-    .into_iter()
-    .chain([
-        ("c", "2024-12-31T20:00:00-05:00"),
-        ("d", "2025-01-01T01:30:00Z"),
-    ]) {
-        c.save(&with(bare_room(name), json!({"createdAt": at})));
+    let created = json!([
+        ["a", "2025-01-01T00:00:00.000Z"],
+        ["b", "2025-01-01T02:30:00+02:00"],
+        ["c", "2024-12-31T20:00:00-05:00"],
+        ["d", "2025-01-01T01:30:00Z"]
+    ]);
+    for pair in created.as_array().unwrap() {
+        c.save(&with(
+            bare_room(pair[0].as_str().unwrap()),
+            json!({"createdAt": pair[1]}),
+        ));
     }
     let before = |at: Value| json!({"op": "deleteRooms", "createdBefore": at});
-    // 01:00+01:00 is 00:00Z: exclusive, so `a` stays.
-    assert_eq!(
-        c.ok(before(json!("2025-01-01T01:00:00+01:00")))["deleted"],
-        0
-    );
-    // 00:45Z: a (00:00Z) and b (00:30Z) go; c (01:00Z) sorts first as a string but is later.
-    assert_eq!(
-        c.ok(before(json!("2025-01-01T00:45:00.000Z")))["deleted"],
-        2
-    );
-    assert_eq!(c.names(json!({})), ["c", "d"]);
-    c.err(json!({"op": "deleteRooms"}), "bad_request");
-    c.err(before(json!("last week")), "bad_request");
-    c.err(before(json!(1735689600000u64)), "bad_request");
+    c.script(json!([
+        // 01:00+01:00 is 00:00Z; exclusive, so `a` stays.
+        [before(json!("2025-01-01T01:00:00+01:00")), {"deleted": 0}],
+        // 00:45Z: a (00:00Z) and b (00:30Z) go; c (01:00Z) sorts first as a string but is later.
+        [before(json!("2025-01-01T00:45:00.000Z")), {"deleted": 2}],
+        [{"op": "deleteRooms"}, {"error": {"code": "bad_request"}}],
+        [before(json!("last week")), {"error": {"code": "bad_request"}}],
+        [before(json!(1735689600000u64)), {"error": {"code": "bad_request"}}],
+    ]));
     assert_eq!(c.names(json!({})), ["c", "d"]);
 }
 
@@ -396,13 +336,11 @@ fn stats_reports_the_daemon(b: Backend) {
     c.save(&room("a"));
     c.save(&room("b"));
     let _other = d.connect();
-    let r = c.ok(json!({"op": "stats"}));
-    assert!(r["version"].is_string(), "{r}");
-    assert_eq!(
-        (&r["backend"], &r["rooms"]),
-        (&json!(b.name()), &json!(2)),
-        "{r}"
+    let r = c.expect(
+        json!({"op": "stats"}),
+        json!({"backend": b.name(), "rooms": 2}),
     );
+    assert!(r["version"].is_string(), "{r}");
     assert!(r["uptimeSeconds"].is_number(), "{r}");
     assert!(r["connections"].as_u64().is_some_and(|n| n >= 1), "{r}");
 }
@@ -411,18 +349,16 @@ fn flush_returns_ok_and_nothing_else(b: Backend) {
     let (_d, mut c) = start(b);
     c.save(&room("a"));
     assert_eq!(c.call(json!({"op": "flush"})), json!({"ok": true}));
-    assert_eq!(
-        c.call(json!({"id": "f", "op": "flush"})),
-        json!({"id": "f", "ok": true})
-    );
+    let r = c.call(json!({"id": "f", "op": "flush"}));
+    assert_eq!(r, json!({"id": "f", "ok": true}));
 }
 
 fn bad_json_is_answered(b: Backend) {
     let (_d, mut c) = start(b);
     for line in [
         "not json",
-        "{\"op\":\"ping\"",
-        "{\"op\":\"ping\",}",
+        r#"{"op":"ping""#,
+        r#"{"op":"ping",}"#,
         "[1,2]",
         "42",
         "null",
@@ -438,136 +374,86 @@ fn bad_json_is_answered(b: Backend) {
 fn bad_request_cases(b: Backend) {
     let (_d, mut c) = start(b);
     c.save(&room("r"));
-    let save = json!({"op": "saveRoom", "room": room("r")});
-    let cases = [
-        json!({"op": "launchRockets"}),
-        json!({"roomName": "r"}),
-        json!({"op": 5}),
-        json!({"op": "getroom", "roomName": "r"}),
-        json!({"op": "getRoom"}),
-        json!({"op": "getRoom", "roomName": 5}),
-        json!({"op": "getRoom", "roomName": null}),
-        json!({"op": "getRoom", "roomName": "r", "roomname": "r"}),
-        json!({"op": "ping", "verbose": true}),
-        json!({"op": "hasRoom", "roomName": ["r"]}),
-        json!({"op": "saveRoom"}),
-        json!({"op": "saveRoom", "room": "r"}),
-        with(save.clone(), json!({"expectedRevision": -1})),
-        with(save.clone(), json!({"expectedRevision": "1"})),
-        with(save.clone(), json!({"expectedRevision": 1.5})),
-        json!({"op": "deleteRoom", "roomName": "r", "expectedRevision": "1"}),
-        json!({"op": "deleteRoom"}),
-    ];
-    for (i, req) in cases.into_iter().enumerate() {
-        let r = c.call(with(req, json!({"id": i})));
-        assert_err(&r, "bad_request");
-        assert_eq!(r["id"], i, "{r}");
+    let cases = json!([
+        {"op": "launchRockets"},
+        {"roomName": "r"},
+        {"op": 5},
+        {"op": "getroom", "roomName": "r"},
+        {"op": "getRoom"},
+        {"op": "getRoom", "roomName": 5},
+        {"op": "getRoom", "roomName": null},
+        {"op": "getRoom", "roomName": "r", "roomname": "r"},
+        {"op": "ping", "verbose": true},
+        {"op": "hasRoom", "roomName": ["r"]},
+        {"op": "saveRoom"},
+        {"op": "saveRoom", "room": "r"},
+        {"op": "saveRoom", "room": room("r"), "expectedRevision": -1},
+        {"op": "saveRoom", "room": room("r"), "expectedRevision": "1"},
+        {"op": "saveRoom", "room": room("r"), "expectedRevision": 1.5},
+        {"op": "deleteRoom", "roomName": "r", "expectedRevision": "1"},
+        {"op": "deleteRoom"}
+    ]);
+    for (i, req) in cases.as_array().unwrap().iter().enumerate() {
+        let want = json!({"id": i, "error": {"code": "bad_request"}});
+        c.expect(with(req.clone(), json!({"id": i})), want);
     }
     assert_eq!(c.get("r"), Some((room("r"), 1)));
 }
 
 fn null_optional_arguments_mean_absent(b: Backend) {
     let (_d, mut c) = start(b);
-    c.save(&room("r"));
-    let r = c.ok(json!({"op": "saveRoom", "room": room("r"), "expectedRevision": null}));
-    assert_eq!(r["revision"], 2);
-    c.save(&room("s"));
-    let (rooms, next) = c.list(json!({"creatorPlexUserId": null, "creatorPlexUsername": null,
-        "createdBefore": null, "createdAfter": null, "after": null, "limit": null, "summary": null}));
-    assert_eq!(
-        (room_names(&rooms), next),
-        (vec!["r".to_string(), "s".into()], None)
-    );
-    let r = c.ok(json!({"op": "deleteRoom", "roomName": "s", "expectedRevision": null}));
-    assert_eq!(r["deleted"], true);
+    c.script(json!([
+        [{"op": "saveRoom", "room": room("r")}, {"revision": 1}],
+        [{"op": "saveRoom", "room": room("r"), "expectedRevision": null}, {"revision": 2}],
+        [{"op": "saveRoom", "room": room("s")}, {"revision": 1}],
+        [{"op": "listRooms", "creatorPlexUserId": null, "creatorPlexUsername": null,
+          "createdBefore": null, "createdAfter": null, "after": null, "limit": null,
+          "summary": null}, {"rooms": [room("r"), room("s")], "next": null}],
+        [{"op": "deleteRoom", "roomName": "s", "expectedRevision": null}, {"deleted": true}],
+    ]));
 }
 
 fn invalid_room_names_the_field(b: Backend) {
     let (_d, mut c) = start(b);
     c.save(&room("keep"));
-    let r1 = r#"ratings["plex://movie/1"]"#;
-    let cases = [
-        (json!({"roomName": null}), "roomName".to_string()),
-        (json!({"roomName": 5}), "roomName".into()),
-        (json!({"sort": null}), "sort".into()),
-        (json!({"sort": "alpha"}), "sort".into()),
-        (json!({"createdAt": null}), "createdAt".into()),
-        (json!({"createdAt": "yesterday"}), "createdAt".into()),
-        (json!({"createdAt": "2025-10-25"}), "createdAt".into()),
-        (
-            json!({"createdAt": "2025-10-25T20:00:00"}),
-            "createdAt".into(),
-        ),
-        (
-            json!({"createdAt": "2025-13-01T00:00:00Z"}),
-            "createdAt".into(),
-        ),
-        (json!({"createdAt": 1729890000000u64}), "createdAt".into()),
-        (
-            json!({"creatorPlexUserId": null}),
-            "creatorPlexUserId".into(),
-        ),
-        (
-            json!({"creatorPlexUserId": true}),
-            "creatorPlexUserId".into(),
-        ),
-        (
-            json!({"creatorPlexUsername": null}),
-            "creatorPlexUsername".into(),
-        ),
-        (
-            json!({"creatorPlexUsername": 3}),
-            "creatorPlexUsername".into(),
-        ),
-        (json!({"password": 5}), "password".into()),
-        (json!({"options": "EndOnFirstMatch"}), "options".into()),
-        (json!({"options": ["ok", 1]}), "options[1]".into()),
-        (
-            json!({"filters": [{"key": "genre", "operator": "="}]}),
-            "filters[0]".into(),
-        ),
-        (
-            json!({"filters": [{"key": "g", "operator": "=", "value": [1]}]}),
-            "filters[0]".into(),
-        ),
-        (json!({"ratings": []}), "ratings".into()),
-        (
-            json!({"ratings": {"plex://movie/1": [["u", "meh", 1]]}}),
-            format!("{r1}[0][1]"),
-        ),
-        (
-            json!({"ratings": {"plex://movie/1": [["u", "like", 1], ["v", "like", -1]]}}),
-            format!("{r1}[1][2]"),
-        ),
-        (
-            json!({"ratings": {"m": [["u", "like", 1.5]]}}),
-            r#"ratings["m"][0][2]"#.into(),
-        ),
-        (
-            json!({"ratings": {"m": [[7, "like", 1]]}}),
-            r#"ratings["m"][0][0]"#.into(),
-        ),
-        (
-            json!({"ratings": {"m": [["u", "like"]]}}),
-            r#"ratings["m"][0]"#.into(),
-        ),
-        (json!({"ratings": {"m": "u"}}), r#"ratings["m"]"#.into()),
-        (
-            json!({"userProgress": {"u": -1}}),
-            r#"userProgress["u"]"#.into(),
-        ),
-        (
-            json!({"userProgress": {"u": "5"}}),
-            r#"userProgress["u"]"#.into(),
-        ),
-    ];
-    for (fields, path) in cases {
-        let err = c.err(
-            json!({"op": "saveRoom", "room": with(room("keep"), fields)}),
-            "invalid_room",
-        );
+    // Each case: fields set on a valid room (null: removed), and the path the message names.
+    let cases = json!([
+        [{"roomName": null}, "roomName"],
+        [{"roomName": 5}, "roomName"],
+        [{"sort": null}, "sort"],
+        [{"sort": "alpha"}, "sort"],
+        [{"createdAt": null}, "createdAt"],
+        [{"createdAt": "yesterday"}, "createdAt"],
+        [{"createdAt": "2025-10-25"}, "createdAt"],
+        [{"createdAt": "2025-10-25T20:00:00"}, "createdAt"],
+        [{"createdAt": "2025-13-01T00:00:00Z"}, "createdAt"],
+        [{"createdAt": 1729890000000u64}, "createdAt"],
+        [{"creatorPlexUserId": null}, "creatorPlexUserId"],
+        [{"creatorPlexUserId": true}, "creatorPlexUserId"],
+        [{"creatorPlexUsername": null}, "creatorPlexUsername"],
+        [{"creatorPlexUsername": 3}, "creatorPlexUsername"],
+        [{"password": 5}, "password"],
+        [{"options": "EndOnFirstMatch"}, "options"],
+        [{"options": ["ok", 1]}, "options[1]"],
+        [{"filters": [{"key": "genre", "operator": "="}]}, "filters[0]"],
+        [{"filters": [{"key": "g", "operator": "=", "value": [1]}]}, "filters[0]"],
+        [{"ratings": []}, "ratings"],
+        [{"ratings": {"plex://movie/1": [["u", "meh", 1]]}}, r#"ratings["plex://movie/1"][0][1]"#],
+        [{"ratings": {"plex://movie/1": [["u", "like", 1], ["v", "like", -1]]}},
+         r#"ratings["plex://movie/1"][1][2]"#],
+        [{"ratings": {"m": [["u", "like", 1.5]]}}, r#"ratings["m"][0][2]"#],
+        [{"ratings": {"m": [[7, "like", 1]]}}, r#"ratings["m"][0][0]"#],
+        [{"ratings": {"m": [["u", "like"]]}}, r#"ratings["m"][0]"#],
+        [{"ratings": {"m": "u"}}, r#"ratings["m"]"#],
+        [{"userProgress": {"u": -1}}, r#"userProgress["u"]"#],
+        [{"userProgress": {"u": "5"}}, r#"userProgress["u"]"#]
+    ]);
+    for case in cases.as_array().unwrap() {
+        let (fields, path) = (case[0].clone(), case[1].as_str().unwrap());
+        let req = json!({"op": "saveRoom", "room": with(room("keep"), fields)});
+        let err = c.err(req, "invalid_room");
         let msg = err["message"].as_str().unwrap();
-        assert!(msg.contains(&path), "message must name {path}: {msg}");
+        assert!(msg.contains(path), "message must name {path}: {msg}");
     }
     c.err(json!({"op": "saveRoom", "room": {}}), "invalid_room");
     assert_eq!(
@@ -644,10 +530,13 @@ fn too_large_counts_bytes_without_terminator(b: Backend) {
     assert!(!c.has("big"));
 }
 
-fn save_created(c: &mut Conn, name: &str, at: &str, creator: Value, username: &str) {
-    let fields = json!({"createdAt": at, "creatorPlexUserId": creator,
-                        "creatorPlexUsername": username});
-    c.save(&with(bare_room(name), fields));
+/// Saves rooms from `[name, createdAt, creatorPlexUserId, creatorPlexUsername]` rows.
+fn save_created(c: &mut Conn, rows: Value) {
+    for row in rows.as_array().unwrap() {
+        let fields = json!({"createdAt": row[1], "creatorPlexUserId": row[2],
+                            "creatorPlexUsername": row[3]});
+        c.save(&with(bare_room(row[0].as_str().unwrap()), fields));
+    }
 }
 
 fn list_rooms_sorted_by_byte_order(b: Backend) {
@@ -659,46 +548,35 @@ fn list_rooms_sorted_by_byte_order(b: Backend) {
         c.save(&room(n));
     }
     names.sort(); // str ordering is UTF-8 byte order
-    let (rooms, next) = c.list(json!({}));
-    assert_eq!(
-        (room_names(&rooms), next),
-        (
-            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-            None
-        )
+    let rooms: Vec<Value> = names.iter().map(|n| room(n)).collect();
+    c.expect(
+        json!({"op": "listRooms"}),
+        json!({"rooms": rooms, "next": null}),
     );
-    assert_eq!(rooms[0], room(names[0]));
 }
 
 fn list_rooms_filters_by_creator(b: Backend) {
     let (_d, mut c) = start(b);
-    save_created(&mut c, "n", "2025-01-01T00:00:00Z", json!(13692262), "john");
+    let at = "2025-01-01T00:00:00Z";
     save_created(
         &mut c,
-        "s",
-        "2025-01-01T00:00:00Z",
-        json!("13692262"),
-        "John",
+        json!([
+            ["n", at, 13692262, "john"],
+            ["s", at, "13692262", "John"],
+            ["t", at, "999", "john_doe"]
+        ]),
     );
-    save_created(
-        &mut c,
-        "t",
-        "2025-01-01T00:00:00Z",
-        json!("999"),
-        "john_doe",
-    );
-    assert_eq!(c.names(json!({"creatorPlexUserId": 13692262})), ["n", "s"]);
-    assert_eq!(
-        c.names(json!({"creatorPlexUserId": "13692262"})),
-        ["n", "s"]
-    );
-    assert_eq!(c.names(json!({"creatorPlexUserId": "999"})), ["t"]);
-    assert_eq!(c.names(json!({"creatorPlexUserId": 1369226})), NONE);
-    assert_eq!(c.names(json!({"creatorPlexUsername": "john"})), ["n"]);
-    assert_eq!(
-        c.names(json!({"creatorPlexUsername": "john", "creatorPlexUserId": "999"})),
-        NONE
-    );
+    let cases = json!([
+        [{"creatorPlexUserId": 13692262}, ["n", "s"]],
+        [{"creatorPlexUserId": "13692262"}, ["n", "s"]],
+        [{"creatorPlexUserId": "999"}, ["t"]],
+        [{"creatorPlexUserId": 1369226}, []],
+        [{"creatorPlexUsername": "john"}, ["n"]],
+        [{"creatorPlexUsername": "john", "creatorPlexUserId": "999"}, []]
+    ]);
+    for case in cases.as_array().unwrap() {
+        assert_eq!(json!(c.names(case[0].clone())), case[1], "{}", case[0]);
+    }
     assert_eq!(
         c.get("n").unwrap().0["creatorPlexUserId"],
         json!(13692262),
@@ -708,32 +586,27 @@ fn list_rooms_filters_by_creator(b: Backend) {
 
 fn list_rooms_filters_by_creation_instant(b: Backend) {
     let (_d, mut c) = start(b);
-    save_created(&mut c, "r1", "2025-01-01T00:00:00.000Z", json!("1"), "u"); // 00:00Z
-    save_created(&mut c, "r2", "2025-01-01T02:30:00+02:00", json!("1"), "u"); // 00:30Z
-    save_created(&mut c, "r3", "2024-12-31T20:00:00-05:00", json!("1"), "u"); // 01:00Z
-    save_created(&mut c, "r4", "2025-01-01T01:30:00.5Z", json!("1"), "u"); // 01:30:00.5Z
-    assert_eq!(
-        c.names(json!({"createdAfter": "2025-01-01T00:30:00Z"})),
-        ["r3", "r4"]
-    );
-    assert_eq!(
-        c.names(json!({"createdBefore": "2025-01-01T01:00:00.000Z"})),
-        ["r1", "r2"]
-    );
-    let after_offset = json!({"createdAfter": "2025-01-01T01:00:00+01:00"});
-    assert_eq!(c.names(after_offset), ["r2", "r3", "r4"]);
-    let both = json!({"createdAfter": "2025-01-01T00:00:00Z",
-                      "createdBefore": "2025-01-01T03:00:00+02:00"});
-    assert_eq!(c.names(both), ["r2"]);
-    assert_eq!(
-        c.names(json!({"createdAfter": "2025-01-01T01:30:00Z"})),
-        ["r4"],
-        "sub-second"
-    );
-    assert_eq!(
-        c.names(json!({"createdAfter": "2025-01-01T01:30:00.5Z"})),
-        NONE
-    );
+    save_created(
+        &mut c,
+        json!([
+            ["r1", "2025-01-01T00:00:00.000Z", "1", "u"],
+            ["r2", "2025-01-01T02:30:00+02:00", "1", "u"],
+            ["r3", "2024-12-31T20:00:00-05:00", "1", "u"],
+            ["r4", "2025-01-01T01:30:00.5Z", "1", "u"]
+        ]),
+    ); // instants: 00:00Z, 00:30Z, 01:00Z, 01:30:00.5Z
+    let cases = json!([
+        [{"createdAfter": "2025-01-01T00:30:00Z"}, ["r3", "r4"]],
+        [{"createdBefore": "2025-01-01T01:00:00.000Z"}, ["r1", "r2"]],
+        [{"createdAfter": "2025-01-01T01:00:00+01:00"}, ["r2", "r3", "r4"]],
+        [{"createdAfter": "2025-01-01T00:00:00Z", "createdBefore": "2025-01-01T03:00:00+02:00"},
+         ["r2"]],
+        [{"createdAfter": "2025-01-01T01:30:00Z"}, ["r4"]],
+        [{"createdAfter": "2025-01-01T01:30:00.5Z"}, []]
+    ]);
+    for case in cases.as_array().unwrap() {
+        assert_eq!(json!(c.names(case[0].clone())), case[1], "{}", case[0]);
+    }
 }
 
 fn list_rooms_after_and_limit_walk(b: Backend) {
@@ -779,26 +652,20 @@ fn list_rooms_limit_counts_only_matching_rooms(b: Backend) {
         let user = if i % 2 == 0 { "even" } else { "odd" };
         save_created(
             &mut c,
-            &format!("r{i}"),
-            "2025-01-01T00:00:00Z",
-            json!("1"),
-            user,
+            json!([[format!("r{i}"), "2025-01-01T00:00:00Z", "1", user]]),
         );
     }
-    let page = |after: Value, limit: u64| json!({"creatorPlexUsername": "even", "limit": limit, "after": after});
-    let (rooms, next) = c.list(page(json!(null), 3));
+    let page = |after: Value, limit: u64| json!({"op": "listRooms", "creatorPlexUsername": "even", "limit": limit, "after": after});
+    let r = c.expect(page(json!(null), 3), json!({"next": "r4"}));
     assert_eq!(
-        (room_names(&rooms), next.as_deref()),
-        (vec!["r0".into(), "r2".into(), "r4".into()], Some("r4"))
+        room_names(r["rooms"].as_array().unwrap()),
+        ["r0", "r2", "r4"]
     );
-    let (rooms, next) = c.list(page(json!("r4"), 3));
-    assert_eq!(
-        (room_names(&rooms), next),
-        (vec!["r6".into(), "r8".into()], None)
-    );
-    let (rooms, next) = c.list(page(json!("r4"), 2));
-    assert_eq!(room_names(&rooms), ["r6", "r8"]);
-    assert_eq!(next, None, "r9 remains but does not match: no more rooms");
+    let r = c.expect(page(json!("r4"), 3), json!({"next": null}));
+    assert_eq!(room_names(r["rooms"].as_array().unwrap()), ["r6", "r8"]);
+    // r9 remains but does not match: there are no more rooms, so next is null.
+    let r = c.expect(page(json!("r4"), 2), json!({"next": null}));
+    assert_eq!(room_names(r["rooms"].as_array().unwrap()), ["r6", "r8"]);
 }
 
 fn list_rooms_summary_has_exactly_the_summary_fields(b: Backend) {
@@ -808,17 +675,16 @@ fn list_rooms_summary_has_exactly_the_summary_fields(b: Backend) {
     c.save(&with(room("full"), fields));
     c.rate("full", "c", "w", "like");
     c.save(&with(bare_room("open"), json!({"password": ""})));
-    let (rooms, _) = c.list(json!({"summary": true}));
-    assert_eq!(
-        rooms,
-        [
-            json!({"roomName": "full", "sort": "random", "createdAt": "2025-10-25T20:00:00.000Z",
-               "creatorPlexUserId": 13692262, "creatorPlexUsername": "john_doe",
-               "hasPassword": true, "ratingCount": 4, "revision": 2}),
-            json!({"roomName": "open", "sort": "rating", "createdAt": "2025-10-26T08:30:00.000Z",
-               "creatorPlexUserId": "777", "creatorPlexUsername": "jane",
-               "hasPassword": false, "ratingCount": 0, "revision": 1}),
-        ]
+    c.expect(
+        json!({"op": "listRooms", "summary": true}),
+        json!({"next": null, "rooms": [
+            {"roomName": "full", "sort": "random", "createdAt": "2025-10-25T20:00:00.000Z",
+             "creatorPlexUserId": 13692262, "creatorPlexUsername": "john_doe",
+             "hasPassword": true, "ratingCount": 4, "revision": 2},
+            {"roomName": "open", "sort": "rating", "createdAt": "2025-10-26T08:30:00.000Z",
+             "creatorPlexUserId": "777", "creatorPlexUsername": "jane",
+             "hasPassword": false, "ratingCount": 0, "revision": 1},
+        ]}),
     );
     let (rooms, _) = c.list(json!({"summary": false}));
     assert_eq!(
@@ -830,22 +696,15 @@ fn list_rooms_summary_has_exactly_the_summary_fields(b: Backend) {
 fn list_rooms_argument_errors(b: Backend) {
     let (_d, mut c) = start(b);
     c.save(&room("r"));
-    let cases = [
-        json!({"limit": 0}),
-        json!({"limit": -1}),
-        json!({"limit": "5"}),
-    ];
-    for args in cases.into_iter().chain([
-        json!({"limit": 2.5}),
-        json!({"createdBefore": "soon"}),
-        json!({"createdAfter": 5}),
-        json!({"after": 5}),
-        json!({"summary": "yes"}),
-        json!({"creatorPlexUsername": 5}),
-        json!({"creatorPlexUserId": true}),
-        json!({"sortBy": "name"}),
-    ]) {
-        c.err(with(args, json!({"op": "listRooms"})), "bad_request");
+    let cases = json!([{"limit": 0}, {"limit": -1}, {"limit": "5"}, {"limit": 2.5},
+                       {"createdBefore": "soon"}, {"createdAfter": 5}, {"after": 5},
+                       {"summary": "yes"}, {"creatorPlexUsername": 5},
+                       {"creatorPlexUserId": true}, {"sortBy": "name"}]);
+    for args in cases.as_array().unwrap() {
+        c.expect(
+            with(args.clone(), json!({"op": "listRooms"})),
+            code("bad_request"),
+        );
     }
 }
 

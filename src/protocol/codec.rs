@@ -164,9 +164,11 @@ mod tests {
     #[test]
     fn an_oversized_line_arriving_in_one_read_ends_at_its_terminator() {
         let mut codec = LineCodec::new(4);
-        let mut buf = BytesMut::from(&b"abcdefgh
+        let mut buf = BytesMut::from(
+            &b"abcdefgh
 ok
-"[..]);
+"[..],
+        );
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::TooLarge));
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(line("ok")));
     }

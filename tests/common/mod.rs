@@ -532,6 +532,34 @@ impl Conn {
         resp
     }
 
+    /// Sends `req`; every field of `want` must equal that field of the response (for `error`,
+    /// each field of the error object). Without `error` in `want` the response must be `ok`.
+    pub fn expect(&mut self, req: Value, want: Value) -> Value {
+        let resp = self.call(req.clone());
+        let want = want.as_object().expect("want is an object");
+        match want.get("error") {
+            Some(Value::Object(err)) => {
+                let code = err["code"].as_str().expect("error.code in want");
+                let got = assert_err(&resp, code);
+                for (k, v) in err {
+                    assert_eq!(got.get(k), Some(v), "request {req}\nerror.{k}: got {resp}");
+                }
+            }
+            _ => assert_ok(&resp, &req),
+        }
+        for (k, v) in want.iter().filter(|(k, _)| *k != "error") {
+            assert_eq!(resp.get(k), Some(v), "request {req}\nfield {k}: got {resp}");
+        }
+        resp
+    }
+
+    /// `expect` for each `[request, want]` pair of `steps`, in order.
+    pub fn script(&mut self, steps: Value) {
+        for step in steps.as_array().expect("steps is an array") {
+            self.expect(step[0].clone(), step[1].clone());
+        }
+    }
+
     /// `call` that must fail with `code`; returns the error object.
     pub fn err(&mut self, req: Value, code: &str) -> Map<String, Value> {
         let resp = self.call(req.clone());

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use super::fs::{EntryKind, FileStat};
 use super::journal::{self, Index, IndexEntry, Lsn};
 use super::{
-    names, FileBackend, FileRecord, INDEX, INDEX_NEXT, JOURNAL_PREFIX, LOCK, QUARANTINE, TMP_PREFIX,
+    fold, names, FileBackend, FileRecord, INDEX, INDEX_NEXT, JOURNAL_PREFIX, LOCK, QUARANTINE,
+    TMP_PREFIX,
 };
 use crate::backend::{Reloaded, StorageError};
 use crate::room::{self, now_millis, RoomName, ValidRoom};
@@ -91,7 +92,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         let room = match read.room {
             Ok(room) => room,
             Err(why) => {
-                b.quarantine(&read.file, &why);
+                fold::quarantine(&*b.fs, &b.dir, &read.file, &why);
                 continue;
             }
         };
@@ -104,7 +105,12 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             } else {
                 read.file.clone()
             };
-            b.quarantine(&loser, &format!("another file also holds room {name:?}"));
+            fold::quarantine(
+                &*b.fs,
+                &b.dir,
+                &loser,
+                &format!("another file also holds room {name:?}"),
+            );
             if loser == read.file {
                 continue;
             }
@@ -143,9 +149,8 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         b.files.insert(name, record);
     }
 
-    // Replay what the journals hold beyond each file.
-    let floor = index.as_ref().map_or(0, |i| i.lsn);
-    let mut last_lsn = floor.max(next.as_ref().map_or(0, |i| i.lsn));
+    // Replay what the journals hold beyond each room's file.
+    let mut last_lsn = index.iter().chain(&next).map(|i| i.lsn).max().unwrap_or(0);
     for &generation in &journals {
         let path = b.journal_path(generation);
         let bytes =
@@ -163,7 +168,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         for (lsn, change) in decoded.records {
             last_lsn = last_lsn.max(lsn);
             let name = change.room_name();
-            if lsn <= floor || lsn <= base_lsn.get(name).copied().unwrap_or(0) {
+            if lsn <= base_lsn.get(name).copied().unwrap_or(0) {
                 continue;
             }
             b.dirty.insert(name.clone());
@@ -176,15 +181,11 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     }
     b.next_lsn = last_lsn + 1;
     b.generation = journals.last().copied().unwrap_or(0);
+    b.old_journals = journals.into_iter().collect();
 
     // Start clean: room files up to date, a fresh journal, old journals gone.
     let snapshot = Snapshot { rooms };
-    b.fold(&snapshot, false)?;
-    for generation in journals {
-        if generation < b.generation {
-            let _ = b.fs.remove(&b.journal_path(generation));
-        }
-    }
+    b.start_fold(&snapshot, false, false)?;
     tracing::info!(
         "loaded {} room(s) from {}",
         snapshot.rooms.len(),
@@ -205,7 +206,7 @@ fn lock(b: &mut FileBackend) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io("open the lock file", &path, e))?;
     match file.try_lock() {
         Ok(()) => {
-            b._lock = Some(file);
+            b.lock = Some(file);
             Ok(())
         }
         Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
@@ -314,7 +315,7 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
         seen.insert(file.clone());
         let owner = by_file.get(&file).cloned();
         if let Some(record) = owner.as_ref().and_then(|n| b.files.get(n)) {
-            if !b.edited_by_hand(record) {
+            if !fold::edited_by_hand(&*b.fs, &b.dir, record) {
                 continue;
             }
         }
@@ -322,7 +323,7 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
         let room = match read.room {
             Ok(room) => room,
             Err(why) => {
-                b.quarantine(&file, &why);
+                fold::quarantine(&*b.fs, &b.dir, &file, &why);
                 if let Some(name) = owner {
                     // The room keeps its state; its file is written again right away.
                     b.dirty.insert(name);
@@ -372,7 +373,7 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
     if changes.is_empty() && b.fold_soon {
         // Nothing to commit, so fold now to write back the quarantined rooms' files.
         b.fold_soon = false;
-        b.fold(rooms, false)?;
+        b.start_fold(rooms, false, false)?;
     }
     Ok(Reloaded { changes })
 }

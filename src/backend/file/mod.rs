@@ -9,17 +9,22 @@
 //!   that were not valid rooms, moved aside.
 //!
 //! A commit appends the batch's changes to the journal and syncs it once (`strict`), or leaves
-//! the sync to the next tick (`relaxed`). A *fold* brings the room files up to date: it writes
-//! `.index.next`, replaces each changed room file atomically (temp file, fsync, rename), syncs the
-//! directory, renames `.index.next` over `.index`, and starts a new, empty journal. Folds happen
-//! at start, when the journal grows large or old, after a storage error, and at a clean stop, so
-//! after a clean stop the room files alone hold every room's latest state.
+//! the sync to the next tick (`relaxed`). A *fold* ([`fold`]) brings the room files up to date.
+//! Folds run at start and at a clean stop (inline), and in the background when the journal grows
+//! large or rooms have been dirty for a while: the backend first starts a new journal, hands the
+//! fold a snapshot, and goes on committing; once the fold is done the journals it covers are
+//! deleted. So a swipe never waits for a room file to be rewritten, and after a clean stop the
+//! room files alone hold every room's latest state.
 //!
 //! Recovery ([`load`]) reads the room files, recognises which ones the daemon wrote itself (by
-//! length and CRC in `.index` or `.index.next`), then replays journal records newer than each
-//! file. A failed journal write or sync is never retried on the same pages: the journal is
-//! abandoned (cut back to its last good length) and the next commit starts a fresh one via a fold.
+//! length and CRC in `.index` or `.index.next`), then replays every journal record newer than the
+//! room's file (each record has a global LSN; each file's index entry, the LSN it holds).
+//! A failed journal write or sync is never retried on the same pages: the batch gets a `storage`
+//! error, the journal is cut back to its last good length and closed, and the next commit starts
+//! a new journal file. In relaxed mode, where the failed sync may have lost acknowledged changes,
+//! the rooms changed since the last good sync are logged again, whole, in the new journal.
 
+mod fold;
 mod fs;
 mod journal;
 mod load;
@@ -27,11 +32,14 @@ pub mod names;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use self::fold::{FoldDone, FoldJob};
 use self::fs::{AppendFile, FileStat};
 pub use self::fs::{Fs, RealFs};
-use self::journal::{Index, IndexEntry, Lsn, INDEX_FORMAT};
+use self::journal::Lsn;
 use super::{Backend, Reloaded, StorageError};
 use crate::config::Durability;
 use crate::room::RoomName;
@@ -61,49 +69,65 @@ struct FileRecord {
     lsn: Lsn,
 }
 
+/// A fold running on its own thread, and the journals it makes obsolete.
+struct BackgroundFold {
+    thread: JoinHandle<FoldDone>,
+    /// Journals older than this generation are covered once the fold succeeds.
+    covers_before: u64,
+}
+
 /// The `file` backend. See the module docs.
 pub struct FileBackend {
-    fs: Box<dyn Fs>,
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     durability: Durability,
     /// Held (flock) for as long as the backend lives: one daemon per directory.
-    _lock: Option<std::fs::File>,
+    lock: Option<std::fs::File>,
     files: HashMap<RoomName, FileRecord>,
     /// Rooms whose file does not hold their latest state.
     dirty: BTreeSet<RoomName>,
+    /// Relaxed mode: rooms changed since the journal was last synced.
+    unsynced: BTreeSet<RoomName>,
+    /// Relaxed mode: a journal holding unsynced changes was abandoned, so they must be logged
+    /// again at the next sync.
+    unsynced_lost: bool,
     next_lsn: Lsn,
+    /// The generation of the journal being appended to (or of the last one, when closed).
     generation: u64,
-    /// `None` after a failed write: the next commit folds and starts a new journal.
+    /// Generations of older journals still on disk, not yet covered by a fold.
+    old_journals: BTreeSet<u64>,
+    /// `None` after a failed write or sync: the next commit starts a new journal.
     journal: Option<Box<dyn AppendFile>>,
-    unsynced: bool,
+    folding: Option<BackgroundFold>,
     last_fold: Instant,
     /// Set by a reload that quarantined a file: fold right after the reload's commit.
     fold_soon: bool,
-    tmp_counter: u64,
 }
 
 impl FileBackend {
     /// A backend for `dir` using the real file system. Nothing is touched until `load`.
     pub fn new(dir: impl Into<PathBuf>, durability: Durability) -> FileBackend {
-        FileBackend::with_fs(Box::new(RealFs), dir, durability)
+        FileBackend::with_fs(Arc::new(RealFs), dir, durability)
     }
 
     /// A backend over any [`Fs`] (tests use one that models power loss).
-    pub fn with_fs(fs: Box<dyn Fs>, dir: impl Into<PathBuf>, durability: Durability) -> Self {
+    pub fn with_fs(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>, durability: Durability) -> Self {
         FileBackend {
             fs,
             dir: dir.into(),
             durability,
-            _lock: None,
+            lock: None,
             files: HashMap::new(),
             dirty: BTreeSet::new(),
+            unsynced: BTreeSet::new(),
+            unsynced_lost: false,
             next_lsn: 1,
             generation: 0,
+            old_journals: BTreeSet::new(),
             journal: None,
-            unsynced: false,
+            folding: None,
             last_fold: Instant::now(),
             fold_soon: false,
-            tmp_counter: 0,
         }
     }
 
@@ -115,13 +139,29 @@ impl FileBackend {
         self.path(&format!("{JOURNAL_PREFIX}{generation}"))
     }
 
-    fn io(&self, action: &'static str, file: &str) -> impl FnOnce(std::io::Error) -> StorageError {
-        let path = self.path(file);
-        move |e| StorageError::io(action, path, e)
+    /// Starts a new journal file. The old one stays until a fold covers it.
+    fn rotate(&mut self) -> Result<(), StorageError> {
+        let generation = self.generation + 1;
+        let path = self.journal_path(generation);
+        let journal = self
+            .fs
+            .open_append(&path)
+            .map_err(|e| StorageError::io("create the journal", &path, e))?;
+        // The new file's directory entry must be durable before anything in it is acknowledged.
+        fold::sync_dir(&*self.fs, &self.dir)?;
+        if self.generation > 0 {
+            self.old_journals.insert(self.generation);
+        }
+        self.generation = generation;
+        self.journal = Some(journal);
+        Ok(())
     }
 
-    /// Appends `changes` to the journal, syncing in strict mode.
-    fn append(&mut self, changes: &[Change]) -> Result<(), StorageError> {
+    /// Appends `changes` to the journal (starting one if needed), syncing them when `sync`.
+    fn append(&mut self, changes: &[Change], sync: bool) -> Result<(), StorageError> {
+        if self.journal.is_none() {
+            self.rotate()?;
+        }
         let mut bytes = Vec::with_capacity(256 * changes.len());
         for change in changes {
             journal::encode_record(&mut bytes, self.next_lsn, change);
@@ -133,268 +173,169 @@ impl FileBackend {
         };
         let good_len = journal.len();
         let mut result = journal.append(&bytes).map_err(|e| ("append to", e));
-        if result.is_ok() && self.durability == Durability::Strict {
+        if result.is_ok() && sync {
             result = journal.sync().map_err(|e| ("fsync", e));
         }
-        match result {
-            Ok(()) => {
-                self.unsynced = self.durability == Durability::Relaxed;
-                Ok(())
-            }
-            Err((action, e)) => {
-                self.abandon_journal(good_len);
-                Err(StorageError::io(action, path, e))
-            }
-        }
+        result.map_err(|(action, e)| {
+            self.abandon_journal(good_len);
+            StorageError::io(action, path, e)
+        })
     }
 
     /// Gives up on the current journal after a failed write or sync: its unsynced pages may be
-    /// lost or may be stale, so they are never synced again. Cuts off the failed batch if the
-    /// disk allows, then leaves the journal closed so the next commit folds into a new one.
+    /// lost or stale, so they are never synced again. Cuts the failed batch off if the disk
+    /// allows; the next commit starts a new journal.
     fn abandon_journal(&mut self, good_len: u64) {
+        let path = self.journal_path(self.generation);
+        self.unsynced_lost |= !self.unsynced.is_empty();
         if let Some(mut journal) = self.journal.take() {
             if let Err(e) = journal.truncate(good_len) {
-                tracing::warn!(
-                    "could not cut the failed batch off {}: {e}; it will be ignored after the next fold",
-                    self.journal_path(self.generation).display()
-                );
+                tracing::warn!("could not cut the failed batch off {}: {e}", path.display());
             }
         }
         tracing::warn!(
-            "journal {} abandoned after a storage error; the next change starts a new one",
-            self.journal_path(self.generation).display()
+            "journal {} closed after a storage error; the next change starts a new one",
+            path.display()
         );
     }
 
-    /// Syncs what relaxed mode has appended but not yet synced.
+    /// Relaxed mode: syncs what was appended since the last sync. If that fails, the changes
+    /// may be lost from the page cache, so the rooms they touched are logged again, whole.
     fn sync_journal(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
-        if self.journal.is_none() {
-            return self.fold(rooms, false);
-        }
-        if !self.unsynced {
+        if self.unsynced.is_empty() {
             return Ok(());
         }
         let path = self.journal_path(self.generation);
-        let synced = self.journal.as_mut().map_or(Ok(()), |j| j.sync());
-        match synced {
-            Ok(()) => {
-                self.unsynced = false;
-                Ok(())
-            }
-            Err(e) => {
-                // The acknowledged changes are still in memory: write them out by a fold.
-                tracing::error!(
-                    "cannot fsync {}: {e}; writing the room files instead",
-                    path.display()
-                );
-                self.journal = None;
-                self.unsynced = false;
-                self.fold(rooms, false)
-            }
-        }
-    }
-
-    /// Brings the room files up to date with `rooms` and starts a new journal (module docs).
-    /// `closing`: a hand-edited room file is moved to `.quarantine/` and overwritten rather
-    /// than left for a SIGHUP to load.
-    fn fold(&mut self, rooms: &Snapshot, closing: bool) -> Result<(), StorageError> {
-        let lsn = self.next_lsn - 1;
-        let mut writes: Vec<(RoomName, String, Vec<u8>)> = Vec::new();
-        let mut removals: Vec<String> = Vec::new();
-        let mut kept_dirty: Vec<RoomName> = Vec::new();
-        for name in &self.dirty {
-            if let Some(record) = self.files.get(name) {
-                if self.edited_by_hand(record) {
-                    if !closing {
-                        tracing::warn!(
-                            "room file {} was changed by hand; send SIGHUP to load it (until then the daemon keeps its own version of room {name:?})",
-                            self.path(&record.file).display()
-                        );
-                        kept_dirty.push(name.clone());
-                        continue;
-                    }
-                    self.quarantine(&record.file, "it was changed by hand without a SIGHUP");
-                }
-            }
-            let target = names::file_name(name);
-            match rooms.get(name.as_str()) {
-                Some(entry) => {
-                    let mut bytes = serde_json::to_vec_pretty(&*entry.doc).unwrap_or_default();
-                    bytes.push(b'\n');
-                    if let Some(old) = self.files.get(name).filter(|r| r.file != target) {
-                        removals.push(old.file.clone());
-                    }
-                    writes.push((name.clone(), target, bytes));
-                }
-                None => {
-                    if let Some(record) = self.files.get(name) {
-                        removals.push(record.file.clone());
-                    }
-                }
-            }
-        }
-
-        // 1. The index as it will be once every file is written, so a crash mid-fold can tell
-        //    the new files from hand edits.
-        let written: HashMap<&RoomName, (u64, u32)> = writes
-            .iter()
-            .map(|(name, _, bytes)| (name, (bytes.len() as u64, crc32fast::hash(bytes))))
-            .collect();
-        let index = Index {
-            format: INDEX_FORMAT,
-            lsn,
-            rooms: rooms
-                .rooms
-                .values()
-                .filter_map(|entry| {
-                    let (file, len, crc, entry_lsn) = match written.get(&entry.name) {
-                        Some(&(len, crc)) => (names::file_name(&entry.name), len, crc, lsn),
-                        None => {
-                            let r = self.files.get(&entry.name)?;
-                            (r.file.clone(), r.len, r.crc, r.lsn)
-                        }
-                    };
-                    Some(IndexEntry {
-                        name: entry.name.clone(),
-                        file,
-                        revision: entry.revision,
-                        updated_at: entry.updated_at,
-                        lsn: entry_lsn,
-                        len,
-                        crc,
-                    })
-                })
-                .collect(),
+        let synced = match self.journal.as_mut() {
+            Some(journal) if !self.unsynced_lost => journal.sync(),
+            _ => Err(std::io::Error::other(
+                "the journal was closed after an error",
+            )),
         };
-        let index_bytes = serde_json::to_vec(&index).unwrap_or_default();
-        let next_path = self.path(INDEX_NEXT);
-        if self.fs.stat(&next_path).ok().flatten().is_some() {
-            self.fs
-                .remove(&next_path)
-                .map_err(self.io("remove", INDEX_NEXT))?;
-        }
-        self.fs
-            .write_new_synced(&next_path, &index_bytes)
-            .map_err(self.io("write", INDEX_NEXT))?;
-
-        // 2. The room files, each replaced atomically.
-        for (name, target, bytes) in &writes {
-            self.write_atomically(target, bytes)?;
-            let stat = self.fs.stat(&self.path(target)).ok().flatten();
-            let (len, crc) = written[name];
-            let record = FileRecord {
-                file: target.clone(),
-                len,
-                crc,
-                stat,
-                lsn,
-            };
-            self.files.insert(name.clone(), record);
-        }
-        for file in &removals {
-            match self.fs.remove(&self.path(file)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StorageError::io("remove", self.path(file), e)),
-            }
-        }
-        self.files
-            .retain(|name, _| rooms.get(name.as_str()).is_some());
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(|e| StorageError::io("fsync directory", &self.dir, e))?;
-
-        // 3. Commit the fold: the new index, then a new journal.
-        self.fs
-            .rename(&next_path, &self.path(INDEX))
-            .map_err(self.io("rename .index.next to", INDEX))?;
-        let old_generation = self.generation;
-        self.generation += 1;
-        let new_journal = self
-            .fs
-            .open_append(&self.journal_path(self.generation))
-            .map_err(|e| StorageError::io("create", self.journal_path(self.generation), e))?;
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(|e| StorageError::io("fsync directory", &self.dir, e))?;
-        self.journal = Some(new_journal);
-        self.unsynced = false;
-        self.dirty.clear();
-        self.last_fold = Instant::now();
-        let _ = self.fs.remove(&self.journal_path(old_generation));
-
-        // Rooms skipped because of a hand edit live only in memory and the old journal, which
-        // is gone: log their state again so a crash cannot lose it.
-        if !kept_dirty.is_empty() {
-            let changes: Vec<Change> = kept_dirty
+        if let Err(e) = synced {
+            tracing::error!(
+                "cannot fsync {}: {e}; logging the changed rooms again",
+                path.display()
+            );
+            let len = self.journal.as_ref().map_or(0, |j| j.len());
+            self.abandon_journal(len);
+            self.unsynced_lost = false;
+            let again: Vec<Change> = self
+                .unsynced
                 .iter()
-                .filter_map(|name| rooms.get(name.as_str()))
-                .map(|entry| Change::Put {
-                    name: entry.name.clone(),
-                    revision: entry.revision,
-                    at: entry.updated_at,
-                    room: entry.doc.clone(),
-                })
+                .map(|name| whole_room(rooms, name))
                 .collect();
-            let strict = std::mem::replace(&mut self.durability, Durability::Strict);
-            let result = self.append(&changes);
-            self.durability = strict;
-            result?;
-            self.dirty.extend(kept_dirty);
+            self.append(&again, true)?;
         }
+        self.unsynced.clear();
         Ok(())
     }
 
-    /// True if the file no longer holds what the daemon last wrote or read there.
-    fn edited_by_hand(&self, record: &FileRecord) -> bool {
-        let path = self.path(&record.file);
-        match self.fs.stat(&path) {
-            Ok(stat) if stat == record.stat => false,
-            Ok(None) => false,
-            // The stat moved (touched, or a same-size rewrite): decide by content.
-            _ => match self.fs.read(&path) {
-                Ok(bytes) => {
-                    bytes.len() as u64 != record.len || crc32fast::hash(&bytes) != record.crc
-                }
-                Err(_) => false,
-            },
+    /// Starts a fold of everything dirty, on this thread (`background: false`) or another.
+    fn start_fold(
+        &mut self,
+        rooms: &Snapshot,
+        closing: bool,
+        background: bool,
+    ) -> Result<(), StorageError> {
+        self.finish_fold(rooms, true)?;
+        // Everything up to here goes into the room files; later changes into a new journal.
+        self.rotate()?;
+        let job = FoldJob {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            rooms: rooms.clone(),
+            dirty: std::mem::take(&mut self.dirty),
+            files: self.files.clone(),
+            lsn: self.next_lsn - 1,
+            closing,
+        };
+        let covers_before = self.generation;
+        self.last_fold = Instant::now();
+        if background {
+            let thread = std::thread::Builder::new()
+                .name("fold".into())
+                .spawn(move || job.run())
+                .map_err(|e| StorageError::io("start a fold thread for", &self.dir, e))?;
+            self.folding = Some(BackgroundFold {
+                thread,
+                covers_before,
+            });
+            Ok(())
+        } else {
+            let done = job.run();
+            self.merge_fold(done, covers_before, rooms)
         }
     }
 
-    fn write_atomically(&mut self, target: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        self.tmp_counter += 1;
-        let tmp = format!("{TMP_PREFIX}{}-{}", std::process::id(), self.tmp_counter);
-        let tmp_path = self.path(&tmp);
-        if let Err(e) = self.fs.write_new_synced(&tmp_path, bytes) {
-            let _ = self.fs.remove(&tmp_path);
-            return Err(StorageError::io("write", self.path(target), e));
+    /// Takes in the result of a background fold if it has ended (or, with `wait`, once it has).
+    fn finish_fold(&mut self, rooms: &Snapshot, wait: bool) -> Result<(), StorageError> {
+        let Some(fold) = self.folding.take_if(|f| wait || f.thread.is_finished()) else {
+            return Ok(());
+        };
+        match fold.thread.join() {
+            Ok(done) => self.merge_fold(done, fold.covers_before, rooms),
+            Err(_) => Err(StorageError::Unusable {
+                message: format!(
+                    "a fold of {} panicked; the journal still holds every change",
+                    self.dir.display()
+                ),
+            }),
         }
-        self.fs
-            .rename(&tmp_path, &self.path(target))
-            .map_err(self.io("rename a temporary file to", target))
     }
 
-    /// Moves `file` into `.quarantine/`, with a warning saying why; never deletes it.
-    fn quarantine(&self, file: &str, why: &str) {
-        let dir = self.dir.join(QUARANTINE);
-        let stamp = crate::room::now_millis();
-        let target = dir.join(format!("{file}.{stamp}"));
-        let moved = self
-            .fs
-            .create_private_dir(&dir)
-            .and_then(|()| self.fs.rename(&self.path(file), &target));
-        match moved {
-            Ok(()) => tracing::warn!(
-                "moved room file {} to {} because {why}; fix it and move it back, then send SIGHUP",
-                self.path(file).display(),
-                target.display()
-            ),
-            Err(e) => tracing::error!(
-                "room file {} is unusable ({why}) and could not be moved to {}: {e}",
-                self.path(file).display(),
-                dir.display()
-            ),
+    fn merge_fold(
+        &mut self,
+        done: FoldDone,
+        covers_before: u64,
+        rooms: &Snapshot,
+    ) -> Result<(), StorageError> {
+        if let Err(e) = done.result {
+            // Nothing is lost: the journals stay until a later fold succeeds.
+            self.dirty.extend(done.dirty);
+            return Err(e);
         }
+        for (name, record) in done.written {
+            self.files.insert(name, record);
+        }
+        for name in done.removed {
+            self.files.remove(&name);
+        }
+        if !done.skipped.is_empty() {
+            // Their latest state is only in the journals about to be deleted: log it again.
+            let again: Vec<Change> = done.skipped.iter().map(|n| whole_room(rooms, n)).collect();
+            self.dirty.extend(done.skipped);
+            self.append(&again, true)?;
+        }
+        self.drop_journals(covers_before);
+        Ok(())
+    }
+
+    /// Deletes journals older than `generation`: a fold has put their changes in the room files.
+    fn drop_journals(&mut self, generation: u64) {
+        let covered: Vec<u64> = self.old_journals.range(..generation).copied().collect();
+        for g in covered {
+            let path = self.journal_path(g);
+            match self.fs.remove(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+            self.old_journals.remove(&g);
+        }
+    }
+}
+
+/// A `Put` of a room's whole current state (or a `Delete` if it is gone).
+fn whole_room(rooms: &Snapshot, name: &RoomName) -> Change {
+    match rooms.get(name.as_str()) {
+        Some(entry) => Change::Put {
+            name: entry.name.clone(),
+            revision: entry.revision,
+            at: entry.updated_at,
+            room: entry.doc.clone(),
+        },
+        None => Change::Delete { name: name.clone() },
     }
 }
 
@@ -408,16 +349,19 @@ impl Backend for FileBackend {
     }
 
     fn commit(&mut self, changes: &[Change], rooms: &Snapshot) -> Result<(), StorageError> {
-        self.dirty
-            .extend(changes.iter().map(|c| c.room_name().clone()));
-        if self.journal.is_none() {
-            // After a storage error: the fold writes every dirty room, this batch included.
-            self.next_lsn += changes.len() as u64;
-            return self.fold(rooms, false);
+        let strict = self.durability == Durability::Strict;
+        self.append(changes, strict)?;
+        let names = changes.iter().map(|c| c.room_name().clone());
+        if strict {
+            self.dirty.extend(names);
+        } else {
+            let names: Vec<RoomName> = names.collect();
+            self.dirty.extend(names.iter().cloned());
+            self.unsynced.extend(names);
         }
-        self.append(changes)?;
         if std::mem::take(&mut self.fold_soon) {
-            self.fold(rooms, false)?;
+            self.sync_journal(rooms)?;
+            self.start_fold(rooms, false, false)?;
         }
         Ok(())
     }
@@ -428,21 +372,26 @@ impl Backend for FileBackend {
 
     fn maintain(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
         self.sync_journal(rooms)?;
+        self.finish_fold(rooms, false)?;
+        if self.folding.is_some() {
+            return Ok(());
+        }
         let journal_len = self.journal.as_ref().map_or(0, |j| j.len());
         let stale = !self.dirty.is_empty() && self.last_fold.elapsed() >= FOLD_INTERVAL;
         if journal_len >= FOLD_JOURNAL_BYTES || stale {
-            self.fold(rooms, false)?;
+            self.start_fold(rooms, false, true)?;
         }
         Ok(())
     }
 
     fn reload(&mut self, rooms: &Snapshot) -> Result<Reloaded, StorageError> {
+        self.finish_fold(rooms, true)?;
         load::reload(self, rooms)
     }
 
     fn close(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
         self.sync_journal(rooms)?;
-        self.fold(rooms, true)?;
+        self.start_fold(rooms, true, false)?;
         tracing::info!(
             "every room is in its file under {} ({} rooms)",
             self.dir.display(),

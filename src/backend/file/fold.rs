@@ -1,0 +1,243 @@
+//! The fold: bringing room files up to date with the rooms in memory.
+//!
+//! A [`FoldJob`] owns everything it needs (a snapshot, the dirty rooms, what the daemon last
+//! wrote to each file), so it can run on its own thread while the actor goes on appending to a
+//! journal started just before it. Its steps, each safe to be cut short by a crash:
+//! 1. write `.index.next`: the index as it will be, so files already replaced are recognised as
+//!    the daemon's own rather than as hand edits;
+//! 2. replace each dirty room's file atomically (temp file, fsync, rename), remove deleted ones;
+//! 3. fsync the directory; 4. rename `.index.next` over `.index` and fsync the directory.
+//!
+//! The journals the fold covers are deleted by the backend afterwards, not here (see
+//! [`super::FileBackend`]), because rooms skipped for a hand edit must be re-logged first.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::fs::Fs;
+use super::journal::{Index, IndexEntry, Lsn, INDEX_FORMAT};
+use super::{names, FileRecord, INDEX, INDEX_NEXT, QUARANTINE, TMP_PREFIX};
+use crate::backend::StorageError;
+use crate::room::RoomName;
+use crate::store::snapshot::Snapshot;
+
+/// Makes temp file names unique within the process, across folds and threads.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// One fold's inputs.
+pub(super) struct FoldJob {
+    pub fs: Arc<dyn Fs>,
+    pub dir: PathBuf,
+    pub rooms: Snapshot,
+    pub dirty: BTreeSet<RoomName>,
+    pub files: HashMap<RoomName, FileRecord>,
+    /// The last change `rooms` holds.
+    pub lsn: Lsn,
+    /// At a clean stop a hand-edited file is quarantined and overwritten instead of skipped.
+    pub closing: bool,
+}
+
+/// What a fold did, for the backend to merge into its records.
+pub(super) struct FoldDone {
+    pub result: Result<(), StorageError>,
+    /// Files written, with what they now hold.
+    pub written: Vec<(RoomName, FileRecord)>,
+    /// Rooms whose file was removed (the room no longer exists).
+    pub removed: Vec<RoomName>,
+    /// Rooms not written because their file was edited by hand; still dirty.
+    pub skipped: Vec<RoomName>,
+    /// The job's dirty set, to restore if the fold failed.
+    pub dirty: BTreeSet<RoomName>,
+}
+
+impl FoldJob {
+    pub fn run(self) -> FoldDone {
+        let mut done = FoldDone {
+            result: Ok(()),
+            written: Vec::new(),
+            removed: Vec::new(),
+            skipped: Vec::new(),
+            dirty: BTreeSet::new(),
+        };
+        done.result = self.write(&mut done);
+        done.dirty = self.dirty;
+        done
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn write(&self, done: &mut FoldDone) -> Result<(), StorageError> {
+        let mut writes: Vec<(&RoomName, String, Vec<u8>)> = Vec::new();
+        let mut removals: Vec<(&RoomName, String)> = Vec::new();
+        for name in &self.dirty {
+            let record = self.files.get(name);
+            if let Some(record) = record.filter(|r| edited_by_hand(&*self.fs, &self.dir, r)) {
+                if !self.closing {
+                    tracing::warn!(
+                        "room file {} was changed by hand; send SIGHUP to load it (until then the daemon keeps its own version of room {name:?})",
+                        self.path(&record.file).display()
+                    );
+                    done.skipped.push(name.clone());
+                    continue;
+                }
+                quarantine(
+                    &*self.fs,
+                    &self.dir,
+                    &record.file,
+                    "it was changed by hand and no SIGHUP loaded it",
+                );
+            }
+            let target = names::file_name(name);
+            if let Some(old) = record.filter(|r| r.file != target) {
+                removals.push((name, old.file.clone()));
+            }
+            match self.rooms.get(name.as_str()) {
+                Some(entry) => {
+                    let mut bytes = serde_json::to_vec_pretty(&*entry.doc).unwrap_or_default();
+                    bytes.push(b'\n');
+                    writes.push((name, target, bytes));
+                }
+                None => {
+                    if let Some(record) = record.filter(|r| r.file == target) {
+                        removals.push((name, record.file.clone()));
+                    }
+                }
+            }
+        }
+
+        // 1. The index as it will be.
+        let written: HashMap<&RoomName, (&str, u64, u32)> = writes
+            .iter()
+            .map(|(name, target, bytes)| {
+                (
+                    *name,
+                    (target.as_str(), bytes.len() as u64, crc32fast::hash(bytes)),
+                )
+            })
+            .collect();
+        let entries = self.rooms.rooms.values().filter_map(|entry| {
+            let (file, len, crc, lsn) = match written.get(&entry.name) {
+                Some(&(file, len, crc)) => (file.to_owned(), len, crc, self.lsn),
+                None => {
+                    let r = self.files.get(&entry.name)?;
+                    (r.file.clone(), r.len, r.crc, r.lsn)
+                }
+            };
+            Some(IndexEntry {
+                name: entry.name.clone(),
+                file,
+                revision: entry.revision,
+                updated_at: entry.updated_at,
+                lsn,
+                len,
+                crc,
+            })
+        });
+        let index = Index {
+            format: INDEX_FORMAT,
+            lsn: self.lsn,
+            rooms: entries.collect(),
+        };
+        let next_path = self.path(INDEX_NEXT);
+        if self.fs.stat(&next_path).ok().flatten().is_some() {
+            self.fs
+                .remove(&next_path)
+                .map_err(|e| StorageError::io("remove", &next_path, e))?;
+        }
+        let index_bytes = serde_json::to_vec(&index).unwrap_or_default();
+        self.fs
+            .write_new_synced(&next_path, &index_bytes)
+            .map_err(|e| StorageError::io("write", &next_path, e))?;
+
+        // 2. The room files.
+        for (name, target, bytes) in &writes {
+            write_atomically(&*self.fs, &self.dir, target, bytes)?;
+            let (_, len, crc) = written[name];
+            let record = FileRecord {
+                file: target.clone(),
+                len,
+                crc,
+                stat: self.fs.stat(&self.path(target)).ok().flatten(),
+                lsn: self.lsn,
+            };
+            done.written.push(((*name).clone(), record));
+        }
+        for (name, file) in &removals {
+            match self.fs.remove(&self.path(file)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("remove", self.path(file), e)),
+            }
+            if self.rooms.get(name.as_str()).is_none() {
+                done.removed.push((*name).clone());
+            }
+        }
+        // 3 and 4.
+        sync_dir(&*self.fs, &self.dir)?;
+        self.fs
+            .rename(&next_path, &self.path(INDEX))
+            .map_err(|e| StorageError::io("rename .index.next to", self.path(INDEX), e))?;
+        sync_dir(&*self.fs, &self.dir)
+    }
+}
+
+pub(super) fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
+    fs.sync_dir(dir)
+        .map_err(|e| StorageError::io("fsync the directory", dir, e))
+}
+
+/// True if the file no longer holds what the daemon last wrote or read there.
+pub(super) fn edited_by_hand(fs: &dyn Fs, dir: &Path, record: &FileRecord) -> bool {
+    let path = dir.join(&record.file);
+    match fs.stat(&path) {
+        Ok(stat) if stat == record.stat => false,
+        Ok(None) => false,
+        // The stat moved (touched, or rewritten): decide by content.
+        _ => match fs.read(&path) {
+            Ok(bytes) => bytes.len() as u64 != record.len || crc32fast::hash(&bytes) != record.crc,
+            Err(_) => false,
+        },
+    }
+}
+
+/// Replaces `dir/target` with `bytes` so that a crash leaves the old or the new file, never a mix.
+fn write_atomically(
+    fs: &dyn Fs,
+    dir: &Path,
+    target: &str,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp_path = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+    if let Err(e) = fs.write_new_synced(&tmp_path, bytes) {
+        let _ = fs.remove(&tmp_path);
+        return Err(StorageError::io("write", dir.join(target), e));
+    }
+    fs.rename(&tmp_path, &dir.join(target))
+        .map_err(|e| StorageError::io("rename a temporary file to", dir.join(target), e))
+}
+
+/// Moves `file` into `.quarantine/`, with a warning saying why; never deletes it.
+pub(super) fn quarantine(fs: &dyn Fs, dir: &Path, file: &str, why: &str) {
+    let quarantine = dir.join(QUARANTINE);
+    let target = quarantine.join(format!("{file}.{}", crate::room::now_millis()));
+    let moved = fs
+        .create_private_dir(&quarantine)
+        .and_then(|()| fs.rename(&dir.join(file), &target));
+    match moved {
+        Ok(()) => tracing::warn!(
+            "moved room file {} to {} because {why}; fix it, move it back and send SIGHUP",
+            dir.join(file).display(),
+            target.display()
+        ),
+        Err(e) => tracing::error!(
+            "room file {} is unusable ({why}) and could not be moved to {}: {e}",
+            dir.join(file).display(),
+            quarantine.display()
+        ),
+    }
+}
