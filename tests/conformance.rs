@@ -1,14 +1,13 @@
 //! The backend conformance suite (STYLE.md point 4): one set of tests that every backend must
 //! pass, driven through the store's own API (`store::start`, `mutate`, `snapshot`, `flush`,
 //! `reload`), never the socket. A backend joins with one `conformance_suite!` line (see "The
-//! backends" below). Tests whose contract needs persistence skip only their restart step when the
-//! backend keeps nothing ([`Fixture::persistent`]).
+//! backends" below). Every test ends by restarting the store and checking that each room came
+//! back exactly as it was; a backend that keeps nothing ([`Fixture::persistent`]) skips that step.
 //!
 //! The last section checks what only the `file` backend promises (PROTOCOL.md section 5): after a
 //! clean stop the room files alone hold every room's latest state and the journal is folded.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use moviematch_storaged::backend::file::{names, FileBackend};
@@ -18,7 +17,6 @@ use moviematch_storaged::config::Durability;
 use moviematch_storaged::room::Rating::{self, Dislike, Like};
 use moviematch_storaged::room::{self, now_millis, EpochMillis, Revision, RoomName};
 use moviematch_storaged::store::apply::{Mutation, Outcome, Refusal};
-use moviematch_storaged::store::snapshot::RoomEntry;
 use moviematch_storaged::store::{self, ActorThread, StoreError, StoreHandle};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -49,24 +47,25 @@ impl<F: Fn() -> Box<dyn Backend>> Fixture for Volatile<F> {
     }
 }
 
-/// A backend over `<temporary directory>/rooms`, which the backend itself creates.
-struct InTempDir<F> {
+/// A backend over a place unique to the test, `<temporary directory>/rooms`, which the backend
+/// creates itself (a backend that keeps rooms elsewhere can use it as a key prefix).
+struct Stored<F> {
     root: TempDir,
     make: F,
 }
 
-fn in_temp_dir<F: Fn(&Path) -> Box<dyn Backend>>(make: F) -> InTempDir<F> {
+fn stored<F: Fn(&Path) -> Box<dyn Backend>>(make: F) -> Stored<F> {
     let root = tempfile::tempdir().expect("create a temporary directory");
-    InTempDir { root, make }
+    Stored { root, make }
 }
 
-impl<F> InTempDir<F> {
+impl<F> Stored<F> {
     fn dir(&self) -> PathBuf {
         self.root.path().join("rooms")
     }
 }
 
-impl<F: Fn(&Path) -> Box<dyn Backend>> Fixture for InTempDir<F> {
+impl<F: Fn(&Path) -> Box<dyn Backend>> Fixture for Stored<F> {
     fn open(&self) -> Box<dyn Backend> {
         (self.make)(&self.dir())
     }
@@ -75,8 +74,8 @@ impl<F: Fn(&Path) -> Box<dyn Backend>> Fixture for InTempDir<F> {
     }
 }
 
-fn file_backend(durability: Durability) -> InTempDir<impl Fn(&Path) -> Box<dyn Backend>> {
-    in_temp_dir(move |dir| Box::new(FileBackend::new(dir, durability)))
+fn file_backend(durability: Durability) -> Stored<impl Fn(&Path) -> Box<dyn Backend>> {
+    stored(move |dir| Box::new(FileBackend::new(dir, durability)))
 }
 
 // ---- The backends: one line each ----
@@ -119,10 +118,10 @@ conformance_suite!(file_relaxed, file_backend(Durability::Relaxed));
 
 /// `mutation => answer, ...`: applies each mutation in turn and checks its answer.
 macro_rules! steps {
-    ($store:expr; $($mutation:expr => $answer:expr),+ $(,)?) => {$({
+    ($running:expr; $($mutation:expr => $answer:expr),+ $(,)?) => {$({
         let mutation = $mutation;
         let step = format!("{mutation:?}");
-        assert_eq!($store.store.mutate(mutation).await, $answer, "{step}");
+        assert_eq!($running.store.mutate(mutation).await, $answer, "{step}");
     })+};
 }
 
@@ -140,29 +139,28 @@ fn start(fixture: &impl Fixture) -> Running {
 type Kept = (String, String, Revision, EpochMillis, EpochMillis);
 
 impl Running {
-    fn get(&self, name: &str) -> Option<Arc<RoomEntry>> {
-        self.store.snapshot().get(name).cloned()
-    }
-
     fn revision(&self, name: &str) -> Option<Revision> {
-        self.get(name).map(|e| e.revision)
+        self.store.snapshot().get(name).map(|e| e.revision)
     }
 
     /// Every room, in name order.
     fn rooms(&self) -> Vec<Kept> {
         let rooms = self.store.snapshot().rooms.clone();
-        let kept = |e: &Arc<RoomEntry>| {
+        let kept = rooms.values().map(|e| {
             let encoded = String::from_utf8_lossy(&e.encoded).into_owned();
             let name = e.name.as_str().to_owned();
             (name, encoded, e.revision, e.created_at, e.updated_at)
-        };
-        rooms.values().map(kept).collect()
+        });
+        kept.collect()
     }
 
     /// The room as `getRoom` returns it, compared as text: key order and unknown fields count.
     #[track_caller]
     fn assert_room(&self, name: &str, expected: &Value) {
-        let entry = self.get(name).unwrap_or_else(|| panic!("no room {name:?}"));
+        let snapshot = self.store.snapshot();
+        let entry = snapshot
+            .get(name)
+            .unwrap_or_else(|| panic!("no room {name:?}"));
         let expected = serde_json::to_string(expected).expect("encode");
         assert_eq!(String::from_utf8_lossy(&entry.encoded), expected);
     }
@@ -223,22 +221,19 @@ fn save_if(room: &Value, expected_revision: Option<Revision>) -> Mutation {
 }
 
 fn rate(room: &str, media: &str, user: &str, rating: Rating) -> Mutation {
-    let (media_id, user_name) = (media.into(), user.into());
-    let (name, timestamp) = (name(room), TS);
     Mutation::AddRating {
-        name,
-        media_id,
-        user_name,
+        name: name(room),
+        media_id: media.into(),
+        user_name: user.into(),
         rating,
-        timestamp,
+        timestamp: TS,
     }
 }
 
 fn progress(room: &str, user: &str, progress: u64) -> Mutation {
-    let (name, user_name) = (name(room), user.into());
     Mutation::SetProgress {
-        name,
-        user_name,
+        name: name(room),
+        user_name: user.into(),
         progress,
     }
 }
@@ -249,9 +244,8 @@ fn delete(room: &str) -> Mutation {
 
 /// `deleteRoom` with `expectedRevision`.
 fn delete_if(room: &str, expected_revision: Option<Revision>) -> Mutation {
-    let name = name(room);
     Mutation::Delete {
-        name,
+        name: name(room),
         expected_revision,
     }
 }
@@ -292,10 +286,9 @@ async fn round_trip_keeps_the_room_exactly(fx: &impl Fixture) {
         "userProgress":{"jane":3},"roomType":"party","big":12345678901234567890}"#;
     let sent: Value = serde_json::from_str(text).expect("valid JSON");
     let s = start(fx);
-    assert!(s.get("movie-night").is_none());
+    assert_eq!(s.revision("movie-night"), None);
     steps!(s; save(&sent) => saved(1));
     s.assert_room("movie-night", &sent);
-    assert_eq!(s.revision("movie-night"), Some(1));
     s.finish(fx).await;
 }
 
@@ -305,7 +298,7 @@ async fn revisions_count_changes(fx: &impl Fixture) {
         save(&room("r")) => saved(1),
         save(&room("r")) => saved(2),
         progress("r", "john", 5) => progressed(3),
-        progress("r", "john", 5) => progressed(4),
+        progress("r", "john", 5) => progressed(4), // the same value is still a change
         rate("r", "m1", "john", Like) => rated(5, true),
         rate("r", "m1", "john", Dislike) => rated(5, false),
         rate("r", "m1", "jane", Like) => rated(6, true),
@@ -325,7 +318,7 @@ async fn expected_revision_guards_saves_and_deletes(fx: &impl Fixture) {
     changed["sort"] = json!("rating");
     let s = start(fx);
     steps!(s;
-        save_if(&room("r"), Some(1)) => conflict(0),
+        save_if(&room("r"), Some(1)) => conflict(0), // 0: the room does not exist
         save_if(&room("r"), Some(0)) => saved(1),
         save_if(&room("r"), Some(0)) => conflict(1),
         save_if(&changed, Some(2)) => conflict(1),
@@ -338,7 +331,7 @@ async fn expected_revision_guards_saves_and_deletes(fx: &impl Fixture) {
         delete_if("r", Some(0)) => conflict(3),
     );
     changed["ratings"] = json!({ "m": [["john", "like", TS]] });
-    s.assert_room("r", &changed); // refused deletes leave the room as it was
+    s.assert_room("r", &changed);
     steps!(s;
         delete_if("r", Some(3)) => deleted(true),
         delete_if("r", Some(1)) => conflict(0),
@@ -400,10 +393,7 @@ async fn add_rating_creates_and_appends_once_per_user_and_media(fx: &impl Fixtur
 async fn set_progress_creates_and_overwrites(fx: &impl Fixture) {
     let mut r = room("r");
     let s = start(fx);
-    steps!(s;
-        save(&r) => saved(1),
-        progress("r", "john", 5) => progressed(2),
-    );
+    steps!(s; save(&r) => saved(1), progress("r", "john", 5) => progressed(2));
     r["userProgress"] = json!({ "john": 5 });
     s.assert_room("r", &r);
     steps!(s;
@@ -425,7 +415,7 @@ async fn delete_reports_whether_it_deleted(fx: &impl Fixture) {
         delete("never") => deleted(false),
         rate("a", "m", "john", Like) => not_found("a"),
     );
-    assert!(s.get("a").is_none());
+    assert_eq!(s.revision("a"), None);
     s.assert_room("b", &room("b"));
     s.finish(fx).await;
 }
@@ -446,20 +436,17 @@ async fn delete_created_before_is_exclusive(fx: &impl Fixture) {
         before(instant) => deleted_many(1),
         before(instant) => deleted_many(0),
     );
-    assert!(s.get("early").is_none());
+    assert_eq!(s.revision("early"), None);
     steps!(s; before(instant + 1) => deleted_many(1));
-    assert!(s.get("exact").is_none());
-    assert_eq!(s.rooms().len(), 1, "only \"late\" is left");
+    assert_eq!(s.revision("exact"), None);
+    assert_eq!(s.revision("late"), Some(1));
     s.finish(fx).await;
 }
 
 async fn expire_removes_rooms_idle_since(fx: &impl Fixture) {
     let expire = |idle_since| Mutation::Expire { idle_since };
     let s = start(fx);
-    steps!(s;
-        save(&room("idle")) => saved(1),
-        save(&room("rated")) => saved(1),
-    );
+    steps!(s; save(&room("idle")) => saved(1), save(&room("rated")) => saved(1));
     tokio::time::sleep(Duration::from_millis(20)).await;
     let idle_since = now_millis();
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -469,9 +456,9 @@ async fn expire_removes_rooms_idle_since(fx: &impl Fixture) {
         expire(idle_since) => deleted_many(1),
         expire(idle_since) => deleted_many(0),
     );
-    assert!(s.get("idle").is_none());
-    // The restart check includes when each room last changed: a restart must not make a
-    // room look recently used.
+    assert_eq!(s.revision("idle"), None);
+    // The restart check compares when each room last changed: a restart must not make a room
+    // look recently used (nor older than it is).
     if let Some(s) = s.restart(fx).await {
         steps!(s; expire(idle_since) => deleted_many(0));
         s.stop().await;
@@ -483,52 +470,46 @@ async fn concurrent_ratings_are_never_lost(fx: &impl Fixture) {
     const PER_TASK: usize = 25;
     let s = start(fx);
     steps!(s; save(&room("party")) => saved(1));
-    // Task t rates m1..m24 as user t; all tasks race to rate m0 as one shared user.
+    // Task t rates m1..m24 as user t; every task also races the others to rate m0 as user 0.
     let rate_as = |t: usize| {
         let store = s.store.clone();
         tokio::spawn(async move {
-            let mut revisions = Vec::new();
+            let mut answers = Vec::new();
             for i in 0..PER_TASK {
-                let user = match i {
-                    0 => "everyone".to_owned(),
-                    _ => format!("user{t}"),
-                };
-                match store
-                    .mutate(rate("party", &format!("m{i}"), &user, Like))
-                    .await
-                {
-                    Ok(Outcome::Rated {
-                        revision,
-                        added: true,
-                    }) => revisions.push(revision),
-                    Ok(Outcome::Rated { added: false, .. }) if i == 0 => {}
-                    other => panic!("m{i} by {user}: {other:?}"),
-                }
+                let user = if i == 0 { 0 } else { t };
+                let rating = rate("party", &format!("m{i}"), &format!("u{user}"), Like);
+                answers.push(store.mutate(rating).await);
             }
-            revisions
+            answers
         })
     };
     let tasks: Vec<_> = (0..TASKS).map(rate_as).collect();
     let mut revisions = Vec::new();
     for task in tasks {
-        revisions.extend(task.await.expect("a rating task"));
+        for answer in task.await.expect("a rating task") {
+            let Ok(Outcome::Rated { revision, added }) = answer else {
+                panic!("a rating failed: {answer:?}");
+            };
+            revisions.extend(added.then_some(revision));
+        }
     }
     revisions.sort_unstable();
     let added = (TASKS * (PER_TASK - 1) + 1) as Revision;
+    let expected: Vec<Revision> = (2..=1 + added).collect();
     assert_eq!(
-        revisions,
-        (2..=1 + added).collect::<Vec<_>>(),
-        "one revision each"
+        revisions, expected,
+        "each added rating has its own revision"
     );
     assert_eq!(s.revision("party"), Some(1 + added));
-    let party = s.get("party").expect("the room");
-    let ratings = party.doc["ratings"].as_object().expect("a ratings map");
+    let snapshot = s.store.snapshot();
+    let ratings = snapshot.get("party").expect("the room").doc["ratings"].clone();
     let count = |e: &Value| e.as_array().map_or(0, Vec::len) as Revision;
-    assert_eq!(
-        ratings.values().map(count).sum::<Revision>(),
-        added,
-        "lost or doubled"
-    );
+    let counts = ratings
+        .as_object()
+        .expect("a ratings map")
+        .values()
+        .map(count);
+    assert_eq!(counts.sum::<Revision>(), added, "no rating lost or doubled");
     assert_eq!(count(&ratings["m0"]), 1);
     s.finish(fx).await;
 }
@@ -551,11 +532,8 @@ async fn everything_survives_a_restart(fx: &impl Fixture) {
     );
     let kept = s.rooms();
     assert_eq!(s.store.flush().await, Ok(()));
-    assert_eq!(
-        s.store.reload().await,
-        Ok(0),
-        "nothing was edited outside the store"
-    );
+    let reloaded = s.store.reload().await;
+    assert_eq!(reloaded, Ok(0), "nothing was edited outside the store");
     assert_eq!(s.rooms(), kept);
     if let Some(s) = s.restart(fx).await {
         let s = s.restart(fx).await.expect("persistent"); // a second restart changes nothing
@@ -620,10 +598,7 @@ async fn clean_stop_leaves_every_room_in_its_file(durability: Durability) {
     let fx = file_backend(durability);
     let s = start(&fx);
     for n in ["movie-night", "a/b", "gone", &"x".repeat(255)] {
-        steps!(s;
-            save(&room(n)) => saved(1),
-            rate(n, "m", "john", Like) => rated(2, true),
-        );
+        steps!(s; save(&room(n)) => saved(1), rate(n, "m", "u", Like) => rated(2, true));
     }
     steps!(s;
         progress("movie-night", "john", 9) => progressed(3),
@@ -633,22 +608,17 @@ async fn clean_stop_leaves_every_room_in_its_file(durability: Durability) {
     s.stop().await;
 
     let dir = fx.dir();
-    assert!(
-        dir.join("movie-night.json").is_file(),
-        "a plain name is its file name"
-    );
+    let plain = dir.join("movie-night.json");
+    assert!(plain.is_file(), "a plain name is its own file name");
     for entry in snapshot.rooms.values() {
         let path = dir.join(names::file_name(&entry.name));
+        let shown = path.display();
         let text = std::fs::read_to_string(&path).expect("the room file");
-        assert!(
-            text.starts_with("{\n"),
-            "{} is pretty-printed",
-            path.display()
-        );
+        assert!(text.starts_with("{\n"), "{shown} is pretty-printed");
         let on_disk: Value = serde_json::from_str(&text).expect("a room file is JSON");
         let on_disk = serde_json::to_string(&on_disk).expect("encode");
         let latest = String::from_utf8_lossy(&entry.encoded);
-        assert_eq!(on_disk, latest, "{} holds the latest state", path.display());
+        assert_eq!(on_disk, latest, "{shown} holds the latest state");
     }
     let mut room_files = 0;
     for entry in std::fs::read_dir(&dir).expect("list the storage directory") {
@@ -656,17 +626,12 @@ async fn clean_stop_leaves_every_room_in_its_file(durability: Durability) {
         let file = entry.file_name().to_string_lossy().into_owned();
         let len = entry.metadata().expect("stat").len();
         room_files += usize::from(!file.starts_with('.'));
-        assert!(
-            !file.starts_with(".tmp-") && file != ".index.next",
-            "{file} left over"
-        );
+        let leftover = file.starts_with(".tmp-") || file == ".index.next";
+        assert!(!leftover, "{file} is left over");
         if file.starts_with(".journal-") {
             assert_eq!(len, 0, "{file}: the journal is folded into the room files");
         }
     }
-    assert_eq!(
-        room_files,
-        snapshot.rooms.len(),
-        "one file per room, none for \"gone\""
-    );
+    let per_room = snapshot.rooms.len();
+    assert_eq!(room_files, per_room, "one file per room, none for \"gone\"");
 }

@@ -204,8 +204,84 @@ fn oversized_line_is_refused_and_the_next_line_served() {
     assert_err(&c.read_json(), "too_large");
     assert_eq!(c.read_json()["id"], 3);
 
+    // Oversized lines between pipelined requests, back to back, some ended by \r\n.
+    let ping = |i: u32| format!("{{\"id\":{i},\"op\":\"ping\"}}");
+    let pad = "y".repeat(70_000);
+    let batch = [
+        ping(4),
+        pad.clone(),
+        pad.clone(),
+        ping(5),
+        pad.clone(),
+        ping(6),
+    ]
+    .join("\n");
+    c.send_raw(format!("{}\r\n", batch.replace(&ping(5), &format!("{}\r", ping(5)))).as_bytes());
+    for want in [
+        json!(4),
+        json!("too_large"),
+        json!("too_large"),
+        json!(5),
+        json!("too_large"),
+        json!(6),
+    ] {
+        let r = c.read_json();
+        match want.as_str() {
+            Some(code) => {
+                assert_err(&r, code);
+            }
+            None => assert_eq!((&r["ok"], &r["id"]), (&json!(true), &want), "{r}"),
+        }
+    }
+
     // A second connection is unaffected throughout.
     d.connect().ping();
+}
+
+#[test]
+fn a_client_that_half_closes_still_gets_every_answer() {
+    // What `echo ... | socat - UNIX-CONNECT:...` does: write, shut the write side, then read.
+    let (_d, mut c) = start_memory(&[]);
+    c.send_raw(b"{\"id\":1,\"op\":\"saveRoom\",\"room\":");
+    c.send_raw(
+        format!(
+            "{}}}\n{{\"id\":2,\"op\":\"getRoom\",\"roomName\":\"r\"}}\n",
+            room("r")
+        )
+        .as_bytes(),
+    );
+    c.writer().shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(c.read_json()["revision"], 1);
+    assert_eq!(c.read_json()["room"], room("r"));
+    assert_eq!(
+        c.read_line(),
+        None,
+        "the daemon closes once every answer is sent"
+    );
+}
+
+#[test]
+fn clients_that_leave_without_reading_do_not_disturb_the_daemon() {
+    let (d, mut c) = start_memory(&[]);
+    c.save(&bare_room("r"));
+    for round in 0..20 {
+        let mut gone = d.connect();
+        let mut batch = String::new();
+        for i in 0..500 {
+            let req = json!({"op": "addRating", "roomName": "r", "mediaId": format!("m{round}-{i}"),
+                             "userName": "u", "rating": "like"});
+            batch.push_str(&format!("{req}\n"));
+        }
+        gone.send_raw(batch.as_bytes());
+        drop(gone);
+    }
+    // Whatever of those is applied (some may still be), the daemon serves and stays consistent.
+    assert!(c.rate("r", "new", "u", "like").1);
+    for _ in 0..3 {
+        let (room, rev) = c.get("r").unwrap();
+        let n = room["ratings"].as_object().map_or(0, |m| m.len()) as u64;
+        assert_eq!(rev, 1 + n, "revision counts exactly the ratings stored");
+    }
 }
 
 #[test]

@@ -72,6 +72,13 @@ fn id_is_echoed_verbatim(b: Backend) {
     }
     let r = c.expect(json!({"op": "noSuchOp"}), code("bad_request"));
     assert!(r.get("id").is_none(), "{r}");
+    // Verbatim: an integer beyond 64 bits must not come back rounded.
+    c.send_raw(b"{\"id\":123456789012345678901234567890,\"op\":\"ping\"}\n");
+    let line = c.read_line().unwrap();
+    assert!(
+        line.contains("123456789012345678901234567890"),
+        "id not verbatim: {line}"
+    );
 }
 
 fn id_of_wrong_type_is_bad_request_and_still_echoed(b: Backend) {
@@ -187,15 +194,17 @@ fn add_rating_appends_once_per_user_and_media(b: Backend) {
         [add("plex://movie/1", "ann", "dislike", 11), {"revision": 2, "added": false}],
         [add("plex://movie/1", "bob", "dislike", 12), {"revision": 3, "added": true}],
         [add("plex://movie/2", "ann", "like", 13), {"revision": 4, "added": true}],
+        [add("", "ann", "like", 0), {"revision": 5, "added": true}],
     ]));
     let want = with(
         bare_room("r"),
         json!({"ratings": {
             "plex://movie/1": [["ann", "like", 10], ["bob", "dislike", 12]],
             "plex://movie/2": [["ann", "like", 13]],
+            "": [["ann", "like", 0]],
         }}),
     );
-    assert_eq!(c.get("r"), Some((want, 4)));
+    assert_eq!(c.get("r"), Some((want, 5)));
 
     // Ratings that came with a saved room count too.
     c.save(&room("s"));
@@ -258,16 +267,15 @@ fn set_progress_rules(b: Backend) {
         [set("ann", json!(7)), {"revision": 3}],
         [set("ann", json!(7)), {"revision": 4}],
         [set("bob", json!(1)), {"revision": 5}],
+        [set("eve", json!(9007199254740993u64)), {"revision": 6}],
         [set("ann", json!(-1)), {"error": {"code": "bad_request"}}],
         [set("ann", json!(1.5)), {"error": {"code": "bad_request"}}],
         [set("ann", json!("3")), {"error": {"code": "bad_request"}}],
         [set("ann", json!(null)), {"error": {"code": "bad_request"}}],
     ]));
-    let want = with(
-        bare_room("r"),
-        json!({"userProgress": {"ann": 7, "bob": 1}}),
-    );
-    assert_eq!(c.get("r"), Some((want, 5)));
+    let progress = json!({"ann": 7, "bob": 1, "eve": 9007199254740993u64});
+    let want = with(bare_room("r"), json!({ "userProgress": progress }));
+    assert_eq!(c.get("r"), Some((want, 6)));
 }
 
 fn verify_password_rules(b: Backend) {
@@ -391,7 +399,10 @@ fn bad_request_cases(b: Backend) {
         {"op": "saveRoom", "room": room("r"), "expectedRevision": "1"},
         {"op": "saveRoom", "room": room("r"), "expectedRevision": 1.5},
         {"op": "deleteRoom", "roomName": "r", "expectedRevision": "1"},
-        {"op": "deleteRoom"}
+        {"op": "deleteRoom"},
+        {"op": "setProgress", "roomName": "r", "userName": "u", "progress": 1, "expectedRevision": 1},
+        {"op": "addRating", "roomName": "r", "mediaId": "m", "userName": "u", "rating": "like",
+         "expectedRevision": 1}
     ]);
     for (i, req) in cases.as_array().unwrap().iter().enumerate() {
         let want = json!({"id": i, "error": {"code": "bad_request"}});
@@ -504,7 +515,10 @@ fn room_name_rules(b: Backend) {
             "{err:?}"
         );
     }
-    assert_eq!(c.list(json!({})).0.len(), 13);
+    // Exact names: NFC and NFD spellings of "é" are two rooms.
+    assert_eq!(c.save(&room("caf\u{e9}")), 1);
+    assert_eq!(c.save(&room("cafe\u{301}")), 1);
+    assert_eq!(c.list(json!({})).0.len(), 15);
 }
 
 fn too_large_counts_bytes_without_terminator(b: Backend) {
@@ -512,19 +526,22 @@ fn too_large_counts_bytes_without_terminator(b: Backend) {
         .args(["--max-request-bytes", "1024"])
         .start();
     let mut c = d.connect();
-    let line = |len: usize| {
+    // A ping padded with spaces to `len` bytes, then `end`.
+    let line = |len: usize, end: &str| {
         let head = r#"{"id":1,"op":"ping""#;
-        format!("{head}{}}}\n", " ".repeat(len - head.len() - 1))
+        format!("{head}{}}}{end}", " ".repeat(len - head.len() - 1))
     };
-    assert_eq!(line(1024).len(), 1025);
-    c.send_raw(line(1024).as_bytes());
-    assert_eq!(
-        c.read_json()["ok"],
-        true,
-        "a line of exactly maxRequestBytes is accepted"
-    );
-    c.send_raw(line(1025).as_bytes());
-    assert_err(&c.read_json(), "too_large");
+    for end in ["\n", "\r\n"] {
+        assert_eq!(line(1024, end).len(), 1024 + end.len());
+        c.send_raw(line(1024, end).as_bytes());
+        let r = c.read_json();
+        assert_eq!(
+            r["ok"], true,
+            "{end:?}: exactly maxRequestBytes is accepted: {r}"
+        );
+        c.send_raw(line(1025, end).as_bytes());
+        assert_err(&c.read_json(), "too_large");
+    }
     let big = with(room("big"), json!({"pad": "x".repeat(2000)}));
     c.err(json!({"op": "saveRoom", "room": big}), "too_large");
     assert!(!c.has("big"));

@@ -93,12 +93,6 @@ fn sigterm_with_requests_in_flight(durability: &str) {
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    eprintln!(
-        "DEBUG joined after {:?}; {} outcomes, {} ok",
-        t0.elapsed(),
-        outcomes.len(),
-        outcomes.iter().filter(|o| o.1).count()
-    );
     assert_eq!(status.code(), Some(0), "stderr:\n{}", d.stderr());
     d.restart();
     let (room, rev) = d.connect().get("r").unwrap();

@@ -65,7 +65,13 @@ pub trait Fs: Send + Sync {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Opens `path` for appending, creating it with mode 0600 if needed.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
+    /// Takes an exclusive lock on `path` (created 0600 if needed), held while the returned
+    /// guard lives; `Ok(None)` when another process holds it.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
 }
+
+/// Keeps a lock taken by [`Fs::try_lock`] until dropped.
+pub type LockGuard = Box<dyn std::any::Any + Send>;
 
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -152,6 +158,28 @@ impl Fs for RealFs {
             len,
             path: path.to_owned(),
         }))
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
+        RealFs::lock_file(path)
+    }
+}
+
+impl RealFs {
+    fn lock_file(path: &Path) -> io::Result<Option<LockGuard>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(PRIVATE_FILE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }
 

@@ -7,7 +7,6 @@
 //! daemon starts with up-to-date files and an empty journal.
 
 use std::collections::HashMap;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use super::fs::{EntryKind, FileStat};
@@ -196,24 +195,16 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
 
 fn lock(b: &mut FileBackend) -> Result<(), StorageError> {
     let path = b.path(LOCK);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| StorageError::io("open the lock file", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => {
-            b.lock = Some(file);
+    match b.fs.try_lock(&path) {
+        Ok(Some(guard)) => {
+            b.lock = Some(guard);
             Ok(())
         }
-        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+        Ok(None) => Err(StorageError::Locked {
             dir: b.dir.clone(),
             lock: path,
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io("lock", path, e)),
+        Err(e) => Err(StorageError::io("lock", path, e)),
     }
 }
 

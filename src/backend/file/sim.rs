@@ -1,0 +1,309 @@
+//! A simulated file system that forgets, at a power loss, everything not yet synced.
+//!
+//! It keeps two views: what the running program sees, and what is durable. File contents become
+//! durable by syncing the file; names (creations, renames, removals) by syncing the directory.
+//! [`SimFs::power_loss`] returns a new file system holding only the durable view, with a random
+//! part of each file's unsynced tail kept (writes can be torn anywhere), so recovery code is
+//! tested against the worst the disk may do. Faults can be injected into the next syncs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::fs::{AppendFile, DirEntry, EntryKind, FileStat, Fs, LockGuard};
+
+#[derive(Debug, Clone, Default)]
+struct Inode {
+    data: Vec<u8>,
+    synced: usize,
+    version: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    inodes: Vec<Inode>,
+    /// What the program sees: path -> inode.
+    names: BTreeMap<PathBuf, usize>,
+    /// What survives a power loss: path -> inode.
+    durable_names: BTreeMap<PathBuf, usize>,
+    dirs: HashSet<PathBuf>,
+    /// How many upcoming file syncs fail with EIO.
+    failing_syncs: usize,
+    /// How many upcoming whole-file writes (`write_new_synced`: folds) fail with EIO.
+    failing_file_writes: usize,
+    clock: u64,
+}
+
+/// See the module docs. Cheap to clone; clones share one disk.
+#[derive(Debug, Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<State>>,
+}
+
+fn not_found() -> io::Error {
+    io::Error::from(io::ErrorKind::NotFound)
+}
+
+impl SimFs {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut state)
+    }
+
+    /// Makes the next `n` file syncs fail with EIO (their data stays unsynced).
+    pub fn fail_next_syncs(&self, n: usize) {
+        self.with(|s| s.failing_syncs = n);
+    }
+
+    /// Makes the next `n` whole-file writes fail (what a fold does), leaving journal syncs alone.
+    pub fn fail_next_file_writes(&self, n: usize) {
+        self.with(|s| s.failing_file_writes = n);
+    }
+
+    /// The disk as found after a power loss now. `seed` picks how much of each unsynced tail
+    /// happened to reach the disk.
+    pub fn power_loss(&self, seed: u64) -> SimFs {
+        let mut rng = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        self.with(|s| {
+            let inodes = s
+                .inodes
+                .iter()
+                .map(|inode| {
+                    let unsynced = inode.data.len().saturating_sub(inode.synced);
+                    let kept = if unsynced == 0 {
+                        0
+                    } else {
+                        (next() as usize) % (unsynced + 1)
+                    };
+                    let len = (inode.synced + kept).min(inode.data.len());
+                    Inode {
+                        data: inode.data[..len].to_vec(),
+                        synced: len,
+                        version: inode.version,
+                    }
+                })
+                .collect();
+            let after = State {
+                inodes,
+                names: s.durable_names.clone(),
+                durable_names: s.durable_names.clone(),
+                dirs: s.dirs.clone(),
+                failing_syncs: 0,
+                failing_file_writes: 0,
+                clock: s.clock,
+            };
+            SimFs {
+                state: Arc::new(Mutex::new(after)),
+            }
+        })
+    }
+
+    /// Every file the program sees under `dir`, with its contents.
+    pub fn files(&self, dir: &Path) -> Vec<(String, Vec<u8>)> {
+        self.with(|s| {
+            s.names
+                .iter()
+                .filter(|(p, _)| p.parent() == Some(dir))
+                .map(|(p, &i)| {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                    (name.unwrap_or_default(), s.inodes[i].data.clone())
+                })
+                .collect()
+        })
+    }
+}
+
+impl State {
+    fn inode_of(&self, path: &Path) -> io::Result<usize> {
+        self.names.get(path).copied().ok_or_else(not_found)
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn sync_fails(&mut self) -> bool {
+        if self.failing_syncs > 0 {
+            self.failing_syncs -= 1;
+            return true;
+        }
+        false
+    }
+}
+
+impl Fs for SimFs {
+    fn create_private_dir(&self, dir: &Path) -> io::Result<()> {
+        self.with(|s| s.dirs.insert(dir.to_owned()));
+        Ok(())
+    }
+
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        self.with(|s| {
+            let mut entries: Vec<DirEntry> = s
+                .names
+                .keys()
+                .filter(|p| p.parent() == Some(dir))
+                .map(|p| DirEntry {
+                    name: p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    kind: EntryKind::File,
+                })
+                .collect();
+            entries.extend(s.dirs.iter().filter(|p| p.parent() == Some(dir)).map(|p| {
+                DirEntry {
+                    name: p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    kind: EntryKind::Dir,
+                }
+            }));
+            Ok(entries)
+        })
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.with(|s| Ok(s.inodes[s.inode_of(path)?].data.clone()))
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<Option<FileStat>> {
+        self.with(|s| {
+            Ok(s.names.get(path).map(|&i| FileStat {
+                len: s.inodes[i].data.len() as u64,
+                mtime_ns: i128::from(s.inodes[i].version),
+            }))
+        })
+    }
+
+    fn write_new_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.with(|s| {
+            if s.names.contains_key(path) {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            let version = s.tick();
+            let fails = s.sync_fails() || {
+                let fail = s.failing_file_writes > 0;
+                s.failing_file_writes = s.failing_file_writes.saturating_sub(1);
+                fail
+            };
+            let synced = if fails { 0 } else { bytes.len() };
+            s.inodes.push(Inode {
+                data: bytes.to_vec(),
+                synced,
+                version,
+            });
+            s.names.insert(path.to_owned(), s.inodes.len() - 1);
+            if fails {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            Ok(())
+        })
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.with(|s| {
+            let inode = s.names.remove(from).ok_or_else(not_found)?;
+            s.names.insert(to.to_owned(), inode);
+            Ok(())
+        })
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.with(|s| s.names.remove(path).map(|_| ()).ok_or_else(not_found))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.with(|s| {
+            s.durable_names.retain(|p, _| p.parent() != Some(dir));
+            let entries: Vec<(PathBuf, usize)> = s
+                .names
+                .iter()
+                .filter(|(p, _)| p.parent() == Some(dir))
+                .map(|(p, &i)| (p.clone(), i))
+                .collect();
+            s.durable_names.extend(entries);
+            Ok(())
+        })
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let inode = self.with(|s| {
+            if let Some(&i) = s.names.get(path) {
+                return i;
+            }
+            let version = s.tick();
+            s.inodes.push(Inode {
+                data: Vec::new(),
+                synced: 0,
+                version,
+            });
+            s.names.insert(path.to_owned(), s.inodes.len() - 1);
+            s.inodes.len() - 1
+        });
+        Ok(Box::new(SimAppendFile {
+            fs: self.clone(),
+            inode,
+        }))
+    }
+
+    fn try_lock(&self, _path: &Path) -> io::Result<Option<LockGuard>> {
+        Ok(Some(Box::new(())))
+    }
+}
+
+struct SimAppendFile {
+    fs: SimFs,
+    inode: usize,
+}
+
+impl AppendFile for SimAppendFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.fs.with(|s| {
+            let version = s.tick();
+            let inode = &mut s.inodes[self.inode];
+            inode.data.extend_from_slice(bytes);
+            inode.version = version;
+        });
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.fs.with(|s| {
+            if s.sync_fails() {
+                // Like Linux after a failed fsync: the dirty pages may be dropped; model the
+                // worst case, the unsynced tail is gone for good.
+                let inode = &mut s.inodes[self.inode];
+                inode.data.truncate(inode.synced);
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            let inode = &mut s.inodes[self.inode];
+            inode.synced = inode.data.len();
+            Ok(())
+        })
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.fs.with(|s| {
+            let inode = &mut s.inodes[self.inode];
+            inode.data.truncate(len as usize);
+            inode.synced = inode.synced.min(inode.data.len());
+            Ok(())
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.fs.with(|s| s.inodes[self.inode].data.len() as u64)
+    }
+}

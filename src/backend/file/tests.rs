@@ -1,0 +1,261 @@
+//! Power-loss tests: the file backend over [`SimFs`], which forgets everything not synced.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::sim::SimFs;
+use super::FileBackend;
+use crate::backend::Backend;
+use crate::config::Durability;
+use crate::room::{validate, Rating, RoomName};
+use crate::store::apply::{Mutation, Outcome};
+use crate::store::snapshot::RoomMap;
+use crate::store::{self, StoreError, StoreHandle};
+
+fn dir() -> PathBuf {
+    PathBuf::from("/sim/rooms")
+}
+
+fn backend(fs: &SimFs, durability: Durability) -> FileBackend {
+    // Fold as often as possible, so crashes land inside folds too.
+    FileBackend::with_fs(Arc::new(fs.clone()), dir(), durability)
+        .with_fold_policy(2048, Duration::ZERO)
+}
+
+fn save(name: &str) -> Mutation {
+    let room = validate(json!({
+        "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
+        "creatorPlexUserId": "1", "creatorPlexUsername": "john", "padding": "x".repeat(500)
+    }))
+    .unwrap();
+    Mutation::Save {
+        room: Box::new(room),
+        expected_revision: None,
+    }
+}
+
+fn rate(name: &str, n: usize) -> Mutation {
+    Mutation::AddRating {
+        name: RoomName::new(name).unwrap(),
+        media_id: format!("m{n}"),
+        user_name: format!("u{n}"),
+        rating: Rating::Like,
+        timestamp: n as u64,
+    }
+}
+
+/// Recovers what a daemon would find on `fs`, and checks every room file is whole.
+fn recover(fs: &SimFs) -> RoomMap {
+    for (file, bytes) in fs.files(&dir()) {
+        if super::names::is_room_file(&file) {
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("room file {file} is torn: {e}"));
+            validate(value).unwrap_or_else(|e| panic!("room file {file} is invalid: {e}"));
+        }
+    }
+    backend(fs, Durability::Strict)
+        .load()
+        .expect("recovery must succeed")
+}
+
+/// One writer: creates its room, then adds ratings m0, m1, ... counting those acknowledged.
+async fn writer(store: StoreHandle, name: String, acked: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
+    if store.mutate(save(&name)).await.is_err() {
+        return;
+    }
+    acked.store(1, Ordering::SeqCst);
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        match store.mutate(rate(&name, n)).await {
+            Ok(_) => {
+                n += 1;
+                acked.store(n + 1, Ordering::SeqCst);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn ratings_of(rooms: &RoomMap, name: &str) -> Vec<String> {
+    let entry = &rooms[name];
+    let ratings = entry.doc.get("ratings").and_then(|r| r.as_object());
+    let mut media: Vec<String> = ratings
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_default();
+    media.sort_by_key(|m| m[1..].parse::<usize>().unwrap_or(usize::MAX));
+    media
+}
+
+async fn crash_under_load(durability: Durability, seed: u64) {
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(backend(&fs, durability))).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<(String, Arc<AtomicUsize>)> = (0..4)
+        .map(|w| (format!("room {w}/{seed}"), Arc::new(AtomicUsize::new(0))))
+        .collect();
+    let mut tasks = Vec::new();
+    for (name, acked) in &writers {
+        tasks.push(tokio::spawn(writer(
+            store.clone(),
+            name.clone(),
+            acked.clone(),
+            stop.clone(),
+        )));
+    }
+    let ticker = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let _ = store.tick().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(5 + seed % 20)).await;
+    // Everything acknowledged before this instant must survive (in relaxed mode: once flushed).
+    let acked: Vec<usize> = writers
+        .iter()
+        .map(|(_, a)| a.load(Ordering::SeqCst))
+        .collect();
+    if durability == Durability::Relaxed {
+        store.flush().await.unwrap();
+    }
+    let image = fs.power_loss(seed);
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    ticker.await.unwrap();
+    drop(store);
+    let _ = tokio::task::spawn_blocking(move || actor.join()).await;
+
+    let rooms = recover(&image);
+    for ((name, _), &acked) in writers.iter().zip(&acked) {
+        if acked == 0 {
+            continue;
+        }
+        let media = ratings_of(&rooms, name);
+        assert!(
+            media.len() + 1 >= acked,
+            "{name}: {} ratings survived, {} were acknowledged",
+            media.len(),
+            acked - 1
+        );
+        let expected: Vec<String> = (0..media.len()).map(|n| format!("m{n}")).collect();
+        assert_eq!(media, expected, "{name}: ratings must be a gap-free prefix");
+        assert_eq!(
+            rooms[name.as_str()].revision,
+            media.len() as u64 + 1,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_loss_in_strict_mode_keeps_every_acknowledged_change() {
+    for seed in 0..25 {
+        crash_under_load(Durability::Strict, seed).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_loss_after_flush_in_relaxed_mode_keeps_everything_flushed() {
+    for seed in 100..115 {
+        crash_under_load(Durability::Relaxed, seed).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_is_an_error_and_never_reappears() {
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(backend(&fs, Durability::Strict))).unwrap();
+    store.mutate(save("r")).await.unwrap();
+    fs.fail_next_syncs(1);
+    let failed = store.mutate(rate("r", 0)).await;
+    assert!(
+        matches!(failed, Err(StoreError::Storage { .. })),
+        "{failed:?}"
+    );
+    assert!(store
+        .snapshot()
+        .get("r")
+        .unwrap()
+        .doc
+        .get("ratings")
+        .is_none());
+    // The next write starts a new journal and succeeds.
+    assert_eq!(
+        store.mutate(rate("r", 1)).await,
+        Ok(Outcome::Rated {
+            revision: 2,
+            added: true
+        })
+    );
+    let image = fs.power_loss(7);
+    drop(store);
+    let _ = tokio::task::spawn_blocking(move || actor.join()).await;
+    let rooms = recover(&image);
+    assert_eq!(ratings_of(&rooms, "r"), vec!["m1".to_string()]);
+    assert_eq!(rooms["r"].revision, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_disk_during_a_fold_loses_nothing() {
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(backend(&fs, Durability::Strict))).unwrap();
+    for n in 0..5 {
+        store.mutate(save(&format!("room{n}"))).await.unwrap();
+    }
+    // The fold's new files cannot be synced: it fails, and the journals stay.
+    fs.fail_next_file_writes(3);
+    let _ = store.tick().await;
+    for n in 0..5 {
+        store.mutate(rate(&format!("room{n}"), n)).await.unwrap();
+    }
+    let image = fs.power_loss(3);
+    drop(store);
+    let _ = tokio::task::spawn_blocking(move || actor.join()).await;
+    let rooms = recover(&image);
+    for n in 0..5 {
+        assert_eq!(
+            ratings_of(&rooms, &format!("room{n}")),
+            vec![format!("m{n}")]
+        );
+    }
+}
+
+#[test]
+fn a_clean_stop_leaves_only_room_files_that_hold_everything() {
+    let fs = SimFs::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store, actor) = store::start(Box::new(backend(&fs, Durability::Relaxed))).unwrap();
+    runtime.block_on(async {
+        store.mutate(save("kept")).await.unwrap();
+        store.mutate(rate("kept", 0)).await.unwrap();
+    });
+    drop(store);
+    actor.join().unwrap().unwrap();
+    let image = fs.power_loss(1);
+    let files = image.files(Path::new("/sim/rooms"));
+    let room = files
+        .iter()
+        .find(|(f, _)| f == "kept.json")
+        .expect("kept.json");
+    let value: serde_json::Value = serde_json::from_slice(&room.1).unwrap();
+    assert_eq!(value["ratings"]["m0"][0][0], "u0");
+    for (file, bytes) in &files {
+        if file.starts_with(".journal-") {
+            assert!(
+                bytes.is_empty(),
+                "{file} should be empty after a clean stop"
+            );
+        }
+    }
+}
