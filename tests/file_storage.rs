@@ -451,3 +451,88 @@ fn bad_input_never_changes_stored_data() {
     d.restart();
     assert_eq!(d.connect().list(json!({"summary": true})).0, state);
 }
+
+#[test]
+fn sighup_edit_replaces_changes_not_yet_folded_into_the_file() {
+    let mut d = daemon_with_rooms(&["r"]);
+    let mut c = d.connect();
+    assert_eq!(c.rate("r", "later", "u", "like"), (3, true)); // maybe only in the journal yet
+    write_room_file(&d.room_path("r"), &edited("r"));
+    d.sighup();
+    wait_until("the edit to be loaded", || {
+        c.get("r").unwrap().0 == edited("r")
+    });
+    assert_eq!(c.get("r").unwrap().1, 4);
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0));
+    assert_eq!(
+        read_json_file(&d.room_path("r")),
+        edited("r"),
+        "the journal overwrote the edit"
+    );
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((edited("r"), 4)));
+}
+
+#[test]
+fn a_file_named_otherwise_is_loaded_under_its_room_name() {
+    // E.g. a file the original storage layer named after a sanitised room name.
+    let mut d = start_seeded(&[("movie_night.json", &pretty(&room("movie night")))]);
+    assert_eq!(
+        d.connect().get("movie night"),
+        Some((room("movie night"), 1))
+    );
+    assert!(!d.connect().has("movie_night"));
+    assert_eq!(d.sigterm().code(), Some(0));
+    assert_eq!(room_files(d.storage()), [room_file_name("movie night")]);
+    d.restart();
+    assert_eq!(
+        d.connect().get("movie night"),
+        Some((room("movie night"), 1))
+    );
+}
+
+#[test]
+fn two_files_for_one_room_lose_nothing() {
+    let canonical = room("a b");
+    let other = with(room("a b"), json!({"creatorPlexUsername": "other"}));
+    let mut d = start_seeded(&[
+        ("~a%20b.json", &pretty(&canonical)),
+        ("copy.json", &pretty(&other)),
+    ]);
+    let (served, rev) = d.connect().get("a b").unwrap();
+    assert!(served == canonical || served == other, "{served}");
+    assert_eq!((rev, d.connect().list(json!({})).0.len()), (1, 1));
+    assert_eq!(d.sigterm().code(), Some(0));
+    let mut kept = Vec::new();
+    for p in all_paths_under(d.storage())
+        .into_iter()
+        .filter(|p| p.is_file())
+    {
+        if let Ok(v) = serde_json::from_slice::<Value>(&fs::read(&p).unwrap()) {
+            kept.push(v);
+        }
+    }
+    assert!(
+        kept.contains(&canonical) && kept.contains(&other),
+        "a version was lost: {kept:?}"
+    );
+}
+
+#[test]
+fn other_files_and_directories_in_storage_are_left_alone() {
+    let b = Daemon::builder(Backend::File);
+    let old = b.storage_path().join("old");
+    fs::create_dir_all(&old).unwrap();
+    fs::set_permissions(b.storage_path(), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(old.join("x.json"), pretty(&room("x"))).unwrap();
+    fs::write(b.storage_path().join("notes.txt"), "not a room\n").unwrap();
+    let mut d = b.start();
+    assert_eq!(d.connect().list(json!({})).0, Vec::<Value>::new());
+    assert_eq!(d.sigterm().code(), Some(0));
+    assert_eq!(fs::read(old.join("x.json")).unwrap(), pretty(&room("x")));
+    assert_eq!(
+        fs::read_to_string(d.storage().join("notes.txt")).unwrap(),
+        "not a room\n"
+    );
+}

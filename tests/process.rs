@@ -21,7 +21,9 @@ fn stop_with(b: Backend, sig: libc::c_int) {
     let mut d = Daemon::start(b);
     let mut c = d.connect();
     c.save(&room("r"));
-    let _idle = d.connect(); // an idle client must not hold the daemon up
+    let _idle = d.connect(); // idle clients, even mid-line, must not hold the daemon up
+    let mut partial = d.connect();
+    partial.send_raw(b"{\"op\":\"pi");
     d.signal(sig);
     let status = d.wait_exit();
     assert_eq!(status.code(), Some(0), "stderr:\n{}", d.stderr());
@@ -193,7 +195,15 @@ fn survives_sigkill(args: &[&str], flush_first: bool) {
     let mut d = Daemon::builder(Backend::File)
         .args(args.iter().copied())
         .start();
+    // Rooms whose files are on disk before the changes: stale files must not win on restart.
     let mut c = d.connect();
+    c.save(&room("old"));
+    c.save(&room("old-doomed"));
+    drop(c);
+    d.stop_and_restart();
+    let mut c = d.connect();
+    assert_eq!(c.rate("old", "m", "ann", "like"), (2, true));
+    c.ok(json!({"op": "deleteRoom", "roomName": "old-doomed"}));
     c.save(&room("r"));
     c.save(&room("doomed"));
     assert_eq!(c.rate("r", "m", "ann", "like"), (2, true));
@@ -217,6 +227,53 @@ fn survives_sigkill(args: &[&str], flush_first: bool) {
     );
     assert_eq!(room["userProgress"]["ann"], 4);
     assert!(!c.has("doomed"), "acknowledged delete lost");
+    assert!(
+        !c.has("old-doomed"),
+        "acknowledged delete of a room with a file lost"
+    );
+    let (room, rev) = c.get("old").unwrap();
+    assert_eq!(
+        (rev, &room["ratings"]["m"][0][0]),
+        (2, &json!("ann")),
+        "stale file won"
+    );
+}
+
+#[test]
+fn a_failed_write_is_a_storage_error_and_changes_nothing() {
+    let mut d = Daemon::builder(Backend::File)
+        .file_size_limit(2 << 20)
+        .start();
+    let mut c = d.connect();
+    c.save(&room("small"));
+    let pad = json!({"pad": "x".repeat(3 << 20)});
+    c.err(
+        json!({"op": "saveRoom", "room": with(room("big"), pad.clone())}),
+        "storage",
+    );
+    c.err(
+        json!({"op": "saveRoom", "room": with(room("small"), pad)}),
+        "storage",
+    );
+    assert_eq!(c.get("big"), None, "a failed save created the room");
+    assert_eq!(
+        c.get("small"),
+        Some((room("small"), 1)),
+        "a failed save changed the room"
+    );
+    assert_eq!(
+        c.rate("small", "m", "u", "like"),
+        (2, true),
+        "the daemon carries on"
+    );
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    d.clear_file_size_limit();
+    d.restart();
+    let mut c = d.connect();
+    assert!(!c.has("big"));
+    let (room, rev) = c.get("small").unwrap();
+    assert_eq!((rev, room.get("pad")), (2, None));
 }
 
 #[test]
@@ -506,4 +563,67 @@ fn idle_rooms_expire() {
         !d.room_path("idle").exists(),
         "expired room's file still there"
     );
+}
+
+#[test]
+fn sighup_on_the_memory_backend_is_harmless() {
+    let mut d = Daemon::start(Backend::Memory);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    d.sighup();
+    for _ in 0..20 {
+        c.ping();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        d.is_running(),
+        "SIGHUP stopped the daemon; stderr:\n{}",
+        d.stderr()
+    );
+    assert_eq!(c.get("r"), Some((room("r"), 1)));
+}
+
+#[test]
+fn argon2_password_hashing_stores_only_a_hash() {
+    let mut d = Daemon::builder(Backend::File)
+        .args(["--password-hashing", "argon2"])
+        .start();
+    let mut c = d.connect();
+    c.save(&room("r"));
+    c.save(&with(room("open"), json!({"password": ""})));
+    let hash = c.get("r").unwrap().0["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        hash.starts_with("$argon2id$"),
+        "getRoom returns the hash: {hash}"
+    );
+    c.save(&with(room("copy"), json!({ "password": hash })));
+    assert_eq!(
+        c.get("copy").unwrap().0["password"],
+        json!(hash),
+        "a PHC string is kept"
+    );
+    let verify =
+        |name: &str, pw: &str| json!({"op": "verifyPassword", "roomName": name, "password": pw});
+    let script = json!([
+        [verify("r", "secret"), {"valid": true}],
+        [verify("r", "Secret"), {"valid": false}],
+        [verify("r", &hash), {"valid": false}],
+        [verify("copy", "secret"), {"valid": true}],
+        [verify("open", "anything"), {"valid": true}],
+    ]);
+    c.script(script.clone());
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0));
+    for name in ["r", "copy"] {
+        let text = std::fs::read_to_string(d.room_path(name)).unwrap();
+        assert!(
+            !text.contains("\"secret\""),
+            "plain password on disk in {name}"
+        );
+    }
+    d.restart();
+    d.connect().script(script);
 }

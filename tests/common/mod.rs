@@ -61,6 +61,8 @@ pub struct DaemonBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     umask: Option<libc::mode_t>,
+    /// RLIMIT_FSIZE for the daemon (writes past it fail with EFBIG; SIGXFSZ is ignored).
+    file_size_limit: Option<u64>,
 }
 
 /// Env vars of the developer's shell that must never reach the daemon.
@@ -94,6 +96,7 @@ impl DaemonBuilder {
             args: Vec::new(),
             env: Vec::new(),
             umask: None,
+            file_size_limit: None,
         }
     }
 
@@ -112,6 +115,7 @@ impl DaemonBuilder {
             args: Vec::new(),
             env: Vec::new(),
             umask: None,
+            file_size_limit: None,
         }
     }
 
@@ -138,6 +142,11 @@ impl DaemonBuilder {
     }
     pub fn umask(mut self, mask: libc::mode_t) -> Self {
         self.umask = Some(mask);
+        self
+    }
+    /// Makes every write past `bytes` in any one file fail (EFBIG), to provoke `storage` errors.
+    pub fn file_size_limit(mut self, bytes: u64) -> Self {
+        self.file_size_limit = Some(bytes);
         self
     }
     pub fn socket(mut self, p: impl Into<PathBuf>) -> Self {
@@ -190,6 +199,23 @@ impl DaemonBuilder {
         cmd.stdin(Stdio::null())
             .stdout(fs::File::create(out).unwrap())
             .stderr(fs::File::create(&log).unwrap());
+        if let Some(limit) = self.file_size_limit {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit and signal are async-signal-safe; an ignored signal stays
+            // ignored across exec, so the daemon sees EFBIG instead of being killed.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         if let Some(mask) = self.umask {
             // SAFETY: umask is async-signal-safe; nothing else runs between fork and exec.
             unsafe {
@@ -290,6 +316,11 @@ impl Daemon {
     pub fn restart(&mut self) {
         self.spawn_run();
         self.wait_ready();
+    }
+
+    /// Later runs (restarts) write files without a size limit.
+    pub fn clear_file_size_limit(&mut self) {
+        self.spec.file_size_limit = None;
     }
 
     /// Stops with SIGTERM (asserting exit 0) and starts again.

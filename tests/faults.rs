@@ -1,0 +1,232 @@
+//! Fault injection against the real binary: a full disk (a small tmpfs, mounted as root) and
+//! failing fdatasync calls (`strace --inject`). A failed write is a `storage` error, never `ok`;
+//! the previous data stays intact; the daemon keeps serving and recovers by itself.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct SmallDisk {
+    _tmp: tempfile::TempDir,
+    mount: PathBuf,
+}
+
+impl SmallDisk {
+    fn new(size: &str) -> SmallDisk {
+        let tmp = tempfile::tempdir().unwrap();
+        let mount = tmp.path().join("disk");
+        std::fs::create_dir(&mount).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root: run the tests as root (CI does)"
+        );
+        SmallDisk { _tmp: tmp, mount }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+fn padded_room(name: &str, kb: usize) -> serde_json::Value {
+    with(bare_room(name), json!({"padding": "x".repeat(kb * 1024)}))
+}
+
+#[test]
+fn a_full_disk_gives_storage_errors_keeps_data_and_recovers_when_space_returns() {
+    let disk = SmallDisk::new("4m");
+    let filler = disk.mount.join("filler");
+    std::fs::write(&filler, vec![0u8; 2_500_000]).unwrap();
+    let mut d = Daemon::builder(Backend::File)
+        .storage(disk.mount.join("rooms"))
+        .start();
+    let mut c = d.connect();
+
+    let mut saved = Vec::new();
+    let error = loop {
+        let name = format!("room{}", saved.len());
+        let resp = c.call(json!({"op": "saveRoom", "room": padded_room(&name, 40)}));
+        if resp["ok"] == true {
+            saved.push(name);
+            assert!(saved.len() < 200, "the disk never filled up");
+            continue;
+        }
+        break resp;
+    };
+    let error = assert_err(&error, "storage");
+    let cause = error["cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains("No space left"),
+        "cause should be the OS error: {error:?}"
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains(".journal-"),
+        "message names the file: {error:?}"
+    );
+    assert!(saved.len() > 5, "only {} rooms fit", saved.len());
+
+    // Still serving, nothing lost, and the failed room is not there.
+    c.ok(json!({"op": "ping"}));
+    for name in &saved {
+        let resp = c.ok(json!({"op": "getRoom", "roomName": name}));
+        assert_eq!(resp["room"], padded_room(name, 40));
+    }
+    let failed = format!("room{}", saved.len());
+    assert_eq!(
+        c.ok(json!({"op": "hasRoom", "roomName": failed}))["exists"],
+        false
+    );
+
+    // Space returns: writes work again without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    c.ok(json!({"op": "saveRoom", "room": padded_room(&failed, 40)}));
+    saved.push(failed);
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+
+    for file in room_files(d.storage()) {
+        read_json_file(&d.storage().join(file));
+    }
+    d.restart();
+    let mut c = d.connect();
+    let listed = c.ok(json!({"op": "listRooms", "summary": true}));
+    assert_eq!(listed["rooms"].as_array().unwrap().len(), saved.len());
+}
+
+/// The daemon under strace, failing the `first..=last` fdatasync calls with EIO.
+struct Traced {
+    strace: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Traced {
+    fn start(first: u32, last: u32) -> Traced {
+        let dir = tempfile::tempdir().unwrap();
+        let strace = Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync"])
+            .arg("-e")
+            .arg(format!("inject=fdatasync:error=EIO:when={first}..{last}"))
+            .arg(BIN)
+            .args(["--storage-type", "file", "--storage-path"])
+            .arg(dir.path().join("rooms"))
+            .arg("--socket")
+            .arg(dir.path().join("s.sock"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .expect("strace is needed for this test (apt-get install strace)");
+        let traced = Traced { strace, dir };
+        wait_until("the traced daemon's socket", || {
+            Conn::connect(&traced.socket()).is_ok()
+        });
+        traced
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("s.sock")
+    }
+
+    /// SIGKILL to the daemon itself (strace's child), so nothing is folded at exit and a
+    /// restart must recover from the journals; waits for both to end.
+    fn kill(mut self) -> tempfile::TempDir {
+        let pid = self.strace.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        let daemon: i32 = children
+            .split_whitespace()
+            .next()
+            .expect("daemon pid")
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) on a process we started (through strace).
+        assert_eq!(unsafe { libc::kill(daemon, libc::SIGKILL) }, 0);
+        let start = Instant::now();
+        while self.strace.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "traced daemon did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.dir
+    }
+}
+
+fn start_plain(storage: &Path, socket: &Path) -> Child {
+    let child = Command::new(BIN)
+        .args(["--storage-type", "file", "--storage-path"])
+        .arg(storage)
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the daemon's socket", || Conn::connect(socket).is_ok());
+    child
+}
+
+#[test]
+fn a_failed_fdatasync_is_a_storage_error_and_the_change_never_appears() {
+    // Start-up syncs one file (the index); commits 3 to 5 after it fail.
+    let traced = Traced::start(4, 6);
+    let mut c = Conn::connect(&traced.socket()).unwrap();
+    c.ok(json!({"op": "saveRoom", "room": bare_room("r")}));
+    let mut acked = Vec::new();
+    let mut failed = Vec::new();
+    for n in 0..10 {
+        let media = format!("m{n}");
+        let resp = c.call(json!({
+            "op": "addRating", "roomName": "r", "mediaId": media, "userName": "u", "rating": "like"
+        }));
+        if resp["ok"] == true {
+            acked.push(media);
+        } else {
+            let error = assert_err(&resp, "storage");
+            assert!(
+                error["cause"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Input/output error"),
+                "{resp}"
+            );
+            failed.push(media);
+        }
+    }
+    assert_eq!(
+        failed.len(),
+        3,
+        "exactly the injected fdatasyncs fail: acked {acked:?}"
+    );
+    // The failed ratings are not visible now...
+    let room = c.ok(json!({"op": "getRoom", "roomName": "r"}));
+    let ratings = room["room"]["ratings"].as_object().unwrap();
+    assert_eq!(ratings.keys().cloned().collect::<Vec<_>>(), acked);
+    assert_eq!(revision(&room), 1 + acked.len() as u64);
+    drop(c);
+    let dir = traced.kill();
+
+    // ...nor after a crash and restart: the failed batches were cut from the journal.
+    let socket = dir.path().join("again.sock");
+    let mut daemon = start_plain(&dir.path().join("rooms"), &socket);
+    let mut c = Conn::connect(&socket).unwrap();
+    let room = c.ok(json!({"op": "getRoom", "roomName": "r"}));
+    let ratings = room["room"]["ratings"].as_object().unwrap();
+    assert_eq!(ratings.keys().cloned().collect::<Vec<_>>(), acked);
+    assert_eq!(revision(&room), 1 + acked.len() as u64);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
