@@ -35,7 +35,7 @@ fn quarantined(d: &Daemon, file: &str) -> Option<PathBuf> {
 }
 
 fn wait_quarantined(d: &Daemon, file: &str) -> PathBuf {
-    wait_until(&format!("{file} in .quarantine/"), || {
+    d.wait_for(&format!("{file} in .quarantine/"), || {
         quarantined(d, file).is_some()
     });
     quarantined(d, file).unwrap()
@@ -288,7 +288,7 @@ fn sighup_applies_edited_new_and_removed_files() {
     fs::remove_file(d.room_path("removed")).unwrap();
     d.sighup();
     let mut c = d.connect();
-    wait_until("the edited file to be reloaded", || {
+    d.wait_for("the edited file to be reloaded", || {
         c.get("changed").unwrap().0 == edited("changed")
     });
     assert_eq!(
@@ -306,7 +306,7 @@ fn sighup_applies_edited_new_and_removed_files() {
     assert_eq!(c.rate("changed", "o", "u", "like"), (4, true));
     write_room_file(&d.room_path("untouched"), &edited("untouched"));
     d.sighup();
-    wait_until("the second reload", || {
+    d.wait_for("the second reload", || {
         c.get("untouched").unwrap().0 == edited("untouched")
     });
     assert_eq!(c.get("changed").unwrap().1, 4);
@@ -327,7 +327,7 @@ fn sighup_quarantines_an_invalid_edit_and_rewrites_the_room() {
         let file = room_file_name(name);
         wait_quarantined(&d, &file);
         d.wait_log(&file);
-        wait_until(&format!("{file} to be written again"), || {
+        d.wait_for(&format!("{file} to be written again"), || {
             fs::read(d.room_path(name))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -371,7 +371,7 @@ fn leftover_temporary_files_are_removed_at_start() {
         (".tmp-123", b"{\"roomName\": \"half"),
         (".tmp-r.json.456", &pretty(&room("r"))),
     ]);
-    wait_until("leftover .tmp-* files to be removed", || {
+    d.wait_for("leftover .tmp-* files to be removed", || {
         dir_entries(d.storage())
             .iter()
             .all(|n| !n.starts_with(".tmp-"))
@@ -459,7 +459,7 @@ fn sighup_edit_replaces_changes_not_yet_folded_into_the_file() {
     assert_eq!(c.rate("r", "later", "u", "like"), (3, true)); // maybe only in the journal yet
     write_room_file(&d.room_path("r"), &edited("r"));
     d.sighup();
-    wait_until("the edit to be loaded", || {
+    d.wait_for("the edit to be loaded", || {
         c.get("r").unwrap().0 == edited("r")
     });
     assert_eq!(c.get("r").unwrap().1, 4);
@@ -534,5 +534,93 @@ fn other_files_and_directories_in_storage_are_left_alone() {
     assert_eq!(
         fs::read_to_string(d.storage().join("notes.txt")).unwrap(),
         "not a room\n"
+    );
+}
+
+/// Contents of every file in `.quarantine/`, sorted.
+fn quarantine_contents(d: &Daemon) -> Vec<Vec<u8>> {
+    let q = d.storage().join(".quarantine");
+    let mut all: Vec<Vec<u8>> = dir_entries(&q)
+        .iter()
+        .map(|n| fs::read(q.join(n)).unwrap())
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn quarantine_keeps_every_invalid_version_of_a_file() {
+    let d = start_seeded(&[("broken.json", b"{ first")]);
+    wait_quarantined(&d, "broken.json");
+    fs::write(d.storage().join("broken.json"), b"{ second").unwrap();
+    d.sighup();
+    d.wait_for("the second broken.json in .quarantine/", || {
+        quarantine_contents(&d).len() == 2
+    });
+    assert_eq!(
+        quarantine_contents(&d),
+        [b"{ first".to_vec(), b"{ second".to_vec()]
+    );
+    d.connect().ping();
+}
+
+#[test]
+fn an_invalid_file_with_a_255_byte_name_is_quarantined_too() {
+    // The longest name the daemon itself uses: a plain 250-byte room name plus ".json".
+    let long = format!("{}.json", "q".repeat(250));
+    let d = start_seeded(&[
+        (long.as_str(), b"{ long"),
+        ("good.json", &pretty(&room("good"))),
+    ]);
+    d.wait_log(&long);
+    assert_eq!(d.connect().get("good"), Some((room("good"), 1)));
+    let stderr = d.stderr();
+    assert!(
+        !d.storage().join(&long).exists(),
+        "not moved aside; stderr:\n{stderr}"
+    );
+    assert_eq!(quarantine_contents(&d), [b"{ long".to_vec()]);
+}
+
+#[test]
+fn a_ten_megabyte_room_survives_a_restart_in_its_file() {
+    let mut d = Daemon::start(Backend::File);
+    let big = with(room("huge"), json!({"blob": "é🎬x".repeat(1_500_000)}));
+    let mut c = d.connect();
+    c.save(&big);
+    assert_eq!(c.rate("huge", "m", "u", "like"), (2, true));
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0));
+    let on_disk = read_json_file(&d.room_path("huge"));
+    assert_eq!(
+        (
+            on_disk["blob"] == big["blob"],
+            &on_disk["ratings"]["m"][0][0]
+        ),
+        (true, &json!("u"))
+    );
+    d.restart();
+    assert_eq!(d.connect().get("huge"), Some((on_disk, 2)));
+}
+
+#[test]
+fn an_invalid_edit_of_a_room_with_a_250_byte_name_is_not_lost() {
+    let name = "q".repeat(250); // plain: its file name is 255 bytes
+    let d = daemon_with_rooms(&[name.as_str()]);
+    let before = d.connect().get(&name).unwrap();
+    fs::write(d.room_path(&name), b"{ hand edit").unwrap();
+    d.sighup();
+    d.wait_for("the room file to be written again", || {
+        fs::read(d.room_path(&name))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            == Some(before.0.clone())
+    });
+    assert_eq!(d.connect().get(&name), Some(before));
+    let stderr = d.stderr();
+    assert_eq!(
+        quarantine_contents(&d),
+        [b"{ hand edit".to_vec()],
+        "edit lost; stderr:\n{stderr}"
     );
 }

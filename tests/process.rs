@@ -556,7 +556,7 @@ fn idle_rooms_expire() {
     let mut c = d.connect();
     c.save(&room("idle"));
     assert!(c.has("idle"));
-    wait_until("the idle room to expire", || !c.has("idle"));
+    d.wait_for("the idle room to expire", || !c.has("idle"));
     drop(c);
     assert_eq!(d.sigterm().code(), Some(0));
     assert!(

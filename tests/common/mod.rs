@@ -343,9 +343,23 @@ impl Daemon {
 
     /// Polls the log until it contains `needle` (logs can be written after the fact).
     pub fn wait_log(&self, needle: &str) {
-        wait_until(&format!("log line containing {needle:?}"), || {
+        self.wait_for(&format!("log line containing {needle:?}"), || {
             self.stderr().contains(needle)
         });
+    }
+
+    /// `wait_until`, with this daemon's stderr in the failure message.
+    pub fn wait_for(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!(
+                    "timed out waiting for {what}; daemon stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn try_wait(&mut self) -> Option<ExitStatus> {

@@ -221,10 +221,23 @@ fn write_atomically(
         .map_err(|e| StorageError::io("rename a temporary file to", dir.join(target), e))
 }
 
+/// `<file>.<stamp>`, or when that exceeds a file name's 255 bytes, `<stamp>-<start of file>`.
+fn quarantine_name(file: &str, stamp: i64) -> String {
+    let name = format!("{file}.{stamp}");
+    if name.len() <= 255 {
+        return name;
+    }
+    let mut keep = 255 - stamp.to_string().len() - 1;
+    while !file.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{stamp}-{}", &file[..keep])
+}
+
 /// Moves `file` into `.quarantine/`, with a warning saying why; never deletes it.
 pub(super) fn quarantine(fs: &dyn Fs, dir: &Path, file: &str, why: &str) {
     let quarantine = dir.join(QUARANTINE);
-    let target = quarantine.join(format!("{file}.{}", crate::room::now_millis()));
+    let target = quarantine.join(quarantine_name(file, crate::room::now_millis()));
     let moved = fs
         .create_private_dir(&quarantine)
         .and_then(|()| fs.rename(&dir.join(file), &target));
@@ -239,5 +252,19 @@ pub(super) fn quarantine(fs: &dyn Fs, dir: &Path, file: &str, why: &str) {
             dir.join(file).display(),
             quarantine.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quarantine_names_fit_in_a_file_name() {
+        assert_eq!(super::quarantine_name("a.json", 5), "a.json.5");
+        let long = format!("{}.json", "é".repeat(125));
+        let name = super::quarantine_name(&long, 1_764_000_000_000);
+        assert!(
+            name.len() <= 255 && name.starts_with("1764000000000-é"),
+            "{name}"
+        );
     }
 }

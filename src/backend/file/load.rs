@@ -125,10 +125,10 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
                 b.path(&read.file).display(),
                 e.revision + 1
             );
-            b.dirty.insert(name.clone());
             (e.revision + 1, now, e.lsn)
         } else {
-            b.dirty.insert(name.clone());
+            // A new file (or one from the original storage layer): it already holds the room,
+            // so only the index needs to learn of it.
             (1, now, 0)
         };
         if read.file != canonical {
