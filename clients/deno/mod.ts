@@ -747,8 +747,13 @@ export class SocketStorage implements Storage {
     const id = this.#nextId++;
     const line = encoder.encode(JSON.stringify({ id, op: "watch", roomNames }) + "\n");
     let conn: Deno.UnixConn | undefined;
+    let timedOut = false;
     const setUp = async (): Promise<RoomWatch> => {
       conn = await openSocket(this.socketPath);
+      if (timedOut) {
+        conn.close();
+        throw new StorageError("timeout", "watch: timed out while connecting");
+      }
       const reader = new LineReader(conn);
       try {
         await writeAll(conn, line);
@@ -768,6 +773,7 @@ export class SocketStorage implements Storage {
     let watch: RoomWatch;
     try {
       watch = await withTimeout(setUp(), this.timeoutMs, "watch", () => {
+        timedOut = true;
         try {
           conn?.close();
         } catch {

@@ -123,7 +123,9 @@ export class Daemon {
         child.kill("SIGKILL");
       } catch { /* exited */ }
       await child.status;
-      throw new Error(`${(e as Error).message}\n${await daemon.#log}`);
+      const log = await daemon.#log;
+      if (ownsDir) await Deno.remove(dir, { recursive: true });
+      throw new Error(`${(e as Error).message}\n${log}`);
     }
     return daemon;
   }
@@ -142,8 +144,11 @@ export class Daemon {
 
   /** Stops the daemon and removes its directory (if it made it). */
   async dispose(): Promise<void> {
-    await this.stop();
-    if (this.#ownsDir) await Deno.remove(this.dir, { recursive: true });
+    try {
+      await this.stop();
+    } finally {
+      if (this.#ownsDir) await Deno.remove(this.dir, { recursive: true });
+    }
   }
 }
 
