@@ -53,7 +53,7 @@ fn plain_names_live_in_name_dot_json_as_pretty_json() {
         c.save(r);
     }
     drop(c);
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     let mut want = vec![
         "X.json".to_string(),
         format!("{long}.json"),
@@ -132,7 +132,7 @@ fn hostile_names_round_trip_in_their_own_files_inside_storage() {
     }
     assert_eq!(c.list(json!({})).0.len(), names.len());
     drop(c);
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
 
     // Nothing outside storagePath except the harness's own files.
     for p in all_paths_under(d.dir()) {
@@ -184,7 +184,7 @@ fn hand_written_room_files_load_with_revision_1() {
     let beta = bare_room("beta");
     let spaced = room("a b");
     let compact = serde_json::to_vec(&beta).unwrap();
-    let d = start_seeded(&[
+    let mut d = start_seeded(&[
         ("alpha.json", &pretty(&alpha)),
         ("beta.json", &compact),
         ("~a%20b.json", &pretty(&spaced)),
@@ -197,6 +197,14 @@ fn hand_written_room_files_load_with_revision_1() {
     assert_eq!(c.get("beta"), Some((beta, 1)));
     assert_eq!(c.get("a b"), Some((spaced, 1)));
     assert_eq!(c.rate("alpha", "m", "u", "like"), (2, true));
+    drop(c);
+    d.stop();
+    // The hand-written file was 0644 (umask 022); the daemon's new version is 0600.
+    assert_eq!(
+        mode(&d.room_path("alpha")),
+        0o600,
+        "rewritten room file keeps its old mode"
+    );
 }
 
 #[test]
@@ -250,7 +258,7 @@ fn symlinks_in_storage_are_not_followed() {
     c.save(&bare_room("link"));
     c.rate("link", "m", "u", "like");
     drop(c);
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     assert_eq!(
         fs::read(&target).unwrap(),
         original,
@@ -356,7 +364,7 @@ fn hand_edit_while_stopped_raises_the_revision_once() {
         2,
         "an unchanged file keeps its revision"
     );
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     write_room_file(&d.room_path("r"), &edited("r"));
     d.restart();
     assert_eq!(d.connect().get("r"), Some((edited("r"), 3)));
@@ -388,9 +396,7 @@ fn snapshot(storage: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn bad_input_never_changes_stored_data() {
-    let mut d = Daemon::builder(Backend::File)
-        .args(["--max-request-bytes", "65536"])
-        .start();
+    let mut d = Daemon::start_with(Backend::File, ["--max-request-bytes", "65536"]);
     let mut c = d.connect();
     c.save(&room("r"));
     c.save(&room("s"));
@@ -435,7 +441,7 @@ fn bad_input_never_changes_stored_data() {
     assert_eq!(c.list(json!({"summary": true})).0, state);
     assert_eq!(snapshot(d.storage()), files, "room files changed");
     drop(c);
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     let after = snapshot(d.storage());
     assert_eq!(
         after.iter().map(|f| &f.0).collect::<Vec<_>>(),
@@ -464,7 +470,7 @@ fn sighup_edit_replaces_changes_not_yet_folded_into_the_file() {
     });
     assert_eq!(c.get("r").unwrap().1, 4);
     drop(c);
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     assert_eq!(
         read_json_file(&d.room_path("r")),
         edited("r"),
@@ -483,7 +489,7 @@ fn a_file_named_otherwise_is_loaded_under_its_room_name() {
         Some((room("movie night"), 1))
     );
     assert!(!d.connect().has("movie_night"));
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     assert_eq!(room_files(d.storage()), [room_file_name("movie night")]);
     d.restart();
     assert_eq!(
@@ -503,7 +509,7 @@ fn two_files_for_one_room_lose_nothing() {
     let (served, rev) = d.connect().get("a b").unwrap();
     assert!(served == canonical || served == other, "{served}");
     assert_eq!((rev, d.connect().list(json!({})).0.len()), (1, 1));
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     let mut kept = Vec::new();
     for p in all_paths_under(d.storage())
         .into_iter()
@@ -527,14 +533,21 @@ fn other_files_and_directories_in_storage_are_left_alone() {
     fs::set_permissions(b.storage_path(), fs::Permissions::from_mode(0o700)).unwrap();
     fs::write(old.join("x.json"), pretty(&room("x"))).unwrap();
     fs::write(b.storage_path().join("notes.txt"), "not a room\n").unwrap();
+    fs::create_dir(b.storage_path().join("dir.json")).unwrap();
+    // Reading a FIFO would block the daemon forever.
+    let fifo =
+        std::ffi::CString::new(b.storage_path().join("fifo.json").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path that mkfifo only reads.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let mut d = b.start();
     assert_eq!(d.connect().list(json!({})).0, Vec::<Value>::new());
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     assert_eq!(fs::read(old.join("x.json")).unwrap(), pretty(&room("x")));
     assert_eq!(
         fs::read_to_string(d.storage().join("notes.txt")).unwrap(),
         "not a room\n"
     );
+    assert!(d.storage().join("dir.json").is_dir() && d.storage().join("fifo.json").exists());
 }
 
 /// Contents of every file in `.quarantine/`, sorted.
@@ -590,7 +603,7 @@ fn a_ten_megabyte_room_survives_a_restart_in_its_file() {
     c.save(&big);
     assert_eq!(c.rate("huge", "m", "u", "like"), (2, true));
     drop(c);
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     let on_disk = read_json_file(&d.room_path("huge"));
     assert_eq!(
         (
@@ -623,4 +636,125 @@ fn an_invalid_edit_of_a_room_with_a_250_byte_name_is_not_lost() {
         [b"{ hand edit".to_vec()],
         "edit lost; stderr:\n{stderr}"
     );
+}
+
+#[test]
+fn deleted_rooms_leave_no_file_behind() {
+    let d = daemon_with_rooms(&["a", "b c", "d"]);
+    let mut c = d.connect();
+    c.expect(
+        json!({"op": "deleteRoom", "roomName": "a"}),
+        json!({"deleted": true}),
+    );
+    let all = json!({"op": "deleteRooms", "createdBefore": "2999-01-01T00:00:00Z"});
+    c.expect(all, json!({"deleted": 2}));
+    drop(c);
+    let mut d = d;
+    d.stop();
+    assert_eq!(room_files(d.storage()), Vec::<String>::new());
+    d.restart();
+    assert_eq!(d.connect().list(json!({})).0, Vec::<Value>::new());
+}
+
+#[test]
+fn a_torn_journal_tail_is_ignored_and_writing_goes_on() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    assert_eq!(c.rate("r", "m1", "u", "like"), (2, true));
+    d.kill9();
+    // What a power cut in the middle of an append leaves: a partial record at the end.
+    let journal = dir_entries(d.storage())
+        .into_iter()
+        .filter(|n| n.starts_with(".journal-"))
+        .max_by_key(|n| n[9..].parse::<u64>().unwrap_or(0))
+        .expect("a .journal-* file");
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(d.storage().join(&journal))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"\x00\x00\x10\x00{\"op\":\"save\",\"ro").unwrap();
+    drop(f);
+    d.restart();
+    let mut c = d.connect();
+    assert_eq!(
+        c.get("r").unwrap().1,
+        2,
+        "acknowledged changes before the torn tail"
+    );
+    assert_eq!(c.rate("r", "m2", "u", "like"), (3, true));
+    d.kill9();
+    d.restart();
+    let (room, rev) = d.connect().get("r").unwrap();
+    assert_eq!(
+        (rev, room["ratings"]["m2"][0][0].as_str()),
+        (3, Some("u")),
+        "lost after the tail"
+    );
+}
+
+/// Writes `marker.json` by hand and sends SIGHUP; returns once that reload was applied.
+fn sighup_and_wait(d: &Daemon, c: &mut Conn) {
+    let marker = with(
+        room("marker"),
+        json!({"creatorPlexUsername": format!("m{}", now_ms())}),
+    );
+    write_room_file(&d.storage().join("marker.json"), &marker);
+    d.sighup();
+    d.wait_for("the SIGHUP reload", || {
+        c.get("marker").is_some_and(|m| m.0 == marker)
+    });
+}
+
+#[test]
+fn sighup_does_not_undo_changes_not_yet_in_the_files() {
+    let d = daemon_with_rooms(&["rated", "deleted"]);
+    let mut c = d.connect();
+    assert_eq!(c.rate("rated", "later", "u", "like"), (3, true));
+    c.expect(
+        json!({"op": "deleteRoom", "roomName": "deleted"}),
+        json!({"deleted": true}),
+    );
+    sighup_and_wait(&d, &mut c);
+    let (room, rev) = c.get("rated").unwrap();
+    assert_eq!(
+        (rev, room["ratings"]["later"][0][0].as_str()),
+        (3, Some("u")),
+        "reverted: {room}"
+    );
+    assert!(
+        !c.has("deleted"),
+        "a deleted room came back from its old file"
+    );
+}
+
+#[test]
+fn sighup_after_removing_a_file_with_pending_changes_removes_the_room_for_good() {
+    let mut d = daemon_with_rooms(&["r"]);
+    let mut c = d.connect();
+    assert_eq!(c.rate("r", "later", "u", "like"), (3, true));
+    fs::remove_file(d.room_path("r")).unwrap();
+    sighup_and_wait(&d, &mut c);
+    assert!(!c.has("r"));
+    drop(c);
+    d.stop();
+    assert!(
+        !d.room_path("r").exists(),
+        "the removed room's file was written again"
+    );
+    d.restart();
+    assert!(!d.connect().has("r"));
+}
+
+#[test]
+fn sighup_takes_a_hand_written_file_for_a_room_not_yet_on_disk() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("fresh")); // its file may not exist yet
+    write_room_file(&d.room_path("fresh"), &edited("fresh"));
+    sighup_and_wait(&d, &mut c);
+    assert_eq!(c.get("fresh"), Some((edited("fresh"), 2)));
+    drop(c);
+    d.stop();
+    assert_eq!(read_json_file(&d.room_path("fresh")), edited("fresh"));
 }

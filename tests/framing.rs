@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 for_each_backend!(pipelined_requests_are_answered_in_order);
 
 fn start_memory(args: &[&str]) -> (Daemon, Conn) {
-    let d = Daemon::builder(Backend::Memory)
-        .args(args.iter().copied())
-        .start();
+    let d = Daemon::start_with(Backend::Memory, args.iter().copied());
     let c = d.connect();
     (d, c)
 }
@@ -113,10 +111,13 @@ fn empty_lines_get_no_response() {
 #[test]
 fn a_request_written_byte_by_byte_gets_one_response() {
     let (_d, mut c) = start_memory(&[]);
-    for byte in b"{\"id\":5,\"op\":\"ping\"}\n{\"id\":6,".iter() {
+    // Multi-byte characters split across writes too.
+    let req = "{\"id\":5,\"op\":\"hasRoom\",\"roomName\":\"é🎬\"}\n{\"id\":6,";
+    for byte in req.as_bytes() {
         c.send_raw(&[*byte]);
     }
-    assert_eq!(c.read_json()["id"], 5);
+    let r = c.read_json();
+    assert_eq!((&r["id"], &r["exists"]), (&json!(5), &json!(false)), "{r}");
     c.send_raw(b"\"op\":\"ping\"}\n");
     assert_eq!(c.read_json()["id"], 6);
 }
@@ -346,9 +347,7 @@ fn connect_accepted(d: &Daemon) -> Conn {
 
 #[test]
 fn connections_over_the_limit_get_busy_then_eof() {
-    let d = Daemon::builder(Backend::Memory)
-        .args(["--max-connections", "3"])
-        .start();
+    let d = Daemon::start_with(Backend::Memory, ["--max-connections", "3"]);
     let mut conns: Vec<Conn> = (0..3).map(|_| connect_accepted(&d)).collect();
     for _ in 0..2 {
         let mut extra = d.connect();
@@ -370,4 +369,67 @@ fn connections_over_the_limit_get_busy_then_eof() {
     let mut again = connect_accepted(&d);
     again.save(&room("r"));
     assert!(conns[0].has("r"));
+}
+
+#[test]
+fn deeply_nested_json_does_not_bring_the_daemon_down() {
+    let (_d, mut c) = start_memory(&[]);
+    c.send_raw(format!("{}\n", "[".repeat(100_000)).as_bytes());
+    assert_err(&c.read_json(), "bad_json");
+    let deep = format!(
+        "{{\"op\":\"ping\",\"x\":{}1{}}}\n",
+        "[".repeat(50_000),
+        "]".repeat(50_000)
+    );
+    c.send_raw(deep.as_bytes());
+    let r = c.read_json();
+    assert_eq!(r["ok"], false, "{r}");
+    c.ping();
+}
+
+#[test]
+fn a_client_that_does_not_read_does_not_grow_the_daemon() {
+    let (d, mut c) = start_memory(&[]);
+    c.save(&with(room("big"), json!({"pad": "x".repeat(1 << 20)})));
+    let before_kb = d.rss_kb();
+    let mut w = c.writer();
+    let writer = thread::spawn(move || {
+        for i in 0..1000 {
+            let req = json!({"id": i, "op": "getRoom", "roomName": "big"});
+            w.write_all(format!("{req}\n").as_bytes()).unwrap();
+        }
+    });
+    thread::sleep(Duration::from_secs(1)); // 1 GB of answers are due; none is read yet
+    let growth_kb = d.rss_kb().saturating_sub(before_kb);
+    assert!(
+        growth_kb < 128 * 1024,
+        "RSS grew by {growth_kb} KiB for an unread client"
+    );
+    for i in 0..1000 {
+        let r = c.read_json();
+        assert_eq!(
+            (&r["id"], r["room"]["pad"].as_str().map(str::len)),
+            (&json!(i), Some(1 << 20))
+        );
+    }
+    writer.join().unwrap();
+}
+
+#[test]
+fn closed_connections_free_their_slots() {
+    let d = Daemon::start_with(Backend::Memory, ["--max-connections", "4"]);
+    for i in 0..200 {
+        // Some of these may get busy (earlier closes not yet noticed): errors are fine here.
+        let mut c = d.connect();
+        let _ = match i % 4 {
+            0 => Ok(()),
+            1 => c.try_send_raw(b"{\"op\":\"pi"),
+            2 => c.try_send_raw(b"{\"op\":\"ping\"}\n{\"op\":\"ping\"}\n"),
+            _ => c.try_send_raw(format!("{}\n", "[".repeat(1000)).as_bytes()),
+        };
+    }
+    let mut all: Vec<Conn> = (0..4).map(|_| connect_accepted(&d)).collect();
+    for c in &mut all {
+        c.ping();
+    }
 }

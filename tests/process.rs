@@ -44,9 +44,7 @@ fn sigint_exits_zero_and_removes_the_socket(b: Backend) {
 fn sigterm_with_requests_in_flight(durability: &str) {
     const CLIENTS: usize = 4;
     const EACH: usize = 3000;
-    let mut d = Daemon::builder(Backend::File)
-        .args(["--durability", durability])
-        .start();
+    let mut d = Daemon::start_with(Backend::File, ["--durability", durability]);
     d.connect().save(&bare_room("r"));
     let (first_answer, first_answers) = mpsc::channel();
     let clients: Vec<_> = (0..CLIENTS)
@@ -114,6 +112,11 @@ fn sigterm_with_requests_in_flight(durability: &str) {
     }
     assert!(!acked.is_empty());
     assert_eq!(
+        stored.len(),
+        acked.len(),
+        "a request was applied but never answered"
+    );
+    assert_eq!(
         rev,
         1 + stored.len() as u64,
         "revision counts every stored rating"
@@ -132,9 +135,7 @@ fn sigterm_with_requests_in_flight_relaxed() {
 
 /// Rooms, ratings, progress, deletions and revisions survive a clean restart.
 fn state_survives_restart(args: &[&str], stop: libc::c_int) {
-    let mut d = Daemon::builder(Backend::File)
-        .args(args.iter().copied())
-        .start();
+    let mut d = Daemon::start_with(Backend::File, args.iter().copied());
     let mut c = d.connect();
     let long = "L".repeat(255);
     for name in ["plain", "a/b", "🎬 night", &long, "gone"] {
@@ -192,9 +193,7 @@ fn state_survives_sigint_restart_relaxed() {
 }
 
 fn survives_sigkill(args: &[&str], flush_first: bool) {
-    let mut d = Daemon::builder(Backend::File)
-        .args(args.iter().copied())
-        .start();
+    let mut d = Daemon::start_with(Backend::File, args.iter().copied());
     // Rooms whose files are on disk before the changes: stale files must not win on restart.
     let mut c = d.connect();
     c.save(&room("old"));
@@ -267,7 +266,7 @@ fn a_failed_write_is_a_storage_error_and_changes_nothing() {
         "the daemon carries on"
     );
     drop(c);
-    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    d.stop();
     d.clear_file_size_limit();
     d.restart();
     let mut c = d.connect();
@@ -295,12 +294,12 @@ fn second_daemon_on_the_same_storage_dir_is_refused() {
     d.connect().save(&room("r"));
     let other_socket = d.dir().join("other.sock");
     let e = d.sibling().socket(&other_socket).run_to_exit();
+    let dir = d.storage().to_str().unwrap();
     assert!(
         !e.status.success(),
         "second daemon exited with {}",
         e.status
     );
-    let dir = d.storage().to_str().unwrap();
     assert!(
         e.stderr.contains(dir),
         "message must name {dir}:\n{}",
@@ -310,11 +309,38 @@ fn second_daemon_on_the_same_storage_dir_is_refused() {
         !other_socket.exists(),
         "a refused daemon leaves no socket behind"
     );
+    // The same directory under another path is the same directory.
+    let alias = d.dir().join("alias");
+    std::os::unix::fs::symlink(d.storage(), &alias).unwrap();
+    let e = d
+        .sibling()
+        .socket(&other_socket)
+        .storage(&alias)
+        .run_to_exit();
+    assert!(
+        !e.status.success(),
+        "second daemon via a symlink exited with {}",
+        e.status
+    );
     assert_eq!(
         d.connect().get("r"),
         Some((room("r"), 1)),
         "first daemon unaffected"
     );
+}
+
+#[test]
+fn a_regular_file_at_the_socket_path_is_not_replaced() {
+    let b = Daemon::builder(Backend::Memory);
+    std::fs::write(b.socket_path(), "important").unwrap();
+    let path = b.socket_path().to_path_buf();
+    let e = b.run_to_exit();
+    assert!(
+        !e.status.success() && e.stderr.contains(path.to_str().unwrap()),
+        "{}",
+        e.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "important");
 }
 
 #[test]
@@ -398,9 +424,7 @@ fn modes_under_a_restrictive_umask() {
 
 #[test]
 fn socket_mode_is_configurable() {
-    let d = Daemon::builder(Backend::Memory)
-        .args(["--socket-mode", "0600"])
-        .start();
+    let d = Daemon::start_with(Backend::Memory, ["--socket-mode", "0600"]);
     assert_eq!(mode(d.socket()), 0o600);
     let d = Daemon::builder(Backend::Memory)
         .config_yaml("socketMode: 0640\n")
@@ -425,7 +449,7 @@ fn no_configuration_in_an_empty_directory_just_works() {
         d.stderr()
     );
     assert!(d.stderr().contains("data/rooms"), "stderr:\n{}", d.stderr());
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     assert!(!d.socket().exists());
     assert_eq!(read_json_file(&d.storage().join("r.json")), room("r"));
 }
@@ -496,6 +520,75 @@ fn invalid_configuration_values_stop_startup() {
 }
 
 #[test]
+fn unusable_files_and_paths_stop_startup_with_a_message_naming_them() {
+    let b = Daemon::builder(Backend::File);
+    let missing = b.dir().join("missing.yaml");
+    let e = b
+        .arg("--config")
+        .arg(missing.to_str().unwrap())
+        .run_to_exit();
+    assert!(
+        !e.status.success() && e.stderr.contains(missing.to_str().unwrap()),
+        "{}",
+        e.stderr
+    );
+
+    let b = Daemon::builder(Backend::File).config_yaml("storageType: [file\n");
+    let yaml = b.dir().join("config.yaml");
+    let e = b.run_to_exit();
+    assert!(
+        !e.status.success() && e.stderr.contains(yaml.to_str().unwrap()),
+        "{}",
+        e.stderr
+    );
+
+    let b = Daemon::builder(Backend::File);
+    std::fs::write(b.storage_path(), "a file, not a directory").unwrap();
+    let path = b.storage_path().to_str().unwrap().to_string();
+    let e = b.run_to_exit();
+    assert!(
+        !e.status.success() && e.stderr.contains(&path),
+        "{}",
+        e.stderr
+    );
+
+    let b = Daemon::builder(Backend::Memory);
+    let long = b.dir().join(format!("{}.sock", "s".repeat(120)));
+    let e = b.socket(&long).run_to_exit();
+    assert!(
+        !e.status.success() && e.stderr.contains(long.to_str().unwrap()),
+        "{}",
+        e.stderr
+    );
+}
+
+#[test]
+fn relaxed_sigkill_loses_at_most_unflushed_changes_and_stays_consistent() {
+    let args = ["--durability", "relaxed", "--flush-interval-ms", "50"];
+    let mut d = Daemon::start_with(Backend::File, args);
+    let mut c = d.connect();
+    c.save(&bare_room("r"));
+    c.ok(json!({"op": "flush"}));
+    for i in 0..300 {
+        c.rate("r", &format!("m{i}"), "u", "like");
+    }
+    d.kill9();
+    for f in room_files(d.storage()) {
+        read_json_file(&d.storage().join(f)); // every room file is whole
+    }
+    d.restart();
+    let (room, rev) = d.connect().get("r").expect("a flushed room was lost");
+    let n = room["ratings"].as_object().map_or(0, |m| m.len());
+    assert_eq!(rev, 1 + n as u64, "revision and ratings disagree");
+    for i in 0..n {
+        assert!(
+            room["ratings"].get(format!("m{i}")).is_some(),
+            "gap at m{i}: {room}"
+        );
+    }
+}
+
+#[test]
 fn unknown_yaml_keys_are_only_warned_about() {
     let yaml =
         "storageType: memory\nplexUrl: http://plex.local:32400\nmoviematch:\n  title: Friday\n";
@@ -548,21 +641,70 @@ fn flags_beat_environment_beat_yaml() {
     assert!(!env_sock.exists() && !d.dir().join("yaml.sock").exists());
 }
 
+/// `roomExpiry`: rooms not *changed* for that long go; changes keep a room, reads do not.
 #[test]
-fn idle_rooms_expire() {
-    let mut d = Daemon::builder(Backend::File)
-        .args(["--room-expiry", "2s"])
-        .start();
+fn idle_rooms_expire_and_changed_rooms_stay() {
+    let mut d = Daemon::start_with(Backend::File, ["--room-expiry", "3s"]);
     let mut c = d.connect();
-    c.save(&room("idle"));
-    assert!(c.has("idle"));
-    d.wait_for("the idle room to expire", || !c.has("idle"));
+    for name in ["idle", "read", "active"] {
+        c.save(&room(name));
+    }
+    let start = std::time::Instant::now();
+    let mut progress = 0;
+    while c.has("idle") || c.has("read") {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "idle rooms never expired"
+        );
+        c.get("read");
+        progress += 1;
+        let req = json!({"op": "setProgress", "roomName": "active", "userName": "u", "progress": progress});
+        c.expect(req, json!({"ok": true}));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(2500),
+        "expired before 3 s"
+    );
+    assert!(c.has("active"), "a room changed every 200 ms expired");
     drop(c);
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     assert!(
         !d.room_path("idle").exists(),
         "expired room's file still there"
     );
+}
+
+/// Ready (the socket accepts) means signals are handled: `systemctl reload` or `stop` may come at
+/// once. Polls without sleeping so the signal follows the first accepted connection closely.
+#[test]
+fn signals_right_after_ready_are_handled() {
+    let spawn_ready = || {
+        let d = Daemon::builder(Backend::File).spawn();
+        let start = std::time::Instant::now();
+        while d.try_connect().is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "not ready: {}",
+                d.stderr()
+            );
+        }
+        d
+    };
+    for _ in 0..5 {
+        let mut d = spawn_ready();
+        d.sighup();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(d.is_running(), "SIGHUP right after ready killed the daemon");
+        let mut d = spawn_ready();
+        let status = d.sigterm();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIGTERM right after ready: {status}"
+        );
+        assert!(!d.socket().exists(), "socket file left behind");
+    }
 }
 
 #[test]
@@ -585,9 +727,7 @@ fn sighup_on_the_memory_backend_is_harmless() {
 
 #[test]
 fn argon2_password_hashing_stores_only_a_hash() {
-    let mut d = Daemon::builder(Backend::File)
-        .args(["--password-hashing", "argon2"])
-        .start();
+    let mut d = Daemon::start_with(Backend::File, ["--password-hashing", "argon2"]);
     let mut c = d.connect();
     c.save(&room("r"));
     c.save(&with(room("open"), json!({"password": ""})));
@@ -616,7 +756,7 @@ fn argon2_password_hashing_stores_only_a_hash() {
     ]);
     c.script(script.clone());
     drop(c);
-    assert_eq!(d.sigterm().code(), Some(0));
+    d.stop();
     for name in ["r", "copy"] {
         let text = std::fs::read_to_string(d.room_path(name)).unwrap();
         assert!(
@@ -626,4 +766,90 @@ fn argon2_password_hashing_stores_only_a_hash() {
     }
     d.restart();
     d.connect().script(script);
+}
+
+/// A datagram socket standing in for systemd's NOTIFY_SOCKET.
+fn notify_socket(dir: &std::path::Path) -> (std::os::unix::net::UnixDatagram, String) {
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (sock, path.to_str().unwrap().to_string())
+}
+
+/// Receives notifications until one contains `what`.
+fn expect_notification(sock: &std::os::unix::net::UnixDatagram, what: &str) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {what} from the daemon: {e}"));
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == what)
+        {
+            return;
+        }
+    }
+}
+
+#[test]
+fn systemd_notify_ready_stopping_and_watchdog() {
+    let b = Daemon::builder(Backend::File);
+    let (sock, path) = notify_socket(b.dir());
+    let mut d = b
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000")
+        .start();
+    expect_notification(&sock, "READY=1");
+    d.connect().ping();
+    for _ in 0..3 {
+        expect_notification(&sock, "WATCHDOG=1");
+    }
+    d.signal(libc::SIGTERM);
+    expect_notification(&sock, "STOPPING=1");
+    assert_eq!(d.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn socket_activation_serves_the_passed_socket_and_binds_none() {
+    let b = Daemon::builder(Backend::File);
+    let passed = b.dir().join("activated.sock");
+    let listener = UnixListener::bind(&passed).unwrap();
+    let own = b.socket_path().to_path_buf();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let mut d = b.listen_fd(fd, true).spawn();
+    let fd3 = std::fs::read_link(format!("/proc/{}/fd/3", d.pid())).unwrap();
+    assert!(
+        fd3.to_str().unwrap().starts_with("socket:"),
+        "harness: fd 3 is {fd3:?}"
+    );
+    drop(listener); // from now on only the daemon holds the passed socket
+    d.wait_for("an answer on the passed socket", || {
+        let Ok(mut c) = Conn::connect(&passed) else {
+            return false;
+        };
+        c.set_read_timeout(Duration::from_millis(500));
+        c.try_send(&json!({"op": "ping"})).is_ok() && c.try_read_line().is_some()
+    });
+    Conn::connect(&passed).unwrap().save(&room("r"));
+    assert!(
+        !own.exists(),
+        "a socket was bound although systemd passed one"
+    );
+    d.stop();
+    assert!(
+        passed.exists(),
+        "the daemon removed a socket file it did not create"
+    );
+}
+
+#[test]
+fn a_passed_socket_for_another_pid_is_ignored() {
+    let b = Daemon::builder(Backend::Memory);
+    let passed = b.dir().join("activated.sock");
+    let listener = UnixListener::bind(&passed).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let d = b.listen_fd(fd, false).start(); // ready on its own socket
+    d.connect().ping();
 }

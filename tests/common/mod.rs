@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -63,6 +64,9 @@ pub struct DaemonBuilder {
     umask: Option<libc::mode_t>,
     /// RLIMIT_FSIZE for the daemon (writes past it fail with EFBIG; SIGXFSZ is ignored).
     file_size_limit: Option<u64>,
+    /// A listening socket handed over as fd 3, systemd style (LISTEN_FDS=1), and whether
+    /// LISTEN_PID names the daemon (else it names pid 1, another process).
+    listen_fd: Option<(RawFd, bool)>,
 }
 
 /// Env vars of the developer's shell that must never reach the daemon.
@@ -70,7 +74,7 @@ fn is_leaky_env(key: &str) -> bool {
     ["STORAGE_", "REDIS_", "LISTEN_", "WATCHDOG_"]
         .iter()
         .any(|p| key.starts_with(p))
-        || ["NOTIFY_SOCKET", "RUST_LOG", "LOG_LEVEL", "ROOM_EXPIRY"].contains(&key)
+        || ["NOTIFY_SOCKET", "JOURNAL_STREAM", "RUST_LOG", "LOG_LEVEL"].contains(&key)
 }
 
 fn new_tmp() -> Arc<TempDir> {
@@ -97,26 +101,20 @@ impl DaemonBuilder {
             env: Vec::new(),
             umask: None,
             file_size_limit: None,
+            listen_fd: None,
         }
     }
 
     /// No flags at all, started in an empty directory `<tmp>/cwd`: the documented defaults apply.
     pub fn bare() -> Self {
-        let tmp = new_tmp();
-        let cwd = tmp.path().join("cwd");
-        fs::create_dir(&cwd).unwrap();
-        DaemonBuilder {
-            tmp,
-            backend: None,
-            socket: cwd.join("data/storaged.sock"),
-            storage: cwd.join("data/rooms"),
-            cwd,
-            pass_paths: false,
-            args: Vec::new(),
-            env: Vec::new(),
-            umask: None,
-            file_size_limit: None,
-        }
+        let mut b = DaemonBuilder::new(Backend::File)
+            .no_backend_flag()
+            .no_path_flags();
+        b.cwd = b.tmp.path().join("cwd");
+        fs::create_dir(&b.cwd).unwrap();
+        b.socket = b.cwd.join("data/storaged.sock");
+        b.storage = b.cwd.join("data/rooms");
+        b
     }
 
     pub fn dir(&self) -> &Path {
@@ -174,8 +172,38 @@ impl DaemonBuilder {
         self.arg("--config").arg(path.to_str().unwrap())
     }
 
+    /// Hands `fd` (a listening socket the caller keeps open) to the daemon as systemd does.
+    pub fn listen_fd(mut self, fd: RawFd, pid_is_daemon: bool) -> Self {
+        self.listen_fd = Some((fd, pid_is_daemon));
+        self
+    }
+
     fn command(&self, run: usize) -> (Command, PathBuf) {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.listen_fd {
+            None => Command::new(BIN),
+            Some((fd, pid_is_daemon)) => {
+                // `exec` keeps the shell's pid, so `$$` is the daemon's pid.
+                let pid = if pid_is_daemon { "$$" } else { "1" };
+                let mut sh = Command::new("/bin/sh");
+                let script = format!("LISTEN_PID={pid} LISTEN_FDS=1 exec \"$0\" \"$@\"");
+                sh.arg("-c").arg(script).arg(BIN);
+                // SAFETY: dup2 and fcntl are async-signal-safe. dup2 onto itself keeps
+                // close-on-exec, so then the flag is cleared by hand.
+                unsafe {
+                    sh.pre_exec(move || {
+                        let rc = match fd {
+                            3 => libc::fcntl(3, libc::F_SETFD, 0),
+                            _ => libc::dup2(fd, 3),
+                        };
+                        if rc == -1 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                sh
+            }
+        };
         cmd.current_dir(&self.cwd);
         for (k, _) in std::env::vars_os() {
             if k.to_str().is_some_and(is_leaky_env) {
@@ -199,6 +227,15 @@ impl DaemonBuilder {
         cmd.stdin(Stdio::null())
             .stdout(fs::File::create(out).unwrap())
             .stderr(fs::File::create(&log).unwrap());
+        // Even if the test process is killed (a nextest timeout), the daemon does not outlive it.
+        // (The signal comes when the thread that spawned the daemon ends: the test's own thread.)
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         if let Some(limit) = self.file_size_limit {
             let lim = libc::rlimit {
                 rlim_cur: limit,
@@ -251,9 +288,11 @@ impl DaemonBuilder {
     pub fn run_to_exit(self) -> Exited {
         let mut d = self.spawn();
         let status = d.wait_exit();
+        let (stderr, tmp) = (d.stderr(), d.spec.tmp.clone());
         Exited {
             status,
-            stderr: d.stderr(),
+            stderr,
+            tmp,
         }
     }
 }
@@ -261,6 +300,8 @@ impl DaemonBuilder {
 pub struct Exited {
     pub status: ExitStatus,
     pub stderr: String,
+    /// Keeps the temp dir (and anything a test put there) while the result is looked at.
+    pub tmp: Arc<TempDir>,
 }
 
 pub struct Daemon {
@@ -273,6 +314,10 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(backend: Backend) -> Daemon {
         DaemonBuilder::new(backend).start()
+    }
+    /// Starts with extra command-line arguments.
+    pub fn start_with<S: Into<String>>(b: Backend, args: impl IntoIterator<Item = S>) -> Daemon {
+        DaemonBuilder::new(b).args(args).start()
     }
     pub fn builder(backend: Backend) -> DaemonBuilder {
         DaemonBuilder::new(backend)
@@ -323,14 +368,20 @@ impl Daemon {
         self.spec.file_size_limit = None;
     }
 
-    /// Stops with SIGTERM (asserting exit 0) and starts again.
-    pub fn stop_and_restart(&mut self) {
+    /// Stops with SIGTERM and asserts the clean exit (code 0).
+    pub fn stop(&mut self) {
         let status = self.sigterm();
-        assert!(
-            status.success(),
-            "daemon exited with {status}; stderr:\n{}",
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIGTERM: {status}; stderr:\n{}",
             self.stderr()
         );
+    }
+
+    /// Stops with SIGTERM (asserting exit 0) and starts again.
+    pub fn stop_and_restart(&mut self) {
+        self.stop();
         self.restart();
     }
 
@@ -353,10 +404,9 @@ impl Daemon {
         let start = Instant::now();
         while !cond() {
             if start.elapsed() > Duration::from_secs(10) {
-                panic!(
-                    "timed out waiting for {what}; daemon stderr:\n{}",
-                    self.stderr()
-                );
+                let state = self.child.as_ref().map(|c| process_state(c.id() as i32));
+                let stderr = self.stderr();
+                panic!("timed out waiting for {what}; process state {state:?}; stderr:\n{stderr}");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -423,10 +473,6 @@ impl Daemon {
         self.signal(libc::SIGTERM);
         self.wait_exit()
     }
-    pub fn sigint(&mut self) -> ExitStatus {
-        self.signal(libc::SIGINT);
-        self.wait_exit()
-    }
     pub fn sighup(&self) {
         self.signal(libc::SIGHUP);
     }
@@ -458,6 +504,18 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The state letter of /proc/<pid>/stat ('Z': exited, not yet reaped).
+fn process_state(pid: i32) -> String {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string()
 }
 
 fn proc_status_kb(pid: i32, field: &str) -> u64 {
@@ -524,6 +582,11 @@ impl Conn {
         self.writer.try_clone().unwrap()
     }
 
+    /// `send_raw` that reports a closed connection instead of panicking.
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes)
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).expect("write to daemon");
     }
@@ -551,6 +614,15 @@ impl Conn {
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => None,
             Err(e) => panic!("reading a response: {e} (a hang or a missing response)"),
+        }
+    }
+
+    /// The next line, or `None` on EOF, error or timeout.
+    pub fn try_read_line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf).trim_end().to_string()),
+            _ => None,
         }
     }
 
