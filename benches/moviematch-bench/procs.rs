@@ -1,0 +1,149 @@
+//! The two servers under test, each started privately in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::wire::{resp, Conn, Proto};
+
+pub const DAEMON: &str = env!("CARGO_BIN_EXE_moviematch-storaged");
+
+/// A server process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub proto: Proto,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn rss_kb(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub async fn connect(&self) -> Conn {
+        Conn::connect(&self.socket, self.proto)
+            .await
+            .expect("connect to server")
+    }
+
+    /// SIGTERM and wait (the daemon folds its journal; Redis is told not to save).
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls until `ready` answers, returning how long the start took.
+async fn wait_ready(server: &Server, ping: &[u8], started: Instant) -> Duration {
+    loop {
+        if let Ok(mut conn) = Conn::connect(&server.socket, server.proto).await {
+            // Redis answers -LOADING while it loads: keep asking until PING succeeds.
+            if conn.send(ping).await.is_ok()
+                && conn.flush().await.is_ok()
+                && conn.recv().await.is_ok()
+            {
+                return started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Starts the daemon with file storage in `dir`; returns it and its start-up time.
+pub async fn daemon(dir: &Path, durability: &str) -> (Server, Duration) {
+    let socket = dir.join("storaged.sock");
+    let started = Instant::now();
+    let child = Command::new(DAEMON)
+        .args([
+            "--storage-type",
+            "file",
+            "--durability",
+            durability,
+            "--log-level",
+            "warn",
+        ])
+        .arg("--storage-path")
+        .arg(dir.join("rooms"))
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start moviematch-storaged");
+    let server = Server {
+        child,
+        socket,
+        proto: Proto::Ndjson,
+    };
+    let took = wait_ready(&server, b"{\"op\":\"ping\"}\n", started).await;
+    (server, took)
+}
+
+/// Starts a private redis-server on a Unix socket in `dir` with the given persistence.
+/// `appendfsync` is `always`, `everysec`, or `none` (no AOF; RDB file `dump.rdb` loaded if present).
+pub async fn redis(dir: &Path, appendfsync: &str) -> (Server, Duration) {
+    let socket = dir.join("redis.sock");
+    let mut command = Command::new("redis-server");
+    command
+        .args([
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .args(["--unixsocketperm", "700", "--dir"])
+        .arg(dir);
+    if appendfsync == "none" {
+        command.args(["--appendonly", "no", "--dbfilename", "dump.rdb"]);
+    } else {
+        command.args(["--appendonly", "yes", "--appendfsync", appendfsync]);
+    }
+    let started = Instant::now();
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("redis-server is needed for the comparison (apt-get install redis-server)");
+    let server = Server {
+        child,
+        socket,
+        proto: Proto::Resp,
+    };
+    let took = wait_ready(&server, &resp(&[b"PING"]), started).await;
+    (server, took)
+}
