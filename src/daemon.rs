@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UnixListener;
+use std::os::unix::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::file::FileBackend;
@@ -149,6 +149,21 @@ impl Daemon {
             listener,
             socket_file,
         } = self;
+        let socket_error = |action| {
+            let path = socket_file
+                .clone()
+                .unwrap_or_else(|| "the socket passed by systemd".into());
+            move |source| DaemonError::Socket {
+                action,
+                path,
+                source,
+            }
+        };
+        listener
+            .set_nonblocking(true)
+            .map_err(socket_error("configure"))?;
+        let listener =
+            tokio::net::UnixListener::from_std(listener).map_err(socket_error("serve"))?;
         let service = Service {
             store: store.clone(),
             password_hashing: config.password_hashing,
@@ -169,6 +184,9 @@ impl Daemon {
         let expiry = config
             .room_expiry
             .map(|after| tokio::spawn(run_expiry(store.clone(), after, timers.clone())));
+        let watchdog = crate::systemd::watchdog_interval()
+            .map(|every| tokio::spawn(run_watchdog(store.clone(), every, timers.clone())));
+        crate::systemd::ready(store.snapshot().rooms.len());
         drop(store);
         tracing::info!(
             "serving on {}",
@@ -189,8 +207,8 @@ impl Daemon {
         }
         timers.cancel();
         let _ = upkeep.await;
-        if let Some(expiry) = expiry {
-            let _ = expiry.await;
+        for task in expiry.into_iter().chain(watchdog) {
+            let _ = task.await;
         }
         // Every handle is gone now: the actor drains, flushes and ends.
         let closed = tokio::task::spawn_blocking(move || actor.join())
@@ -227,6 +245,23 @@ async fn run_upkeep(store: StoreHandle, period: Duration, stop: CancellationToke
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Tells systemd's watchdog the daemon is alive, but only after the storage actor has answered:
+/// a stuck actor stops the keep-alives, and systemd restarts the daemon.
+async fn run_watchdog(store: StoreHandle, every: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => match tokio::time::timeout(every, store.tick()).await {
+                Ok(Ok(())) => crate::systemd::watchdog(),
+                Ok(Err(_)) => return,
+                Err(_) => tracing::error!("the storage actor did not answer within {every:?}; not telling the watchdog we are alive"),
+            },
         }
     }
 }

@@ -21,6 +21,7 @@
 //! - [`daemon`]: wiring it all from a [`config::Config`], and the shutdown order.
 //! - [`config`]: the daemon's settings, layered flags > environment > YAML file > defaults.
 //! - [`logging`]: tracing to stderr, journald-friendly.
+//! - [`systemd`]: readiness, watchdog and socket activation under systemd.
 //! - [`client`]: a small blocking client for the NDJSON protocol (used by the CLI and tests).
 
 pub mod backend;
@@ -34,4 +35,5 @@ pub mod room;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod systemd;
 pub mod watch;

@@ -81,7 +81,15 @@ pub async fn stream_events(
     if out.write_all(&ack).await.is_err() || out.flush().await.is_err() {
         return;
     }
+    let mut unflushed = false;
     loop {
+        // Flush once nothing more is waiting, whether the last event was sent or filtered out.
+        if unflushed && events.is_empty() {
+            match tokio::time::timeout(STALL_LIMIT, out.flush()).await {
+                Ok(Ok(())) => unflushed = false,
+                _ => return,
+            }
+        }
         let change = tokio::select! {
             () = shutdown.cancelled() => return,
             // Lines sent after `watch` are ignored; the end of input ends the watch.
@@ -112,16 +120,9 @@ pub async fn stream_events(
             }
             Err(RecvError::Closed) => return,
         };
-        let sent = tokio::time::timeout(STALL_LIMIT, async {
-            out.write_all(&line).await?;
-            if events.is_empty() {
-                out.flush().await?;
-            }
-            Ok::<(), std::io::Error>(())
-        })
-        .await;
+        let sent = tokio::time::timeout(STALL_LIMIT, out.write_all(&line)).await;
         match sent {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => unflushed = true,
             Ok(Err(_)) => return,
             Err(_) => {
                 tracing::info!("a watcher stopped reading for {STALL_LIMIT:?}; disconnecting it");

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use moviematch_storaged::config::{Config, ConfigError};
 use moviematch_storaged::daemon::Daemon;
+use moviematch_storaged::systemd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -43,11 +44,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow_free::Result {
-    let daemon = Daemon::start(config, None)?;
-    let shutdown = CancellationToken::new();
+    // Signals first: one that arrives while the rooms load is handled once they are loaded,
+    // instead of killing the process with its default action.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    let passed = systemd::passed_listener()?;
+    let daemon = tokio::task::spawn_blocking(move || Daemon::start(config, passed)).await??;
+    let shutdown = CancellationToken::new();
     let store = daemon.store().clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -61,6 +65,7 @@ async fn run(config: Config) -> anyhow_free::Result {
                 },
             }
         }
+        systemd::stopping();
         drop(store);
         stop.cancel();
     });
