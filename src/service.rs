@@ -16,7 +16,7 @@ use crate::password;
 use crate::protocol::request::{ListQuery, Request};
 use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId, Response, PROTOCOL_VERSION};
 use crate::room::now_millis;
-use crate::store::apply::{Mutation, Outcome, Refusal};
+use crate::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
 use crate::store::snapshot::{RoomEntry, Snapshot};
 use crate::store::{StoreError, StoreHandle};
 
@@ -64,8 +64,9 @@ impl Service {
                         return Pending::Ready(error_line(&id, &e));
                     }
                 }
+                // Encoding here, on the connection's task, keeps the actor's share small.
                 Mutation::Save {
-                    room,
+                    room: Box::new(PreparedRoom::new(*room)),
                     expected_revision,
                 }
             }
@@ -129,8 +130,8 @@ impl Service {
         let snapshot = self.store.snapshot();
         match request {
             Request::GetRoom { room_name } => match snapshot.get(room_name.as_str()) {
-                Some(entry) => Response::ok_with_capacity(id, entry.encoded.len())
-                    .raw("room", &entry.encoded)
+                Some(entry) => Response::ok_with_capacity(id, entry.encoded().len())
+                    .raw("room", entry.encoded())
                     .u64("revision", entry.revision)
                     .finish(),
                 None => Response::ok(id).raw("room", b"null").finish(),
@@ -144,7 +145,7 @@ impl Service {
                 password,
             } => match snapshot.get(room_name.as_str()) {
                 Some(entry) => {
-                    let valid = match entry.password() {
+                    let valid = match entry.facts.password.as_deref() {
                         None => true,
                         Some(stored) => password::verify(stored, &password).await,
                     };
@@ -208,13 +209,17 @@ fn list_rooms(id: &RequestId, snapshot: &Snapshot, query: &ListQuery) -> Bytes {
         query
             .creator_plex_user_id
             .as_ref()
-            .is_none_or(|want| entry.creator_plex_user_id().as_ref() == Some(want))
+            .is_none_or(|want| entry.facts.creator_plex_user_id.as_ref() == Some(want))
             && query
                 .creator_plex_username
                 .as_deref()
-                .is_none_or(|want| entry.creator_plex_username() == Some(want))
-            && query.created_before.is_none_or(|t| entry.created_at < t)
-            && query.created_after.is_none_or(|t| entry.created_at > t)
+                .is_none_or(|want| entry.facts.creator_plex_username.as_deref() == Some(want))
+            && query
+                .created_before
+                .is_none_or(|t| entry.facts.created_at < t)
+            && query
+                .created_after
+                .is_none_or(|t| entry.facts.created_at > t)
     };
     let limit = query.limit.unwrap_or(usize::MAX);
     let mut selected: Vec<&RoomEntry> = Vec::new();
@@ -235,12 +240,12 @@ fn list_rooms(id: &RequestId, snapshot: &Snapshot, query: &ListQuery) -> Bytes {
     } else {
         None
     };
-    let bytes: usize = selected.iter().map(|e| e.encoded.len() + 1).sum();
+    let bytes: usize = selected.iter().map(|e| e.encoded().len() + 1).sum();
     let items = selected.iter().map(|e| {
         if query.summary {
             &e.summary[..]
         } else {
-            &e.encoded[..]
+            &e.encoded()[..]
         }
     });
     let response = Response::ok_with_capacity(id, bytes).raw_array("rooms", items);

@@ -16,7 +16,7 @@ use moviematch_storaged::backend::Backend;
 use moviematch_storaged::config::Durability;
 use moviematch_storaged::room::Rating::{self, Dislike, Like};
 use moviematch_storaged::room::{self, now_millis, EpochMillis, Revision, RoomName};
-use moviematch_storaged::store::apply::{Mutation, Outcome, Refusal};
+use moviematch_storaged::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
 use moviematch_storaged::store::{self, ActorThread, StoreError, StoreHandle};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -147,9 +147,9 @@ impl Running {
     fn rooms(&self) -> Vec<Kept> {
         let rooms = self.store.snapshot().rooms.clone();
         let kept = rooms.values().map(|e| {
-            let encoded = String::from_utf8_lossy(&e.encoded).into_owned();
+            let encoded = String::from_utf8_lossy(e.encoded()).into_owned();
             let name = e.name.as_str().to_owned();
-            (name, encoded, e.revision, e.created_at, e.updated_at)
+            (name, encoded, e.revision, e.facts.created_at, e.updated_at)
         });
         kept.collect()
     }
@@ -162,7 +162,7 @@ impl Running {
             .get(name)
             .unwrap_or_else(|| panic!("no room {name:?}"));
         let expected = serde_json::to_string(expected).expect("encode");
-        assert_eq!(String::from_utf8_lossy(&entry.encoded), expected);
+        assert_eq!(String::from_utf8_lossy(entry.encoded()), expected);
     }
 
     /// The clean stop: drop the last handle, then join the actor, which closes the backend.
@@ -213,7 +213,9 @@ fn save(room: &Value) -> Mutation {
 
 /// `saveRoom` with `expectedRevision`.
 fn save_if(room: &Value, expected_revision: Option<Revision>) -> Mutation {
-    let room = Box::new(room::validate(room.clone()).expect("a valid room"));
+    let room = Box::new(PreparedRoom::new(
+        room::validate(room.clone()).expect("a valid room"),
+    ));
     Mutation::Save {
         room,
         expected_revision,
@@ -502,7 +504,7 @@ async fn concurrent_ratings_are_never_lost(fx: &impl Fixture) {
     );
     assert_eq!(s.revision("party"), Some(1 + added));
     let snapshot = s.store.snapshot();
-    let ratings = snapshot.get("party").expect("the room").doc["ratings"].clone();
+    let ratings = snapshot.get("party").expect("the room").to_value()["ratings"].clone();
     let count = |e: &Value| e.as_array().map_or(0, Vec::len) as Revision;
     let counts = ratings
         .as_object()
@@ -617,7 +619,7 @@ async fn clean_stop_leaves_every_room_in_its_file(durability: Durability) {
         assert!(text.starts_with("{\n"), "{shown} is pretty-printed");
         let on_disk: Value = serde_json::from_str(&text).expect("a room file is JSON");
         let on_disk = serde_json::to_string(&on_disk).expect("encode");
-        let latest = String::from_utf8_lossy(&entry.encoded);
+        let latest = String::from_utf8_lossy(entry.encoded());
         assert_eq!(on_disk, latest, "{shown} holds the latest state");
     }
     let mut room_files = 0;

@@ -9,6 +9,7 @@
 //! It runs on a plain thread because backends do blocking I/O. It ends when every
 //! [`super::StoreHandle`] is gone, after a final [`Backend::close`].
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -16,13 +17,17 @@ use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::apply::{self, Change, Mutation, Outcome};
-use super::snapshot::Snapshot;
+use super::snapshot::{RoomMap, Snapshot};
 use super::{Counters, StoreError};
 use crate::backend::{Backend, StorageError};
-use crate::room::now_millis;
+use crate::room::{now_millis, RoomName};
 
 /// The most commands applied in one batch; bounds the latency one batch can add.
 const MAX_BATCH: usize = 1024;
+
+/// How many rooms stay hot (kept as a changeable body). Beyond this, the rooms changed least
+/// recently are cooled back to just their JSON, which bounds memory whatever the room count.
+pub(super) const HOT_ROOMS: usize = 128;
 
 pub(super) type MutationReply = oneshot::Sender<Result<Outcome, StoreError>>;
 
@@ -50,6 +55,9 @@ pub(super) struct Actor {
     pub commands: mpsc::Receiver<Command>,
     pub counters: Arc<Counters>,
     pub events: broadcast::Sender<Arc<Change>>,
+    /// Hot rooms and when each last changed (a batch counter).
+    pub hot: HashMap<RoomName, u64>,
+    pub batch_number: u64,
 }
 
 /// Mutations of one batch waiting for their commit.
@@ -113,11 +121,7 @@ impl Actor {
 
     /// Commits what `pending` holds, publishes `rooms` if that worked, answers every writer, and
     /// returns the rooms to keep working on (the published ones).
-    fn commit(
-        &mut self,
-        rooms: crate::store::snapshot::RoomMap,
-        pending: &mut Pending,
-    ) -> crate::store::snapshot::RoomMap {
+    fn commit(&mut self, rooms: RoomMap, pending: &mut Pending) -> RoomMap {
         if pending.replies.is_empty() {
             return rooms;
         }
@@ -135,6 +139,8 @@ impl Actor {
                 self.counters
                     .changes
                     .fetch_add(changes.len() as u64, Ordering::Relaxed);
+                let mut snapshot = snapshot;
+                self.cool_down(&mut snapshot.rooms, &changes);
                 let rooms = snapshot.rooms.clone();
                 self.view.store(Arc::new(snapshot));
                 for (reply, result) in replies {
@@ -159,6 +165,35 @@ impl Actor {
                 self.view.load().rooms.clone()
             }
         }
+    }
+
+    /// Notes which rooms `changes` made hot and cools the least recently changed ones when
+    /// there are more than [`HOT_ROOMS`].
+    fn cool_down(&mut self, rooms: &mut RoomMap, changes: &[Change]) {
+        self.batch_number += 1;
+        for change in changes {
+            match change {
+                Change::Rate { name, .. } | Change::Progress { name, .. } => {
+                    self.hot.insert(name.clone(), self.batch_number);
+                }
+                Change::Put { name, .. } | Change::Delete { name } => {
+                    self.hot.remove(name);
+                }
+            }
+        }
+        if self.hot.len() <= HOT_ROOMS {
+            return;
+        }
+        let mut by_age: Vec<(u64, RoomName)> = self.hot.drain().map(|(n, b)| (b, n)).collect();
+        by_age.sort_unstable();
+        let keep = by_age.split_off(by_age.len() - HOT_ROOMS / 2);
+        for (_, name) in by_age {
+            if let Some(entry) = rooms.get(name.as_str()).filter(|e| e.is_hot()) {
+                let cooled = Arc::new(entry.cooled());
+                rooms.insert(name, cooled);
+            }
+        }
+        self.hot.extend(keep.into_iter().map(|(b, n)| (n, b)));
     }
 
     fn reload(&mut self) -> Result<usize, StoreError> {

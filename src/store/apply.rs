@@ -6,17 +6,41 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-use super::snapshot::{RoomEntry, RoomMap};
-use crate::room::{EpochMillis, Rating, Revision, RoomDoc, RoomName, ValidRoom};
+use super::body::{self, RoomBody};
+use super::snapshot::{RoomEntry, RoomFacts, RoomMap};
+use crate::room::{EpochMillis, Rating, Revision, RoomName, ValidRoom};
+
+/// A validated room made ready for the actor: encoded and its facts taken out, by the
+/// connection that received it, so the actor only has to insert it.
+#[derive(Debug)]
+pub struct PreparedRoom {
+    pub name: RoomName,
+    pub facts: Arc<RoomFacts>,
+    /// Compact JSON.
+    pub encoded: Bytes,
+    pub rating_count: usize,
+}
+
+impl PreparedRoom {
+    pub fn new(room: ValidRoom) -> PreparedRoom {
+        let entry = RoomEntry::from_doc(room.name.clone(), &room.doc, 0, 0);
+        PreparedRoom {
+            name: room.name,
+            facts: entry.facts.clone(),
+            encoded: entry.encoded().clone(),
+            rating_count: entry.rating_count,
+        }
+    }
+}
 
 /// A change request, already validated, in the order the actor applies it.
 #[derive(Debug)]
 pub enum Mutation {
     Save {
-        room: Box<ValidRoom>,
+        room: Box<PreparedRoom>,
         expected_revision: Option<Revision>,
     },
     Delete {
@@ -65,12 +89,13 @@ pub enum Refusal {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "t", rename_all = "camelCase")]
 pub enum Change {
-    /// The whole room, at `revision`.
+    /// The whole room, at `revision`, as compact JSON.
     Put {
         name: RoomName,
         revision: Revision,
         at: EpochMillis,
-        room: Arc<RoomDoc>,
+        #[serde(with = "raw_json")]
+        room: Bytes,
     },
     Rate {
         name: RoomName,
@@ -139,14 +164,27 @@ pub fn apply(
         } => {
             check_expected(rooms, room.name.as_str(), expected_revision)?;
             let revision = rooms.get(room.name.as_str()).map_or(0, |e| e.revision) + 1;
-            let change = Change::Put {
-                name: room.name.clone(),
+            let PreparedRoom {
+                name,
+                facts,
+                encoded,
+                rating_count,
+            } = *room;
+            let entry = RoomEntry::cold(
+                name.clone(),
+                facts,
+                encoded.clone(),
+                rating_count,
+                revision,
+                now,
+            );
+            rooms.insert(name.clone(), Arc::new(entry));
+            changes.push(Change::Put {
+                name,
                 revision,
                 at: now,
-                room: Arc::new(room.doc),
-            };
-            replay(rooms, &change);
-            changes.push(change);
+                room: encoded,
+            });
             Ok(Outcome::Saved { revision })
         }
         Mutation::Delete {
@@ -170,7 +208,7 @@ pub fn apply(
             let Some(entry) = rooms.get(name.as_str()) else {
                 return Err(Refusal::NotFound { name });
             };
-            if has_rated(&entry.doc, &media_id, &user_name) {
+            if entry.body().has_rated(&media_id, &user_name) {
                 return Ok(Outcome::Rated {
                     revision: entry.revision,
                     added: false,
@@ -214,7 +252,7 @@ pub fn apply(
             Ok(Outcome::Progressed { revision })
         }
         Mutation::DeleteCreatedBefore { created_before } => Ok(Outcome::DeletedMany {
-            count: remove_where(rooms, changes, |e| e.created_at < created_before),
+            count: remove_where(rooms, changes, |e| e.facts.created_at < created_before),
         }),
         Mutation::Expire { idle_since } => Ok(Outcome::DeletedMany {
             count: remove_where(rooms, changes, |e| e.updated_at < idle_since),
@@ -239,17 +277,6 @@ fn remove_where(
     names.len() as u64
 }
 
-fn has_rated(doc: &RoomDoc, media_id: &str, user_name: &str) -> bool {
-    doc.get("ratings")
-        .and_then(|r| r.get(media_id))
-        .and_then(Value::as_array)
-        .is_some_and(|entries| {
-            entries
-                .iter()
-                .any(|e| e.get(0).and_then(Value::as_str) == Some(user_name))
-        })
-}
-
 /// Makes `rooms` reflect `change`. Used live by [`apply`] and by backends replaying their log,
 /// so both paths produce the same room.
 pub fn replay(rooms: &mut RoomMap, change: &Change) {
@@ -260,12 +287,9 @@ pub fn replay(rooms: &mut RoomMap, change: &Change) {
             at,
             room,
         } => {
-            let created_at = room
-                .get("createdAt")
-                .and_then(Value::as_str)
-                .and_then(crate::room::parse_timestamp)
-                .unwrap_or(0);
-            let entry = RoomEntry::new(name.clone(), room.clone(), *revision, created_at, *at);
+            // Only at recovery: the live path inserts the prepared room directly.
+            let doc = body::parse(room).unwrap_or_default();
+            let entry = RoomEntry::from_doc(name.clone(), &doc, *revision, *at);
             rooms.insert(name.clone(), Arc::new(entry));
         }
         Change::Rate {
@@ -276,17 +300,8 @@ pub fn replay(rooms: &mut RoomMap, change: &Change) {
             user_name,
             rating,
             timestamp,
-        } => edit(rooms, name, *revision, *at, |doc| {
-            let ratings = object_field(doc, "ratings");
-            let entries = ratings
-                .entry(media_id.clone())
-                .or_insert_with(|| Value::Array(Vec::new()));
-            if !entries.is_array() {
-                *entries = Value::Array(Vec::new());
-            }
-            if let Value::Array(entries) = entries {
-                entries.push(json!([user_name, rating, timestamp]));
-            }
+        } => edit(rooms, name, *revision, *at, |body| {
+            body.add_rating(media_id, user_name, rating, *timestamp)
         }),
         Change::Progress {
             name,
@@ -294,8 +309,8 @@ pub fn replay(rooms: &mut RoomMap, change: &Change) {
             at,
             user_name,
             progress,
-        } => edit(rooms, name, *revision, *at, |doc| {
-            object_field(doc, "userProgress").insert(user_name.clone(), json!(progress));
+        } => edit(rooms, name, *revision, *at, |body| {
+            body.set_progress(user_name, *progress)
         }),
         Change::Delete { name } => {
             rooms.remove(name);
@@ -303,49 +318,42 @@ pub fn replay(rooms: &mut RoomMap, change: &Change) {
     }
 }
 
-/// Edits an existing room's document in place (copying it only if a reader still holds it).
+/// Changes an existing room's body. The body's persistent parts are shared with the previous
+/// version, which readers of older snapshots may still hold.
 fn edit(
     rooms: &mut RoomMap,
     name: &RoomName,
     revision: Revision,
     at: EpochMillis,
-    f: impl FnOnce(&mut RoomDoc),
+    f: impl FnOnce(&mut RoomBody),
 ) {
-    let Some(entry) = rooms.remove(name) else {
+    let Some(entry) = rooms.get(name.as_str()) else {
         return;
     };
-    let entry = Arc::try_unwrap(entry).unwrap_or_else(|shared| RoomEntry::clone_parts(&shared));
-    let mut doc = entry.doc;
-    f(Arc::make_mut(&mut doc));
-    let updated = RoomEntry::new(name.clone(), doc, revision, entry.created_at, at);
+    let mut body = entry.body();
+    f(Arc::make_mut(&mut body));
+    let updated = RoomEntry::hot(name.clone(), entry.facts.clone(), body, revision, at);
     rooms.insert(name.clone(), Arc::new(updated));
 }
 
-/// The object at `doc[field]`, created (or replaced, if it was not an object) as needed.
-fn object_field<'a>(doc: &'a mut RoomDoc, field: &str) -> &'a mut serde_json::Map<String, Value> {
-    let slot = doc
-        .entry(field.to_owned())
-        .or_insert_with(|| Value::Object(Default::default()));
-    if !slot.is_object() {
-        *slot = Value::Object(Default::default());
-    }
-    match slot {
-        Value::Object(map) => map,
-        _ => unreachable!("slot was just made an object"),
-    }
-}
+/// (De)serializes compact JSON bytes as the JSON value they hold. Goes through `Value`, since
+/// `Change` is an internally tagged enum (serde buffers its content, which `RawValue` cannot
+/// come from); the journal writes `Put` records without serde (`journal::encode_record`).
+mod raw_json {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
 
-impl RoomEntry {
-    fn clone_parts(shared: &RoomEntry) -> RoomEntry {
-        RoomEntry {
-            name: shared.name.clone(),
-            doc: shared.doc.clone(),
-            encoded: shared.encoded.clone(),
-            summary: shared.summary.clone(),
-            revision: shared.revision,
-            created_at: shared.created_at,
-            updated_at: shared.updated_at,
-        }
+    pub fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        let value: Value = serde_json::from_slice(bytes).map_err(serde::ser::Error::custom)?;
+        value.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let value = Value::deserialize(d)?;
+        serde_json::to_vec(&value)
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -353,15 +361,16 @@ impl RoomEntry {
 mod tests {
     use super::*;
     use crate::room::validate;
+    use serde_json::json;
 
-    fn room(name: &str) -> Box<ValidRoom> {
-        Box::new(
+    fn room(name: &str) -> Box<PreparedRoom> {
+        Box::new(PreparedRoom::new(
             validate(json!({
                 "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
                 "creatorPlexUserId": "1", "creatorPlexUsername": "john"
             }))
             .unwrap(),
-        )
+        ))
     }
 
     fn rate(name: &str, user: &str) -> Mutation {
@@ -412,12 +421,15 @@ mod tests {
             replay(&mut replayed, change);
         }
         let (live, again) = (&rooms["a"], &replayed["a"]);
-        assert_eq!(live.encoded, again.encoded);
+        assert_eq!(live.encoded(), again.encoded());
         assert_eq!(
             (live.revision, live.updated_at),
             (again.revision, again.updated_at)
         );
-        assert_eq!(live.doc["ratings"]["m"], json!([["john", "like", 5]]));
+        assert_eq!(
+            live.to_value()["ratings"]["m"],
+            json!([["john", "like", 5]])
+        );
     }
 
     #[test]

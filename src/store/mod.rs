@@ -10,6 +10,7 @@
 
 mod actor;
 pub mod apply;
+pub mod body;
 pub mod snapshot;
 
 use std::sync::atomic::AtomicU64;
@@ -87,6 +88,8 @@ pub fn start(mut backend: Box<dyn Backend>) -> Result<(StoreHandle, ActorThread)
         commands: rx,
         counters,
         events,
+        hot: std::collections::HashMap::new(),
+        batch_number: 0,
     };
     let thread = std::thread::Builder::new()
         .name("storage-actor".into())

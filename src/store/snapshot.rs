@@ -1,103 +1,208 @@
 //! The published view of every room: immutable, shared, cheap to clone.
 //!
 //! The actor builds a new [`Snapshot`] after each batch of mutations and publishes it; readers
-//! load the current one without waiting for the actor. Each [`RoomEntry`] keeps the room's
-//! compact JSON and its summary already encoded, so serving a read is a copy of bytes.
+//! load the current one without waiting for the actor. A [`RoomEntry`] is *cold* (only its
+//! compact JSON, which is all a read needs and all a million idle rooms should cost) or *hot*
+//! (a [`RoomBody`] being changed by swipes, encoded lazily, once, by the first reader of each
+//! version, so a burst of ratings costs no re-encoding at all).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::room::{EpochMillis, Revision, RoomDoc, RoomName};
+use super::body::{self, RoomBody};
+use crate::room::{parse_timestamp, EpochMillis, Revision, RoomDoc, RoomName};
 
-/// One stored room with everything a read needs, computed once per change.
+/// The facts about a room that reads and filters use, taken out once when it is saved.
+#[derive(Debug)]
+pub struct RoomFacts {
+    pub created_at: EpochMillis,
+    /// `creatorPlexUserId` as text: Plex ids arrive as numbers or strings and compare as text.
+    pub creator_plex_user_id: Option<String>,
+    pub creator_plex_username: Option<String>,
+    /// The stored password; absent or empty means the room has none.
+    pub password: Option<String>,
+    /// The summary fields that come from the room itself, as JSON object members.
+    summary_head: String,
+}
+
+impl RoomFacts {
+    pub fn of(doc: &RoomDoc) -> RoomFacts {
+        let text = |field: &str| doc.get(field).and_then(Value::as_str).map(str::to_owned);
+        let password = text("password").filter(|p| !p.is_empty());
+        let mut summary_head = String::with_capacity(192);
+        for field in [
+            "roomName",
+            "sort",
+            "createdAt",
+            "creatorPlexUserId",
+            "creatorPlexUsername",
+        ] {
+            let value = doc.get(field).unwrap_or(&Value::Null);
+            summary_head.push_str(&format!("{}:{},", Value::from(field), value));
+        }
+        summary_head.push_str(&format!("\"hasPassword\":{}", password.is_some()));
+        RoomFacts {
+            created_at: text("createdAt")
+                .as_deref()
+                .and_then(parse_timestamp)
+                .unwrap_or(0),
+            creator_plex_user_id: match doc.get("creatorPlexUserId") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            },
+            creator_plex_username: text("creatorPlexUsername"),
+            password,
+            summary_head,
+        }
+    }
+}
+
+/// One stored room with everything a read needs.
 #[derive(Debug)]
 pub struct RoomEntry {
     pub name: RoomName,
-    /// The room as a JSON object, for mutations that edit it.
-    pub doc: Arc<RoomDoc>,
-    /// The room as compact JSON, exactly what `getRoom` returns.
-    pub encoded: Bytes,
-    /// The `listRooms` summary object as compact JSON.
-    pub summary: Bytes,
     pub revision: Revision,
-    pub created_at: EpochMillis,
     /// When the room last changed (epoch ms), for `roomExpiry`.
     pub updated_at: EpochMillis,
+    pub facts: Arc<RoomFacts>,
+    pub rating_count: usize,
+    /// The `listRooms` summary object as compact JSON.
+    pub summary: Bytes,
+    /// Present while the room is hot.
+    body: Option<Arc<RoomBody>>,
+    /// The compact JSON; always set for a cold room, filled on first read for a hot one.
+    encoded: OnceLock<Bytes>,
 }
 
 impl RoomEntry {
-    /// Builds an entry, encoding the room and its summary.
-    pub fn new(
+    /// A cold entry from a room's compact JSON and the facts already taken from it.
+    pub fn cold(
         name: RoomName,
-        doc: Arc<RoomDoc>,
+        facts: Arc<RoomFacts>,
+        encoded: Bytes,
+        rating_count: usize,
         revision: Revision,
-        created_at: EpochMillis,
         updated_at: EpochMillis,
     ) -> RoomEntry {
-        // Encoding a `Map<String, Value>` into memory cannot fail.
-        let encoded = Bytes::from(serde_json::to_vec(&*doc).unwrap_or_default());
-        let summary = Bytes::from(encode_summary(&doc, revision));
+        let summary = summary(&facts, rating_count, revision);
         RoomEntry {
             name,
-            doc,
-            encoded,
-            summary,
             revision,
-            created_at,
             updated_at,
+            facts,
+            rating_count,
+            summary,
+            body: None,
+            encoded: OnceLock::from(encoded),
         }
     }
 
-    /// `creatorPlexUserId` as a string: Plex ids arrive as numbers or strings and compare as text.
-    pub fn creator_plex_user_id(&self) -> Option<String> {
-        match self.doc.get("creatorPlexUserId")? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
+    /// A cold entry from a parsed, valid room (start-up, replay, SIGHUP).
+    pub fn from_doc(
+        name: RoomName,
+        doc: &RoomDoc,
+        revision: Revision,
+        updated_at: EpochMillis,
+    ) -> RoomEntry {
+        let facts = Arc::new(RoomFacts::of(doc));
+        let rating_count = count_ratings(doc);
+        let encoded = Bytes::from(serde_json::to_vec(doc).unwrap_or_default());
+        RoomEntry::cold(name, facts, encoded, rating_count, revision, updated_at)
+    }
+
+    /// A hot entry: a body just changed, encoded only when someone reads it.
+    pub fn hot(
+        name: RoomName,
+        facts: Arc<RoomFacts>,
+        body: Arc<RoomBody>,
+        revision: Revision,
+        updated_at: EpochMillis,
+    ) -> RoomEntry {
+        let rating_count = body.rating_count();
+        RoomEntry {
+            summary: summary(&facts, rating_count, revision),
+            name,
+            revision,
+            updated_at,
+            facts,
+            rating_count,
+            body: Some(body),
+            encoded: OnceLock::new(),
         }
     }
 
-    pub fn creator_plex_username(&self) -> Option<&str> {
-        self.doc.get("creatorPlexUsername")?.as_str()
+    /// The room as compact JSON, exactly what `getRoom` returns.
+    pub fn encoded(&self) -> &Bytes {
+        self.encoded.get_or_init(|| match &self.body {
+            Some(body) => Bytes::from(body.to_compact()),
+            None => Bytes::new(),
+        })
     }
 
-    /// The stored password; absent or empty means the room has none.
-    pub fn password(&self) -> Option<&str> {
-        self.doc
-            .get("password")
-            .and_then(Value::as_str)
-            .filter(|p| !p.is_empty())
+    /// The room's body, to change it: shared if hot, parsed from its JSON if cold.
+    pub fn body(&self) -> Arc<RoomBody> {
+        match &self.body {
+            Some(body) => body.clone(),
+            None => Arc::new(RoomBody::from_doc(
+                body::parse(self.encoded()).unwrap_or_default(),
+            )),
+        }
+    }
+
+    pub fn is_hot(&self) -> bool {
+        self.body.is_some()
+    }
+
+    /// The same room, cold: keeps only its compact JSON (encoding it now if no reader did).
+    pub fn cooled(&self) -> RoomEntry {
+        RoomEntry::cold(
+            self.name.clone(),
+            self.facts.clone(),
+            self.encoded().clone(),
+            self.rating_count,
+            self.revision,
+            self.updated_at,
+        )
+    }
+
+    /// Pretty JSON plus a final newline, as the room's file holds it.
+    pub fn pretty(&self) -> Vec<u8> {
+        match &self.body {
+            Some(body) => body.to_pretty(),
+            None => {
+                let value: Value = serde_json::from_slice(self.encoded()).unwrap_or(Value::Null);
+                let mut bytes = serde_json::to_vec_pretty(&value).unwrap_or_default();
+                bytes.push(b'\n');
+                bytes
+            }
+        }
+    }
+
+    /// The room as a JSON value (tests and rare paths).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(self.encoded()).unwrap_or(Value::Null)
     }
 }
 
-fn encode_summary(doc: &RoomDoc, revision: Revision) -> Vec<u8> {
-    let rating_count: usize = doc
-        .get("ratings")
+fn count_ratings(doc: &RoomDoc) -> usize {
+    doc.get("ratings")
         .and_then(Value::as_object)
-        .map(|ratings| {
+        .map_or(0, |ratings| {
             ratings
                 .values()
-                .map(|entries| entries.as_array().map_or(0, Vec::len))
+                .map(|e| e.as_array().map_or(0, Vec::len))
                 .sum()
         })
-        .unwrap_or(0);
-    let has_password = doc
-        .get("password")
-        .and_then(Value::as_str)
-        .is_some_and(|p| !p.is_empty());
-    let summary = serde_json::json!({
-        "roomName": doc.get("roomName"),
-        "sort": doc.get("sort"),
-        "createdAt": doc.get("createdAt"),
-        "creatorPlexUserId": doc.get("creatorPlexUserId"),
-        "creatorPlexUsername": doc.get("creatorPlexUsername"),
-        "hasPassword": has_password,
-        "ratingCount": rating_count,
-        "revision": revision,
-    });
-    serde_json::to_vec(&summary).unwrap_or_default()
+}
+
+fn summary(facts: &RoomFacts, rating_count: usize, revision: Revision) -> Bytes {
+    Bytes::from(format!(
+        "{{{},\"ratingCount\":{rating_count},\"revision\":{revision}}}",
+        facts.summary_head
+    ))
 }
 
 /// Every room, sorted by name in byte order.
@@ -112,5 +217,32 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn get(&self, name: &str) -> Option<&Arc<RoomEntry>> {
         self.rooms.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn summaries_hold_exactly_the_summary_fields() {
+        let room = json!({
+            "roomName": "r", "password": "p", "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
+            "creatorPlexUserId": 12, "creatorPlexUsername": "j", "ratings": {"m": [["a", "like", 1]]}
+        });
+        let Value::Object(doc) = room else {
+            unreachable!()
+        };
+        let entry = RoomEntry::from_doc(RoomName::new("r").unwrap(), &doc, 3, 0);
+        let summary: Value = serde_json::from_slice(&entry.summary).unwrap();
+        assert_eq!(
+            summary,
+            json!({"roomName": "r", "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
+                   "creatorPlexUserId": 12, "creatorPlexUsername": "j", "hasPassword": true,
+                   "ratingCount": 1, "revision": 3})
+        );
+        assert_eq!(entry.facts.creator_plex_user_id.as_deref(), Some("12"));
+        assert_eq!(entry.to_value(), Value::Object(doc));
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use super::apply::{Mutation, Outcome, Refusal};
+use super::apply::{Mutation, Outcome, PreparedRoom, Refusal};
 use super::snapshot::{RoomMap, Snapshot};
 use super::{start, StoreError, StoreHandle};
 use crate::backend::{Backend, StorageError};
@@ -91,7 +91,7 @@ fn save(name: &str) -> Mutation {
     }))
     .unwrap();
     Mutation::Save {
-        room: Box::new(room),
+        room: Box::new(PreparedRoom::new(room)),
         expected_revision: None,
     }
 }
@@ -148,7 +148,7 @@ async fn a_failed_commit_changes_nothing_and_the_next_one_works() {
     );
     let room = h.store.snapshot().get("kept").unwrap().clone();
     assert_eq!(room.revision, 1, "the failed rating must not be visible");
-    assert!(room.doc.get("ratings").is_none());
+    assert!(room.to_value().get("ratings").is_none());
     *h.fail.lock().unwrap() = false;
     assert_eq!(
         h.store.mutate(rate("kept", "jane")).await,
@@ -204,4 +204,27 @@ async fn the_actor_closes_the_backend_when_the_last_handle_goes() {
         .unwrap();
     assert!(closed.unwrap().is_ok());
     assert_eq!(h.seen.lock().unwrap().closed_with_rooms, Some(2));
+}
+
+#[tokio::test]
+async fn only_recently_changed_rooms_stay_hot() {
+    let h = harness(None);
+    let rooms = super::actor::HOT_ROOMS * 2;
+    for i in 0..rooms {
+        let name = format!("room{i}");
+        h.store.mutate(save(&name)).await.unwrap();
+        h.store.mutate(rate(&name, "jane")).await.unwrap();
+    }
+    let snapshot = h.store.snapshot();
+    let hot = snapshot.rooms.values().filter(|e| e.is_hot()).count();
+    assert!(hot <= super::actor::HOT_ROOMS, "{hot} hot rooms");
+    assert!(snapshot
+        .get(&format!("room{}", rooms - 1))
+        .unwrap()
+        .is_hot());
+    // Cooling keeps every room exactly as it was.
+    for entry in snapshot.rooms.values() {
+        assert_eq!(entry.to_value()["ratings"]["m"][0][0], "jane");
+        assert_eq!(entry.revision, 2);
+    }
 }

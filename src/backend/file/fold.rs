@@ -97,9 +97,7 @@ impl FoldJob {
             }
             match self.rooms.get(name.as_str()) {
                 Some(entry) => {
-                    let mut bytes = serde_json::to_vec_pretty(&*entry.doc).unwrap_or_default();
-                    bytes.push(b'\n');
-                    writes.push((name, target, bytes));
+                    writes.push((name, target, entry.pretty()));
                 }
                 None => {
                     if let Some(record) = record.filter(|r| r.file == target) {

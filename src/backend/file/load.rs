@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::fs::{EntryKind, FileStat};
 use super::journal::{self, Index, IndexEntry, Lsn};
 use super::{
@@ -134,8 +136,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         if read.file != canonical {
             b.dirty.insert(name.clone());
         }
-        let doc = Arc::new(room.doc);
-        let entry = RoomEntry::new(name.clone(), doc, revision, room.created_at, updated_at);
+        let entry = RoomEntry::from_doc(name.clone(), &room.doc, revision, updated_at);
         rooms.insert(name.clone(), Arc::new(entry));
         base_lsn.insert(name.clone(), lsn);
         let record = FileRecord {
@@ -347,7 +348,7 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
             name,
             revision,
             at: now,
-            room: Arc::new(room.doc),
+            room: Bytes::from(serde_json::to_vec(&room.doc).unwrap_or_default()),
         });
     }
     let removed: Vec<RoomName> = b

@@ -355,7 +355,7 @@ fn whole_room(rooms: &Snapshot, name: &RoomName) -> Change {
             name: entry.name.clone(),
             revision: entry.revision,
             at: entry.updated_at,
-            room: entry.doc.clone(),
+            room: entry.encoded().clone(),
         },
         None => Change::Delete { name: name.clone() },
     }

@@ -12,7 +12,7 @@ use super::FileBackend;
 use crate::backend::Backend;
 use crate::config::Durability;
 use crate::room::{validate, Rating, RoomName};
-use crate::store::apply::{Mutation, Outcome};
+use crate::store::apply::{Mutation, Outcome, PreparedRoom};
 use crate::store::snapshot::RoomMap;
 use crate::store::{self, StoreError, StoreHandle};
 
@@ -33,7 +33,7 @@ fn save(name: &str) -> Mutation {
     }))
     .unwrap();
     Mutation::Save {
-        room: Box::new(room),
+        room: Box::new(PreparedRoom::new(room)),
         expected_revision: None,
     }
 }
@@ -82,7 +82,8 @@ async fn writer(store: StoreHandle, name: String, acked: Arc<AtomicUsize>, stop:
 
 fn ratings_of(rooms: &RoomMap, name: &str) -> Vec<String> {
     let entry = &rooms[name];
-    let ratings = entry.doc.get("ratings").and_then(|r| r.as_object());
+    let value = entry.to_value();
+    let ratings = value.get("ratings").and_then(|r| r.as_object());
     let mut media: Vec<String> = ratings
         .map(|r| r.keys().cloned().collect())
         .unwrap_or_default();
@@ -184,7 +185,7 @@ async fn a_failed_fsync_is_an_error_and_never_reappears() {
         .snapshot()
         .get("r")
         .unwrap()
-        .doc
+        .to_value()
         .get("ratings")
         .is_none());
     // The next write starts a new journal and succeeds.
