@@ -12,9 +12,23 @@ use serde_json::Value;
 
 use crate::protocol::{ErrorCode, ErrorReply};
 use crate::room::RoomDoc;
+use crate::store::prepare::PreparedRoom;
 
 fn is_phc(stored: &str) -> bool {
     stored.starts_with("$argon2")
+}
+
+/// The room with its plain-text password (if any) replaced by its Argon2id hash.
+pub async fn hash_prepared(room: PreparedRoom) -> Result<PreparedRoom, ErrorReply> {
+    let needs_hash = room.facts.password.as_deref().is_some_and(|p| !is_phc(p));
+    if !needs_hash {
+        return Ok(room);
+    }
+    let mut doc = crate::store::body::parse(&room.encoded).unwrap_or_default();
+    hash_in_room(&mut doc).await?;
+    let valid = crate::room::validate(Value::Object(doc))
+        .map_err(|e| ErrorReply::new(ErrorCode::InvalidRoom, e.to_string()))?;
+    Ok(PreparedRoom::new(valid))
 }
 
 /// Replaces a plain-text `password` in `doc` by its Argon2id hash.

@@ -16,7 +16,7 @@ use crate::password;
 use crate::protocol::request::{ListQuery, Request};
 use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId, Response, PROTOCOL_VERSION};
 use crate::room::now_millis;
-use crate::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
+use crate::store::apply::{Mutation, Outcome, Refusal};
 use crate::store::snapshot::{RoomEntry, Snapshot};
 use crate::store::{StoreError, StoreHandle};
 
@@ -56,17 +56,18 @@ impl Service {
     pub async fn begin(&self, id: RequestId, request: Request) -> Pending {
         let mutation = match request {
             Request::SaveRoom {
-                mut room,
+                room,
                 expected_revision,
             } => {
-                if self.password_hashing == PasswordHashing::Argon2 {
-                    if let Err(e) = password::hash_in_room(&mut room.doc).await {
-                        return Pending::Ready(error_line(&id, &e));
-                    }
-                }
-                // Encoding here, on the connection's task, keeps the actor's share small.
+                let room = match self.password_hashing {
+                    PasswordHashing::Argon2 => match password::hash_prepared(*room).await {
+                        Ok(room) => room,
+                        Err(e) => return Pending::Ready(error_line(&id, &e)),
+                    },
+                    PasswordHashing::None => *room,
+                };
                 Mutation::Save {
-                    room: Box::new(PreparedRoom::new(*room)),
+                    room: Box::new(room),
                     expected_revision,
                 }
             }

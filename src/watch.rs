@@ -75,7 +75,7 @@ pub async fn stream_events(
     shutdown: CancellationToken,
 ) {
     // Subscribe before acknowledging, so no change committed after the `ok` is missed.
-    let mut events = store.subscribe();
+    let (mut events, since) = store.subscribe();
     let wanted: Option<HashSet<RoomName>> = room_names.map(|names| names.into_iter().collect());
     let ack = Response::ok(&id).finish();
     if out.write_all(&ack).await.is_err() || out.flush().await.is_err() {
@@ -100,11 +100,11 @@ pub async fn stream_events(
             change = events.recv() => change,
         };
         let line = match change {
-            Ok(change) => {
-                if wanted
+            Ok((published, change)) => {
+                let unwanted = wanted
                     .as_ref()
-                    .is_some_and(|w| !w.contains(change.room_name()))
-                {
+                    .is_some_and(|w| !w.contains(change.room_name()));
+                if published <= since || unwanted {
                     continue;
                 }
                 event_line(&change)

@@ -9,7 +9,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{ErrorCode, ErrorReply, RequestId};
-use crate::room::{self, EpochMillis, Rating, Revision, RoomName, ValidRoom};
+use crate::room::{self, EpochMillis, Rating, Revision, RoomName};
+use crate::store::prepare::PreparedRoom;
 
 /// A decoded request: its `id` and what it asks for.
 #[derive(Debug)]
@@ -22,7 +23,7 @@ pub struct Envelope {
 #[derive(Debug)]
 pub enum Request {
     SaveRoom {
-        room: Box<ValidRoom>,
+        room: Box<PreparedRoom>,
         expected_revision: Option<Revision>,
     },
     GetRoom {
@@ -126,7 +127,9 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
             id,
         ));
     }
-    // Arguments are small next to a room; decoding them to values keeps the checks simple.
+    // A room is checked and prepared straight from its bytes (no JSON tree); the other
+    // arguments are small, and decoding them to values keeps their checks simple.
+    let raw_room = object.remove("room").filter(|raw| raw.get() != "null");
     let mut fields = Fields::new();
     for (key, raw) in object {
         match serde_json::from_str::<Value>(raw.get()) {
@@ -143,13 +146,13 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
             }
         }
     }
-    match decode_fields(fields) {
+    match decode_fields(fields, raw_room) {
         Ok(request) => Ok(Envelope { id, request }),
         Err(error) => Err(reject(error, id)),
     }
 }
 
-fn decode_fields(mut f: Fields) -> Result<Request, ErrorReply> {
+fn decode_fields(mut f: Fields, raw_room: Option<Box<RawValue>>) -> Result<Request, ErrorReply> {
     let op = match f.remove("op") {
         Some(Value::String(op)) => op,
         None => return Err(ErrorReply::bad_request("op: required")),
@@ -157,9 +160,11 @@ fn decode_fields(mut f: Fields) -> Result<Request, ErrorReply> {
     };
     let request = match op.as_str() {
         "saveRoom" => {
-            let room = match f.remove("room") {
-                Some(room @ Value::Object(_)) => room::validate(room)
-                    .map_err(|e| ErrorReply::new(ErrorCode::InvalidRoom, e.to_string()))?,
+            let room = match &raw_room {
+                Some(raw) if raw.get().starts_with('{') => {
+                    PreparedRoom::from_json(raw.get().as_bytes())
+                        .map_err(|e| ErrorReply::new(ErrorCode::InvalidRoom, e.to_string()))?
+                }
                 None => return Err(ErrorReply::bad_request("room: required")),
                 Some(_) => return Err(ErrorReply::bad_request("room: expected an object")),
             };
@@ -232,6 +237,11 @@ fn decode_fields(mut f: Fields) -> Result<Request, ErrorReply> {
             )));
         }
     };
+    if raw_room.is_some() && op != "saveRoom" {
+        return Err(ErrorReply::bad_request(format!(
+            "\"room\": unknown argument for {op}"
+        )));
+    }
     if let Some(unknown) = f.keys().next() {
         let quoted = serde_json::to_string(unknown).unwrap_or_default();
         return Err(ErrorReply::bad_request(format!(

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::apply::{self, Change, Mutation, Outcome};
 use super::snapshot::{RoomMap, Snapshot};
-use super::{Counters, StoreError};
+use super::{Counters, Event, StoreError};
 use crate::backend::{Backend, StorageError};
 use crate::room::{now_millis, RoomName};
 
@@ -54,7 +54,7 @@ pub(super) struct Actor {
     pub view: Arc<ArcSwap<Snapshot>>,
     pub commands: mpsc::Receiver<Command>,
     pub counters: Arc<Counters>,
-    pub events: broadcast::Sender<Arc<Change>>,
+    pub events: broadcast::Sender<Event>,
     /// Hot rooms and when each last changed (a batch counter).
     pub hot: HashMap<RoomName, u64>,
     pub batch_number: u64,
@@ -142,13 +142,13 @@ impl Actor {
                 let mut snapshot = snapshot;
                 self.cool_down(&mut snapshot.rooms, &changes);
                 let rooms = snapshot.rooms.clone();
-                self.view.store(Arc::new(snapshot));
+                let published = self.publish(snapshot);
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
                 // Watchers hear of a change only after its writer has its answer.
                 for change in changes {
-                    let _ = self.events.send(Arc::new(change));
+                    let _ = self.events.send((published, Arc::new(change)));
                 }
                 rooms
             }
@@ -165,6 +165,12 @@ impl Actor {
                 self.view.load().rooms.clone()
             }
         }
+    }
+
+    /// Makes `snapshot` the one readers see, and returns its sequence number.
+    fn publish(&mut self, snapshot: Snapshot) -> u64 {
+        self.view.store(Arc::new(snapshot));
+        self.counters.published.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Notes which rooms `changes` made hot and cools the least recently changed ones when
@@ -210,10 +216,10 @@ impl Actor {
         self.backend
             .commit(&reloaded.changes, &snapshot)
             .map_err(storage_error)?;
-        self.view.store(Arc::new(snapshot));
+        let published = self.publish(snapshot);
         let count = reloaded.changes.len();
         for change in reloaded.changes {
-            let _ = self.events.send(Arc::new(change));
+            let _ = self.events.send((published, Arc::new(change)));
         }
         Ok(count)
     }

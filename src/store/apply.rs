@@ -10,31 +10,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::body::{self, RoomBody};
-use super::snapshot::{RoomEntry, RoomFacts, RoomMap};
-use crate::room::{EpochMillis, Rating, Revision, RoomName, ValidRoom};
-
-/// A validated room made ready for the actor: encoded and its facts taken out, by the
-/// connection that received it, so the actor only has to insert it.
-#[derive(Debug)]
-pub struct PreparedRoom {
-    pub name: RoomName,
-    pub facts: Arc<RoomFacts>,
-    /// Compact JSON.
-    pub encoded: Bytes,
-    pub rating_count: usize,
-}
-
-impl PreparedRoom {
-    pub fn new(room: ValidRoom) -> PreparedRoom {
-        let entry = RoomEntry::from_doc(room.name.clone(), &room.doc, 0, 0);
-        PreparedRoom {
-            name: room.name,
-            facts: entry.facts.clone(),
-            encoded: entry.encoded().clone(),
-            rating_count: entry.rating_count,
-        }
-    }
-}
+pub use super::prepare::PreparedRoom;
+use super::snapshot::{RoomEntry, RoomMap};
+use crate::room::{EpochMillis, Rating, Revision, RoomName};
 
 /// A change request, already validated, in the order the actor applies it.
 #[derive(Debug)]

@@ -11,6 +11,7 @@
 mod actor;
 pub mod apply;
 pub mod body;
+pub mod prepare;
 pub mod snapshot;
 
 use std::sync::atomic::AtomicU64;
@@ -53,7 +54,12 @@ pub struct Counters {
     pub changes: AtomicU64,
     /// Commits that failed and were reported as `storage` errors.
     pub failed_commits: AtomicU64,
+    /// Snapshots published; each change event carries the number of the one that holds it.
+    pub published: AtomicU64,
 }
+
+/// A committed change and the number of the snapshot that first held it.
+pub type Event = (u64, Arc<Change>);
 
 /// A cheap, cloneable handle to the store. The actor stops when the last handle is dropped.
 #[derive(Clone)]
@@ -61,7 +67,7 @@ pub struct StoreHandle {
     commands: mpsc::Sender<Command>,
     view: Arc<ArcSwap<Snapshot>>,
     counters: Arc<Counters>,
-    events: broadcast::Sender<Arc<Change>>,
+    events: broadcast::Sender<Event>,
     backend_name: &'static str,
 }
 
@@ -149,9 +155,16 @@ impl StoreHandle {
         rx.await.map_err(|_| StoreError::Stopped)
     }
 
-    /// Every committed change from now on, in commit order.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
-        self.events.subscribe()
+    /// Every change committed from now on, in commit order, and the number of the latest
+    /// published snapshot: events from snapshots up to it are older than the subscription
+    /// (their writers may already have their answers) and should be skipped.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Event>, u64) {
+        let events = self.events.subscribe();
+        let since = self
+            .counters
+            .published
+            .load(std::sync::atomic::Ordering::Acquire);
+        (events, since)
     }
 
     pub fn counters(&self) -> &Counters {

@@ -24,7 +24,7 @@ pub struct RoomFacts {
     /// The stored password; absent or empty means the room has none.
     pub password: Option<String>,
     /// The summary fields that come from the room itself, as JSON object members.
-    summary_head: String,
+    pub(crate) summary_head: String,
 }
 
 impl RoomFacts {

@@ -9,8 +9,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::fs::{EntryKind, FileStat};
 use super::journal::{self, Index, IndexEntry, Lsn};
 use super::{
@@ -18,8 +16,8 @@ use super::{
     TMP_PREFIX,
 };
 use crate::backend::{Reloaded, StorageError};
-use crate::room::{self, now_millis, RoomName, ValidRoom};
-use crate::store::apply::{self, Change};
+use crate::room::{now_millis, RoomName};
+use crate::store::apply::{self, Change, PreparedRoom};
 use crate::store::snapshot::{RoomEntry, RoomMap, Snapshot};
 
 /// A room file as read from disk.
@@ -28,7 +26,9 @@ struct ReadFile {
     len: u64,
     crc: u32,
     stat: Option<FileStat>,
-    room: Result<ValidRoom, String>,
+    /// The room, already encoded compactly: the parsed tree is dropped on the reading thread,
+    /// so loading many rooms never holds many trees at once.
+    room: Result<PreparedRoom, String>,
 }
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
@@ -136,7 +136,20 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         if read.file != canonical {
             b.dirty.insert(name.clone());
         }
-        let entry = RoomEntry::from_doc(name.clone(), &room.doc, revision, updated_at);
+        let PreparedRoom {
+            facts,
+            encoded,
+            rating_count,
+            ..
+        } = room;
+        let entry = RoomEntry::cold(
+            name.clone(),
+            facts,
+            encoded,
+            rating_count,
+            revision,
+            updated_at,
+        );
         rooms.insert(name.clone(), Arc::new(entry));
         base_lsn.insert(name.clone(), lsn);
         let record = FileRecord {
@@ -268,11 +281,8 @@ fn read_file(fs: &dyn super::Fs, dir: &std::path::Path, file: &str) -> ReadFile 
     let stat = fs.stat(&path).ok().flatten();
     let (bytes, room) = match fs.read(&path) {
         Ok(bytes) => {
-            let room = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("it is not valid JSON ({e})"))
-                .and_then(|value| {
-                    room::validate(value).map_err(|e| format!("it is not a valid room ({e})"))
-                });
+            let room = PreparedRoom::from_json(&bytes)
+                .map_err(|e| format!("it is not a valid room ({e})"));
             (bytes, room)
         }
         Err(e) => (Vec::new(), Err(format!("it cannot be read ({e})"))),
@@ -348,7 +358,7 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
             name,
             revision,
             at: now,
-            room: Bytes::from(serde_json::to_vec(&room.doc).unwrap_or_default()),
+            room: room.encoded,
         });
     }
     let removed: Vec<RoomName> = b

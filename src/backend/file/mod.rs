@@ -30,6 +30,8 @@ mod journal;
 mod load;
 pub mod names;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
