@@ -26,6 +26,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// How many requests [`Client::pipeline`] keeps sent but unanswered: enough to hide the round
@@ -154,6 +156,31 @@ impl Client {
         read_response(&mut self.reader, &self.socket)
     }
 
+    /// Like [`Client::call`], but returns the success line as the daemon sent it (`\n`
+    /// included), checked to be an `{"ok":true,...}` envelope but not parsed into a [`Value`].
+    /// For responses too large to hold twice, such as a `listRooms` of every room: the caller
+    /// deserializes what it needs from the bytes, borrowing from them (e.g. `&RawValue`).
+    pub fn call_raw(&mut self, request: &Value) -> Result<Vec<u8>, ClientError> {
+        if let Err(error) = write_request(&mut self.writer, request) {
+            return Err(send_failed(&mut self.reader, &self.socket, error));
+        }
+        let line = read_line(&mut self.reader, &self.socket)?;
+        check_raw_response(&line, &self.socket)?;
+        Ok(line)
+    }
+
+    /// Sends `watch` (for the rooms named in `room_names`, every room when `None`), waits for
+    /// its `{"ok":true}`, and turns the connection into a stream of change events
+    /// (PROTOCOL.md section 3). The connection carries nothing else afterwards.
+    pub fn watch(mut self, room_names: Option<&[String]>) -> Result<Watch, ClientError> {
+        let request = match room_names {
+            Some(names) => serde_json::json!({"op": "watch", "roomNames": names}),
+            None => serde_json::json!({"op": "watch"}),
+        };
+        self.call(&request)?;
+        Ok(Watch { client: self })
+    }
+
     /// Sends every request of `requests`, keeping up to [`PIPELINE_DEPTH`] of them unanswered,
     /// and calls `on_response` with each response in request order (the n-th call answers the
     /// n-th request): the success object, or [`ClientError::Remote`] for an error envelope, which
@@ -163,9 +190,13 @@ impl Client {
     ///
     /// Responses are read on a helper thread while this one writes, so neither side can stall
     /// the other however large requests and responses are (10 MB rooms both ways).
-    pub fn pipeline<I, F>(&mut self, requests: I, mut on_response: F) -> Result<(), ClientError>
+    ///
+    /// Requests are anything that serializes to a JSON object: a [`Value`], or a struct holding
+    /// borrowed [`RawValue`]s to send large documents verbatim without parsing them.
+    pub fn pipeline<I, R, F>(&mut self, requests: I, mut on_response: F) -> Result<(), ClientError>
     where
-        I: IntoIterator<Item = Value>,
+        I: IntoIterator<Item = R>,
+        R: Serialize,
         F: FnMut(Result<Value, ClientError>),
     {
         let Client {
@@ -208,12 +239,48 @@ impl Client {
     }
 }
 
+/// A connection that carries change events, from [`Client::watch`].
+#[derive(Debug)]
+pub struct Watch {
+    client: Client,
+}
+
+impl Watch {
+    /// The next event, e.g. `{"event":"saved","roomName":"movie-night","revision":3}`, waiting
+    /// as long as it takes (see [`Watch::set_timeout`]). `Ok(None)` when the daemon closed the
+    /// connection between two events (it stops, or it dropped this watcher without being able
+    /// to say so); [`ClientError::Io`] when it broke in the middle of one, and
+    /// [`ClientError::Protocol`] for a line that is not a JSON object. After
+    /// `{"event":"overflow"}` the daemon closes the connection: the watcher missed events and
+    /// should re-read the rooms it cares about.
+    pub fn next_event(&mut self) -> Result<Option<Value>, ClientError> {
+        let Client { socket, reader, .. } = &mut self.client;
+        let buffer = reader.fill_buf().map_err(|error| io_error(socket, error))?;
+        if buffer.is_empty() {
+            return Ok(None);
+        }
+        let line = read_line(reader, socket)?;
+        match serde_json::from_slice::<Value>(&line) {
+            Ok(event @ Value::Object(_)) => Ok(Some(event)),
+            _ => Err(ClientError::Protocol {
+                socket: socket.clone(),
+                reason: format!("an event that is not a JSON object: {}", excerpt(&line)),
+            }),
+        }
+    }
+
+    /// Bounds each wait for the next event; see [`Client::set_timeout`].
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.client.set_timeout(timeout)
+    }
+}
+
 /// The writing side of [`Client::pipeline`]. Takes `expect` by value so that it is dropped on
 /// return, which tells the reader thread no more responses are coming.
-fn send_all<F>(
+fn send_all<R: Serialize, F>(
     writer: &mut BufWriter<UnixStream>,
     socket: &Path,
-    requests: impl IntoIterator<Item = Value>,
+    requests: impl IntoIterator<Item = R>,
     expect: Sender<()>,
     responses: &Receiver<Result<Value, ClientError>>,
     on_response: &mut F,
@@ -294,8 +361,12 @@ where
     }
 }
 
-fn write_request(writer: &mut BufWriter<UnixStream>, request: &Value) -> io::Result<()> {
-    // Serialization of a Value cannot fail on its own; any error here is the writer's.
+fn write_request<R: Serialize + ?Sized>(
+    writer: &mut BufWriter<UnixStream>,
+    request: &R,
+) -> io::Result<()> {
+    // Serialization of a Value (or of borrowed raw JSON) cannot fail on its own; any error here
+    // is the writer's.
     serde_json::to_writer(&mut *writer, request)?;
     writer.write_all(b"\n")?;
     writer.flush()
@@ -316,6 +387,13 @@ fn send_failed(reader: &mut BufReader<UnixStream>, socket: &Path, error: io::Err
 }
 
 fn read_response(reader: &mut BufReader<UnixStream>, socket: &Path) -> Result<Value, ClientError> {
+    let line = read_line(reader, socket)?;
+    parse_response(&line, socket)
+}
+
+/// One whole line from the daemon, `\n` included; a connection closed before the line ended is
+/// an [`ClientError::Io`].
+fn read_line(reader: &mut BufReader<UnixStream>, socket: &Path) -> Result<Vec<u8>, ClientError> {
     let mut line = Vec::new();
     let read = reader
         .read_until(b'\n', &mut line)
@@ -331,7 +409,32 @@ fn read_response(reader: &mut BufReader<UnixStream>, socket: &Path) -> Result<Va
             io::Error::new(io::ErrorKind::UnexpectedEof, what),
         ));
     }
-    parse_response(&line, socket)
+    Ok(line)
+}
+
+/// Checks that a success line is an `{"ok":true,...}` envelope without building a [`Value`] of
+/// it (it may hold every room); error envelopes are small and go through [`parse_response`].
+fn check_raw_response(line: &[u8], socket: &Path) -> Result<(), ClientError> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow, default)]
+        ok: Option<&'a RawValue>,
+    }
+    let protocol = |reason: String| ClientError::Protocol {
+        socket: socket.to_owned(),
+        reason,
+    };
+    // A derived struct would also accept a JSON array; a response must be an object.
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(protocol(format!("not a JSON object: {}", excerpt(line))));
+    }
+    let envelope: Envelope = serde_json::from_slice(line)
+        .map_err(|error| protocol(format!("not JSON ({error}): {}", excerpt(line))))?;
+    match envelope.ok.map(RawValue::get) {
+        Some("true") => Ok(()),
+        // The whole error envelope, or why it is malformed.
+        _ => parse_response(line, socket).map(drop),
+    }
 }
 
 /// Checks the envelope of one response line (PROTOCOL.md section 2).

@@ -21,6 +21,8 @@ enum Reply {
     Line(String),
     /// Close the connection without answering.
     HangUp,
+    /// Write this (one or more lines, or a partial one) and close the connection.
+    Final(String),
 }
 
 struct FakeDaemon {
@@ -118,6 +120,10 @@ fn serve(stream: UnixStream, reply: &impl Fn(&Value) -> Reply, requests: &Mutex<
                 }
             }
             Reply::HangUp => return,
+            Reply::Final(text) => {
+                let _ = writer.write_all(text.as_bytes());
+                return;
+            }
         }
     }
 }
@@ -578,7 +584,7 @@ fn usage_errors_exit_4_without_contacting_the_daemon() {
         &["list", "--limit", "0"][..],
         &["progress", "r", "u", "-1"][..],
         &["delete-rooms"][..],
-        &["export"][..],
+        &["export", "extra"][..],
         &[][..],
     ] {
         let output = daemon.run(args);
@@ -601,4 +607,194 @@ fn help_documents_the_exit_codes() {
     ] {
         assert!(help.contains(needle), "{needle:?} missing from:\n{help}");
     }
+}
+
+fn import_room(name: &str) -> Value {
+    json!({"roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00.000Z",
+           "creatorPlexUserId": 1, "creatorPlexUsername": "x", "later": {"z": 1, "a": 1.5}})
+}
+
+#[test]
+fn export_prints_each_room_of_one_unlimited_list_request_on_its_own_line() {
+    let rooms = [import_room("a"), room(), import_room("z z")];
+    let answer = json!({"ok": true, "rooms": rooms, "next": null}).to_string();
+    let daemon = FakeDaemon::start(move |request| match request["op"].as_str() {
+        Some("listRooms") => Reply::Line(answer.clone()),
+        _ => error("bad_request", "unexpected", json!({})),
+    });
+    let output = daemon.run(&["export"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // One request, without `limit`: one snapshot.
+    assert_eq!(daemon.take_requests(), vec![json!({"op": "listRooms"})]);
+    let expected: String = rooms.iter().map(|r| format!("{r}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
+    // Piped stderr: no progress bar.
+    assert_eq!(stderr(&output), "");
+}
+
+#[test]
+fn export_of_no_rooms_prints_nothing_and_a_daemon_error_exits_2() {
+    let daemon = FakeDaemon::start(|_| ok(json!({"rooms": [], "next": null})));
+    let output = daemon.run(&["export"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(output.stdout.is_empty());
+
+    let daemon = FakeDaemon::start(|_| error("storage", "broken", json!({})));
+    let output = daemon.run(&["export"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stderr(&output), "moviematch-storage: storage: broken\n");
+    assert!(output.stdout.is_empty());
+
+    let daemon = FakeDaemon::start(|_| Reply::Line("[true]".to_owned()));
+    assert_eq!(daemon.run(&["export"]).status.code(), Some(2));
+}
+
+#[test]
+fn import_sends_each_line_verbatim_and_prints_the_count() {
+    let daemon = FakeDaemon::standard();
+    let lines = [import_room("a"), room(), import_room("b/../c")];
+    let text = format!(
+        "{}\r\n\n   \n{}\n{}",
+        lines[0],
+        serde_json::to_string_pretty(&lines[1])
+            .unwrap()
+            .replace('\n', ""),
+        lines[2]
+    );
+    let file = daemon.dir.path().join("rooms.ndjson");
+    std::fs::write(&file, &text).expect("write");
+    for args in [
+        vec!["import", file.to_str().expect("utf-8")],
+        vec!["import", "-"],
+        vec!["import"],
+    ] {
+        let output = run_cli(
+            cli().arg("--socket").arg(&daemon.socket).args(&args),
+            Some(&text),
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stdout_json(&output), json!({"imported": 3}), "{args:?}");
+        let requests = daemon.take_requests();
+        let expected: Vec<Value> = lines
+            .iter()
+            .map(|room| json!({"op": "saveRoom", "room": room}))
+            .collect();
+        assert_eq!(requests, expected, "{args:?}");
+        // Unknown fields keep their order and their numbers.
+        assert_eq!(requests[0]["room"].to_string(), lines[0].to_string());
+    }
+}
+
+#[test]
+fn import_with_a_bad_line_names_it_exits_4_and_sends_nothing() {
+    let daemon = FakeDaemon::standard();
+    let good = import_room("a").to_string();
+    let invalid_room = json!({"roomName": "x", "sort": "sideways"}).to_string();
+    for (third, reason) in [
+        ("{\"roomName\": ", "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ("\"a string\"", "not a JSON object"),
+        (invalid_room.as_str(), "sort"),
+    ] {
+        let text = format!("{good}\n\n{third}\n{good}\n");
+        let output = run_cli(
+            cli().arg("--socket").arg(&daemon.socket).arg("import"),
+            Some(&text),
+        );
+        assert_eq!(output.status.code(), Some(4), "{third}");
+        let message = stderr(&output);
+        assert!(
+            message.starts_with("moviematch-storage: stdin: line 3: ")
+                && message.contains(reason)
+                && message.contains("nothing was imported"),
+            "{third}: {message}"
+        );
+        assert!(output.stdout.is_empty());
+    }
+    assert_eq!(daemon.take_requests(), Vec::<Value>::new());
+}
+
+#[test]
+fn import_stops_at_the_first_refused_room_and_says_what_was_imported() {
+    let daemon = FakeDaemon::start(|request| {
+        if request["room"]["roomName"] == "r3" {
+            error("storage", "disk full", json!({}))
+        } else {
+            ok(json!({"revision": 1}))
+        }
+    });
+    let text: String = (1..=200)
+        .map(|n| format!("{}\n", import_room(&format!("r{n}"))))
+        .collect();
+    let output = run_cli(
+        cli().arg("--socket").arg(&daemon.socket).arg("import"),
+        Some(&text),
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("line 3 (room \"r3\"): storage: disk full"),
+        "{message}"
+    );
+    // What was sent before the failure was seen may have been imported after it too; the
+    // message and the summary count exactly what the daemon acknowledged.
+    let requests = daemon.take_requests();
+    let imported = requests.len() - 1;
+    assert!(requests.len() < 200, "the import did not stop");
+    assert!(
+        message.contains(&format!("imported {imported} of 200 rooms")),
+        "{message}"
+    );
+    assert!(message.contains("were not sent"), "{message}");
+    let summary = stdout_json(&output);
+    assert_eq!(summary["imported"], imported);
+    assert!(summary["lastImported"].is_string(), "{summary}");
+}
+
+#[test]
+fn watch_prints_each_event_and_exits_by_how_the_stream_ended() {
+    let events = [
+        json!({"event": "saved", "roomName": "a", "revision": 1}),
+        json!({"event": "rated", "roomName": "a", "revision": 2, "mediaId": "m",
+               "userName": "u", "rating": "like", "timestamp": 5}),
+        json!({"event": "deleted", "roomName": "a"}),
+    ];
+    let lines: String = events.iter().map(|e| format!("{e}\n")).collect();
+    let cases = [
+        ("", 0, ""),
+        ("{\"event\":\"overflow\"}\n", 5, "re-read"),
+        ("{\"event\":\"sav", 3, "middle"),
+    ];
+    for (tail, code, said) in cases {
+        let stream = format!("{{\"ok\":true}}\n{lines}{tail}");
+        let daemon = FakeDaemon::start(move |_| Reply::Final(stream.clone()));
+        let output = daemon.run(&["watch", "a", "b c"]);
+        assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
+        assert!(stderr(&output).contains(said), "{}", stderr(&output));
+        assert_eq!(
+            daemon.take_requests(),
+            vec![json!({"op": "watch", "roomNames": ["a", "b c"]})]
+        );
+        let printed: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("event line is JSON"))
+            .collect();
+        let mut expected = events.to_vec();
+        if code == 5 {
+            expected.push(json!({"event": "overflow"}));
+        }
+        assert_eq!(printed, expected);
+    }
+    let daemon = FakeDaemon::start(|_| Reply::Final("{\"ok\":true}\n".to_owned()));
+    let output = daemon.run(&["watch"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(daemon.take_requests(), vec![json!({"op": "watch"})]);
+
+    let daemon = FakeDaemon::start(|_| error("bad_request", "nope", json!({})));
+    assert_eq!(daemon.run(&["watch"]).status.code(), Some(2));
 }

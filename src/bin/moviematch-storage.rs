@@ -5,18 +5,23 @@
 //! [`moviematch_storaged::client::Client`], print the result. It knows the request field names
 //! and nothing else about rooms: validation is the daemon's job.
 
+use std::cell::Cell;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use moviematch_storaged::client::{Client, ClientError};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 const EXIT_CODES: &str = "\
 Output:
   The daemon's answer as JSON on stdout (without its \"ok\" field), pretty-printed on a terminal
   and on one line otherwise. `get` prints the room itself, or null when there is none.
+  `export` prints one room per line, `watch` one event per line, `import` {\"imported\":N}.
 
 Exit codes:
   0  success
@@ -24,7 +29,10 @@ Exit codes:
      `verify-password` rejected the password
   2  the daemon answered with an error, printed to stderr as `moviematch-storage: CODE: MESSAGE`
   3  the daemon could not be reached, or the connection broke
-  4  bad arguments, or the input file could not be read or is not JSON";
+  4  bad arguments, or the input file could not be read or is not JSON (for `import`: a line
+     that is not a valid room; nothing was imported)
+  5  `watch` fell behind and the daemon dropped it (after printing {\"event\":\"overflow\"}):
+     re-read the rooms you care about and watch again";
 
 #[derive(Parser)]
 #[command(
@@ -112,6 +120,31 @@ enum Command {
         #[arg(long, value_name = "TIMESTAMP")]
         created_before: String,
     },
+    /// Print every room as one JSON line, sorted by name: one consistent snapshot
+    ///
+    /// All rooms come from one `listRooms` answer, so the export is the state of one instant
+    /// even while others write. Shows progress on stderr when it is a terminal.
+    Export,
+    /// Save the rooms of an export: one room per line of FILE (stdin when FILE is - or absent)
+    ///
+    /// Reads what `export` writes: one room object per line; blank lines are ignored. Every line is checked first: if one is not a valid room, its line number is reported
+    /// (exit 4) and nothing is imported. Prints {"imported":N}. If the daemon refuses a room,
+    /// the import stops there: the error names the line, and how many rooms (and which last)
+    /// were imported before it (exit 2, or 3 when the connection broke).
+    Import {
+        #[arg(value_name = "FILE|-")]
+        file: Option<PathBuf>,
+    },
+    /// Print change events as JSON lines as they happen, until the daemon closes the connection
+    ///
+    /// Events: saved, rated, progress, deleted (see PROTOCOL.md). Exits 0 when the daemon ends
+    /// the watch (it stops), 3 when the connection breaks, 5 after {"event":"overflow"} (this
+    /// watcher fell behind and missed events: re-read the rooms and watch again).
+    Watch {
+        /// Only these rooms (default: every room)
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
 }
 
 /// The `listRooms` filters; all of them combine.
@@ -155,6 +188,14 @@ enum Failure {
         reason: String,
     },
     Output(io::Error),
+    /// `import` stopped part-way; the message says what was imported. Exits 2, or 3 when the
+    /// connection broke.
+    Import {
+        message: String,
+        connection: bool,
+    },
+    /// `watch` was dropped by the daemon for falling behind.
+    Overflow,
 }
 
 impl From<ClientError> for Failure {
@@ -189,6 +230,21 @@ impl Failure {
                 eprintln!("moviematch-storage: cannot write the result: {error}");
                 ExitCode::from(4)
             }
+            Failure::Import {
+                message,
+                connection,
+            } => {
+                eprintln!("moviematch-storage: {message}");
+                ExitCode::from(if *connection { 3 } else { 2 })
+            }
+            Failure::Overflow => {
+                eprintln!(
+                    "moviematch-storage: the watch fell behind and the daemon dropped it, so \
+                     events were missed; re-read the rooms you care about (get, list or export) \
+                     and watch again"
+                );
+                ExitCode::from(5)
+            }
         }
     }
 }
@@ -210,6 +266,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match &cli.command {
+        Command::Export => return export(&cli.socket),
+        Command::Import { file } => return import(&cli.socket, file.as_ref()),
+        Command::Watch { names } => return watch(&cli.socket, names),
+        _ => {}
+    }
     // Built before connecting, so that a bad input file never reaches the daemon.
     let request = request_for(&cli.command)?;
     let mut client = Client::connect(&cli.socket)?;
@@ -293,6 +355,9 @@ fn request_for(command: &Command) -> Result<Value, Failure> {
         Command::DeleteRooms { created_before } => {
             json!({"op": "deleteRooms", "createdBefore": created_before})
         }
+        Command::Export | Command::Import { .. } | Command::Watch { .. } => {
+            unreachable!("streaming commands are run by their own functions")
+        }
     };
     Ok(without_nulls(request))
 }
@@ -306,6 +371,15 @@ fn without_nulls(request: Value) -> Value {
 
 /// Reads the room for `save` from `file`, or stdin for `-` or none.
 fn read_room(file: Option<&PathBuf>) -> Result<Value, Failure> {
+    let (source, bytes) = read_input(file)?;
+    serde_json::from_slice(&bytes).map_err(|error| Failure::Input {
+        source,
+        reason: format!("not valid JSON: {error}"),
+    })
+}
+
+/// The whole of `file`, or of stdin for `-` or none, with the name to report it by.
+fn read_input(file: Option<&PathBuf>) -> Result<(String, Vec<u8>), Failure> {
     let (source, bytes) = match file.filter(|path| path.as_os_str() != "-") {
         Some(path) => (path.display().to_string(), std::fs::read(path)),
         None => {
@@ -314,14 +388,13 @@ fn read_room(file: Option<&PathBuf>) -> Result<Value, Failure> {
             ("stdin".to_owned(), read)
         }
     };
-    let bytes = bytes.map_err(|error| Failure::Input {
-        source: source.clone(),
-        reason: error.to_string(),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|error| Failure::Input {
-        source,
-        reason: format!("not valid JSON: {error}"),
-    })
+    match bytes {
+        Ok(bytes) => Ok((source, bytes)),
+        Err(error) => Err(Failure::Input {
+            source,
+            reason: error.to_string(),
+        }),
+    }
 }
 
 /// What to print for a successful `response`, and whether the answer was yes (exit 0) rather
@@ -379,5 +452,278 @@ fn print_json(value: &Value) -> Result<(), Failure> {
         // The reader went away (`| head`): nothing left to tell anyone.
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.map_err(Failure::Output),
+    }
+}
+
+/// Whether a write failed because the reader went away (`| head`): nothing left to tell anyone.
+fn reader_gone(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::BrokenPipe
+}
+
+/// `export`: every room from ONE `listRooms` answer (the daemon builds it from one immutable
+/// snapshot, so the export is consistent; pages of `limit`/`after` would not be), printed one
+/// compact room per line. The answer is read as one line and the rooms are borrowed from it as
+/// raw JSON, so memory holds the answer once, not a parsed copy besides.
+fn export(socket: &std::path::Path) -> Result<ExitCode, Failure> {
+    #[derive(Deserialize)]
+    struct Rooms<'a> {
+        #[serde(borrow)]
+        rooms: Vec<&'a RawValue>,
+    }
+    let mut client = Client::connect(socket)?;
+    let mut progress = Progress::new("exporting");
+    progress.message("waiting for the daemon's snapshot");
+    let line = client.call_raw(&json!({"op": "listRooms"}))?;
+    let Rooms { rooms } = serde_json::from_slice(&line).map_err(|error| {
+        Failure::Client(ClientError::Protocol {
+            socket: socket.to_owned(),
+            reason: format!("listRooms answered without a \"rooms\" array: {error}"),
+        })
+    })?;
+    let total = rooms.len();
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut written = || -> io::Result<()> {
+        for (done, room) in rooms.iter().enumerate() {
+            let text = room.get();
+            // The daemon sends compact JSON; anything else is compacted so a room stays one line.
+            if text.contains('\n') {
+                let value: Value = serde_json::from_str(text).map_err(io::Error::other)?;
+                serde_json::to_writer(&mut out, &value)?;
+            } else {
+                out.write_all(text.as_bytes())?;
+            }
+            out.write_all(b"\n")?;
+            progress.update(done + 1, total);
+        }
+        out.flush()
+    };
+    let result = written();
+    progress.finish();
+    match result {
+        Err(error) if !reader_gone(&error) => Err(Failure::Output(error)),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// One line of an `import` file that passed the local checks.
+struct ImportLine<'a> {
+    number: usize,
+    name: String,
+    room: &'a RawValue,
+}
+
+/// The `saveRoom` request of an import line, sending the room's bytes verbatim.
+#[derive(Serialize)]
+struct SaveRoom<'a> {
+    op: &'static str,
+    room: &'a RawValue,
+}
+
+/// `import`: two passes. First every line is read and checked (JSON, an object, a valid room),
+/// so a bad line stops the import before anything is sent; then the rooms are pipelined to the
+/// daemon, stopping at the first one it refuses.
+fn import(socket: &std::path::Path, file: Option<&PathBuf>) -> Result<ExitCode, Failure> {
+    let (source, bytes) = read_input(file)?;
+    let lines = check_import_lines(&source, &bytes)?;
+    let mut client = Client::connect(socket)?;
+
+    let total = lines.len();
+    let mut progress = Progress::new("importing");
+    let stop = Cell::new(false);
+    let sent = Cell::new(0usize);
+    let mut answered = 0usize;
+    let mut imported = 0usize;
+    let mut last_imported: Option<&ImportLine> = None;
+    let mut failures: Vec<(&ImportLine, ClientError)> = Vec::new();
+    let requests = lines.iter().take_while(|_| !stop.get()).map(|line| {
+        sent.set(sent.get() + 1);
+        SaveRoom {
+            op: "saveRoom",
+            room: line.room,
+        }
+    });
+    let outcome = client.pipeline(requests, |response| {
+        let line = &lines[answered];
+        answered += 1;
+        match response {
+            Ok(_) => {
+                imported += 1;
+                last_imported = Some(line);
+            }
+            Err(error) => {
+                // Whatever went wrong (a full disk, say) would most likely go wrong again.
+                stop.set(true);
+                failures.push((line, error));
+            }
+        }
+        progress.update(answered, total);
+    });
+    progress.finish();
+
+    if outcome.is_ok() && failures.is_empty() {
+        print_json(&json!({"imported": imported}))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut message = String::from("import stopped: ");
+    for (line, error) in &failures {
+        message.push_str(&format!(
+            "{source}: line {} (room {}): {error}; ",
+            line.number,
+            quoted(&line.name)
+        ));
+    }
+    if let Err(error) = &outcome {
+        message.push_str(&format!("{error}; "));
+    }
+    message.push_str(&format!("imported {imported} of {total} rooms"));
+    match last_imported {
+        Some(line) => message.push_str(&format!(
+            ", the last one imported being {} (line {})",
+            quoted(&line.name),
+            line.number
+        )),
+        None => message.push_str(", none of them"),
+    }
+    if outcome.is_err() && answered < sent.get() {
+        message.push_str(&format!(
+            "; {} more were sent but not answered (they may or may not have been imported)",
+            sent.get() - answered
+        ));
+    }
+    if sent.get() < total {
+        let first_unsent = lines[sent.get()].number;
+        message.push_str(&format!("; lines from {first_unsent} on were not sent"));
+    }
+    let _ = print_json(&json!({
+        "imported": imported,
+        "lastImported": last_imported.map(|line| line.name.as_str()),
+    }));
+    Err(Failure::Import {
+        message,
+        connection: outcome.is_err(),
+    })
+}
+
+fn quoted(name: &str) -> String {
+    serde_json::to_string(name).unwrap_or_else(|_| name.to_owned())
+}
+
+/// The first pass of `import`: every non-blank line must be a valid room (the daemon's own
+/// validation, so a line passing here is one the daemon accepts). Fails at the first bad line.
+fn check_import_lines<'a>(source: &str, bytes: &'a [u8]) -> Result<Vec<ImportLine<'a>>, Failure> {
+    let mut lines = Vec::new();
+    let mut progress = Progress::new("checking");
+    let total_bytes = bytes.len();
+    let mut offset = 0usize;
+    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let number = index + 1;
+        offset += line.len() + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let bad = |reason: String| Failure::Input {
+            source: source.to_owned(),
+            reason: format!("line {number}: {reason}; nothing was imported"),
+        };
+        let text =
+            std::str::from_utf8(line).map_err(|error| bad(format!("not valid UTF-8 ({error})")))?;
+        let room: &RawValue =
+            serde_json::from_str(text).map_err(|error| bad(format!("not valid JSON ({error})")))?;
+        let value: Value = serde_json::from_str(room.get())
+            .map_err(|error| bad(format!("not valid JSON ({error})")))?;
+        if !value.is_object() {
+            return Err(bad("not a JSON object (one room per line)".to_owned()));
+        }
+        let valid = moviematch_storaged::room::validate(value)
+            .map_err(|error| bad(format!("not a valid room: {error}")))?;
+        lines.push(ImportLine {
+            number,
+            name: valid.name.as_str().to_owned(),
+            room,
+        });
+        progress.update(offset.min(total_bytes), total_bytes);
+    }
+    progress.finish();
+    Ok(lines)
+}
+
+/// `watch`: prints each event as one JSON line, flushed at once, until the daemon closes.
+fn watch(socket: &std::path::Path, names: &[String]) -> Result<ExitCode, Failure> {
+    let client = Client::connect(socket)?;
+    let mut events = client.watch((!names.is_empty()).then_some(names))?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    while let Some(event) = events.next_event()? {
+        let printed = serde_json::to_writer(&mut out, &event)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush());
+        match printed {
+            Err(error) if reader_gone(&error) => return Ok(ExitCode::SUCCESS),
+            Err(error) => return Err(Failure::Output(error)),
+            Ok(()) => {}
+        }
+        if event.get("event").and_then(Value::as_str) == Some("overflow") {
+            return Err(Failure::Overflow);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A one-line progress bar on stderr, drawn only when stderr is a terminal and at most ten
+/// times a second.
+struct Progress {
+    enabled: bool,
+    verb: &'static str,
+    drawn: bool,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    fn new(verb: &'static str) -> Progress {
+        Progress {
+            enabled: io::stderr().is_terminal(),
+            verb,
+            drawn: false,
+            last: None,
+        }
+    }
+
+    fn message(&mut self, text: &str) {
+        if self.enabled {
+            eprint!("\r\x1b[K{}: {text}", self.verb);
+            self.drawn = true;
+        }
+    }
+
+    fn update(&mut self, done: usize, total: usize) {
+        if !self.enabled
+            || (done < total
+                && self
+                    .last
+                    .is_some_and(|last| last.elapsed() < Duration::from_millis(100)))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        const WIDTH: usize = 30;
+        let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
+        eprint!(
+            "\r\x1b[K{}: [{}{}] {done}/{total}",
+            self.verb,
+            "#".repeat(filled),
+            " ".repeat(WIDTH - filled)
+        );
+        self.drawn = true;
+    }
+
+    /// Clears the bar, so that what follows on the terminal starts on a clean line.
+    fn finish(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[K");
+            self.drawn = false;
+        }
     }
 }
