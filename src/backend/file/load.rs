@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::fold::FoldJob;
 use super::fs::{EntryKind, FileStat};
 use super::journal::{self, Index, IndexEntry, Lsn};
 use super::{
@@ -196,9 +197,25 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     b.generation = journals.last().copied().unwrap_or(0);
     b.old_journals = journals.into_iter().collect();
 
-    // Start clean: room files up to date, a fresh journal, old journals gone.
+    // Serve at once. New changes go to a new journal. The index learns now of new and
+    // hand-edited files (so a crash cannot count one edit twice); the room files of rooms the
+    // replay changed, whose changes are safe in the old journals, are rewritten by a
+    // background fold at the first tick, which then deletes those journals.
     let snapshot = Snapshot { rooms };
-    b.start_fold(&snapshot, false, false)?;
+    b.rotate()?;
+    let index_only = FoldJob {
+        fs: b.fs.clone(),
+        dir: b.dir.clone(),
+        rooms: snapshot.clone(),
+        dirty: Default::default(),
+        files: b.files.clone(),
+        lsn: b.next_lsn - 1,
+        closing: false,
+    };
+    index_only.run().result?;
+    if !b.dirty.is_empty() || !b.old_journals.is_empty() {
+        b.fold_due();
+    }
     tracing::info!(
         "loaded {} room(s) from {}",
         snapshot.rooms.len(),

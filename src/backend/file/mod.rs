@@ -257,7 +257,10 @@ impl FileBackend {
         closing: bool,
         background: bool,
     ) -> Result<(), StorageError> {
-        self.finish_fold(rooms, true)?;
+        if let Err(e) = self.finish_fold(rooms, true) {
+            // Nothing was lost (its rooms are dirty again and the journals stay): retry now.
+            tracing::warn!("the previous fold failed ({e}); folding again");
+        }
         // Everything up to here goes into the room files; later changes into a new journal.
         self.rotate()?;
         let job = FoldJob {
@@ -328,6 +331,13 @@ impl FileBackend {
         }
         self.drop_journals(covers_before);
         Ok(())
+    }
+
+    /// Makes the next upkeep tick start a fold.
+    fn fold_due(&mut self) {
+        self.last_fold = Instant::now()
+            .checked_sub(self.fold_interval)
+            .unwrap_or_else(Instant::now);
     }
 
     /// Deletes journals older than `generation`: a fold has put their changes in the room files.
@@ -401,7 +411,8 @@ impl Backend for FileBackend {
             return Ok(());
         }
         let journal_len = self.journal.as_ref().map_or(0, |j| j.len());
-        let stale = !self.dirty.is_empty() && self.last_fold.elapsed() >= self.fold_interval;
+        let behind = !self.dirty.is_empty() || !self.old_journals.is_empty();
+        let stale = behind && self.last_fold.elapsed() >= self.fold_interval;
         if journal_len >= self.fold_journal_bytes || stale {
             self.start_fold(rooms, false, true)?;
         }

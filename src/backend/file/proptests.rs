@@ -3,7 +3,7 @@
 //! Random sequences of every mutating operation (`saveRoom` / `deleteRoom` with and without
 //! `expectedRevision`, `addRating` with duplicates, `setProgress`, `deleteRooms`), clean
 //! restarts, upkeep ticks (background folds, which this backend starts as often as it can),
-//! `flush`es and power losses, driven through the store (`store::start`, `mutate`) and compared
+//! `flush`es, failing syncs (EIO) and power losses, driven through the store (`store::start`, `mutate`) and compared
 //! with a model of the protocol: room name -> (revision, room JSON), as `tests/model.rs` does for
 //! every backend over a real directory.
 //!
@@ -13,7 +13,8 @@
 //!   (a prefix of the acknowledged changes, possibly ending inside a `deleteRooms` that removed
 //!   several rooms: each room's removal is its own journal record), never anything else.
 //!
-//! Every room file on the disk after a power loss must be a whole, valid room.
+//! Every room file on the disk after a power loss must be a whole, valid room. A failed sync may
+//! cost the mutation it hit (answered `storage`, nothing changed) and nothing else.
 //!
 //! Cases: `PROPTEST_CASES` (default 200 per mode, about a second). A failure prints its shrunk
 //! sequence; it becomes an explicit test at the end of this file (there is no place for
@@ -103,6 +104,8 @@ enum Op {
     Tick,
     /// `flush`: everything acknowledged is on stable storage.
     Flush,
+    /// The next file sync fails with EIO (a journal sync, or a room file written by a fold).
+    FailNextSync,
 }
 
 fn expect() -> impl Strategy<Value = Expect> {
@@ -130,6 +133,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
         2 => Just(Op::Tick),
         1 => Just(Op::Flush),
+        1 => Just(Op::FailNextSync),
     ]
 }
 
@@ -357,7 +361,9 @@ impl Model {
                 let mutation = Mutation::DeleteCreatedBefore { created_before };
                 (mutation, Ok(Outcome::DeletedMany { count }))
             }
-            Op::Restart | Op::Crash { .. } | Op::Tick | Op::Flush => return None,
+            Op::Restart | Op::Crash { .. } | Op::Tick | Op::Flush | Op::FailNextSync => {
+                return None
+            }
         })
     }
 
@@ -429,22 +435,41 @@ fn check(durability: Durability, ops: &[Op]) -> Result<(), TestCaseError> {
     // Relaxed mode: every state since the last durable point; a power loss may return to any.
     let mut since_durable: Vec<Rooms> = vec![model.rooms.clone()];
     let mut running = Running::start(&fs, durability);
+    // A sync set to fail that may not have failed yet: until then a mutation may be answered
+    // `storage` (and must then have changed nothing), and a clean stop may fail.
+    let mut failure_pending = false;
     for (i, op) in ops.iter().enumerate() {
+        let before = model.rooms.clone();
         if let Some((mutation, want)) = model.step(&names, op) {
             let got = runtime.block_on(running.store.mutate(mutation));
-            prop_assert_eq!(got, want, "step {}: {:?}", i, op);
+            if failure_pending && matches!(got, Err(StoreError::Storage { .. })) {
+                failure_pending = false;
+                model.rooms = before;
+                model.partial.clear();
+            } else {
+                prop_assert_eq!(got, want, "step {}: {:?}", i, op);
+            }
             since_durable.append(&mut model.partial);
             since_durable.push(model.rooms.clone());
         }
         match op {
+            Op::FailNextSync => {
+                fs.fail_next_syncs(1);
+                failure_pending = true;
+            }
             Op::Restart => {
-                running.stop(true);
+                running.stop(!failure_pending);
+                fs.fail_next_syncs(0);
+                failure_pending = false;
                 running = Running::start(&fs, durability);
+                // Even after a failed clean stop the journal holds every acknowledged change.
+                prop_assert_eq!(running.view(), model.view(), "step {}: after a restart", i);
                 since_durable = vec![model.rooms.clone()];
             }
             Op::Crash { seed } => {
                 let image = fs.power_loss(*seed);
                 running.stop(false);
+                failure_pending = false;
                 files_are_whole(&image)?;
                 running = Running::start(&image, durability);
                 fs = image;
@@ -470,8 +495,10 @@ fn check(durability: Durability, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Flush => {
                 let flushed = runtime.block_on(running.store.flush());
-                prop_assert_eq!(flushed, Ok(()), "step {}: flush", i);
-                since_durable = vec![model.rooms.clone()];
+                if !(failure_pending && matches!(flushed, Err(StoreError::Storage { .. }))) {
+                    prop_assert_eq!(flushed, Ok(()), "step {}: flush", i);
+                    since_durable = vec![model.rooms.clone()];
+                }
             }
             _ => {}
         }
@@ -483,6 +510,7 @@ fn check(durability: Durability, ops: &[Op]) -> Result<(), TestCaseError> {
             op
         );
     }
+    fs.fail_next_syncs(0);
     running.stop(true);
     // After a clean stop even a power loss keeps everything.
     let image = fs.power_loss(ops.len() as u64);
