@@ -193,7 +193,8 @@ pub(super) fn edited_by_hand(fs: &dyn Fs, dir: &Path, record: &FileRecord) -> bo
     let path = dir.join(&record.file);
     match fs.stat(&path) {
         Ok(stat) if stat == record.stat => false,
-        Ok(None) => false,
+        // Removed by hand: that is an edit too (SIGHUP deletes the room).
+        Ok(None) => true,
         // The stat moved (touched, or rewritten): decide by content.
         _ => match fs.read(&path) {
             Ok(bytes) => bytes.len() as u64 != record.len || crc32fast::hash(&bytes) != record.crc,

@@ -344,7 +344,9 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
             Err(why) => {
                 fold::quarantine(&*b.fs, &b.dir, &file, &why);
                 if let Some(name) = owner {
-                    // The room keeps its state; its file is written again right away.
+                    // The room keeps its state; its file is written again right away (the
+                    // file is gone on purpose, so it is not a removal to honour).
+                    b.files.remove(&name);
                     b.dirty.insert(name);
                     b.fold_soon = true;
                 }
