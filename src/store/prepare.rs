@@ -229,45 +229,47 @@ fn fast(json: &[u8]) -> Option<PreparedRoom> {
     Some(PreparedRoom {
         name,
         facts: Arc::new(facts),
-        encoded: Bytes::from(minify(json)),
+        // Exactly sized: a room is kept for as long as the daemon runs.
+        encoded: Bytes::from(minify(json).into_boxed_slice()),
         rating_count,
     })
 }
 
-/// Removes the whitespace between JSON tokens (never inside strings). Works on runs, not
-/// bytes: pretty room files are mostly indentation and short strings.
+/// Removes the whitespace between JSON tokens (never inside strings). Works on runs found with
+/// `memchr`, not byte by byte: pretty room files are mostly indentation and short strings.
+/// (A tab or carriage return between tokens is kept: still valid JSON on one line.)
 fn minify(json: &[u8]) -> Vec<u8> {
-    let is_space = |b: &u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
     let mut out = Vec::with_capacity(json.len());
     let mut rest = json;
-    while !rest.is_empty() {
-        let spaces = rest.iter().position(|b| !is_space(b)).unwrap_or(rest.len());
-        rest = &rest[spaces..];
-        let token = rest
-            .iter()
-            .position(|b| is_space(b) || *b == b'"')
-            .unwrap_or(rest.len());
-        out.extend_from_slice(&rest[..token]);
-        rest = &rest[token..];
-        if rest.first() == Some(&b'"') {
-            let mut end = 1;
-            while let Some(at) = rest[end..].iter().position(|b| *b == b'"' || *b == b'\\') {
-                end += at;
-                if rest[end] == b'\\' {
-                    end += 2;
-                } else {
-                    end += 1;
-                    break;
-                }
+    while let Some(at) = memchr::memchr3(b'"', b' ', b'\n', rest) {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
+        if rest[0] != b'"' {
+            let spaces = rest
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+            rest = &rest[spaces.unwrap_or(rest.len())..];
+            continue;
+        }
+        // A string, escapes included, copied whole.
+        let mut end = 1;
+        while let Some(at) = memchr::memchr2(b'"', b'\\', &rest[end..]) {
+            end += at;
+            if rest[end] == b'\\' {
+                end += 2;
                 if end >= rest.len() {
                     break;
                 }
+            } else {
+                end += 1;
+                break;
             }
-            let end = end.min(rest.len());
-            out.extend_from_slice(&rest[..end]);
-            rest = &rest[end..];
         }
+        let end = end.min(rest.len());
+        out.extend_from_slice(&rest[..end]);
+        rest = &rest[end..];
     }
+    out.extend_from_slice(rest);
     out
 }
 

@@ -109,7 +109,11 @@ impl RoomEntry {
     ) -> RoomEntry {
         let facts = Arc::new(RoomFacts::of(doc));
         let rating_count = count_ratings(doc);
-        let encoded = Bytes::from(serde_json::to_vec(doc).unwrap_or_default());
+        let encoded = Bytes::from(
+            serde_json::to_vec(doc)
+                .unwrap_or_default()
+                .into_boxed_slice(),
+        );
         RoomEntry::cold(name, facts, encoded, rating_count, revision, updated_at)
     }
 
@@ -137,7 +141,7 @@ impl RoomEntry {
     /// The room as compact JSON, exactly what `getRoom` returns.
     pub fn encoded(&self) -> &Bytes {
         self.encoded.get_or_init(|| match &self.body {
-            Some(body) => Bytes::from(body.to_compact()),
+            Some(body) => Bytes::from(body.to_compact().into_boxed_slice()),
             None => Bytes::new(),
         })
     }
