@@ -102,16 +102,14 @@ type Fields = Map<String, Value>;
 
 /// Decodes one request line.
 pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
-    let raw: Box<RawValue> = serde_json::from_slice(line).map_err(|e| Rejected {
-        id: None,
-        error: ErrorReply::new(ErrorCode::BadJson, "the request is not valid UTF-8 JSON")
-            .with_cause(e.to_string()),
-    })?;
-    let Ok(mut object) = serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get()) else {
-        return Err(Rejected {
-            id: None,
-            error: ErrorReply::new(ErrorCode::BadJson, "the request must be a JSON object"),
-        });
+    // One pass for the common case; telling "not JSON" from "not an object" only on failure.
+    let Ok(mut object) = serde_json::from_slice::<BTreeMap<String, Box<RawValue>>>(line) else {
+        let error = match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+            Ok(_) => ErrorReply::new(ErrorCode::BadJson, "the request must be a JSON object"),
+            Err(e) => ErrorReply::new(ErrorCode::BadJson, "the request is not valid UTF-8 JSON")
+                .with_cause(e.to_string()),
+        };
+        return Err(Rejected { id: None, error });
     };
     let id = object.remove("id");
     let reject = |error: ErrorReply, id: RequestId| Rejected { id, error };
