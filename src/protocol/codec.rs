@@ -101,6 +101,10 @@ impl Decoder for LineCodec {
             return Ok(None);
         }
         self.scanned = 0;
+        if buf.len() > self.max_line {
+            buf.clear();
+            return Ok(Some(Frame::TooLarge));
+        }
         let line = buf.split();
         Ok(Some(Frame::Line(line)))
     }

@@ -178,6 +178,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
                 bytes.len() - decoded.valid_len
             );
         }
+        warm_up(&mut rooms, &decoded.records, &base_lsn);
         let mut replayed = 0usize;
         for (lsn, change) in decoded.records {
             last_lsn = last_lsn.max(lsn);
@@ -193,6 +194,13 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             tracing::info!("replayed {replayed} change(s) from {}", path.display());
         }
     }
+    // Replay left rooms hot; keep memory as for rooms that were never changed.
+    let hot: Vec<RoomName> = rooms
+        .values()
+        .filter(|e| e.is_hot())
+        .map(|e| e.name.clone())
+        .collect();
+    in_parallel(&mut rooms, hot, RoomEntry::cooled);
     b.next_lsn = last_lsn + 1;
     b.generation = journals.last().copied().unwrap_or(0);
     b.old_journals = journals.into_iter().collect();
@@ -229,6 +237,68 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         b.dir.display()
     );
     Ok(snapshot.rooms)
+}
+
+/// Turns the cold rooms that `records` will edit into hot ones, parsing them on every core:
+/// replaying a rating into a cold room would otherwise parse it on this one thread.
+fn warm_up(rooms: &mut RoomMap, records: &[(Lsn, Change)], base_lsn: &HashMap<RoomName, Lsn>) {
+    let names: Vec<RoomName> = records
+        .iter()
+        .filter(|(lsn, c)| {
+            matches!(c, Change::Rate { .. } | Change::Progress { .. })
+                && *lsn > base_lsn.get(c.room_name()).copied().unwrap_or(0)
+        })
+        .map(|(_, c)| c.room_name().clone())
+        .collect();
+    in_parallel(rooms, names, |e| {
+        let body = e.body();
+        RoomEntry::hot(
+            e.name.clone(),
+            e.facts.clone(),
+            body,
+            e.revision,
+            e.updated_at,
+        )
+    });
+}
+
+/// Replaces each named room (that exists) with `f` of it, spread over every core.
+fn in_parallel(
+    rooms: &mut RoomMap,
+    mut names: Vec<RoomName>,
+    f: impl Fn(&RoomEntry) -> RoomEntry + Sync,
+) {
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = names.len().div_ceil(threads).max(1);
+    let (shared, f) = (&*rooms, &f);
+    let changed: Vec<RoomEntry> = std::thread::scope(|scope| {
+        let workers: Vec<_> = names
+            .chunks(chunk)
+            .map(|names| {
+                scope.spawn(move || {
+                    names
+                        .iter()
+                        .filter_map(|n| shared.get(n.as_str()))
+                        .map(|e| f(e))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    for entry in changed {
+        rooms.insert(entry.name.clone(), Arc::new(entry));
+    }
 }
 
 fn lock(b: &mut FileBackend) -> Result<(), StorageError> {

@@ -312,16 +312,17 @@ impl FileBackend {
         covers_before: u64,
         rooms: &Snapshot,
     ) -> Result<(), StorageError> {
-        if let Err(e) = done.result {
-            // Nothing is lost: the journals stay until a later fold succeeds.
-            self.dirty.extend(done.dirty);
-            return Err(e);
-        }
+        // What the fold did write or remove is on disk even if it failed later: record it.
         for (name, record) in done.written {
             self.files.insert(name, record);
         }
         for name in done.removed {
             self.files.remove(&name);
+        }
+        if let Err(e) = done.result {
+            // Nothing is lost: the journals stay until a later fold succeeds.
+            self.dirty.extend(done.dirty);
+            return Err(e);
         }
         if !done.skipped.is_empty() {
             // Their latest state is only in the journals about to be deleted: log it again.
