@@ -15,7 +15,7 @@
 //!   the pure functions that apply a mutation ([`store::apply`]).
 //! - [`backend`]: the contract for keeping rooms across restarts, and its implementations:
 //!   [`backend::memory`], [`backend::file`] (room files + journal).
-//! - [`server`]: the Unix-socket listener; [`connection`]: one task per connection.
+//! - [`server`]: the Unix-socket listener and one handler per connection.
 //! - [`watch`]: change events for `watch` connections.
 //! - [`password`]: optional Argon2id hashing of room passwords.
 //! - [`daemon`]: wiring it all from a [`config::Config`], and the shutdown order.
@@ -27,7 +27,6 @@
 pub mod backend;
 pub mod client;
 pub mod config;
-pub mod connection;
 pub mod daemon;
 pub mod logging;
 pub mod password;

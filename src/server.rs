@@ -1,28 +1,38 @@
-//! The listener: accepts Unix-socket connections and runs one task per connection
-//! ([`crate::connection`]).
+//! The listener: accepts Unix-socket connections and runs one handler per connection.
 //!
-//! It owns the limits on who may connect and how many at once: a connection over
-//! `maxConnections` gets one `busy` line and is closed, and with `allowedUids`/`allowedGids` a
-//! peer (SO_PEERCRED) that is in neither list gets one error line and is closed, before any
-//! request is read.
+//! A connection has two halves. The reader cuts lines ([`LineCodec`]), decodes them, and starts
+//! each request in arrival order ([`Service::begin`]: mutations are queued on the store at once,
+//! so one client's pipelined writes share commits). The writer finishes them in the same order
+//! and writes the responses, flushing when it has nothing more ready. A bounded queue between
+//! the halves limits how far a client may pipeline ahead of its answers.
 //!
-//! Shutdown: when `shutdown` is cancelled the listener stops accepting and waits for every
-//! connection to finish (each answers what it already started, see [`crate::connection`]). The
-//! connections' store handles drop as they finish, which lets the actor stop.
+//! Shutdown: when `shutdown` is cancelled the listener stops accepting; each reader stops reading
+//! and answers lines it already holds with `shutting_down`; each writer finishes every request
+//! already started. The handlers' store handles drop as they finish, which lets the actor stop.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connection;
-use crate::protocol::{error_line, ErrorCode, ErrorReply};
-use crate::service::Service;
+use crate::protocol::codec::{Frame, LineCodec};
+use crate::protocol::request::{self, Request};
+use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId};
+use crate::room::RoomName;
+use crate::service::{Pending, Service};
+use crate::watch;
+
+/// Requests a client may have in flight on one connection before the daemon stops reading.
+const PIPELINE_DEPTH: usize = 1024;
 
 /// Limits for the listener.
 #[derive(Debug, Clone)]
@@ -77,7 +87,7 @@ pub async fn run(
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             service.connections.fetch_add(1, Ordering::Relaxed);
-            connection::handle(stream, &service, &limits, shutdown).await;
+            handle(stream, &service, &limits, shutdown).await;
             service.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -121,4 +131,133 @@ fn refuse_peer(stream: &UnixStream, limits: &Limits) -> Option<ErrorReply> {
         }
         Err(e) => refused(format!("an unknown peer ({e})")),
     }
+}
+
+async fn handle(
+    stream: UnixStream,
+    service: &Service,
+    limits: &Limits,
+    shutdown: CancellationToken,
+) {
+    let (read, write) = stream.into_split();
+    let (queue, pending) = mpsc::channel(PIPELINE_DEPTH);
+    let writer = write_responses(write, service.clone(), pending);
+    let reader = read_requests(read, service, limits, queue, shutdown.clone());
+    let (watch_request, writer_result) = tokio::join!(reader, writer);
+    if let (Some(watch), Ok(out)) = (watch_request, writer_result) {
+        watch::stream_events(
+            out,
+            watch.input,
+            &service.store,
+            watch.id,
+            watch.room_names,
+            shutdown,
+        )
+        .await;
+    }
+}
+
+/// A `watch` request that ended a connection's request phase, with the input to keep reading.
+struct WatchRequest {
+    id: RequestId,
+    room_names: Option<Vec<RoomName>>,
+    input: FramedRead<OwnedReadHalf, LineCodec>,
+}
+
+/// Reads request lines and starts them in order, until the input ends or a `watch` arrives.
+async fn read_requests(
+    read: OwnedReadHalf,
+    service: &Service,
+    limits: &Limits,
+    queue: mpsc::Sender<Pending>,
+    shutdown: CancellationToken,
+) -> Option<WatchRequest> {
+    let mut frames = FramedRead::new(read, LineCodec::new(limits.max_request_bytes));
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                answer_buffered_with_shutting_down(&mut frames, &queue).await;
+                return None;
+            }
+            frame = frames.next() => frame,
+        };
+        let pending = match frame {
+            None | Some(Err(_)) => return None,
+            Some(Ok(Frame::Line(line))) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Some(Ok(Frame::TooLarge)) => Pending::Ready(error_line(
+                &None,
+                &ErrorReply::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "the request line exceeds maxRequestBytes ({} bytes); it was skipped",
+                        limits.max_request_bytes
+                    ),
+                ),
+            )),
+            Some(Ok(Frame::Line(line))) => match request::decode(&line) {
+                Err(rejected) => Pending::Ready(error_line(&rejected.id, &rejected.error)),
+                Ok(envelope) => {
+                    if let Request::Watch { room_names } = envelope.request {
+                        return Some(WatchRequest {
+                            id: envelope.id,
+                            room_names,
+                            input: frames,
+                        });
+                    }
+                    service.begin(envelope.id, envelope.request).await
+                }
+            },
+        };
+        if queue.send(pending).await.is_err() {
+            return None;
+        }
+    }
+}
+
+/// After shutdown: lines already received but not started are answered `shutting_down`.
+async fn answer_buffered_with_shutting_down(
+    frames: &mut FramedRead<OwnedReadHalf, LineCodec>,
+    queue: &mpsc::Sender<Pending>,
+) {
+    let refusal = ErrorReply::new(
+        ErrorCode::ShuttingDown,
+        "the daemon is stopping and did not execute this request",
+    );
+    // Only what is already buffered or arrives at once: a stopping daemon does not wait.
+    while let Ok(Some(Ok(frame))) =
+        tokio::time::timeout(Duration::from_millis(20), frames.next()).await
+    {
+        let id = match frame {
+            Frame::Line(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Frame::Line(line) => request::decode(&line).map_or_else(|r| r.id, |e| e.id),
+            Frame::TooLarge => None,
+        };
+        if queue
+            .send(Pending::Ready(error_line(&id, &refusal)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Finishes pending requests in order and writes their responses. Returns the write half for a
+/// `watch` that follows.
+async fn write_responses(
+    write: OwnedWriteHalf,
+    service: Service,
+    mut pending: mpsc::Receiver<Pending>,
+) -> Result<BufWriter<OwnedWriteHalf>, std::io::Error> {
+    let mut out = BufWriter::with_capacity(64 * 1024, write);
+    while let Some(next) = pending.recv().await {
+        let line: Bytes = service.finish(next).await;
+        out.write_all(&line).await?;
+        if pending.is_empty() {
+            out.flush().await?;
+        }
+    }
+    out.flush().await?;
+    Ok(out)
 }

@@ -116,7 +116,11 @@ impl Service {
         match pending {
             Pending::Ready(line) => line,
             Pending::Mutation { id, reply } => {
-                mutation_line(&id, reply.await.unwrap_or(Err(StoreError::Stopped)))
+                let result = reply.await.unwrap_or(Err(StoreError::Stopped));
+                match result {
+                    Ok(outcome) => outcome_line(&id, outcome),
+                    Err(e) => error_line(&id, &store_error(e)),
+                }
             }
             Pending::Deferred { id, request } => self.answer(&id, request).await,
         }
@@ -251,14 +255,6 @@ fn list_rooms(id: &RequestId, snapshot: &Snapshot, query: &ListQuery) -> Bytes {
         None => response.raw("next", b"null"),
     }
     .finish()
-}
-
-/// The response line for a mutation's result.
-pub fn mutation_line(id: &RequestId, result: Result<Outcome, StoreError>) -> Bytes {
-    match result {
-        Ok(outcome) => outcome_line(id, outcome),
-        Err(e) => error_line(id, &store_error(e)),
-    }
 }
 
 fn outcome_line(id: &RequestId, outcome: Outcome) -> Bytes {
