@@ -433,3 +433,26 @@ fn closed_connections_free_their_slots() {
         c.ping();
     }
 }
+
+/// A client may write many large requests before reading any answer: the daemon keeps reading
+/// while its answers wait, so neither side blocks the other (up to 1024 requests in flight).
+#[test]
+fn many_large_requests_sent_before_reading_are_all_answered() {
+    let d = Daemon::start(Backend::Memory);
+    let mut c = d.connect();
+    let padding = "x".repeat(5000);
+    let mut lines = Vec::new();
+    for i in 0..800 {
+        let room = with(bare_room(&format!("r{i}")), json!({"padding": padding}));
+        lines
+            .extend(serde_json::to_vec(&json!({"id": i, "op": "saveRoom", "room": room})).unwrap());
+        lines.push(b'\n');
+    }
+    // About 4 MB in one write: it only completes if the daemon reads while answers pile up.
+    c.send_raw(&lines);
+    for i in 0..800 {
+        let answer = c.read_json();
+        assert_eq!(answer["id"], i, "{answer}");
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+}
