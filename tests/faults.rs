@@ -108,7 +108,20 @@ fn a_full_disk_gives_storage_errors_keeps_data_and_recovers_when_space_returns()
 /// The daemon under strace, failing the `first..=last` fdatasync calls with EIO.
 struct Traced {
     strace: Child,
-    dir: tempfile::TempDir,
+    /// Taken by [`Traced::kill`]; the daemon's directory outlives it for the restart.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Traced {
+    /// A failing test must not leave the daemon or strace running.
+    fn drop(&mut self) {
+        if let Some(daemon) = self.daemon_pid() {
+            // SAFETY: kill(2) on a process we started (through strace).
+            unsafe { libc::kill(daemon, libc::SIGKILL) };
+        }
+        let _ = self.strace.kill();
+        let _ = self.strace.wait();
+    }
 }
 
 impl Traced {
@@ -128,7 +141,10 @@ impl Traced {
             .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
             .spawn()
             .expect("strace is needed for this test (apt-get install strace)");
-        let traced = Traced { strace, dir };
+        let traced = Traced {
+            strace,
+            dir: Some(dir),
+        };
         wait_until("the traced daemon's socket", || {
             Conn::connect(&traced.socket()).is_ok()
         });
@@ -136,20 +152,20 @@ impl Traced {
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
+        self.dir.as_ref().expect("running").path().join("s.sock")
+    }
+
+    /// The daemon's pid: strace's child.
+    fn daemon_pid(&self) -> Option<i32> {
+        let pid = self.strace.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
     }
 
     /// SIGKILL to the daemon itself (strace's child), so nothing is folded at exit and a
     /// restart must recover from the journals; waits for both to end.
     fn kill(mut self) -> tempfile::TempDir {
-        let pid = self.strace.id();
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
-        let daemon: i32 = children
-            .split_whitespace()
-            .next()
-            .expect("daemon pid")
-            .parse()
-            .unwrap();
+        let daemon = self.daemon_pid().expect("the daemon runs under strace");
         // SAFETY: kill(2) on a process we started (through strace).
         assert_eq!(unsafe { libc::kill(daemon, libc::SIGKILL) }, 0);
         let start = Instant::now();
@@ -160,11 +176,21 @@ impl Traced {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.dir
+        self.dir.take().expect("running")
     }
 }
 
-fn start_plain(storage: &Path, socket: &Path) -> Child {
+/// A daemon killed when dropped, so a failing assertion never leaves it running.
+struct Plain(Child);
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_plain(storage: &Path, socket: &Path) -> Plain {
     let child = Command::new(BIN)
         .args(["--storage-type", "file", "--storage-path"])
         .arg(storage)
@@ -175,8 +201,9 @@ fn start_plain(storage: &Path, socket: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let daemon = Plain(child);
     wait_until("the daemon's socket", || Conn::connect(socket).is_ok());
-    child
+    daemon
 }
 
 #[test]
@@ -221,12 +248,10 @@ fn a_failed_fdatasync_is_a_storage_error_and_the_change_never_appears() {
 
     // ...nor after a crash and restart: the failed batches were cut from the journal.
     let socket = dir.path().join("again.sock");
-    let mut daemon = start_plain(&dir.path().join("rooms"), &socket);
+    let _daemon = start_plain(&dir.path().join("rooms"), &socket);
     let mut c = Conn::connect(&socket).unwrap();
     let room = c.ok(json!({"op": "getRoom", "roomName": "r"}));
     let ratings = room["room"]["ratings"].as_object().unwrap();
     assert_eq!(ratings.keys().cloned().collect::<Vec<_>>(), acked);
     assert_eq!(revision(&room), 1 + acked.len() as u64);
-    let _ = daemon.kill();
-    let _ = daemon.wait();
 }
