@@ -270,32 +270,8 @@ fn in_parallel(
 ) {
     names.sort_unstable();
     names.dedup();
-    if names.is_empty() {
-        return;
-    }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let chunk = names.len().div_ceil(threads).max(1);
-    let (shared, f) = (&*rooms, &f);
-    let changed: Vec<RoomEntry> = std::thread::scope(|scope| {
-        let workers: Vec<_> = names
-            .chunks(chunk)
-            .map(|names| {
-                scope.spawn(move || {
-                    names
-                        .iter()
-                        .filter_map(|n| shared.get(n.as_str()))
-                        .map(|e| f(e))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
-    });
+    let shared = &*rooms;
+    let changed = par_map(&names, |n| shared.get(n.as_str()).map(|e| f(e)));
     for entry in changed {
         rooms.insert(entry.name.clone(), Arc::new(entry));
     }
@@ -345,23 +321,22 @@ fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
 
 /// Reads, checks and parses room files on every core: start-up time is mostly this.
 fn read_files(b: &FileBackend, files: Vec<String>) -> Vec<ReadFile> {
+    let (fs, dir) = (&*b.fs, &b.dir);
+    par_map(&files, |f| Some(read_file(fs, dir, f)))
+}
+
+/// `f` over `items` on every core (at most 8 threads), in order, keeping the `Some`s. Start-up
+/// time is mostly per-room work like this.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R> + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let chunk = files.len().div_ceil(threads).max(1);
-    let fs = &*b.fs;
-    let dir = &b.dir;
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
     std::thread::scope(|scope| {
-        let workers: Vec<_> = files
+        let workers: Vec<_> = items
             .chunks(chunk)
-            .map(|files| {
-                scope.spawn(move || {
-                    files
-                        .iter()
-                        .map(|f| read_file(fs, dir, f))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|items| scope.spawn(move || items.iter().filter_map(f).collect::<Vec<_>>()))
             .collect();
         workers
             .into_iter()
