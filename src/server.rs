@@ -99,11 +99,24 @@ pub async fn run(
 }
 
 /// Sends one error line and closes, for connections the daemon will not serve.
+///
+/// After the line it closes only its writing side and reads what the client sends for a moment
+/// (discarding it, at most 64 KiB): a client that writes its request before reading (socat) then
+/// gets the line instead of a broken pipe.
 async fn reject(mut stream: UnixStream, error: ErrorReply) {
+    use tokio::io::AsyncReadExt;
     let line = error_line(&None, &error);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = stream.write_all(&line).await;
         let _ = stream.shutdown().await;
+        let mut discard = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut discard).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
     })
     .await;
 }
