@@ -3,8 +3,10 @@
 //! Start: lock the directory, clean temp files, read `.index` (and `.index.next` if a fold was
 //! cut short), read every room file in parallel, quarantine what is not a valid room, give each
 //! room its revision (from the index when the file is the daemon's own write, +1 when it was
-//! edited by hand, 1 when new), replay journal records newer than each file, then fold so the
-//! daemon starts with up-to-date files and an empty journal.
+//! edited by hand, 1 when new), replay journal records newer than each file, write the index
+//! if files were new or edited, and start a new journal. No room file is rewritten at start:
+//! rooms the replay changed are folded in the background at the first tick, which then deletes
+//! the old journals.
 
 use std::collections::HashMap;
 use std::sync::Arc;

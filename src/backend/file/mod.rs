@@ -10,10 +10,10 @@
 //!
 //! A commit appends the batch's changes to the journal and syncs it once (`strict`), or leaves
 //! the sync to the next tick (`relaxed`). A *fold* ([`fold`]) brings the room files up to date.
-//! Folds run at start and at a clean stop (inline), and in the background when the journal grows
-//! large or rooms have been dirty for a while: the backend first starts a new journal, hands the
-//! fold a snapshot, and goes on committing; once the fold is done the journals it covers are
-//! deleted. So a swipe never waits for a room file to be rewritten, and after a clean stop the
+//! Folds run inline at a clean stop, and in the background when the journal grows large, when
+//! rooms have been dirty for a while, or at the first tick after a start that replayed a
+//! journal. The backend first starts a new journal, hands the fold a snapshot, and goes on
+//! committing; once the fold is done the journals it covers are deleted. So a swipe never waits for a room file to be rewritten, and after a clean stop the
 //! room files alone hold every room's latest state.
 //!
 //! Recovery ([`load`]) reads the room files, recognises which ones the daemon wrote itself (by
