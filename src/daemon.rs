@@ -25,10 +25,12 @@ use crate::backend::file::FileBackend;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, StorageError};
 use crate::config::{Config, Durability, StorageType};
+use crate::remote::RemoteStore;
+use crate::rooms::Rooms;
 use crate::server::{self, Limits};
 use crate::service::{Facts, Service};
+use crate::store;
 use crate::store::apply::Mutation;
-use crate::store::{self, StoreHandle};
 
 /// Why the daemon could not start or stop cleanly. Each names the path or setting concerned.
 #[derive(Debug, thiserror::Error)]
@@ -47,19 +49,37 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
-    #[error("the {0} backend is not available in this build")]
-    Unsupported(&'static str),
 }
 
-/// The backend `config` asks for.
-pub fn open_backend(config: &Config) -> Result<Box<dyn Backend>, DaemonError> {
+/// The backend `config` asks for, when its rooms live in this daemon (`memory`, `file`).
+pub fn open_backend(config: &Config) -> Option<Box<dyn Backend>> {
     match config.storage_type {
-        StorageType::Memory => Ok(Box::new(MemoryBackend)),
-        StorageType::File => Ok(Box::new(FileBackend::new(
+        StorageType::Memory => Some(Box::new(MemoryBackend)),
+        StorageType::File => Some(Box::new(FileBackend::new(
             &config.storage_path,
             config.durability,
         ))),
-        StorageType::Redis => Err(DaemonError::Unsupported("redis")),
+        StorageType::Redis => None,
+    }
+}
+
+/// Opens the rooms `config` asks for: loads them into a storage actor, or prepares the
+/// connections to Redis (which need not answer yet). Must run inside a tokio runtime.
+pub fn open_rooms(config: &Config) -> Result<(Rooms, Option<store::ActorThread>), DaemonError> {
+    match open_backend(config) {
+        Some(backend) => {
+            let (store, actor) = store::start(backend)?;
+            Ok((Rooms::Local(store), Some(actor)))
+        }
+        None => {
+            let remote = RemoteStore::open(&config.redis_url, &config.redis_prefix, true)?;
+            tracing::info!(
+                "Using redis storage at: {} (key prefix {:?})",
+                remote.url(),
+                remote.prefix()
+            );
+            Ok((Rooms::Remote(remote), None))
+        }
     }
 }
 
@@ -98,8 +118,9 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> 
 /// A started daemon: serve it with [`Daemon::serve`].
 pub struct Daemon {
     config: Config,
-    store: StoreHandle,
-    actor: store::ActorThread,
+    rooms: Rooms,
+    /// The storage actor's thread (none with Redis).
+    actor: Option<store::ActorThread>,
     listener: UnixListener,
     /// The socket file this process created and must remove (none with socket activation).
     socket_file: Option<PathBuf>,
@@ -117,8 +138,7 @@ impl Daemon {
                 (listener, Some(config.socket_path.clone()))
             }
         };
-        let started = open_backend(&config).and_then(|backend| Ok(store::start(backend)?));
-        let (store, actor) = match started {
+        let (rooms, actor) = match open_rooms(&config) {
             Ok(started) => started,
             Err(e) => {
                 if let Some(path) = &socket_file {
@@ -129,22 +149,22 @@ impl Daemon {
         };
         Ok(Daemon {
             config,
-            store,
+            rooms,
             actor,
             listener,
             socket_file,
         })
     }
 
-    pub fn store(&self) -> &StoreHandle {
-        &self.store
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
     }
 
     /// Serves until `shutdown` is cancelled, then stops in the documented order.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
         let Daemon {
             config,
-            store,
+            rooms,
             actor,
             listener,
             socket_file,
@@ -165,29 +185,37 @@ impl Daemon {
         let listener =
             tokio::net::UnixListener::from_std(listener).map_err(socket_error("serve"))?;
         let service = Service {
-            store: store.clone(),
+            rooms: rooms.clone(),
             password_hashing: config.password_hashing,
             connections: Arc::new(AtomicUsize::new(0)),
             started: Instant::now(),
-            facts: Arc::new(Facts {
-                durability: config.durability.to_string(),
-                storage_path: (config.storage_type == StorageType::File)
-                    .then(|| config.storage_path.display().to_string()),
-            }),
+            facts: Arc::new(facts(&config, &rooms)),
         };
         let timers = CancellationToken::new();
+        let socket_name = socket_file.as_deref().map_or_else(
+            || "the socket passed by systemd".into(),
+            |p| p.display().to_string(),
+        );
         let upkeep = tokio::spawn(run_upkeep(
-            store.clone(),
+            rooms.clone(),
             upkeep_period(&config),
+            socket_name,
             timers.clone(),
         ));
         let expiry = config
             .room_expiry
-            .map(|after| tokio::spawn(run_expiry(store.clone(), after, timers.clone())));
+            .map(|after| tokio::spawn(run_expiry(rooms.clone(), after, timers.clone())));
         let watchdog = crate::systemd::watchdog_interval()
-            .map(|every| tokio::spawn(run_watchdog(store.clone(), every, timers.clone())));
-        crate::systemd::ready(store.snapshot().rooms.len());
-        drop(store);
+            .map(|every| tokio::spawn(run_watchdog(rooms.clone(), every, timers.clone())));
+        if let Rooms::Remote(remote) = &rooms {
+            if let Err(e) = remote.ping().await {
+                tracing::warn!(
+                    "{}; serving anyway: requests get storage errors until Redis answers",
+                    crate::service::store_error(e).message
+                );
+            }
+        }
+        crate::systemd::ready(rooms.count().await.unwrap_or(0) as usize);
         tracing::info!(
             "serving on {}",
             socket_file.as_deref().map_or_else(
@@ -210,6 +238,14 @@ impl Daemon {
         for task in expiry.into_iter().chain(watchdog) {
             let _ = task.await;
         }
+        if let Rooms::Remote(remote) = &rooms {
+            remote.close().await;
+        }
+        drop(rooms);
+        let Some(actor) = actor else {
+            tracing::info!("stopped cleanly");
+            return Ok(());
+        };
         // Every handle is gone now: the actor drains, flushes and ends.
         let closed = tokio::task::spawn_blocking(move || actor.join())
             .await
@@ -226,47 +262,75 @@ impl Daemon {
     }
 }
 
-/// How often the actor does its upkeep: the flush interval in relaxed mode, else once a second.
+/// What `stats` reports of the configuration.
+fn facts(config: &Config, rooms: &Rooms) -> Facts {
+    let mut settings = Vec::new();
+    match rooms {
+        Rooms::Local(_) => {
+            settings.push(("durability", config.durability.to_string()));
+            if config.storage_type == StorageType::File {
+                settings.push(("storagePath", config.storage_path.display().to_string()));
+            }
+        }
+        Rooms::Remote(remote) => {
+            settings.push(("redisUrl", remote.url().to_owned()));
+            settings.push(("redisPrefix", remote.prefix().to_owned()));
+        }
+    }
+    Facts { settings }
+}
+
+/// How often the upkeep runs: the flush interval in relaxed mode, else once a second.
 fn upkeep_period(config: &Config) -> Duration {
-    match config.durability {
-        Durability::Relaxed => config.flush_interval,
-        Durability::Strict => Duration::from_secs(1),
+    match (config.storage_type, config.durability) {
+        (StorageType::Redis, _) => Duration::from_secs(5),
+        (_, Durability::Relaxed) => config.flush_interval,
+        (_, Durability::Strict) => Duration::from_secs(1),
     }
 }
 
-async fn run_upkeep(store: StoreHandle, period: Duration, stop: CancellationToken) {
+/// The actor's periodic upkeep (relaxed flushes, folds); with Redis, renewing this daemon's
+/// presence key, by which `migrate` knows a daemon is using the prefix.
+async fn run_upkeep(rooms: Rooms, period: Duration, socket: String, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = ticks.tick() => {
-                if store.tick().await.is_err() {
-                    return;
+            _ = ticks.tick() => match &rooms {
+                Rooms::Local(store) => {
+                    if store.tick().await.is_err() {
+                        return;
+                    }
                 }
+                Rooms::Remote(remote) => remote.announce(&socket).await,
             }
         }
     }
 }
 
 /// Tells systemd's watchdog the daemon is alive, but only after the storage actor has answered:
-/// a stuck actor stops the keep-alives, and systemd restarts the daemon.
-async fn run_watchdog(store: StoreHandle, every: Duration, stop: CancellationToken) {
+/// a stuck actor stops the keep-alives, and systemd restarts the daemon. With Redis there is no
+/// actor; an unreachable Redis is not a reason to restart the daemon.
+async fn run_watchdog(rooms: Rooms, every: Duration, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = ticks.tick() => match tokio::time::timeout(every, store.tick()).await {
-                Ok(Ok(())) => crate::systemd::watchdog(),
-                Ok(Err(_)) => return,
-                Err(_) => tracing::error!("the storage actor did not answer within {every:?}; not telling the watchdog we are alive"),
+            _ = ticks.tick() => match &rooms {
+                Rooms::Remote(_) => crate::systemd::watchdog(),
+                Rooms::Local(store) => match tokio::time::timeout(every, store.tick()).await {
+                    Ok(Ok(())) => crate::systemd::watchdog(),
+                    Ok(Err(_)) => return,
+                    Err(_) => tracing::error!("the storage actor did not answer within {every:?}; not telling the watchdog we are alive"),
+                },
             },
         }
     }
 }
 
-async fn run_expiry(store: StoreHandle, after: Duration, stop: CancellationToken) {
+async fn run_expiry(rooms: Rooms, after: Duration, stop: CancellationToken) {
     // Check often enough that a room outlives its expiry by at most about a tenth of it.
     let period = (after / 10).clamp(Duration::from_millis(200), Duration::from_secs(60));
     let mut ticks = tokio::time::interval(period);
@@ -277,13 +341,13 @@ async fn run_expiry(store: StoreHandle, after: Duration, stop: CancellationToken
             () = stop.cancelled() => return,
             _ = ticks.tick() => {
                 let idle_since = crate::room::now_millis().saturating_sub(after_ms);
-                match store.mutate(Mutation::Expire { idle_since }).await {
+                match rooms.mutate(Mutation::Expire { idle_since }).await {
                     Ok(crate::store::apply::Outcome::DeletedMany { count }) if count > 0 => {
                         tracing::info!("roomExpiry: deleted {count} room(s) unchanged for {after:?}");
                     }
                     Ok(_) => {}
                     Err(crate::store::StoreError::Stopped) => return,
-                    Err(e) => tracing::warn!("roomExpiry: could not delete expired rooms: {e:?}"),
+                    Err(e) => tracing::warn!("roomExpiry: could not delete expired rooms: {}", crate::service::store_error(e).message),
                 }
             }
         }

@@ -15,11 +15,16 @@
 //!   the pure functions that apply a mutation ([`store::apply`]).
 //! - [`backend`]: the contract for keeping rooms across restarts, and its implementations:
 //!   [`backend::memory`], [`backend::file`] (room files + journal).
+//! - [`remote`]: rooms in a Redis server shared by several daemons (`storageType: redis`):
+//!   the key layout, the Lua scripts that keep every mutation atomic, the event subscription.
+//! - [`rooms`]: [`rooms::Rooms`], the one view of the rooms the service uses, over the local
+//!   store or Redis.
 //! - [`server`]: the Unix-socket listener and one handler per connection.
 //! - [`watch`]: change events for `watch` connections.
 //! - [`password`]: optional Argon2id hashing of room passwords.
 //! - [`daemon`]: wiring it all from a [`config::Config`], and the shutdown order.
 //! - [`config`]: the daemon's settings, layered flags > environment > YAML file > defaults.
+//! - [`migrate`]: copying every room between backends offline (`moviematch-storage migrate`).
 //! - [`logging`]: tracing to stderr, journald-friendly.
 //! - [`systemd`]: readiness, watchdog and socket activation under systemd.
 //! - [`client`]: a small blocking client for the NDJSON protocol (used by the CLI and tests).
@@ -29,9 +34,12 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod migrate;
 pub mod password;
 pub mod protocol;
+pub mod remote;
 pub mod room;
+pub mod rooms;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -161,7 +161,7 @@ async fn handle(
         watch::stream_events(
             out,
             watch.input,
-            &service.store,
+            &service.rooms,
             watch.id,
             watch.room_names,
             shutdown,

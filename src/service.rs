@@ -1,8 +1,9 @@
 //! The meaning of each operation: a decoded request in, a response line out.
 //!
 //! Mutations are turned into [`Mutation`]s and queued on the store; everything else is answered
-//! from the store's published snapshot without involving the actor. This module owns the
-//! mapping from store results to protocol replies and never does I/O itself.
+//! from the store's published snapshot without involving the actor (with Redis, both go to
+//! Redis: see [`crate::rooms`]). This module owns the mapping from store results to protocol
+//! replies and never does I/O itself.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,21 +17,20 @@ use crate::password;
 use crate::protocol::request::{ListQuery, Request};
 use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId, Response, PROTOCOL_VERSION};
 use crate::room::now_millis;
+use crate::rooms::{Listing, Rooms};
 use crate::store::apply::{Mutation, Outcome, Refusal};
-use crate::store::snapshot::{RoomEntry, Snapshot};
-use crate::store::{StoreError, StoreHandle};
+use crate::store::StoreError;
 
-/// Facts `stats` reports besides the rooms.
-#[derive(Debug, Clone)]
+/// Facts `stats` reports besides the rooms: name and value, as configured.
+#[derive(Debug, Clone, Default)]
 pub struct Facts {
-    pub durability: String,
-    pub storage_path: Option<String>,
+    pub settings: Vec<(&'static str, String)>,
 }
 
 /// What every connection shares: the store and the daemon-wide settings and counters.
 #[derive(Clone)]
 pub struct Service {
-    pub store: StoreHandle,
+    pub rooms: Rooms,
     pub password_hashing: PasswordHashing,
     pub connections: Arc<AtomicUsize>,
     pub started: Instant,
@@ -52,18 +52,36 @@ pub enum Pending {
 
 impl Service {
     /// Starts a request: queues mutations at once (so pipelined writes share commits), defers
-    /// everything else to [`Service::answer`].
+    /// everything else to [`Service::answer`]. With Redis every request is deferred: a
+    /// connection's requests then run one after the other, which keeps them in order.
     pub async fn begin(&self, id: RequestId, request: Request) -> Pending {
-        let mutation = match request {
+        if matches!(self.rooms, Rooms::Remote(_)) || !request.is_mutation() {
+            return Pending::Deferred { id, request };
+        }
+        let mutation = match self.mutation(request).await {
+            Ok(mutation) => mutation,
+            Err(Ok(request)) => return Pending::Deferred { id, request },
+            Err(Err(reply)) => return Pending::Ready(error_line(&id, &reply)),
+        };
+        match self.rooms.submit(mutation).await {
+            Some(reply) => Pending::Mutation { id, reply },
+            None => Pending::Ready(error_line(
+                &id,
+                &ErrorReply::bad_request("internal: this store does not queue mutations"),
+            )),
+        }
+    }
+
+    /// The mutation a request asks for; `Err(Ok(request))` when it is not one, `Err(Err(_))`
+    /// when it cannot be prepared (password hashing failed).
+    async fn mutation(&self, request: Request) -> Result<Mutation, Result<Request, ErrorReply>> {
+        Ok(match request {
             Request::SaveRoom {
                 room,
                 expected_revision,
             } => {
                 let room = match self.password_hashing {
-                    PasswordHashing::Argon2 => match password::hash_prepared(*room).await {
-                        Ok(room) => room,
-                        Err(e) => return Pending::Ready(error_line(&id, &e)),
-                    },
+                    PasswordHashing::Argon2 => password::hash_prepared(*room).await.map_err(Err)?,
                     PasswordHashing::None => *room,
                 };
                 Mutation::Save {
@@ -103,12 +121,8 @@ impl Service {
             Request::DeleteRooms { created_before } => {
                 Mutation::DeleteCreatedBefore { created_before }
             }
-            request => return Pending::Deferred { id, request },
-        };
-        Pending::Mutation {
-            id,
-            reply: self.store.submit(mutation).await,
-        }
+            request => return Err(Ok(request)),
+        })
     }
 
     /// Produces the response line of a pending request, waiting for it if needed.
@@ -126,11 +140,27 @@ impl Service {
         }
     }
 
-    /// Answers a request that does not change rooms.
+    /// Answers a request in its turn: a read, or (with Redis) a mutation.
     pub async fn answer(&self, id: &RequestId, request: Request) -> Bytes {
-        let snapshot = self.store.snapshot();
-        match request {
-            Request::GetRoom { room_name } => match snapshot.get(room_name.as_str()) {
+        let request = match self.mutation(request).await {
+            Ok(mutation) => {
+                return match self.rooms.mutate(mutation).await {
+                    Ok(outcome) => outcome_line(id, outcome),
+                    Err(e) => error_line(id, &store_error(e)),
+                }
+            }
+            Err(Ok(request)) => request,
+            Err(Err(reply)) => return error_line(id, &reply),
+        };
+        match self.read(id, request).await {
+            Ok(line) => line,
+            Err(e) => error_line(id, &store_error(e)),
+        }
+    }
+
+    async fn read(&self, id: &RequestId, request: Request) -> Result<Bytes, StoreError> {
+        Ok(match request {
+            Request::GetRoom { room_name } => match self.rooms.get(room_name.as_str()).await? {
                 Some(entry) => Response::ok_with_capacity(id, entry.encoded().len())
                     .raw("room", entry.encoded())
                     .u64("revision", entry.revision)
@@ -138,13 +168,13 @@ impl Service {
                 None => Response::ok(id).raw("room", b"null").finish(),
             },
             Request::HasRoom { room_name } => Response::ok(id)
-                .bool("exists", snapshot.get(room_name.as_str()).is_some())
+                .bool("exists", self.rooms.exists(room_name.as_str()).await?)
                 .finish(),
-            Request::ListRooms(query) => list_rooms(id, &snapshot, &query),
+            Request::ListRooms(query) => list_rooms(id, &self.rooms.list(&query).await?, &query),
             Request::VerifyPassword {
                 room_name,
                 password,
-            } => match snapshot.get(room_name.as_str()) {
+            } => match self.rooms.get(room_name.as_str()).await? {
                 Some(entry) => {
                     let valid = match entry.facts.password.as_deref() {
                         None => true,
@@ -157,86 +187,60 @@ impl Service {
             Request::Ping => Response::ok(id)
                 .u64("protocol", u64::from(PROTOCOL_VERSION))
                 .finish(),
-            Request::Stats => self.stats(id, &snapshot),
-            Request::Flush => match self.store.flush().await {
-                Ok(()) => Response::ok(id).finish(),
-                Err(e) => error_line(id, &store_error(e)),
-            },
+            Request::Stats => self.stats(id).await,
+            Request::Flush => {
+                self.rooms.flush().await?;
+                Response::ok(id).finish()
+            }
             Request::Watch { .. } => error_line(
                 id,
                 &ErrorReply::bad_request("watch: only allowed as a connection's last request"),
             ),
-            // Mutations never reach here: `begin` queues them.
+            // Mutations never reach here: `answer` applies them.
             other => error_line(
                 id,
                 &ErrorReply::bad_request(format!("internal: {other:?} is not a read")),
             ),
-        }
+        })
     }
 
-    fn stats(&self, id: &RequestId, snapshot: &Snapshot) -> Bytes {
-        let counters = self.store.counters();
+    async fn stats(&self, id: &RequestId) -> Bytes {
         let mut response = Response::ok(id)
             .str("version", env!("CARGO_PKG_VERSION"))
-            .str("backend", self.store.backend_name())
-            .u64("rooms", snapshot.rooms.len() as u64)
+            .str("backend", self.rooms.backend_name());
+        response = match self.rooms.count().await {
+            Ok(count) => response.u64("rooms", count),
+            // `stats` is how an operator looks at a daemon whose Redis is down: still answer.
+            Err(e) => response
+                .raw("rooms", b"null")
+                .str("storageError", &store_error(e).message),
+        };
+        response = response
             .u64("uptimeSeconds", self.started.elapsed().as_secs())
             .u64(
                 "connections",
                 self.connections.load(Ordering::Relaxed) as u64,
             )
-            .u64("protocol", u64::from(PROTOCOL_VERSION))
-            .str("durability", &self.facts.durability)
-            .u64("commits", counters.batches.load(Ordering::Relaxed))
-            .u64("changes", counters.changes.load(Ordering::Relaxed))
-            .u64(
-                "failedCommits",
-                counters.failed_commits.load(Ordering::Relaxed),
-            );
-        if let Some(path) = &self.facts.storage_path {
-            response = response.str("storagePath", path);
+            .u64("protocol", u64::from(PROTOCOL_VERSION));
+        for (name, value) in &self.facts.settings {
+            response = response.str(name, value);
+        }
+        if let Some(counters) = self.rooms.counters() {
+            response = response
+                .u64("commits", counters.batches.load(Ordering::Relaxed))
+                .u64("changes", counters.changes.load(Ordering::Relaxed))
+                .u64(
+                    "failedCommits",
+                    counters.failed_commits.load(Ordering::Relaxed),
+                );
         }
         response.finish()
     }
 }
 
-fn list_rooms(id: &RequestId, snapshot: &Snapshot, query: &ListQuery) -> Bytes {
-    use std::ops::Bound;
-    let lower = match &query.after {
-        Some(after) => Bound::Excluded(after.as_str()),
-        None => Bound::Unbounded,
-    };
-    let matches = |entry: &RoomEntry| {
-        query
-            .creator_plex_user_id
-            .as_ref()
-            .is_none_or(|want| entry.facts.creator_plex_user_id.as_ref() == Some(want))
-            && query
-                .creator_plex_username
-                .as_deref()
-                .is_none_or(|want| entry.facts.creator_plex_username.as_deref() == Some(want))
-            && query
-                .created_before
-                .is_none_or(|t| entry.facts.created_at < t)
-            && query
-                .created_after
-                .is_none_or(|t| entry.facts.created_at > t)
-    };
-    let limit = query.limit.unwrap_or(usize::MAX);
-    let mut selected: Vec<&RoomEntry> = Vec::new();
-    let mut more = false;
-    for (_, entry) in snapshot
-        .rooms
-        .range::<_, str>((lower, Bound::Unbounded))
-        .filter(|(_, e)| matches(e))
-    {
-        if selected.len() == limit {
-            more = true;
-            break;
-        }
-        selected.push(entry);
-    }
-    let next = if more {
+fn list_rooms(id: &RequestId, listing: &Listing, query: &ListQuery) -> Bytes {
+    let selected = &listing.rooms;
+    let next = if listing.more {
         selected.last().map(|e| e.name.as_str())
     } else {
         None
@@ -293,6 +297,11 @@ pub fn store_error(e: StoreError) -> ErrorReply {
                 ErrorCode::Storage,
                 format!("the change was not stored: {message}"),
             );
+            reply.cause = cause;
+            reply
+        }
+        StoreError::Unavailable { message, cause } => {
+            let mut reply = ErrorReply::new(ErrorCode::Storage, message);
             reply.cause = cause;
             reply
         }

@@ -1,9 +1,11 @@
 //! `watch`: a connection that carries change events instead of responses (PROTOCOL.md section 3).
 //!
-//! The actor broadcasts every committed change after answering its writer; a watcher forwards
-//! the ones it asked for, in commit order (so per room, in revision order). The broadcast buffer
-//! is bounded and never blocks the actor: a watcher that falls behind it, or whose socket stays
-//! full for [`STALL_LIMIT`], is sent `overflow` (when possible) and disconnected.
+//! The actor broadcasts every committed change after answering its writer (with Redis: the
+//! daemon's subscription relays what every daemon publishes, see [`crate::remote`]); a watcher
+//! forwards the ones it asked for, in commit order (so per room, in revision order). The
+//! broadcast buffer is bounded and never blocks the actor: a watcher that falls behind it, or
+//! whose socket stays full for [`STALL_LIMIT`], or whose daemon lost its Redis subscription, is
+//! sent `overflow` (when possible) and disconnected.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -12,15 +14,15 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::codec::LineCodec;
-use crate::protocol::{RequestId, Response};
+use crate::protocol::{error_line, RequestId, Response};
 use crate::room::RoomName;
+use crate::rooms::{Received, Rooms};
+use crate::service::store_error;
 use crate::store::apply::Change;
-use crate::store::StoreHandle;
 
 /// How long one event may wait for a watcher's socket before the watcher is dropped.
 const STALL_LIMIT: Duration = Duration::from_secs(5);
@@ -69,15 +71,27 @@ pub fn event_line(change: &Change) -> Bytes {
 pub async fn stream_events(
     mut out: BufWriter<OwnedWriteHalf>,
     mut input: FramedRead<OwnedReadHalf, LineCodec>,
-    store: &StoreHandle,
+    rooms: &Rooms,
     id: RequestId,
     room_names: Option<Vec<RoomName>>,
     shutdown: CancellationToken,
 ) {
     // Subscribe before acknowledging, so no change committed after the `ok` is missed.
-    let (mut events, since) = store.subscribe();
-    let wanted: Option<HashSet<RoomName>> = room_names.map(|names| names.into_iter().collect());
-    let ack = Response::ok(&id).finish();
+    let (mut events, ack) = match rooms.subscribe().await {
+        Ok(events) => (events, Response::ok(&id).finish()),
+        Err(e) => {
+            let line = error_line(&id, &store_error(e));
+            let _ = tokio::time::timeout(STALL_LIMIT, async {
+                let _ = out.write_all(&line).await;
+                let _ = out.flush().await;
+            })
+            .await;
+            return;
+        }
+    };
+    let wanted: Option<HashSet<String>> =
+        room_names.map(|names| names.into_iter().map(|n| n.as_str().to_owned()).collect());
+    let wanted = |room: &str| wanted.as_ref().is_none_or(|w| w.contains(room));
     if out.write_all(&ack).await.is_err() || out.flush().await.is_err() {
         return;
     }
@@ -90,27 +104,27 @@ pub async fn stream_events(
                 _ => return,
             }
         }
-        let change = tokio::select! {
+        let received = tokio::select! {
             () = shutdown.cancelled() => return,
             // Lines sent after `watch` are ignored; the end of input ends the watch.
             line = input.next() => match line {
                 Some(Ok(_)) => continue,
                 _ => return,
             },
-            change = events.recv() => change,
+            received = events.recv(wanted) => received,
         };
-        let line = match change {
-            Ok((published, change)) => {
-                let unwanted = wanted
-                    .as_ref()
-                    .is_some_and(|w| !w.contains(change.room_name()));
-                if published <= since || unwanted {
-                    continue;
+        let line = match received {
+            Received::Line(line) => line,
+            Received::Skipped => continue,
+            Received::Overflow { missed } => {
+                match missed {
+                    Some(missed) => {
+                        tracing::info!("a watcher fell {missed} events behind; disconnecting it")
+                    }
+                    None => {
+                        tracing::info!("events may have been missed; telling a watcher overflow")
+                    }
                 }
-                event_line(&change)
-            }
-            Err(RecvError::Lagged(missed)) => {
-                tracing::info!("a watcher fell {missed} events behind; disconnecting it");
                 let _ = tokio::time::timeout(STALL_LIMIT, async {
                     let _ = out.write_all(OVERFLOW).await;
                     let _ = out.flush().await;
@@ -118,7 +132,7 @@ pub async fn stream_events(
                 .await;
                 return;
             }
-            Err(RecvError::Closed) => return,
+            Received::Closed => return,
         };
         let sent = tokio::time::timeout(STALL_LIMIT, out.write_all(&line)).await;
         match sent {

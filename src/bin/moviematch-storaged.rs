@@ -52,21 +52,22 @@ async fn run(config: Config) -> anyhow_free::Result {
     let passed = systemd::passed_listener()?;
     let daemon = tokio::task::spawn_blocking(move || Daemon::start(config, passed)).await??;
     let shutdown = CancellationToken::new();
-    let store = daemon.store().clone();
+    let rooms = daemon.rooms().clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break; }
                 _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                _ = hangup.recv() => match store.reload().await {
+                _ = hangup.recv() => match rooms.reload().await {
+                    Ok(_) if rooms.backend_name() == "redis" => tracing::info!("SIGHUP: nothing to re-read: rooms live in Redis"),
                     Ok(changed) => tracing::info!("SIGHUP: re-read the room files; {changed} room(s) changed"),
                     Err(e) => tracing::error!("SIGHUP: could not re-read the room files: {e:?}"),
                 },
             }
         }
         systemd::stopping();
-        drop(store);
+        drop(rooms);
         stop.cancel();
     });
     daemon.serve(shutdown).await?;

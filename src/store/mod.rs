@@ -41,6 +41,12 @@ pub enum StoreError {
         message: String,
         cause: Option<String>,
     },
+    /// The storage could not be asked (Redis unreachable or refusing); nothing changed. The
+    /// message is whole: it says what failed, where, and what to do.
+    Unavailable {
+        message: String,
+        cause: Option<String>,
+    },
     /// The actor has stopped: the daemon is shutting down.
     Stopped,
 }

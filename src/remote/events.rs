@@ -1,0 +1,125 @@
+//! The `watch` side of the Redis backend: one subscription per daemon to `<prefix>events`,
+//! fanned out to this daemon's watchers.
+//!
+//! The scripts publish each event inside the change's own `EVAL`, so Redis delivers the events
+//! of one room in revision order to every subscriber, whichever daemon made the change. When
+//! the subscription drops (Redis restarted, connection lost), events may have been missed:
+//! every current watcher is sent [`RemoteEvent::Lost`] (it tells its client `overflow`), and the
+//! task subscribes again with a growing pause.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::Client;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// One message from the subscription.
+#[derive(Debug, Clone)]
+pub enum RemoteEvent {
+    /// An event line (ending in `\n`) about `room`.
+    Change { room: Arc<str>, line: Bytes },
+    /// A watcher's fence (see [`super::RemoteStore::subscribe`]): every change acknowledged
+    /// before that watch started was delivered before it.
+    Fence(Arc<str>),
+    /// The subscription was lost; events may be missing.
+    Lost,
+}
+
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps the subscription up until `stop` is cancelled.
+pub async fn run(
+    client: Client,
+    channel: String,
+    url: String,
+    events: broadcast::Sender<RemoteEvent>,
+    subscribed: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let mut pause = Duration::from_millis(50);
+    let mut warned = false;
+    loop {
+        let attempt = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let attempt = tokio::select! {
+            () = stop.cancelled() => return,
+            attempt = tokio::time::timeout(SUBSCRIBE_TIMEOUT, attempt) => attempt,
+        };
+        let pubsub = match attempt {
+            Ok(Ok(pubsub)) => pubsub,
+            failed => {
+                if !warned {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    tracing::warn!("cannot subscribe to change events at Redis {url} ({why}); watch is unavailable until it answers, retrying");
+                    warned = true;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(MAX_PAUSE);
+                continue;
+            }
+        };
+        if warned {
+            tracing::info!("subscribed to change events at Redis {url} again");
+        }
+        warned = false;
+        pause = Duration::from_millis(50);
+        subscribed.store(true, Ordering::Release);
+        let mut messages = pubsub.into_on_message();
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return,
+                message = messages.next() => message,
+            };
+            let Some(message) = message else { break };
+            if let Some(event) = parse(message.get_payload_bytes()) {
+                // No receivers is fine: nobody watches.
+                let _ = events.send(event);
+            }
+        }
+        subscribed.store(false, Ordering::Release);
+        let _ = events.send(RemoteEvent::Lost);
+        tracing::warn!("lost the subscription to change events at Redis {url}; watchers were told overflow; subscribing again");
+    }
+}
+
+/// The message of a fence.
+pub fn fence_message(token: &str) -> String {
+    serde_json::json!({ "fence": token }).to_string()
+}
+
+/// An event line as the scripts publish it (without the newline), or a fence.
+fn parse(payload: &[u8]) -> Option<RemoteEvent> {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow, rename = "roomName")]
+        room_name: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        fence: Option<std::borrow::Cow<'a, str>>,
+    }
+    let named: Named = serde_json::from_slice(payload).ok()?;
+    if let Some(token) = named.fence {
+        return Some(RemoteEvent::Fence(token.as_ref().into()));
+    }
+    let room = named.room_name?;
+    let mut line = Vec::with_capacity(payload.len() + 1);
+    line.extend_from_slice(payload);
+    line.push(b'\n');
+    Some(RemoteEvent::Change {
+        room: room.as_ref().into(),
+        line: Bytes::from(line),
+    })
+}

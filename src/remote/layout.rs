@@ -1,0 +1,268 @@
+//! How a room is laid out in Redis: one hash per room, split so that scripts can change it
+//! without parsing JSON.
+//!
+//! Key `<prefix>room:<roomName>` (the name's bytes, unencoded: Redis keys are binary-safe), a hash:
+//!
+//! | field | value |
+//! |---|---|
+//! | `rev` | the revision |
+//! | `at` | when the room last changed (epoch ms) |
+//! | `doc` | the room's compact JSON with `ratings` / `userProgress` replaced by `0` |
+//! | `R`, `P` | `1` when `ratings` / `userProgress` is an object, `null` when it was saved as `null`; absent when the room has no such key |
+//! | `r:<mediaId>` | `<seq> <JSON array of that media's ratings>` |
+//! | `p:<userName>` | `<seq> <progress>` |
+//! | `seq` | the last `<seq>` handed out: media and users come back in the order they were added |
+//! | `rc` | the number of rating entries |
+//!
+//! `addRating` appends to one `r:` field and `setProgress` replaces one `p:` field, so a swipe on
+//! a 100 KB room moves a few hundred bytes, atomically, in a script. `0` can never be a valid
+//! `ratings` or `userProgress` (section 4 wants an object), so the placeholder is unambiguous and
+//! keeps the key where the client put it: a room comes back byte for byte as the file and memory
+//! backends return it (keys the client escaped needlessly, such as `"\u0061"`, come back plain).
+//!
+//! Besides the hashes: `<prefix>rooms`, a sorted set of every name (score 0, so ordered by bytes:
+//! `listRooms` pages with `ZRANGE BYLEX`); `<prefix>changed` and `<prefix>created`, sorted sets of
+//! names by last change and by `createdAt` (epoch ms), for `roomExpiry` and `deleteRooms`; the
+//! channel `<prefix>events` for `watch`; and `<prefix>daemon:<host>:<pid>`, short-lived keys by
+//! which running daemons announce themselves (so `migrate` can refuse to run under them).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::room::{EpochMillis, Revision};
+use crate::store::prepare::PreparedRoom;
+
+/// The placeholder that stands in `doc` for a structured `ratings` / `userProgress`.
+const PLACEHOLDER: &str = "0";
+
+/// The keys of one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub prefix: String,
+}
+
+impl Keys {
+    pub fn room(&self, name: &str) -> Vec<u8> {
+        [self.prefix.as_bytes(), b"room:", name.as_bytes()].concat()
+    }
+    pub fn index(&self) -> String {
+        format!("{}rooms", self.prefix)
+    }
+    pub fn changed(&self) -> String {
+        format!("{}changed", self.prefix)
+    }
+    pub fn created(&self) -> String {
+        format!("{}created", self.prefix)
+    }
+    pub fn channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+    pub fn daemon(&self, who: &str) -> String {
+        format!("{}daemon:{who}", self.prefix)
+    }
+    pub fn daemons(&self) -> String {
+        format!("{}daemon:*", self.prefix)
+    }
+}
+
+/// A room taken apart into hash fields (all but `rev`, which the scripts own).
+#[derive(Debug)]
+pub struct Split {
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Takes a prepared (validated, compact) room apart.
+pub fn split(room: &PreparedRoom, at: EpochMillis) -> Split {
+    let top = entries(room.encoded.as_ref()).unwrap_or_default();
+    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut doc = Vec::with_capacity(256);
+    let mut seq = 0u64;
+    doc.push(b'{');
+    for (key, value) in &top {
+        if doc.len() > 1 {
+            doc.push(b',');
+        }
+        doc.extend_from_slice(quote(key).as_bytes());
+        doc.push(b':');
+        let (flag, prefix) = match key.as_ref() {
+            "ratings" => (b"R", b"r:"),
+            "userProgress" => (b"P", b"p:"),
+            _ => {
+                doc.extend_from_slice(value.get().as_bytes());
+                continue;
+            }
+        };
+        doc.extend_from_slice(PLACEHOLDER.as_bytes());
+        if value.get() == "null" {
+            fields.push((flag.to_vec(), b"null".to_vec()));
+            continue;
+        }
+        fields.push((flag.to_vec(), b"1".to_vec()));
+        for (inner, item) in entries(value.get().as_bytes()).unwrap_or_default() {
+            seq += 1;
+            let field = [&prefix[..], inner.as_bytes()].concat();
+            fields.push((field, format!("{seq} {}", item.get()).into_bytes()));
+        }
+    }
+    doc.push(b'}');
+    fields.push((b"doc".to_vec(), doc));
+    fields.push((b"seq".to_vec(), seq.to_string().into_bytes()));
+    fields.push((b"rc".to_vec(), room.rating_count.to_string().into_bytes()));
+    fields.push((b"at".to_vec(), at.to_string().into_bytes()));
+    Split { fields }
+}
+
+/// A room read back from its hash.
+#[derive(Debug)]
+pub struct Joined {
+    pub encoded: Bytes,
+    pub revision: Revision,
+    pub updated_at: EpochMillis,
+    pub rating_count: usize,
+}
+
+/// Puts a room back together from `HGETALL`; `None` if the hash is missing or not one of ours.
+pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
+    let mut doc = None;
+    let (mut revision, mut updated_at, mut rating_count) = (None, 0, 0);
+    let (mut ratings_flag, mut progress_flag) = (None, None);
+    let mut ratings: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut progress: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+    for (field, value) in hash {
+        match field.as_slice() {
+            b"doc" => doc = Some(value),
+            b"rev" => revision = number(&value),
+            b"at" => updated_at = number(&value).unwrap_or(0),
+            b"rc" => rating_count = number(&value).unwrap_or(0),
+            b"R" => ratings_flag = Some(value),
+            b"P" => progress_flag = Some(value),
+            _ => {
+                let (list, key) = match field.split_at_checked(2) {
+                    Some((b"r:", key)) => (&mut ratings, key),
+                    Some((b"p:", key)) => (&mut progress, key),
+                    _ => continue,
+                };
+                let split = value.iter().position(|&b| b == b' ')?;
+                let seq = number(&value[..split])?;
+                list.push((seq, key.to_vec(), value[split + 1..].to_vec()));
+            }
+        }
+    }
+    let doc = doc?;
+    let revision = revision?;
+    let top = entries(&doc)?;
+    let mut out = Vec::with_capacity(doc.len() + 64 * (ratings.len() + progress.len()));
+    out.push(b'{');
+    for (key, value) in &top {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(quote(key).as_bytes());
+        out.push(b':');
+        let structured = match (key.as_ref(), value.get()) {
+            ("ratings", PLACEHOLDER) => Some((&ratings_flag, &mut ratings)),
+            ("userProgress", PLACEHOLDER) => Some((&progress_flag, &mut progress)),
+            _ => None,
+        };
+        match structured {
+            Some((Some(flag), items)) if flag.as_slice() == b"1" => object(&mut out, items),
+            Some(_) => out.extend_from_slice(b"null"),
+            None => out.extend_from_slice(value.get().as_bytes()),
+        }
+    }
+    out.push(b'}');
+    Some(Joined {
+        encoded: Bytes::from(out),
+        revision,
+        updated_at,
+        rating_count: usize::try_from(rating_count).unwrap_or(usize::MAX),
+    })
+}
+
+/// Writes `{"key":value,...}` in the order the items were added.
+fn object(out: &mut Vec<u8>, items: &mut [(u64, Vec<u8>, Vec<u8>)]) {
+    items.sort_unstable_by_key(|(seq, _, _)| *seq);
+    out.push(b'{');
+    for (i, (_, key, value)) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(quote(&String::from_utf8_lossy(key)).as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value);
+    }
+    out.push(b'}');
+}
+
+fn quote(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+fn number<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// A JSON object's members in order, values left as raw JSON.
+fn entries(json: &[u8]) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    struct Members;
+    impl<'de> Visitor<'de> for Members {
+        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut members = Vec::new();
+            while let Some((key, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                members.push((key, value));
+            }
+            Ok(members)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let members = (&mut deserializer).deserialize_map(Members).ok()?;
+    deserializer.end().ok()?;
+    Some(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(json: &str) -> String {
+        let room = PreparedRoom::from_json(json.as_bytes()).expect("valid room");
+        let split = split(&room, 5);
+        let mut hash = split.fields;
+        hash.push((b"rev".to_vec(), b"3".to_vec()));
+        // Redis hands fields back in any order.
+        hash.reverse();
+        let joined = join(hash).expect("joins");
+        assert_eq!((joined.revision, joined.updated_at), (3, 5));
+        assert_eq!(joined.rating_count, room.rating_count);
+        String::from_utf8(joined.encoded.to_vec()).unwrap()
+    }
+
+    const HEAD: &str = r#""roomName":"r","sort":"random","createdAt":"2025-10-25T20:00:00.000Z","creatorPlexUserId":"1","creatorPlexUsername":"u""#;
+
+    #[test]
+    fn rooms_come_back_byte_for_byte() {
+        for tail in [
+            "",
+            r#","ratings":{"m\"1":[["a","like",1],["b","dislike",2]],"m2":[]},"x":{"ratings":0}"#,
+            r#","userProgress":{"a":3,"b":0},"ratings":{},"roomType":[1.5,null]"#,
+            r#","ratings":null,"userProgress":null"#,
+        ] {
+            let json = format!("{{{HEAD}{tail}}}");
+            assert_eq!(round_trip(&json), json);
+        }
+    }
+
+    #[test]
+    fn a_foreign_hash_is_not_a_room() {
+        assert!(join(vec![(b"x".to_vec(), b"y".to_vec())]).is_none());
+        assert!(join(vec![(b"doc".to_vec(), b"{}".to_vec())]).is_none());
+    }
+}

@@ -1,0 +1,717 @@
+//! Rooms kept in a Redis server that several daemons share (`storageType: redis`).
+//!
+//! Unlike `memory` and `file`, this daemon does not hold the authoritative copy: every request
+//! goes to Redis, reads as plain commands and mutations as the scripts of [`scripts`], so an
+//! operation means the same through every daemon and stays atomic across them. Nothing is
+//! cached: a daemon answers with what Redis holds at that moment, so once any daemon has sent
+//! its `ok`, every later request through any daemon sees the change.
+//!
+//! Connections: one multiplexed connection (the `redis` crate's `ConnectionManager`), opened
+//! lazily and re-opened by itself after Redis comes back, carries every command; a second one
+//! holds the `watch` subscription ([`events`]). While Redis is unreachable requests get `storage`
+//! errors naming the URL and the daemon keeps serving; it may also start with Redis down.
+//!
+//! Durability is Redis's own (`appendonly`, `appendfsync`); `flush` checks that Redis answers.
+
+mod events;
+pub mod layout;
+mod scripts;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{AsyncCommands, Client, RedisError};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+pub use self::events::RemoteEvent;
+use self::layout::{Joined, Keys};
+use self::scripts::Scripts;
+use crate::backend::StorageError;
+use crate::protocol::request::ListQuery;
+use crate::room::{now_millis, EpochMillis, Revision, RoomName};
+use crate::store::apply::{Mutation, Outcome, Refusal};
+use crate::store::prepare::PreparedRoom;
+use crate::store::snapshot::RoomEntry;
+use crate::store::{StoreError, EVENT_BUFFER};
+
+/// How long one command may take before the request gets a `storage` error.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many names `listRooms` fetches from the index at a time.
+const PAGE: usize = 256;
+
+/// How long a daemon's presence key lives without being renewed.
+const PRESENCE_TTL: Duration = Duration::from_secs(15);
+
+/// A handle to the rooms in one Redis server under one prefix. Cheap to clone.
+#[derive(Clone)]
+pub struct RemoteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The URL without its password, for messages.
+    url: String,
+    keys: Keys,
+    client: Client,
+    connection: ConnectionManager,
+    scripts: Scripts,
+    events: broadcast::Sender<RemoteEvent>,
+    subscribed: Arc<AtomicBool>,
+    stop: CancellationToken,
+    presence: String,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// `url` with any password replaced by `***`, fit for logs and error messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{user}:***@{host}")
+        }
+        _ => rest.to_owned(),
+    };
+    // unix:// URLs carry the password as a query parameter.
+    let rest = match rest.split_once("pass=") {
+        Some((head, tail)) => {
+            let end = tail.find('&').map_or("", |i| &tail[i..]);
+            format!("{head}pass=***{end}")
+        }
+        None => rest,
+    };
+    format!("{scheme}://{rest}")
+}
+
+impl RemoteStore {
+    /// Prepares the connections to `url` without waiting for Redis: the daemon may start while
+    /// Redis is down. `subscribe` also starts the `watch` subscription (a daemon does; `migrate`
+    /// does not). Must be called inside a tokio runtime.
+    pub fn open(url: &str, prefix: &str, subscribe: bool) -> Result<RemoteStore, StorageError> {
+        let shown = redact(url);
+        install_tls_provider();
+        let client = Client::open(url).map_err(|e| StorageError::Unusable {
+            message: format!("redisUrl {shown} is not usable: {e}"),
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let connection =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| {
+                StorageError::Unusable {
+                    message: format!("cannot prepare a connection to Redis at {shown}: {e}"),
+                }
+            })?;
+        let keys = Keys {
+            prefix: prefix.to_owned(),
+        };
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        if subscribe {
+            tokio::spawn(events::run(
+                client.clone(),
+                keys.channel(),
+                shown.clone(),
+                events.clone(),
+                subscribed.clone(),
+                stop.clone(),
+            ));
+        }
+        let presence = keys.daemon(&format!("{}:{}", hostname(), std::process::id()));
+        Ok(RemoteStore {
+            inner: Arc::new(Inner {
+                url: shown,
+                keys,
+                client,
+                connection,
+                scripts: Scripts::new(),
+                events,
+                subscribed,
+                stop,
+                presence,
+            }),
+        })
+    }
+
+    /// The URL, without its password.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.inner.keys.prefix
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.inner.connection.clone()
+    }
+
+    fn failed(&self, e: RedisError) -> StoreError {
+        let reachable = !(e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_unrecoverable_error());
+        let message = if reachable {
+            format!("Redis at {} refused the command", self.inner.url)
+        } else {
+            format!(
+                "Redis at {} is unreachable; check that redis-server runs there (the daemon retries by itself)",
+                self.inner.url
+            )
+        };
+        StoreError::Unavailable {
+            message,
+            cause: Some(e.to_string()),
+        }
+    }
+
+    fn corrupt(&self, name: &str) -> StoreError {
+        StoreError::Unavailable {
+            message: format!(
+                "the Redis hash {}room:{name} at {} is not a room this daemon wrote; inspect or delete it",
+                self.inner.keys.prefix, self.inner.url
+            ),
+            cause: None,
+        }
+    }
+
+    /// Checks that Redis answers (start-up log, `flush`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.connection();
+        ::redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map(drop)
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Applies a mutation atomically on the server.
+    pub async fn mutate(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
+        self.apply(mutation).await.map_err(|e| match e {
+            StoreError::Unavailable { message, cause } => StoreError::Unavailable {
+                message: format!("the change was not stored: {message}"),
+                cause,
+            },
+            e => e,
+        })
+    }
+
+    async fn apply(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
+        let now = now_millis();
+        match mutation {
+            Mutation::Save {
+                room,
+                expected_revision,
+            } => self.save(&room, expected_revision, now).await,
+            Mutation::Delete {
+                name,
+                expected_revision,
+            } => {
+                let (status, value) = self
+                    .run(
+                        &self.inner.scripts.delete,
+                        &name,
+                        vec![
+                            name.as_str().as_bytes().to_vec(),
+                            expected(expected_revision),
+                            self.inner.keys.channel().into_bytes(),
+                            deleted_event(&name),
+                        ],
+                    )
+                    .await?;
+                match status.as_str() {
+                    "ok" => Ok(Outcome::Deleted {
+                        deleted: value == 1,
+                    }),
+                    _ => Err(StoreError::Refused(Refusal::Conflict { current: value })),
+                }
+            }
+            Mutation::AddRating {
+                name,
+                media_id,
+                user_name,
+                rating,
+                timestamp,
+            } => {
+                let entry = serde_json::json!([user_name, rating.as_str(), timestamp]).to_string();
+                let tail = format!(
+                    ",\"mediaId\":{},\"userName\":{},\"rating\":\"{}\",\"timestamp\":{timestamp}}}",
+                    quote(&media_id),
+                    quote(&user_name),
+                    rating.as_str()
+                );
+                let (status, revision) = self
+                    .run(
+                        &self.inner.scripts.add_rating,
+                        &name,
+                        vec![
+                            name.as_str().as_bytes().to_vec(),
+                            media_id.into_bytes(),
+                            user_name.into_bytes(),
+                            entry.into_bytes(),
+                            now.to_string().into_bytes(),
+                            self.inner.keys.channel().into_bytes(),
+                            event_head("rated", &name),
+                            tail.into_bytes(),
+                        ],
+                    )
+                    .await?;
+                match status.as_str() {
+                    "ok" => Ok(Outcome::Rated {
+                        revision,
+                        added: true,
+                    }),
+                    "same" => Ok(Outcome::Rated {
+                        revision,
+                        added: false,
+                    }),
+                    _ => Err(StoreError::Refused(Refusal::NotFound { name })),
+                }
+            }
+            Mutation::SetProgress {
+                name,
+                user_name,
+                progress,
+            } => {
+                let tail = format!(
+                    ",\"userName\":{},\"progress\":{progress}}}",
+                    quote(&user_name)
+                );
+                let (status, revision) = self
+                    .run(
+                        &self.inner.scripts.set_progress,
+                        &name,
+                        vec![
+                            name.as_str().as_bytes().to_vec(),
+                            user_name.into_bytes(),
+                            progress.to_string().into_bytes(),
+                            now.to_string().into_bytes(),
+                            self.inner.keys.channel().into_bytes(),
+                            event_head("progress", &name),
+                            tail.into_bytes(),
+                        ],
+                    )
+                    .await?;
+                match status.as_str() {
+                    "ok" => Ok(Outcome::Progressed { revision }),
+                    _ => Err(StoreError::Refused(Refusal::NotFound { name })),
+                }
+            }
+            Mutation::DeleteCreatedBefore { created_before } => {
+                let count = self.delete_below(4, created_before).await?;
+                Ok(Outcome::DeletedMany { count })
+            }
+            Mutation::Expire { idle_since } => {
+                let count = self.delete_below(3, idle_since).await?;
+                Ok(Outcome::DeletedMany { count })
+            }
+        }
+    }
+
+    async fn save(
+        &self,
+        room: &PreparedRoom,
+        expected_revision: Option<Revision>,
+        now: EpochMillis,
+    ) -> Result<Outcome, StoreError> {
+        let name = &room.name;
+        let mut args = vec![
+            name.as_str().as_bytes().to_vec(),
+            expected(expected_revision),
+            now.to_string().into_bytes(),
+            room.facts.created_at.to_string().into_bytes(),
+            self.inner.keys.channel().into_bytes(),
+            event_head("saved", name),
+        ];
+        for (field, value) in layout::split(room, now).fields {
+            args.push(field);
+            args.push(value);
+        }
+        let (status, value) = self.run(&self.inner.scripts.save, name, args).await?;
+        match status.as_str() {
+            "ok" => Ok(Outcome::Saved { revision: value }),
+            _ => Err(StoreError::Refused(Refusal::Conflict { current: value })),
+        }
+    }
+
+    /// Writes a room with a given revision and times, as `migrate` copies it.
+    pub async fn restore(
+        &self,
+        room: &PreparedRoom,
+        revision: Revision,
+        updated_at: EpochMillis,
+    ) -> Result<(), StoreError> {
+        let name = &room.name;
+        let mut args = vec![
+            name.as_str().as_bytes().to_vec(),
+            revision.to_string().into_bytes(),
+            updated_at.to_string().into_bytes(),
+            room.facts.created_at.to_string().into_bytes(),
+        ];
+        for (field, value) in layout::split(room, updated_at).fields {
+            args.push(field);
+            args.push(value);
+        }
+        self.run(&self.inner.scripts.restore, name, args)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes every room whose score in `changed` (set 3) or `created` (set 4) is below
+    /// `bound`, each checked again inside the script.
+    async fn delete_below(&self, set: u8, bound: EpochMillis) -> Result<u64, StoreError> {
+        let key = match set {
+            3 => self.inner.keys.changed(),
+            _ => self.inner.keys.created(),
+        };
+        let mut c = self.connection();
+        let mut count = 0;
+        loop {
+            let names: Vec<Vec<u8>> = ::redis::cmd("ZRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(format!("({bound}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(PAGE)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.failed(e))?;
+            if names.is_empty() {
+                return Ok(count);
+            }
+            let mut deleted_here = 0;
+            for raw in names {
+                let Some(name) = room_name(&raw) else {
+                    // Not a name a daemon would write; drop it from the set so it is not seen again.
+                    let _: Result<i64, _> = c.zrem(&key, &raw).await;
+                    continue;
+                };
+                let (_, deleted) = self
+                    .run(
+                        &self.inner.scripts.delete_if_below,
+                        &name,
+                        vec![
+                            name.as_str().as_bytes().to_vec(),
+                            set.to_string().into_bytes(),
+                            bound.to_string().into_bytes(),
+                            self.inner.keys.channel().into_bytes(),
+                            deleted_event(&name),
+                        ],
+                    )
+                    .await?;
+                deleted_here += deleted;
+            }
+            count += deleted_here;
+            if deleted_here == 0 {
+                // Every candidate was saved again meanwhile; what is left is not below `bound`.
+                return Ok(count);
+            }
+        }
+    }
+
+    /// Runs a script on the four keys of room `name`; returns its status and number.
+    async fn run(
+        &self,
+        script: &::redis::Script,
+        name: &RoomName,
+        args: Vec<Vec<u8>>,
+    ) -> Result<(String, u64), StoreError> {
+        let keys = &self.inner.keys;
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(keys.room(name.as_str()))
+            .key(keys.index())
+            .key(keys.changed())
+            .key(keys.created());
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut c = self.connection();
+        let (status, value): (String, String) = invocation
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let value = value.parse().unwrap_or(0);
+        Ok((status, value))
+    }
+
+    /// The room, as `getRoom` returns it.
+    pub async fn get(&self, name: &str) -> Result<Option<Arc<RoomEntry>>, StoreError> {
+        let mut c = self.connection();
+        let hash: Vec<(Vec<u8>, Vec<u8>)> = c
+            .hgetall(self.inner.keys.room(name))
+            .await
+            .map_err(|e| self.failed(e))?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        self.entry(name, hash).map(|entry| Some(Arc::new(entry)))
+    }
+
+    fn entry(&self, name: &str, hash: Vec<(Vec<u8>, Vec<u8>)>) -> Result<RoomEntry, StoreError> {
+        let Joined {
+            encoded,
+            revision,
+            updated_at,
+            rating_count,
+        } = layout::join(hash).ok_or_else(|| self.corrupt(name))?;
+        let prepared = PreparedRoom::from_json(&encoded).map_err(|_| self.corrupt(name))?;
+        Ok(RoomEntry::cold(
+            prepared.name,
+            prepared.facts,
+            encoded,
+            rating_count,
+            revision,
+            updated_at,
+        ))
+    }
+
+    pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        let mut c = self.connection();
+        c.exists(self.inner.keys.room(name))
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let mut c = self.connection();
+        c.zcard(self.inner.keys.index())
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// `listRooms`: walks the name index a page at a time and fetches each page's rooms in one
+    /// pipeline, until `limit` matching rooms are found (so a page of a big set stays cheap).
+    pub async fn list(
+        &self,
+        query: &ListQuery,
+        matches: impl Fn(&RoomEntry) -> bool,
+    ) -> Result<(Vec<Arc<RoomEntry>>, bool), StoreError> {
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let mut after = query.after.clone().map(String::into_bytes);
+        let mut selected = Vec::new();
+        let mut c = self.connection();
+        loop {
+            let min = match &after {
+                Some(name) => [b"(".as_slice(), name].concat(),
+                None => b"-".to_vec(),
+            };
+            let names: Vec<Vec<u8>> = ::redis::cmd("ZRANGEBYLEX")
+                .arg(self.inner.keys.index())
+                .arg(min)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(PAGE)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.failed(e))?;
+            let Some(last) = names.last() else {
+                return Ok((selected, false));
+            };
+            after = Some(last.clone());
+            let mut pipe = ::redis::pipe();
+            for name in &names {
+                pipe.hgetall([self.inner.keys.prefix.as_bytes(), b"room:", name].concat());
+            }
+            let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> =
+                pipe.query_async(&mut c).await.map_err(|e| self.failed(e))?;
+            for (name, hash) in names.iter().zip(hashes) {
+                // Deleted between the two commands.
+                if hash.is_empty() {
+                    continue;
+                }
+                let name = String::from_utf8_lossy(name);
+                let entry = match self.entry(&name, hash) {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        // One damaged hash must not hide every other room.
+                        tracing::warn!("listRooms: skipping {name:?}: {e:?}");
+                        continue;
+                    }
+                };
+                if !matches(&entry) {
+                    continue;
+                }
+                if selected.len() == limit {
+                    return Ok((selected, true));
+                }
+                selected.push(Arc::new(entry));
+            }
+        }
+    }
+
+    /// Every change published by any daemon from now on, or an error while the subscription to
+    /// Redis is down (a watch could not promise to see every change).
+    ///
+    /// A change's event can reach this daemon's subscription after its writer got `ok` (the
+    /// script's reply and the published message travel on different connections). So the
+    /// watcher publishes a fence of its own and skips everything before it: Redis delivers
+    /// messages in publication order, so every change acknowledged before this call returns
+    /// comes before the fence, and every later one after it.
+    pub async fn subscribe(
+        &self,
+    ) -> Result<(broadcast::Receiver<RemoteEvent>, Arc<str>), StoreError> {
+        let receiver = self.inner.events.subscribe();
+        if !self.inner.subscribed.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable {
+                message: format!(
+                    "not subscribed to change events at Redis {} right now; try again shortly",
+                    self.inner.url
+                ),
+                cause: None,
+            });
+        }
+        static FENCES: AtomicU64 = AtomicU64::new(0);
+        let token: Arc<str> = format!(
+            "{}:{}:{}",
+            hostname(),
+            std::process::id(),
+            FENCES.fetch_add(1, Ordering::Relaxed)
+        )
+        .into();
+        let mut c = self.connection();
+        let _: i64 = c
+            .publish(self.inner.keys.channel(), events::fence_message(&token))
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok((receiver, token))
+    }
+
+    /// Announces this daemon (renewed by the daemon's upkeep), so `migrate` refuses to run.
+    pub async fn announce(&self, socket: &str) {
+        let mut c = self.connection();
+        let ttl = PRESENCE_TTL.as_millis() as u64;
+        let _: Result<(), _> = ::redis::cmd("SET")
+            .arg(&self.inner.presence)
+            .arg(socket)
+            .arg("PX")
+            .arg(ttl)
+            .query_async(&mut c)
+            .await;
+    }
+
+    /// Withdraws the announcement and stops the subscription (the clean stop).
+    pub async fn close(&self) {
+        self.inner.stop.cancel();
+        let mut c = self.connection();
+        let _: Result<i64, _> = tokio::time::timeout(RESPONSE_TIMEOUT, c.del(&self.inner.presence))
+            .await
+            .unwrap_or(Ok(0));
+    }
+
+    /// The daemons that announced themselves on this prefix (for `migrate`).
+    pub async fn daemons(&self) -> Result<Vec<String>, StoreError> {
+        let mut c = self.connection();
+        let mut found = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(self.inner.keys.daemons())
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.failed(e))?;
+            found.extend(keys);
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+    }
+
+    /// For tests: the client, to inspect what the daemon stored.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+}
+
+fn expected(revision: Option<Revision>) -> Vec<u8> {
+    revision
+        .map(|r| r.to_string())
+        .unwrap_or_default()
+        .into_bytes()
+}
+
+fn quote(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+/// The event line up to and including `"revision":`; the script adds the number.
+fn event_head(event: &str, name: &RoomName) -> Vec<u8> {
+    format!(
+        "{{\"event\":\"{event}\",\"roomName\":{},\"revision\":",
+        quote(name.as_str())
+    )
+    .into_bytes()
+}
+
+fn deleted_event(name: &RoomName) -> Vec<u8> {
+    format!(
+        "{{\"event\":\"deleted\",\"roomName\":{}}}",
+        quote(name.as_str())
+    )
+    .into_bytes()
+}
+
+fn room_name(raw: &[u8]) -> Option<RoomName> {
+    RoomName::new(std::str::from_utf8(raw).ok()?).ok()
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or fails.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    if ok && end > 0 {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_owned()
+    }
+}
+
+/// rustls needs one process-wide crypto provider for `rediss://`; the first call installs ring.
+fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("redis://:s3cret@db:6379/0"),
+            "redis://:***@db:6379/0"
+        );
+        assert_eq!(redact("rediss://user:pw@db/1"), "rediss://user:***@db/1");
+        assert_eq!(redact("unix:///run/redis.sock"), "unix:///run/redis.sock");
+        assert_eq!(
+            redact("unix:///run/r.sock?db=1&pass=pw&x=y"),
+            "unix:///run/r.sock?db=1&pass=***&x=y"
+        );
+        assert_eq!(redact("redis://user@db"), "redis://user@db");
+        assert_eq!(redact("redis://db:6379"), "redis://db:6379");
+    }
+}

@@ -1,0 +1,159 @@
+//! The Lua scripts that make every mutation one atomic step on the Redis server, whichever
+//! daemon sends it (see [`super::layout`] for the keys and fields they touch).
+//!
+//! Each script checks, changes, bumps the revision, keeps the sorted sets in step and publishes
+//! the `watch` event, all inside one `EVAL`: two daemons changing one room at the same moment
+//! are serialized by Redis, and the events of one room are published in revision order. No
+//! script parses a room; `addRating` decodes only the one media's ratings (with Redis's `cjson`)
+//! to see whether the user already rated it. Every script answers `{status, value}` as strings.
+//!
+//! Common arguments: KEYS = room hash, `rooms`, `changed`, `created` (the same four for every
+//! script, so a script can never touch a key it was not given).
+
+use redis::Script;
+
+/// Save (create or replace). ARGV: name, expected revision or '', now, createdAt (ms), channel,
+/// event head (the event up to its revision), then field/value pairs.
+pub const SAVE: &str = r#"
+local current = redis.call('HGET', KEYS[1], 'rev') or '0'
+if ARGV[2] ~= '' and ARGV[2] ~= current then return {'conflict', current} end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'rev', current)
+for i = 7, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. rev .. '}')
+return {'ok', tostring(rev)}
+"#;
+
+/// Restore a room with a given revision (`migrate`; publishes nothing). ARGV: name, revision,
+/// last changed (ms), createdAt (ms), then field/value pairs.
+pub const RESTORE: &str = r#"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'rev', ARGV[2])
+for i = 5, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+return {'ok', ARGV[2]}
+"#;
+
+/// Delete one room. ARGV: name, expected revision or '', channel, event line.
+pub const DELETE: &str = r#"
+local current = redis.call('HGET', KEYS[1], 'rev') or '0'
+if ARGV[2] ~= '' and ARGV[2] ~= current then return {'conflict', current} end
+if current == '0' then return {'ok', '0'} end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return {'ok', '1'}
+"#;
+
+/// Delete one room if its score in KEYS[ARGV[2]] (`changed` or `created`) is still below
+/// ARGV[3]: the candidate was chosen outside the script, and another daemon may have saved it
+/// since. ARGV: name, 3 or 4, bound (ms), channel, event line.
+pub const DELETE_IF_BELOW: &str = r#"
+local score = redis.call('ZSCORE', KEYS[tonumber(ARGV[2])], ARGV[1])
+if not score or tonumber(score) >= tonumber(ARGV[3]) then return {'ok', '0'} end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return {'ok', '1'}
+"#;
+
+/// Append a rating unless that user already rated that media. ARGV: name, mediaId, userName,
+/// the entry as JSON, now, channel, event head, event tail.
+pub const ADD_RATING: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', '0'} end
+local field = 'r:' .. ARGV[2]
+local cur = redis.call('HGET', KEYS[1], field)
+if cur then
+  local space = string.find(cur, ' ', 1, true)
+  local list = string.sub(cur, space + 1)
+  for _, entry in ipairs(cjson.decode(list)) do
+    if type(entry) == 'table' and entry[1] == ARGV[3] then
+      return {'same', redis.call('HGET', KEYS[1], 'rev')}
+    end
+  end
+  if list == '[]' then
+    list = '[' .. ARGV[4] .. ']'
+  else
+    list = string.sub(list, 1, -2) .. ',' .. ARGV[4] .. ']'
+  end
+  redis.call('HSET', KEYS[1], field, string.sub(cur, 1, space) .. list)
+else
+  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  redis.call('HSET', KEYS[1], field, seq .. ' [' .. ARGV[4] .. ']')
+end
+local flag = redis.call('HGET', KEYS[1], 'R')
+if not flag then
+  local doc = redis.call('HGET', KEYS[1], 'doc')
+  redis.call('HSET', KEYS[1], 'doc', string.sub(doc, 1, -2) .. ',"ratings":0}')
+end
+if flag ~= '1' then redis.call('HSET', KEYS[1], 'R', '1') end
+redis.call('HINCRBY', KEYS[1], 'rc', 1)
+redis.call('HSET', KEYS[1], 'at', ARGV[5])
+local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+redis.call('PUBLISH', ARGV[6], ARGV[7] .. rev .. ARGV[8])
+return {'ok', tostring(rev)}
+"#;
+
+/// Set a user's progress. ARGV: name, userName, progress, now, channel, event head, event tail.
+pub const SET_PROGRESS: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', '0'} end
+local field = 'p:' .. ARGV[2]
+local cur = redis.call('HGET', KEYS[1], field)
+if cur then
+  local space = string.find(cur, ' ', 1, true)
+  redis.call('HSET', KEYS[1], field, string.sub(cur, 1, space) .. ARGV[3])
+else
+  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  redis.call('HSET', KEYS[1], field, seq .. ' ' .. ARGV[3])
+end
+local flag = redis.call('HGET', KEYS[1], 'P')
+if not flag then
+  local doc = redis.call('HGET', KEYS[1], 'doc')
+  redis.call('HSET', KEYS[1], 'doc', string.sub(doc, 1, -2) .. ',"userProgress":0}')
+end
+if flag ~= '1' then redis.call('HSET', KEYS[1], 'P', '1') end
+redis.call('HSET', KEYS[1], 'at', ARGV[4])
+local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. rev .. ARGV[7])
+return {'ok', tostring(rev)}
+"#;
+
+/// The scripts, hashed once; `invoke_async` sends `EVALSHA` and falls back to `EVAL` after a
+/// Redis restart emptied the script cache.
+pub struct Scripts {
+    pub save: Script,
+    pub restore: Script,
+    pub delete: Script,
+    pub delete_if_below: Script,
+    pub add_rating: Script,
+    pub set_progress: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Scripts {
+        Scripts {
+            save: Script::new(SAVE),
+            restore: Script::new(RESTORE),
+            delete: Script::new(DELETE),
+            delete_if_below: Script::new(DELETE_IF_BELOW),
+            add_rating: Script::new(ADD_RATING),
+            set_progress: Script::new(SET_PROGRESS),
+        }
+    }
+}
