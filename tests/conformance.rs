@@ -1,5 +1,5 @@
 //! The backend conformance suite (STYLE.md point 4): one set of tests that every backend must
-//! pass, driven through the store's own API (`store::start`, `mutate`, `snapshot`, `flush`,
+//! pass, driven through [`Rooms`] (`mutate`, `get`, `list`, `flush`,
 //! `reload`), never the socket. A backend joins with one `conformance_suite!` line (see "The
 //! backends" below). Every test ends by restarting the store and checking that each room came
 //! back exactly as it was; a backend that keeps nothing ([`Fixture::persistent`]) skips that step.
@@ -14,19 +14,38 @@ use moviematch_storaged::backend::file::{names, FileBackend};
 use moviematch_storaged::backend::memory::MemoryBackend;
 use moviematch_storaged::backend::Backend;
 use moviematch_storaged::config::Durability;
+use moviematch_storaged::protocol::request::ListQuery;
+use moviematch_storaged::remote::RemoteStore;
 use moviematch_storaged::room::Rating::{self, Dislike, Like};
 use moviematch_storaged::room::{self, now_millis, EpochMillis, Revision, RoomName};
+use moviematch_storaged::rooms::Rooms;
 use moviematch_storaged::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
-use moviematch_storaged::store::{self, ActorThread, StoreError, StoreHandle};
+use moviematch_storaged::store::{self, ActorThread, StoreError};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+#[path = "common/redis.rs"]
+mod redis_server;
+use redis_server::RedisServer;
+
 // ---- Fixtures: how the suite opens a backend ----
+
+/// What a fixture opens: a backend for the storage actor, or a Redis store.
+enum Opened {
+    Local(Box<dyn Backend>),
+    Remote(RemoteStore),
+}
+
+impl From<Box<dyn Backend>> for Opened {
+    fn from(backend: Box<dyn Backend>) -> Opened {
+        Opened::Local(backend)
+    }
+}
 
 /// Opens a backend for one test. `open` is called again once the previous store has stopped;
 /// a persistent fixture must then hand out a backend over the same storage.
 trait Fixture {
-    fn open(&self) -> Box<dyn Backend>;
+    fn open(&self) -> Opened;
     /// Whether rooms survive a clean stop and a new `open`.
     fn persistent(&self) -> bool;
 }
@@ -39,8 +58,8 @@ fn volatile<F: Fn() -> Box<dyn Backend>>(make: F) -> Volatile<F> {
 }
 
 impl<F: Fn() -> Box<dyn Backend>> Fixture for Volatile<F> {
-    fn open(&self) -> Box<dyn Backend> {
-        (self.0)()
+    fn open(&self) -> Opened {
+        (self.0)().into()
     }
     fn persistent(&self) -> bool {
         false
@@ -54,8 +73,12 @@ struct Stored<F> {
     make: F,
 }
 
-fn stored<F: Fn(&Path) -> Box<dyn Backend>>(make: F) -> Stored<F> {
+fn stored<F: Fn(&Path) -> Opened>(make: F) -> Stored<F> {
     let root = tempfile::tempdir().expect("create a temporary directory");
+    Stored { root, make }
+}
+
+fn stored_in<F: Fn(&Path) -> Opened>(root: TempDir, make: F) -> Stored<F> {
     Stored { root, make }
 }
 
@@ -65,8 +88,8 @@ impl<F> Stored<F> {
     }
 }
 
-impl<F: Fn(&Path) -> Box<dyn Backend>> Fixture for Stored<F> {
-    fn open(&self) -> Box<dyn Backend> {
+impl<F: Fn(&Path) -> Opened> Fixture for Stored<F> {
+    fn open(&self) -> Opened {
         (self.make)(&self.dir())
     }
     fn persistent(&self) -> bool {
@@ -74,8 +97,41 @@ impl<F: Fn(&Path) -> Box<dyn Backend>> Fixture for Stored<F> {
     }
 }
 
-fn file_backend(durability: Durability) -> Stored<impl Fn(&Path) -> Box<dyn Backend>> {
-    stored(move |dir| Box::new(FileBackend::new(dir, durability)))
+fn file_backend(durability: Durability) -> Stored<impl Fn(&Path) -> Opened> {
+    stored(move |dir| Opened::Local(Box::new(FileBackend::new(dir, durability))))
+}
+
+/// Redis: a private `redis-server` per test; the key prefix is the test's directory, so a
+/// restart (a new store over the same server and prefix) finds the same rooms.
+fn redis_backend() -> (RedisServer, Stored<impl Fn(&Path) -> Opened>) {
+    let root = tempfile::tempdir().expect("create a temporary directory");
+    let server = RedisServer::start(&root.path().join("redis"));
+    let url = server.url();
+    let fixture = stored_in(root, move |dir| {
+        let prefix = format!("{}:", dir.display());
+        Opened::Remote(RemoteStore::open(&url, &prefix, false).expect("a usable redisUrl"))
+    });
+    (server, fixture)
+}
+
+/// A fixture alone, or with a server it needs kept alive while the test runs.
+trait WithFixture {
+    type F: Fixture;
+    fn fixture(&self) -> &Self::F;
+}
+
+impl<F: Fixture> WithFixture for F {
+    type F = F;
+    fn fixture(&self) -> &F {
+        self
+    }
+}
+
+impl<F: Fixture> WithFixture for (RedisServer, F) {
+    type F = F;
+    fn fixture(&self) -> &F {
+        &self.1
+    }
 }
 
 // ---- The backends: one line each ----
@@ -86,7 +142,7 @@ macro_rules! conformance_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $test() {
             let fixture = $fixture;
-            super::$test(&fixture).await;
+            super::$test(fixture.fixture()).await;
         }
     )+};
     ($backend:ident, $fixture:expr) => {
@@ -113,6 +169,7 @@ macro_rules! conformance_suite {
 conformance_suite!(memory, volatile(|| Box::new(MemoryBackend)));
 conformance_suite!(file_strict, file_backend(Durability::Strict));
 conformance_suite!(file_relaxed, file_backend(Durability::Relaxed));
+conformance_suite!(redis, redis_backend());
 
 // ---- A running store, and the words the tests are written in ----
 
@@ -121,32 +178,46 @@ macro_rules! steps {
     ($running:expr; $($mutation:expr => $answer:expr),+ $(,)?) => {$({
         let mutation = $mutation;
         let step = format!("{mutation:?}");
-        assert_eq!($running.store.mutate(mutation).await, $answer, "{step}");
+        assert_eq!($running.rooms.mutate(mutation).await, $answer, "{step}");
     })+};
 }
 
 struct Running {
-    store: StoreHandle,
-    actor: ActorThread,
+    rooms: Rooms,
+    /// The storage actor's thread (none with Redis).
+    actor: Option<ActorThread>,
 }
 
 fn start(fixture: &impl Fixture) -> Running {
-    let (store, actor) = store::start(fixture.open()).expect("the backend loads");
-    Running { store, actor }
+    match fixture.open() {
+        Opened::Local(backend) => {
+            let (store, actor) = store::start(backend).expect("the backend loads");
+            Running {
+                rooms: Rooms::Local(store),
+                actor: Some(actor),
+            }
+        }
+        Opened::Remote(remote) => Running {
+            rooms: Rooms::Remote(remote),
+            actor: None,
+        },
+    }
 }
 
 /// What a restart must keep of a room: name, JSON, revision, created and last changed (ms).
 type Kept = (String, String, Revision, EpochMillis, EpochMillis);
 
 impl Running {
-    fn revision(&self, name: &str) -> Option<Revision> {
-        self.store.snapshot().get(name).map(|e| e.revision)
+    async fn revision(&self, name: &str) -> Option<Revision> {
+        let entry = self.rooms.get(name).await.expect("the store answers");
+        entry.map(|e| e.revision)
     }
 
     /// Every room, in name order.
-    fn rooms(&self) -> Vec<Kept> {
-        let rooms = self.store.snapshot().rooms.clone();
-        let kept = rooms.values().map(|e| {
+    async fn rooms(&self) -> Vec<Kept> {
+        let every = ListQuery::default();
+        let listing = self.rooms.list(&every).await.expect("the store answers");
+        let kept = listing.rooms.iter().map(|e| {
             let encoded = String::from_utf8_lossy(e.encoded()).into_owned();
             let name = e.name.as_str().to_owned();
             (name, encoded, e.revision, e.facts.created_at, e.updated_at)
@@ -155,20 +226,21 @@ impl Running {
     }
 
     /// The room as `getRoom` returns it, compared as text: key order and unknown fields count.
-    #[track_caller]
-    fn assert_room(&self, name: &str, expected: &Value) {
-        let snapshot = self.store.snapshot();
-        let entry = snapshot
-            .get(name)
-            .unwrap_or_else(|| panic!("no room {name:?}"));
+    async fn assert_room(&self, name: &str, expected: &Value) {
+        let entry = self.rooms.get(name).await.expect("the store answers");
+        let entry = entry.unwrap_or_else(|| panic!("no room {name:?}"));
         let expected = serde_json::to_string(expected).expect("encode");
         assert_eq!(String::from_utf8_lossy(entry.encoded()), expected);
     }
 
     /// The clean stop: drop the last handle, then join the actor, which closes the backend.
     async fn stop(self) {
-        let Running { store, actor } = self;
-        drop(store);
+        let Running { rooms, actor } = self;
+        if let Rooms::Remote(remote) = &rooms {
+            remote.close().await;
+        }
+        drop(rooms);
+        let Some(actor) = actor else { return };
         let closed = tokio::task::spawn_blocking(move || actor.join());
         let closed = closed.await.expect("join task");
         let closed = closed.expect("the actor does not panic");
@@ -178,10 +250,14 @@ impl Running {
     /// Stops cleanly and, when the backend persists, starts again over the same storage and
     /// checks that every room came back exactly as it was (revision and times included).
     async fn restart(self, fixture: &impl Fixture) -> Option<Running> {
-        let kept = self.rooms();
+        let kept = self.rooms().await;
         self.stop().await;
         let s = fixture.persistent().then(|| start(fixture))?;
-        assert_eq!(s.rooms(), kept, "a restart keeps every room as it was");
+        assert_eq!(
+            s.rooms().await,
+            kept,
+            "a restart keeps every room as it was"
+        );
         Some(s)
     }
 
@@ -288,9 +364,9 @@ async fn round_trip_keeps_the_room_exactly(fx: &impl Fixture) {
         "userProgress":{"jane":3},"roomType":"party","big":12345678901234567890}"#;
     let sent: Value = serde_json::from_str(text).expect("valid JSON");
     let s = start(fx);
-    assert_eq!(s.revision("movie-night"), None);
+    assert_eq!(s.revision("movie-night").await, None);
     steps!(s; save(&sent) => saved(1));
-    s.assert_room("movie-night", &sent);
+    s.assert_room("movie-night", &sent).await;
     s.finish(fx).await;
 }
 
@@ -325,7 +401,7 @@ async fn expected_revision_guards_saves_and_deletes(fx: &impl Fixture) {
         save_if(&room("r"), Some(0)) => conflict(1),
         save_if(&changed, Some(2)) => conflict(1),
     );
-    s.assert_room("r", &room("r"));
+    s.assert_room("r", &room("r")).await;
     steps!(s;
         save_if(&changed, Some(1)) => saved(2),
         rate("r", "m", "john", Like) => rated(3, true),
@@ -333,7 +409,7 @@ async fn expected_revision_guards_saves_and_deletes(fx: &impl Fixture) {
         delete_if("r", Some(0)) => conflict(3),
     );
     changed["ratings"] = json!({ "m": [["john", "like", TS]] });
-    s.assert_room("r", &changed);
+    s.assert_room("r", &changed).await;
     steps!(s;
         delete_if("r", Some(3)) => deleted(true),
         delete_if("r", Some(1)) => conflict(0),
@@ -358,8 +434,8 @@ async fn operations_on_a_missing_room_are_not_found(fx: &impl Fixture) {
         rate("ghost", "m", "john", Like) => not_found("ghost"),
         progress("ghost", "john", 1) => not_found("ghost"),
     );
-    assert_eq!(s.rooms().len(), 1, "nothing was created");
-    s.assert_room("Ghost", &room("Ghost"));
+    assert_eq!(s.rooms().await.len(), 1, "nothing was created");
+    s.assert_room("Ghost", &room("Ghost")).await;
     s.finish(fx).await;
 }
 
@@ -374,7 +450,7 @@ async fn add_rating_creates_and_appends_once_per_user_and_media(fx: &impl Fixtur
         rate("fresh", movie, "jane", Dislike) => rated(3, true),
     );
     fresh["ratings"] = json!({ movie: [["john", "like", TS], ["jane", "dislike", TS]] });
-    s.assert_room("fresh", &fresh);
+    s.assert_room("fresh", &fresh).await;
 
     // Ratings saved with the room count as that user's rating; new ones are appended.
     let mut with = room("with");
@@ -388,7 +464,7 @@ async fn add_rating_creates_and_appends_once_per_user_and_media(fx: &impl Fixtur
     );
     let entries = json!([["jane", "like", 1], ["john", "like", TS]]);
     with["ratings"] = json!({ "m": entries, "n": [["jane", "like", TS]] });
-    s.assert_room("with", &with);
+    s.assert_room("with", &with).await;
     s.finish(fx).await;
 }
 
@@ -397,13 +473,13 @@ async fn set_progress_creates_and_overwrites(fx: &impl Fixture) {
     let s = start(fx);
     steps!(s; save(&r) => saved(1), progress("r", "john", 5) => progressed(2));
     r["userProgress"] = json!({ "john": 5 });
-    s.assert_room("r", &r);
+    s.assert_room("r", &r).await;
     steps!(s;
         progress("r", "jane", 0) => progressed(3),
         progress("r", "john", 7) => progressed(4),
     );
     r["userProgress"] = json!({ "john": 7, "jane": 0 });
-    s.assert_room("r", &r);
+    s.assert_room("r", &r).await;
     s.finish(fx).await;
 }
 
@@ -417,8 +493,8 @@ async fn delete_reports_whether_it_deleted(fx: &impl Fixture) {
         delete("never") => deleted(false),
         rate("a", "m", "john", Like) => not_found("a"),
     );
-    assert_eq!(s.revision("a"), None);
-    s.assert_room("b", &room("b"));
+    assert_eq!(s.revision("a").await, None);
+    s.assert_room("b", &room("b")).await;
     s.finish(fx).await;
 }
 
@@ -438,10 +514,10 @@ async fn delete_created_before_is_exclusive(fx: &impl Fixture) {
         before(instant) => deleted_many(1),
         before(instant) => deleted_many(0),
     );
-    assert_eq!(s.revision("early"), None);
+    assert_eq!(s.revision("early").await, None);
     steps!(s; before(instant + 1) => deleted_many(1));
-    assert_eq!(s.revision("exact"), None);
-    assert_eq!(s.revision("late"), Some(1));
+    assert_eq!(s.revision("exact").await, None);
+    assert_eq!(s.revision("late").await, Some(1));
     s.finish(fx).await;
 }
 
@@ -458,7 +534,7 @@ async fn expire_removes_rooms_idle_since(fx: &impl Fixture) {
         expire(idle_since) => deleted_many(1),
         expire(idle_since) => deleted_many(0),
     );
-    assert_eq!(s.revision("idle"), None);
+    assert_eq!(s.revision("idle").await, None);
     // The restart check compares when each room last changed: a restart must not make a room
     // look recently used (nor older than it is).
     if let Some(s) = s.restart(fx).await {
@@ -474,7 +550,7 @@ async fn concurrent_ratings_are_never_lost(fx: &impl Fixture) {
     steps!(s; save(&room("party")) => saved(1));
     // Task t rates m1..m24 as user t; every task also races the others to rate m0 as user 0.
     let rate_as = |t: usize| {
-        let store = s.store.clone();
+        let store = s.rooms.clone();
         tokio::spawn(async move {
             let mut answers = Vec::new();
             for i in 0..PER_TASK {
@@ -502,9 +578,9 @@ async fn concurrent_ratings_are_never_lost(fx: &impl Fixture) {
         revisions, expected,
         "each added rating has its own revision"
     );
-    assert_eq!(s.revision("party"), Some(1 + added));
-    let snapshot = s.store.snapshot();
-    let ratings = snapshot.get("party").expect("the room").to_value()["ratings"].clone();
+    assert_eq!(s.revision("party").await, Some(1 + added));
+    let party = s.rooms.get("party").await.expect("read").expect("the room");
+    let ratings = party.to_value()["ratings"].clone();
     let count = |e: &Value| e.as_array().map_or(0, Vec::len) as Revision;
     let counts = ratings
         .as_object()
@@ -532,11 +608,11 @@ async fn everything_survives_a_restart(fx: &impl Fixture) {
         delete("d") => deleted(true),
         save(&room("d")) => saved(1),
     );
-    let kept = s.rooms();
-    assert_eq!(s.store.flush().await, Ok(()));
-    let reloaded = s.store.reload().await;
+    let kept = s.rooms().await;
+    assert_eq!(s.rooms.flush().await, Ok(()));
+    let reloaded = s.rooms.reload().await;
     assert_eq!(reloaded, Ok(0), "nothing was edited outside the store");
-    assert_eq!(s.rooms(), kept);
+    assert_eq!(s.rooms().await, kept);
     if let Some(s) = s.restart(fx).await {
         let s = s.restart(fx).await.expect("persistent"); // a second restart changes nothing
         steps!(s;
@@ -575,9 +651,9 @@ async fn hostile_names_round_trip(fx: &impl Fixture) {
         expected["roomName"] = json!(n);
         expected["ratings"] = json!({ "m": [[n, "like", TS]] });
         expected["userProgress"] = json!({ n.as_str(): 1 });
-        s.assert_room(n, &expected);
+        s.assert_room(n, &expected).await;
     }
-    assert_eq!(s.rooms().len(), names.len() - 1);
+    assert_eq!(s.rooms().await.len(), names.len() - 1);
     if let Some(s) = s.restart(fx).await {
         steps!(s; rate("a/b", "m", "a/b", Like) => rated(3, false));
         s.stop().await;
@@ -606,7 +682,10 @@ async fn clean_stop_leaves_every_room_in_its_file(durability: Durability) {
         progress("movie-night", "john", 9) => progressed(3),
         delete("gone") => deleted(true),
     );
-    let snapshot = s.store.snapshot();
+    let snapshot = match &s.rooms {
+        Rooms::Local(store) => store.snapshot(),
+        Rooms::Remote(_) => unreachable!("a file backend"),
+    };
     s.stop().await;
 
     let dir = fx.dir();

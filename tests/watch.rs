@@ -2,6 +2,7 @@
 //! revision order per room, only after its writer got the answer, filtered by `roomNames`; a
 //! watcher that never reads is disconnected without the daemon's memory growing.
 
+#[macro_use]
 mod common;
 
 use std::io::{BufReader, Read, Write};
@@ -14,6 +15,13 @@ use std::time::{Duration, Instant};
 use common::{bare_room, revision, room, Backend, Conn, Daemon};
 use moviematch_storaged::client::Client;
 use serde_json::{json, Value};
+
+for_each_backend!(
+    a_watcher_sees_every_change_of_concurrent_writers_in_revision_order,
+    room_names_limit_a_watch_to_those_rooms,
+    delete_rooms_sends_a_deleted_event_per_room,
+    a_watch_does_not_report_changes_acknowledged_before_it_started,
+);
 
 /// A connection that sent `watch` (for `names`, or every room) and got its `{"ok":true}`: every
 /// change committed from now on reaches it.
@@ -112,12 +120,11 @@ fn multiset_difference(expected: &[Value], seen: &[Value]) -> (Vec<String>, Vec<
     (missing, extra)
 }
 
-#[test]
-fn a_watcher_sees_every_change_of_concurrent_writers_in_revision_order() {
+fn a_watcher_sees_every_change_of_concurrent_writers_in_revision_order(backend: Backend) {
     const WRITERS: usize = 8;
     const OPS: usize = 250;
     const ROOMS: [&str; 3] = ["alpha", "beta/../b", "gamma 🎬"];
-    let daemon = Daemon::start(Backend::File);
+    let daemon = Daemon::start(backend);
     let mut setup = daemon.connect();
     for name in ROOMS {
         assert_eq!(setup.save(&room(name)), 1);
@@ -275,9 +282,8 @@ fn an_event_follows_the_writers_answer_and_carries_its_revision() {
     );
 }
 
-#[test]
-fn room_names_limit_a_watch_to_those_rooms() {
-    let daemon = Daemon::start(Backend::Memory);
+fn room_names_limit_a_watch_to_those_rooms(backend: Backend) {
+    let daemon = Daemon::start(backend);
     let mut writer = daemon.connect();
     let picky_names = ["a", "c d", "Ω/../x"];
     let mut picky = watcher(&daemon, Some(&picky_names));
@@ -513,9 +519,8 @@ fn requests_before_watch_are_answered_first_and_lines_after_it_are_ignored() {
     );
 }
 
-#[test]
-fn delete_rooms_sends_a_deleted_event_per_room() {
-    let daemon = Daemon::start(Backend::File);
+fn delete_rooms_sends_a_deleted_event_per_room(backend: Backend) {
+    let daemon = Daemon::start(backend);
     let mut writer = daemon.connect();
     let mut watch = watcher(&daemon, None);
     let old = |name: &str| {
@@ -626,15 +631,14 @@ fn a_watcher_whose_socket_stays_full_is_disconnected() {
     Conn::connect(daemon.socket()).expect("connect").ping();
 }
 
-#[test]
-fn a_watch_does_not_report_changes_acknowledged_before_it_started() {
+fn a_watch_does_not_report_changes_acknowledged_before_it_started(backend: Backend) {
     // A client that got the `ok` of a change and then starts a watch must not hear of that
     // change as if it were new: the state it reads after the `ok` already holds it, and the
     // event would be a stale duplicate (PROTOCOL.md 1.5: a request sent after a response sees
     // the mutation). It is a race between the writer's answer and the event, so it is tried
     // many times, with another client keeping the daemon's commit batches large.
     const ATTEMPTS: usize = 2_000;
-    let daemon = Daemon::start(Backend::Memory);
+    let daemon = Daemon::start(backend);
     let mut writer = daemon.connect();
     writer.save(&bare_room("noise"));
     let stop = Arc::new(AtomicBool::new(false));

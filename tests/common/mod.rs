@@ -6,6 +6,8 @@
 //! `daemon-N.stdout` (one pair per run), `config.yaml` when a test writes one.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -31,6 +33,7 @@ macro_rules! for_each_backend {
     ($($test:ident),* $(,)?) => {
         mod memory { $( #[test] fn $test() { super::$test(crate::common::Backend::Memory) } )* }
         mod file { $( #[test] fn $test() { super::$test(crate::common::Backend::File) } )* }
+        mod redis { $( #[test] fn $test() { super::$test(crate::common::Backend::Redis) } )* }
     };
 }
 
@@ -38,6 +41,8 @@ macro_rules! for_each_backend {
 pub enum Backend {
     Memory,
     File,
+    /// A private `redis-server` per test directory, shared by sibling daemons.
+    Redis,
 }
 
 impl Backend {
@@ -45,6 +50,7 @@ impl Backend {
         match self {
             Backend::Memory => "memory",
             Backend::File => "file",
+            Backend::Redis => "redis",
         }
     }
 }
@@ -67,6 +73,8 @@ pub struct DaemonBuilder {
     /// A listening socket handed over as fd 3, systemd style (LISTEN_FDS=1), and whether
     /// LISTEN_PID names the daemon (else it names pid 1, another process).
     listen_fd: Option<(RawFd, bool)>,
+    /// The Redis server of a `redis` daemon, shared with its siblings.
+    redis: Option<Arc<std::sync::Mutex<redis::RedisServer>>>,
 }
 
 /// Env vars of the developer's shell that must never reach the daemon.
@@ -102,7 +110,21 @@ impl DaemonBuilder {
             umask: None,
             file_size_limit: None,
             listen_fd: None,
+            redis: (backend == Backend::Redis).then(|| {
+                Arc::new(std::sync::Mutex::new(redis::RedisServer::start(
+                    &root.join("redis"),
+                )))
+            }),
         }
+    }
+
+    /// The Redis server of a `redis` daemon.
+    pub fn redis(&self) -> std::sync::MutexGuard<'_, redis::RedisServer> {
+        self.redis
+            .as_ref()
+            .expect("a redis daemon")
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// No flags at all, started in an empty directory `<tmp>/cwd`: the documented defaults apply.
@@ -213,6 +235,10 @@ impl DaemonBuilder {
         cmd.env("NO_COLOR", "1");
         if let Some(b) = self.backend {
             cmd.arg("--storage-type").arg(b.name());
+        }
+        if let Some(redis) = &self.redis {
+            let url = redis.lock().unwrap_or_else(|e| e.into_inner()).url();
+            cmd.arg("--redis-url").arg(url);
         }
         if self.pass_paths {
             cmd.arg("--storage-path").arg(&self.storage);
@@ -326,6 +352,11 @@ impl Daemon {
     /// with other flags once this one stopped).
     pub fn sibling(&self) -> DaemonBuilder {
         self.spec.clone()
+    }
+
+    /// The Redis server of a `redis` daemon.
+    pub fn redis(&self) -> std::sync::MutexGuard<'_, redis::RedisServer> {
+        self.spec.redis()
     }
 
     pub fn dir(&self) -> &Path {

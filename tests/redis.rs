@@ -1,0 +1,279 @@
+//! The Redis backend with several daemons, and with Redis going away (issue #4, PROTOCOL.md
+//! section 5): each test starts its own `redis-server` on a Unix socket in its own directory
+//! (see `common/redis.rs`) and one or two real daemons on it.
+
+#[macro_use]
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{bare_room, room, Backend, Conn, Daemon};
+use serde_json::{json, Value};
+
+/// A second daemon on the same Redis server, with its own socket.
+fn second(first: &Daemon) -> Daemon {
+    first
+        .sibling()
+        .socket(first.dir().join("second.sock"))
+        .start()
+}
+
+fn watcher(daemon: &Daemon, names: Option<&[&str]>) -> Conn {
+    let mut conn = daemon.connect();
+    let mut request = json!({"op": "watch"});
+    if let Some(names) = names {
+        request["roomNames"] = json!(names);
+    }
+    conn.expect(request, json!({"ok": true}));
+    conn.set_read_timeout(Duration::from_secs(10));
+    conn
+}
+
+fn next_json(conn: &mut Conn) -> Value {
+    let line = conn.read_line().expect("an event line");
+    serde_json::from_str(&line).expect("an event is JSON")
+}
+
+/// Polls `request` until it succeeds (Redis coming back), for at most 15 s.
+fn until_ok(conn: &mut Conn, request: Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = conn.call(request.clone());
+        if answer["ok"] == true {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "still failing: {answer}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn rooms_saved_through_one_daemon_are_read_through_the_other() {
+    let one = Daemon::start(Backend::Redis);
+    let two = second(&one);
+    let (mut a, mut b) = (one.connect(), two.connect());
+    let mut sent = room("shared night");
+    sent["roomType"] = json!({"future": [1.5, null]});
+    assert_eq!(a.save(&sent), 1);
+    assert_eq!(b.get("shared night"), Some((sent.clone(), 1)));
+    assert!(b.has("shared night"));
+    assert_eq!(b.rate("shared night", "m", "jane", "like"), (2, true));
+    let (through_a, revision) = a.get("shared night").expect("the room");
+    assert_eq!(revision, 2);
+    assert_eq!(through_a["ratings"]["m"][0][0], "jane");
+    // expectedRevision holds across daemons.
+    let stale = a.err(
+        json!({"op": "saveRoom", "room": sent, "expectedRevision": 1}),
+        "conflict",
+    );
+    assert_eq!(stale["revision"], 2);
+    b.expect(
+        json!({"op": "deleteRoom", "roomName": "shared night", "expectedRevision": 2}),
+        json!({"ok": true, "deleted": true}),
+    );
+    assert_eq!(a.get("shared night"), None);
+}
+
+#[test]
+fn ten_clients_on_two_daemons_add_400_ratings_to_one_room() {
+    const CLIENTS: usize = 10;
+    const EACH: usize = 40;
+    let one = Daemon::start(Backend::Redis);
+    let two = second(&one);
+    assert_eq!(one.connect().save(&bare_room("party")), 1);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let socket = if c % 2 == 0 {
+                one.socket()
+            } else {
+                two.socket()
+            }
+            .to_owned();
+            thread::spawn(move || {
+                let mut conn = Conn::connect(&socket).expect("connect");
+                for k in 0..EACH {
+                    // Every client rates the same media, as different users: the scripts, not
+                    // the daemons, must keep the array whole.
+                    let user = format!("user-{c}-{k}");
+                    let (_, added) = conn.rate("party", &format!("m{}", k % 4), &user, "like");
+                    assert!(added, "{user} rated once");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client");
+    }
+    for daemon in [&one, &two] {
+        let (party, revision) = daemon.connect().get("party").expect("the room");
+        assert_eq!(revision, (CLIENTS * EACH + 1) as u64);
+        let ratings = party["ratings"].as_object().expect("ratings");
+        let count: usize = ratings
+            .values()
+            .map(|v| v.as_array().map_or(0, Vec::len))
+            .sum();
+        assert_eq!(count, CLIENTS * EACH, "no rating lost or doubled");
+        let (summary, _) = daemon.connect().list(json!({"summary": true, "limit": 1}));
+        assert_eq!(summary[0]["ratingCount"], CLIENTS * EACH);
+    }
+}
+
+#[test]
+fn redis_stopped_and_restarted_gives_errors_then_service_again() {
+    let mut daemon = Daemon::start(Backend::Redis);
+    let mut conn = daemon.connect();
+    assert_eq!(conn.save(&room("kept")), 1);
+    let url = daemon.redis().url();
+    daemon.redis().stop();
+
+    let error = conn.err(json!({"op": "getRoom", "roomName": "kept"}), "storage");
+    let message = error["message"].as_str().expect("a message");
+    assert!(message.contains(&url), "the error names the URL: {message}");
+    let error = conn.err(json!({"op": "saveRoom", "room": room("lost")}), "storage");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("the change was not stored") && m.contains(&url)),
+        "{error:?}"
+    );
+    conn.err(json!({"op": "addRating", "roomName": "kept", "mediaId": "m", "userName": "u", "rating": "like"}), "storage");
+    // The daemon itself keeps serving: ping and stats answer, new connections are accepted.
+    conn.ping();
+    let stats = daemon.connect().ok(json!({"op": "stats"}));
+    assert_eq!(stats["rooms"], Value::Null);
+    assert!(daemon.is_running());
+
+    daemon.redis().restart();
+    until_ok(&mut conn, json!({"op": "getRoom", "roomName": "kept"}));
+    assert_eq!(conn.get("kept").map(|(_, r)| r), Some(1));
+    assert_eq!(
+        conn.get("lost"),
+        None,
+        "a change that got an error was not stored"
+    );
+    assert_eq!(conn.rate("kept", "m", "u", "like"), (2, true));
+    assert_eq!(daemon.sigterm().code(), Some(0));
+    assert!(
+        daemon.stderr().contains(&url),
+        "the log names the URL:\n{}",
+        daemon.stderr()
+    );
+}
+
+#[test]
+fn a_daemon_starts_while_redis_is_down_and_serves_once_it_is_up() {
+    let builder = Daemon::builder(Backend::Redis);
+    builder.redis().stop();
+    let mut daemon = builder.start();
+    let mut conn = daemon.connect();
+    conn.ping();
+    let url = daemon.redis().url();
+    let error = conn.err(json!({"op": "hasRoom", "roomName": "x"}), "storage");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains(&url)));
+    // A watch cannot promise every event while the subscription is down: refused, clearly.
+    daemon.connect().err(json!({"op": "watch"}), "storage");
+    daemon.redis().restart();
+    until_ok(&mut conn, json!({"op": "saveRoom", "room": room("late")}));
+    assert!(conn.has("late"));
+    daemon.wait_log("is unreachable");
+    assert_eq!(daemon.sigterm().code(), Some(0));
+}
+
+#[test]
+fn a_rating_through_one_daemon_reaches_a_watcher_on_the_other() {
+    let one = Daemon::start(Backend::Redis);
+    let two = second(&one);
+    let mut a = one.connect();
+    a.save(&room("r"));
+    let mut watch = watcher(&two, Some(&["r"]));
+    assert_eq!(a.rate("r", "plex://movie/1", "jane", "like").0, 2);
+    let event = next_json(&mut watch);
+    assert_eq!(event["event"], "rated");
+    assert_eq!(event["roomName"], "r");
+    assert_eq!(event["revision"], 2);
+    assert_eq!(event["mediaId"], "plex://movie/1");
+    assert_eq!(event["userName"], "jane");
+    assert_eq!(event["rating"], "like");
+    assert!(event["timestamp"].as_u64().is_some());
+    a.ok(json!({"op": "setProgress", "roomName": "r", "userName": "jane", "progress": 7}));
+    assert_eq!(
+        next_json(&mut watch),
+        json!({"event": "progress", "roomName": "r", "revision": 3, "userName": "jane", "progress": 7})
+    );
+    a.save(&room("other"));
+    a.ok(json!({"op": "deleteRoom", "roomName": "r"}));
+    assert_eq!(
+        next_json(&mut watch),
+        json!({"event": "deleted", "roomName": "r"}),
+        "rooms not asked for are filtered out"
+    );
+}
+
+#[test]
+fn a_watcher_is_told_overflow_when_its_daemon_loses_the_subscription() {
+    let daemon = Daemon::start(Backend::Redis);
+    let mut watch = watcher(&daemon, None);
+    daemon.redis().stop();
+    assert_eq!(next_json(&mut watch), json!({"event": "overflow"}));
+    assert_eq!(watch.read_line(), None, "then the watch ends");
+    daemon.redis().restart();
+    // Once subscribed again, watching works again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut watch = loop {
+        let mut conn = daemon.connect();
+        if conn.call(json!({"op": "watch"}))["ok"] == true {
+            break conn;
+        }
+        assert!(Instant::now() < deadline, "watch never available again");
+        thread::sleep(Duration::from_millis(50));
+    };
+    watch.set_read_timeout(Duration::from_secs(10));
+    daemon.connect().save(&room("again"));
+    assert_eq!(next_json(&mut watch)["roomName"], "again");
+}
+
+#[test]
+fn expiry_with_two_daemons_deletes_each_idle_room_once() {
+    let one = Daemon::builder(Backend::Redis)
+        .args(["--room-expiry", "2s"])
+        .start();
+    let two = one.sibling().socket(one.dir().join("second.sock")).start();
+    let mut watch = watcher(&one, None);
+    let mut conn = two.connect();
+    conn.save(&room("idle"));
+    conn.save(&room("busy"));
+    assert_eq!(next_json(&mut watch)["roomName"], "idle");
+    assert_eq!(next_json(&mut watch)["roomName"], "busy");
+    let start = Instant::now();
+    // Keep "busy" changing while "idle" expires.
+    let mut progress = 0;
+    while conn.has("idle") {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "idle never expired"
+        );
+        progress += 1;
+        conn.ok(
+            json!({"op": "setProgress", "roomName": "busy", "userName": "u", "progress": progress}),
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "not before its time"
+    );
+    assert!(conn.has("busy"));
+    // Exactly one deleted event for "idle", though both daemons run expiry.
+    conn.save(&room("marker"));
+    let mut deleted = 0;
+    loop {
+        let event = next_json(&mut watch);
+        match (event["event"].as_str(), event["roomName"].as_str()) {
+            (Some("deleted"), Some("idle")) => deleted += 1,
+            (_, Some("marker")) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(deleted, 1);
+}
