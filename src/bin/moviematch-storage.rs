@@ -145,6 +145,30 @@ enum Command {
         #[arg(value_name = "NAME")]
         names: Vec<String>,
     },
+    /// Copy every room between backends while no daemon uses them (no daemon is contacted)
+    ///
+    /// Rooms keep their JSON byte for byte, their revisions and their last-changed times; the
+    /// copy is read back and compared with the source before this reports success. Refuses a
+    /// storage directory a daemon holds, a Redis prefix a daemon announced itself on, and a
+    /// target that already holds rooms (unless --force). Prints {"migrated":N}; shows progress
+    /// on stderr when it is a terminal.
+    Migrate {
+        /// Where the rooms are: file:DIR, or redis://HOST:PORT/DB, rediss://..., unix://PATH
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// Where they go, in the same forms
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Key prefix in a Redis source
+        #[arg(long, value_name = "PREFIX", default_value = "moviematch:")]
+        from_prefix: String,
+        /// Key prefix in a Redis target
+        #[arg(long, value_name = "PREFIX", default_value = "moviematch:")]
+        to_prefix: String,
+        /// Copy into a target that already holds rooms, replacing those of the same name
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// The `listRooms` filters; all of them combine.
@@ -270,6 +294,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Export => return export(&cli.socket),
         Command::Import { file } => return import(&cli.socket, file.as_ref()),
         Command::Watch { names } => return watch(&cli.socket, names),
+        Command::Migrate {
+            from,
+            to,
+            from_prefix,
+            to_prefix,
+            force,
+        } => return migrate(from, to, from_prefix, to_prefix, *force),
         _ => {}
     }
     // Built before connecting, so that a bad input file never reaches the daemon.
@@ -355,7 +386,10 @@ fn request_for(command: &Command) -> Result<Value, Failure> {
         Command::DeleteRooms { created_before } => {
             json!({"op": "deleteRooms", "createdBefore": created_before})
         }
-        Command::Export | Command::Import { .. } | Command::Watch { .. } => {
+        Command::Export
+        | Command::Import { .. }
+        | Command::Watch { .. }
+        | Command::Migrate { .. } => {
             unreachable!("streaming commands are run by their own functions")
         }
     };
@@ -670,6 +704,56 @@ fn watch(socket: &std::path::Path, names: &[String]) -> Result<ExitCode, Failure
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn migrate(
+    from: &str,
+    to: &str,
+    from_prefix: &str,
+    to_prefix: &str,
+    force: bool,
+) -> Result<ExitCode, Failure> {
+    use moviematch_storaged::migrate::{self, Endpoint};
+    let bad = |reason: String| Failure::Input {
+        source: "migrate".into(),
+        reason,
+    };
+    let from = Endpoint::parse(from, from_prefix).map_err(bad)?;
+    let to = Endpoint::parse(to, to_prefix).map_err(bad)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::Output)?;
+    let mut bars: Vec<(&'static str, Progress)> = Vec::new();
+    let migrated = runtime.block_on(migrate::migrate(&from, &to, force, |verb, done, total| {
+        let verb: &'static str = if verb == "copying" {
+            "copying"
+        } else {
+            "checking"
+        };
+        if bars.last().is_none_or(|(v, _)| *v != verb) {
+            if let Some((_, bar)) = bars.last_mut() {
+                bar.finish();
+            }
+            bars.push((verb, Progress::new(verb)));
+        }
+        if let Some((_, bar)) = bars.last_mut() {
+            bar.update(done, total);
+        }
+    }));
+    if let Some((_, bar)) = bars.last_mut() {
+        bar.finish();
+    }
+    match migrated {
+        Ok(done) => {
+            print_json(&json!({ "migrated": done.rooms }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("moviematch-storage: migrate: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 /// A one-line progress bar on stderr, drawn only when stderr is a terminal and at most ten
