@@ -492,3 +492,162 @@ fn every_socat_cookbook_snippet_runs_against_the_daemon() {
         "stats snippet"
     );
 }
+
+// ---- migrate: between backends, offline ----
+
+/// `migrate` (it contacts no daemon; `--socket` is only there to show it is ignored).
+fn migrate(from: &str, to: &str, extra: &[&str]) -> Output {
+    let mut command = cli(Path::new("/nonexistent/storaged.sock"));
+    command
+        .args(["migrate", "--from", from, "--to", to])
+        .args(extra);
+    run(&mut command)
+}
+
+/// Every room as (name, exact compact JSON text, revision), through a running daemon.
+fn exact_rooms(conn: &mut Conn) -> Vec<(String, String, u64)> {
+    let names = conn.names(json!({}));
+    names
+        .into_iter()
+        .map(|name| {
+            let answer = conn.ok(json!({"op": "getRoom", "roomName": name}));
+            let text = serde_json::to_string(&answer["room"]).expect("encode");
+            let revision = answer["revision"].as_u64().expect("a revision");
+            (name, text, revision)
+        })
+        .collect()
+}
+
+/// Every file of a storage directory that is a room file, by name, with its bytes.
+fn room_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("list the storage directory")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).expect("read a room file"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn migrate_file_to_redis_and_back_round_trips_every_room_byte_for_byte() {
+    let mut source = Daemon::start(Backend::File);
+    let mut conn = source.connect();
+    let mut names = hostile_names();
+    names.extend(["movie-night".to_owned(), "big".to_owned()]);
+    for name in &names {
+        let mut r = room(name);
+        r["roomType"] = json!({"kept": [1.25, null, "x"]});
+        conn.save(&r);
+    }
+    conn.save(&big_room("big", 200_000));
+    conn.save(&bare_room("bare"));
+    conn.rate("movie-night", "plex://movie/1", "jane", "dislike");
+    conn.ok(
+        json!({"op": "setProgress", "roomName": "movie-night", "userName": "jane", "progress": 3}),
+    );
+    conn.rate("bare", "m", "john", "like");
+    let before = exact_rooms(&mut conn);
+    drop(conn);
+    assert_eq!(source.sigterm().code(), Some(0));
+    let files_before = room_files(source.storage());
+
+    // file -> redis
+    let target = Daemon::builder(Backend::Redis);
+    let url = target.redis().url();
+    let from = format!("file:{}", source.storage().display());
+    let out = migrate(&from, &url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON"),
+        json!({"migrated": before.len()})
+    );
+    assert_eq!(stderr(&out), "", "quiet when not on a terminal");
+    let mut redis_daemon = target.start();
+    assert_eq!(
+        exact_rooms(&mut redis_daemon.connect()),
+        before,
+        "redis serves every room exactly"
+    );
+    assert_eq!(redis_daemon.sigterm().code(), Some(0));
+
+    // redis -> file (a new directory)
+    let back = source.dir().join("back");
+    let out = migrate(&url, &format!("file:{}", back.display()), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        room_files(&back),
+        files_before,
+        "every room file is byte for byte the same"
+    );
+    let restored = Daemon::builder(Backend::File).storage(back).start();
+    assert_eq!(
+        exact_rooms(&mut restored.connect()),
+        before,
+        "with the same revisions"
+    );
+}
+
+#[test]
+fn migrate_refuses_a_directory_a_daemon_holds() {
+    let daemon = Daemon::start(Backend::File);
+    daemon.connect().save(&room("held"));
+    let target = Daemon::builder(Backend::Redis);
+    let out = migrate(
+        &format!("file:{}", daemon.storage().display()),
+        &target.redis().url(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&daemon.storage().display().to_string()) && message.contains("in use"),
+        "{message}"
+    );
+    assert_eq!(
+        target.redis().command("DBSIZE").as_deref(),
+        Some(":0\r\n"),
+        "nothing was copied"
+    );
+}
+
+#[test]
+fn migrate_refuses_a_redis_prefix_a_daemon_uses_and_a_target_with_rooms() {
+    let daemon = Daemon::start(Backend::Redis);
+    daemon.connect().save(&room("busy"));
+    let url = daemon.redis().url();
+    let empty = daemon.dir().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let out = migrate(&url, &format!("file:{}", empty.display()), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("in use by 1 running daemon"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(room_files(&empty).is_empty());
+
+    let mut daemon = daemon;
+    assert_eq!(daemon.sigterm().code(), Some(0));
+    // The daemon is gone (its announcement withdrawn): redis -> file works now...
+    let out = migrate(&url, &format!("file:{}", empty.display()), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // ...but not again into a directory that now has rooms, unless forced.
+    let out = migrate(&url, &format!("file:{}", empty.display()), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("already holds 1 room"),
+        "{}",
+        stderr(&out)
+    );
+    let out = migrate(&url, &format!("file:{}", empty.display()), &["--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A missing source directory is an error, not an empty migration.
+    let out = migrate("file:/nonexistent/rooms", &url, &["--force"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a directory"), "{}", stderr(&out));
+}
