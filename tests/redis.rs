@@ -277,3 +277,74 @@ fn expiry_with_two_daemons_deletes_each_idle_room_once() {
     }
     assert_eq!(deleted, 1);
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with the `openssl` command.
+fn make_certificates(dir: &std::path::Path) {
+    let sh = |script: &str| {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run openssl (apt-get install openssl)");
+        assert!(status.success(), "openssl failed: {script}");
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem");
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key -out other.pem");
+    sh("openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr");
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write");
+    sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem");
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("its address").port()
+}
+
+#[test]
+fn rediss_urls_speak_tls_and_check_the_certificate() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    make_certificates(dir.path());
+    let port = free_port();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let _server = common::redis::RedisServer::start_with(
+        &dir.path().join("redis"),
+        vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            file("server.pem"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ],
+    );
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    // Trusting the test CA (SSL_CERT_FILE, as for any rustls program): rooms go through TLS.
+    let trusting = Daemon::builder(Backend::Memory)
+        .no_backend_flag()
+        .args(["--storage-type", "redis", "--redis-url", url.as_str()])
+        .env("SSL_CERT_FILE", &file("ca.pem"))
+        .start();
+    let mut conn = trusting.connect();
+    assert_eq!(conn.save(&room("secure")), 1);
+    assert_eq!(conn.get("secure").map(|(_, r)| r), Some(1));
+    // Not trusting it: the certificate is refused, and nothing is sent in the clear.
+    let doubting = trusting
+        .sibling()
+        .socket(trusting.dir().join("doubting.sock"))
+        .env("SSL_CERT_FILE", &file("other.pem"))
+        .start();
+    let error = doubting
+        .connect()
+        .err(json!({"op": "getRoom", "roomName": "secure"}), "storage");
+    assert!(
+        error["message"].as_str().is_some_and(|m| m.contains(&url)),
+        "{error:?}"
+    );
+}

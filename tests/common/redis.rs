@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
+    /// Extra arguments (TLS).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -22,9 +24,16 @@ impl RedisServer {
     /// `dir`, listening on `dir/redis.sock` only.
     pub fn start(dir: &Path) -> RedisServer {
         std::fs::create_dir_all(dir).expect("create the Redis directory");
+        RedisServer::start_with(dir, Vec::new())
+    }
+
+    /// Starts a server with extra arguments (it always listens on `dir/redis.sock` too).
+    pub fn start_with(dir: &Path, extra: Vec<String>) -> RedisServer {
+        std::fs::create_dir_all(dir).expect("create the Redis directory");
         let mut server = RedisServer {
             dir: dir.to_path_buf(),
             child: None,
+            extra,
         };
         server.run();
         server
@@ -48,6 +57,7 @@ impl RedisServer {
             .arg("--dir")
             .arg(&self.dir)
             .args(["--logfile", "redis.log"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
