@@ -21,13 +21,16 @@ const EXIT_CODES: &str = "\
 Output:
   The daemon's answer as JSON on stdout (without its \"ok\" field), pretty-printed on a terminal
   and on one line otherwise. `get` prints the room itself, or null when there is none.
-  `export` prints one room per line, `watch` one event per line, `import` {\"imported\":N}.
+  `export` prints one room per line, `watch` one event per line, `import` {\"imported\":N},
+  `migrate` {\"migrated\":N}.
 
 Exit codes:
   0  success
   1  the answer is no: `get` found no room (prints null), `has` found none,
      `verify-password` rejected the password
-  2  the daemon answered with an error, printed to stderr as `moviematch-storage: CODE: MESSAGE`
+  2  the daemon answered with an error, printed to stderr as `moviematch-storage: CODE: MESSAGE`;
+     or `migrate` refused or failed (the message says why; a failed copy leaves the source as
+     it was)
   3  the daemon could not be reached, or the connection broke
   4  bad arguments, or the input file could not be read or is not JSON (for `import`: a line
      that is not a valid room; nothing was imported)
