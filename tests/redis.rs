@@ -348,3 +348,43 @@ fn rediss_urls_speak_tls_and_check_the_certificate() {
         "{error:?}"
     );
 }
+
+#[test]
+fn a_redis_password_is_used_and_never_shown() {
+    const SECRET: &str = "s3cret-pw";
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = common::redis::RedisServer::start_with(
+        &dir.path().join("redis"),
+        vec!["--requirepass".into(), SECRET.into()],
+    );
+    let url = |password: &str| format!("{}?pass={password}", server.url());
+    let start = |password: &str, socket: &str| {
+        Daemon::builder(Backend::Memory)
+            .no_backend_flag()
+            .socket(dir.path().join(socket))
+            .args(["--storage-type", "redis", "--redis-url", &url(password)])
+            .start()
+    };
+    let mut good = start(SECRET, "good.sock");
+    let mut conn = good.connect();
+    assert_eq!(conn.save(&room("private")), 1);
+    assert_eq!(conn.get("private").map(|(_, r)| r), Some(1));
+    let stats = conn.ok(json!({"op": "stats"}));
+    assert!(!stats.to_string().contains(SECRET), "stats: {stats}");
+
+    let mut bad = start("wrong-pw", "bad.sock");
+    let error = bad
+        .connect()
+        .err(json!({"op": "getRoom", "roomName": "private"}), "storage");
+    let shown = format!("{error:?}");
+    assert!(
+        shown.contains("pass=***"),
+        "the URL is named, redacted: {shown}"
+    );
+    assert!(!shown.contains("wrong-pw"), "{shown}");
+    assert_eq!(good.sigterm().code(), Some(0));
+    assert_eq!(bad.sigterm().code(), Some(0));
+    for log in [good.stderr(), bad.stderr()] {
+        assert!(!log.contains(SECRET) && !log.contains("wrong-pw"), "{log}");
+    }
+}

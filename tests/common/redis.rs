@@ -85,7 +85,9 @@ impl RedisServer {
     }
 
     fn answers(&self) -> bool {
-        self.command("PING").is_some_and(|r| r.starts_with("+PONG"))
+        // A server with a password answers NOAUTH: it is up all the same.
+        self.command("PING")
+            .is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
     }
 
     /// Sends one inline command and returns the first reply chunk (for small checks).
