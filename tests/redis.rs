@@ -388,3 +388,34 @@ fn a_redis_password_is_used_and_never_shown() {
         assert!(!log.contains(SECRET) && !log.contains("wrong-pw"), "{log}");
     }
 }
+
+#[test]
+fn a_redis_that_stops_answering_is_noticed_by_watchers_and_requests() {
+    let daemon = Daemon::start(Backend::Redis);
+    let mut watch = watcher(&daemon, None);
+    watch.set_read_timeout(Duration::from_secs(30));
+    // Frozen, not gone: no connection is closed, nothing answers.
+    daemon.redis().signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let error = daemon
+        .connect()
+        .err(json!({"op": "getRoom", "roomName": "x"}), "storage");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a request times out"
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unreachable")),
+        "{error:?}"
+    );
+    assert_eq!(next_json(&mut watch), json!({"event": "overflow"}));
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the watcher is told in time"
+    );
+    daemon.redis().signal(libc::SIGCONT);
+    let mut conn = daemon.connect();
+    until_ok(&mut conn, json!({"op": "saveRoom", "room": room("after")}));
+}

@@ -5,7 +5,8 @@
 //! of one room in revision order to every subscriber, whichever daemon made the change. When
 //! the subscription drops (Redis restarted, connection lost), events may have been missed:
 //! every current watcher is sent [`RemoteEvent::Lost`] (it tells its client `overflow`), and the
-//! task subscribes again with a growing pause.
+//! task subscribes again with a growing pause. The subscription is pinged every few seconds, so
+//! a connection that died silently (no FIN, e.g. a network partition) is noticed too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub enum RemoteEvent {
 
 const MAX_PAUSE: Duration = Duration::from_secs(2);
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the subscription is pinged, and how long a ping may take.
+const KEEPALIVE: Duration = Duration::from_secs(5);
 
 /// Keeps the subscription up until `stop` is cancelled.
 pub async fn run(
@@ -78,11 +81,22 @@ pub async fn run(
         warned = false;
         pause = Duration::from_millis(50);
         subscribed.store(true, Ordering::Release);
-        let mut messages = pubsub.into_on_message();
+        let (mut sink, mut messages) = pubsub.split();
+        // A connection cut without a FIN (a network partition) would look idle forever: ping it.
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.tick().await;
         loop {
             let message = tokio::select! {
                 () = stop.cancelled() => return,
                 message = messages.next() => message,
+                _ = keepalive.tick() => {
+                    let pong = tokio::time::timeout(KEEPALIVE, sink.ping::<redis::Value>()).await;
+                    match pong {
+                        Ok(Ok(_)) => continue,
+                        _ => break,
+                    }
+                }
             };
             let Some(message) = message else { break };
             if let Some(event) = parse(message.get_payload_bytes()) {

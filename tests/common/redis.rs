@@ -100,6 +100,13 @@ impl RedisServer {
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// Sends `signal` to the server (SIGSTOP: it stops answering without closing anything).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().expect("the server runs").id() as i32;
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+        unsafe { libc::kill(pid, signal) };
+    }
+
     /// Stops the server (an outage): SIGTERM, on which it syncs its append-only file and exits;
     /// killed if it has not exited within 5 s.
     pub fn stop(&mut self) {
