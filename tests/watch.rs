@@ -21,6 +21,7 @@ for_each_backend!(
     room_names_limit_a_watch_to_those_rooms,
     delete_rooms_sends_a_deleted_event_per_room,
     a_watch_does_not_report_changes_acknowledged_before_it_started,
+    a_watcher_that_never_reads_is_disconnected_and_memory_stays_bounded,
 );
 
 /// A connection that sent `watch` (for `names`, or every room) and got its `{"ok":true}`: every
@@ -371,11 +372,10 @@ fn rss_kb(pid: i32) -> Option<u64> {
         .ok()
 }
 
-#[test]
-fn a_watcher_that_never_reads_is_disconnected_and_memory_stays_bounded() {
+fn a_watcher_that_never_reads_is_disconnected_and_memory_stays_bounded(backend: Backend) {
     const WRITERS: usize = 4;
     const EVENTS_EACH: usize = 12_500;
-    let daemon = Daemon::start(Backend::Memory);
+    let daemon = Daemon::start(backend);
     let mut setup = daemon.connect();
     for w in 0..WRITERS {
         setup.save(&room(&format!("room-{w}")));
