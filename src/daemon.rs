@@ -7,7 +7,7 @@
 //! 1. the listener stops accepting; connection readers stop reading and answer lines they already
 //!    hold with `shutting_down`;
 //! 2. every request already started is finished and answered;
-//! 3. the timers stop and the last [`StoreHandle`] is dropped, so the actor drains its queue,
+//! 3. the timers stop and the last [`crate::store::StoreHandle`] is dropped, so the actor drains its queue,
 //!    writes and fsyncs everything ([`crate::backend::Backend::close`]) and ends;
 //! 4. the socket file is removed and the process exits 0 (non-zero if the final flush failed).
 

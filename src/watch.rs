@@ -4,7 +4,7 @@
 //! daemon's subscription relays what every daemon publishes, see [`crate::remote`]); a watcher
 //! forwards the ones it asked for, in commit order (so per room, in revision order). The
 //! broadcast buffer is bounded and never blocks the actor: a watcher that falls behind it, or
-//! whose socket stays full for [`STALL_LIMIT`], or whose daemon lost its Redis subscription, is
+//! whose socket stays full for `STALL_LIMIT` (5 s), or whose daemon lost its Redis subscription, is
 //! sent `overflow` (when possible) and disconnected.
 
 use std::collections::HashSet;

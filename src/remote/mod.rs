@@ -1,14 +1,14 @@
 //! Rooms kept in a Redis server that several daemons share (`storageType: redis`).
 //!
 //! Unlike `memory` and `file`, this daemon does not hold the authoritative copy: every request
-//! goes to Redis, reads as plain commands and mutations as the scripts of [`scripts`], so an
+//! goes to Redis, reads as plain commands and mutations as the scripts of `scripts.rs`, so an
 //! operation means the same through every daemon and stays atomic across them. Nothing is
 //! cached: a daemon answers with what Redis holds at that moment, so once any daemon has sent
 //! its `ok`, every later request through any daemon sees the change.
 //!
 //! Connections: one multiplexed connection (the `redis` crate's `ConnectionManager`), opened
 //! lazily and re-opened by itself after Redis comes back, carries every command; a second one
-//! holds the `watch` subscription ([`events`]). While Redis is unreachable requests get `storage`
+//! holds the `watch` subscription (`events.rs`). While Redis is unreachable requests get `storage`
 //! errors naming the URL and the daemon keeps serving; it may also start with Redis down.
 //!
 //! Durability is Redis's own (`appendonly`, `appendfsync`); `flush` checks that Redis answers.

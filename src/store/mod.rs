@@ -1,6 +1,6 @@
 //! The store: one actor that owns the rooms and the backend, and the handle everyone else holds.
 //!
-//! Writes go through [`StoreHandle::submit`] to the actor ([`actor`]), which applies them one at a
+//! Writes go through [`StoreHandle::submit`] to the actor (`actor.rs`), which applies them one at a
 //! time in arrival order ([`apply`]) and commits them to the backend in batches. Reads never queue
 //! behind writes: [`StoreHandle::snapshot`] returns the latest published [`Snapshot`], which is
 //! immutable and holds every room already encoded.
