@@ -174,7 +174,7 @@ impl RemoteStore {
             format!("Redis at {} refused the command", self.inner.url)
         } else {
             format!(
-                "Redis at {} is unreachable; check that redis-server runs there (the daemon retries by itself)",
+                "Redis at {} is unreachable; check that redis-server runs there",
                 self.inner.url
             )
         };
