@@ -225,6 +225,9 @@ impl Service {
         for (name, value) in &self.facts.settings {
             response = response.str(name, value);
         }
+        if let Rooms::Remote(remote) = &self.rooms {
+            response = response.bool("watchSubscribed", remote.subscribed());
+        }
         if let Some(counters) = self.rooms.counters() {
             response = response
                 .u64("commits", counters.batches.load(Ordering::Relaxed))

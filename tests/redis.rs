@@ -142,10 +142,17 @@ fn redis_stopped_and_restarted_gives_errors_then_service_again() {
     conn.ping();
     let stats = daemon.connect().ok(json!({"op": "stats"}));
     assert_eq!(stats["rooms"], Value::Null);
+    assert_eq!(stats["backend"], "redis");
+    daemon.wait_for("stats to show the lost subscription", || {
+        daemon.connect().ok(json!({"op": "stats"}))["watchSubscribed"] == false
+    });
     assert!(daemon.is_running());
 
     daemon.redis().restart();
     until_ok(&mut conn, json!({"op": "getRoom", "roomName": "kept"}));
+    daemon.wait_for("the watch subscription to come back", || {
+        daemon.connect().ok(json!({"op": "stats"}))["watchSubscribed"] == true
+    });
     assert_eq!(conn.get("kept").map(|(_, r)| r), Some(1));
     assert_eq!(
         conn.get("lost"),

@@ -151,6 +151,11 @@ impl RemoteStore {
         })
     }
 
+    /// Whether this daemon's subscription to change events is up (`stats`).
+    pub fn subscribed(&self) -> bool {
+        self.inner.subscribed.load(Ordering::Acquire)
+    }
+
     /// The URL, without its password.
     pub fn url(&self) -> &str {
         &self.inner.url
