@@ -26,21 +26,9 @@ use tempfile::TempDir;
 
 #[path = "common/redis.rs"]
 mod redis_server;
-use redis_server::RedisServer;
+use redis_server::{Opened, RedisServer};
 
 // ---- Fixtures: how the suite opens a backend ----
-
-/// What a fixture opens: a backend for the storage actor, or a Redis store.
-enum Opened {
-    Local(Box<dyn Backend>),
-    Remote(RemoteStore),
-}
-
-impl From<Box<dyn Backend>> for Opened {
-    fn from(backend: Box<dyn Backend>) -> Opened {
-        Opened::Local(backend)
-    }
-}
 
 /// Opens a backend for one test. `open` is called again once the previous store has stopped;
 /// a persistent fixture must then hand out a backend over the same storage.

@@ -10,8 +10,9 @@
 //! must hold exactly the model's rooms, compared as the JSON text `getRoom` returns (key order
 //! included), with their revisions.
 //!
-//! Backends: `memory` (a restart empties it) and `file` on a real temporary directory, strict and
-//! relaxed (a restart keeps everything). Crashes of the file backend are modelled inside the crate,
+//! Backends: `memory` (a restart empties it), `file` on a real temporary directory, strict and
+//! relaxed, and `redis` on a private redis-server, each case under a key prefix of its own (a
+//! restart keeps everything). Crashes of the file backend are modelled inside the crate,
 //! over the simulated file system: `src/backend/file/proptests.rs`.
 //!
 //! Cases: `PROPTEST_CASES` (default 256 for memory, 64 per file mode: a few seconds in all). A failure prints the
@@ -23,12 +24,19 @@ use moviematch_storaged::backend::file::FileBackend;
 use moviematch_storaged::backend::memory::MemoryBackend;
 use moviematch_storaged::backend::Backend;
 use moviematch_storaged::config::Durability;
+use moviematch_storaged::protocol::request::ListQuery;
+use moviematch_storaged::remote::RemoteStore;
 use moviematch_storaged::room::{self, EpochMillis, Rating, Revision, RoomName};
+use moviematch_storaged::rooms::Rooms;
 use moviematch_storaged::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
-use moviematch_storaged::store::{self, ActorThread, StoreError, StoreHandle};
+use moviematch_storaged::store::{self, ActorThread, StoreError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
+
+#[path = "common/redis.rs"]
+mod redis_server;
+use redis_server::{Opened, RedisServer};
 
 // ---- The operations ----
 
@@ -332,15 +340,15 @@ impl Model {
 
 /// How to open the backend under test, again and again over the same storage.
 trait Fixture {
-    fn open(&self) -> Box<dyn Backend>;
+    fn open(&self) -> Opened;
     fn persistent(&self) -> bool;
 }
 
 struct Memory;
 
 impl Fixture for Memory {
-    fn open(&self) -> Box<dyn Backend> {
-        Box::new(MemoryBackend)
+    fn open(&self) -> Opened {
+        Opened::Local(Box::new(MemoryBackend))
     }
     fn persistent(&self) -> bool {
         false
@@ -364,8 +372,23 @@ impl Files {
 }
 
 impl Fixture for Files {
-    fn open(&self) -> Box<dyn Backend> {
-        Box::new(FileBackend::new(self.dir(), self.durability))
+    fn open(&self) -> Opened {
+        Opened::Local(Box::new(FileBackend::new(self.dir(), self.durability)))
+    }
+    fn persistent(&self) -> bool {
+        true
+    }
+}
+
+/// A key prefix of its own on a shared private redis-server.
+struct Redis {
+    url: String,
+    prefix: String,
+}
+
+impl Fixture for Redis {
+    fn open(&self) -> Opened {
+        Opened::Remote(RemoteStore::open(&self.url, &self.prefix, false).expect("a usable URL"))
     }
     fn persistent(&self) -> bool {
         true
@@ -373,28 +396,47 @@ impl Fixture for Files {
 }
 
 struct Running {
-    store: StoreHandle,
-    actor: ActorThread,
+    rooms: Rooms,
+    actor: Option<ActorThread>,
 }
 
 impl Running {
-    fn start(fixture: &dyn Fixture) -> Running {
-        let (store, actor) = store::start(fixture.open()).expect("the backend loads");
-        Running { store, actor }
+    fn start(fixture: &dyn Fixture, runtime: &tokio::runtime::Runtime) -> Running {
+        let _inside = runtime.enter();
+        match fixture.open() {
+            Opened::Local(backend) => {
+                let (store, actor) = store::start(backend).expect("the backend loads");
+                Running {
+                    rooms: Rooms::Local(store),
+                    actor: Some(actor),
+                }
+            }
+            Opened::Remote(remote) => Running {
+                rooms: Rooms::Remote(remote),
+                actor: None,
+            },
+        }
     }
 
     /// The clean stop: drop the last handle; the actor closes the backend and ends.
-    fn stop(self) {
-        drop(self.store);
-        let closed = self.actor.join().expect("the actor does not panic");
-        closed.expect("the backend closes cleanly");
+    fn stop(self, runtime: &tokio::runtime::Runtime) {
+        if let Rooms::Remote(remote) = &self.rooms {
+            runtime.block_on(remote.close());
+        }
+        drop(self.rooms);
+        if let Some(actor) = self.actor {
+            let closed = actor.join().expect("the actor does not panic");
+            closed.expect("the backend closes cleanly");
+        }
     }
 
-    fn view(&self) -> Vec<(String, Revision, String)> {
-        let snapshot = self.store.snapshot();
-        let rooms = snapshot.rooms.values();
+    fn view(&self, runtime: &tokio::runtime::Runtime) -> Vec<(String, Revision, String)> {
+        let listing = runtime.block_on(self.rooms.list(&ListQuery::default()));
         let text = |e: &[u8]| String::from_utf8_lossy(e).into_owned();
-        rooms
+        listing
+            .expect("the store answers")
+            .rooms
+            .iter()
             .map(|e| (e.name.to_string(), e.revision, text(e.encoded())))
             .collect()
     }
@@ -408,34 +450,38 @@ fn check(fixture: &dyn Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
         .build()
         .expect("a runtime");
     let mut model = Model::default();
-    let mut running = Running::start(fixture);
+    let mut running = Running::start(fixture, &runtime);
     for (i, op) in ops.iter().enumerate() {
         match model.step(&names, op) {
             Some((mutation, want)) => {
-                let got = runtime.block_on(running.store.mutate(mutation));
+                let got = runtime.block_on(running.rooms.mutate(mutation));
                 prop_assert_eq!(got, want, "step {}: {:?}", i, op);
             }
             None => {
-                running.stop();
+                running.stop(&runtime);
                 if !fixture.persistent() {
                     model = Model::default();
                 }
-                running = Running::start(fixture);
+                running = Running::start(fixture, &runtime);
             }
         }
         prop_assert_eq!(
-            running.view(),
+            running.view(&runtime),
             model.view(),
             "rooms after step {}: {:?}",
             i,
             op
         );
     }
-    running.stop();
+    running.stop(&runtime);
     if fixture.persistent() {
-        let again = Running::start(fixture);
-        prop_assert_eq!(again.view(), model.view(), "rooms after the last restart");
-        again.stop();
+        let again = Running::start(fixture, &runtime);
+        prop_assert_eq!(
+            again.view(&runtime),
+            model.view(),
+            "rooms after the last restart"
+        );
+        again.stop(&runtime);
     }
     Ok(())
 }
@@ -478,6 +524,23 @@ fn file_backend_strict_matches_the_model_across_restarts() {
 #[test]
 fn file_backend_relaxed_matches_the_model_across_restarts() {
     run(|| Box::new(Files::new(Durability::Relaxed)), 64);
+}
+
+#[test]
+fn redis_backend_matches_the_model_across_restarts() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = RedisServer::start(&dir.path().join("redis"));
+    let cases = std::sync::atomic::AtomicUsize::new(0);
+    run(
+        || {
+            let case = cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::new(Redis {
+                url: server.url(),
+                prefix: format!("case-{case}:"),
+            })
+        },
+        64,
+    );
 }
 
 // ---- Regressions: sequences worth keeping (found by hand or by the property) ----

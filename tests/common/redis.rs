@@ -12,6 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// What a store fixture opens: a backend for the storage actor, or a Redis store.
+pub enum Opened {
+    Local(Box<dyn moviematch_storaged::backend::Backend>),
+    Remote(moviematch_storaged::remote::RemoteStore),
+}
+
+impl From<Box<dyn moviematch_storaged::backend::Backend>> for Opened {
+    fn from(backend: Box<dyn moviematch_storaged::backend::Backend>) -> Opened {
+        Opened::Local(backend)
+    }
+}
+
 pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
