@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 
 use moviematch_storaged::backend::file::FileBackend;
 use moviematch_storaged::backend::memory::MemoryBackend;
-use moviematch_storaged::backend::Backend;
 use moviematch_storaged::config::Durability;
 use moviematch_storaged::protocol::request::ListQuery;
 use moviematch_storaged::remote::RemoteStore;
