@@ -426,3 +426,46 @@ fn a_redis_that_stops_answering_is_noticed_by_watchers_and_requests() {
     let mut conn = daemon.connect();
     until_ok(&mut conn, json!({"op": "saveRoom", "room": room("after")}));
 }
+
+#[test]
+fn awkward_names_rate_once_and_read_back_as_the_memory_backend_does() {
+    // The Lua side compares user names after cjson decoding; these must all match exactly.
+    let awkward = [
+        "plain",
+        "\"quoted\"",
+        "back\\slash",
+        "nul\u{0}inside",
+        "line\u{2028}sep",
+        "🎬 émoji",
+        "r:looks-like-a-field",
+        " ",
+        "[\"x\",",
+    ];
+    let redis = Daemon::start(Backend::Redis);
+    let memory = Daemon::start(Backend::Memory);
+    for daemon in [&redis, &memory] {
+        let mut conn = daemon.connect();
+        conn.save(&bare_room("r"));
+        for media in awkward {
+            for user in awkward {
+                let rate = json!({"op": "addRating", "roomName": "r", "mediaId": media,
+                                  "userName": user, "rating": "like", "timestamp": 7});
+                assert_eq!(conn.ok(rate.clone())["added"], true, "{media:?} {user:?}");
+                assert_eq!(conn.ok(rate)["added"], false, "{media:?} {user:?} twice");
+            }
+            let progress =
+                json!({"op": "setProgress", "roomName": "r", "userName": media, "progress": 1});
+            conn.ok(progress);
+        }
+    }
+    let read = |daemon: &Daemon| {
+        let answer = daemon
+            .connect()
+            .ok(json!({"op": "getRoom", "roomName": "r"}));
+        (
+            serde_json::to_string(&answer["room"]).expect("encode"),
+            answer["revision"].clone(),
+        )
+    };
+    assert_eq!(read(&redis), read(&memory));
+}
