@@ -3,7 +3,8 @@
 //!
 //! Thin on purpose: parse the arguments, build one request, send it with
 //! [`moviematch_storaged::client::Client`], print the result. It knows the request field names
-//! and nothing else about rooms: validation is the daemon's job.
+//! and nothing else about rooms: validation is the daemon's job. `migrate` is the exception: it
+//! contacts no daemon and runs [`moviematch_storaged::migrate`] itself.
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::PathBuf;
