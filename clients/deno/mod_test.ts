@@ -660,8 +660,8 @@ Deno.test("watch: another client's writes arrive in order, filtered by room", as
       const ratings = await Promise.all(
         Array.from({ length: 20 }, (_, i) => writer.addRating("r", `m${i}`, "bob", "dislike", i)),
       );
-      // "other" first: the filtered watcher's last event must not be followed by a filtered-out
-      // one, which the daemon currently fails to flush (see the "daemon bug" test below).
+      // "other" first, so this test does not depend on the flush after a filtered-out event
+      // (which has a test of its own below).
       await writer.deleteRoom("other");
       await writer.deleteRoom("r");
 
@@ -770,14 +770,13 @@ Deno.test("watch: the daemon stopping ends the iterator with a connection error"
   }
 });
 
-// Daemon bug (src/watch.rs, found by this client's tests): when events for a watched room and
-// for a room the watcher filters out are broadcast together, the watched room's event can stay in
-// the daemon's write buffer (the filtered event is skipped with `continue` before the flush), and
-// is only delivered with the watcher's next event. This test shows it deterministically; it is
-// ignored unless MOVIEMATCH_DENO_KNOWN_BUGS=1, so that CI stays green until the daemon is fixed.
+// A regression test for a daemon bug this client's tests found (src/watch.rs, now fixed): when
+// events for a watched room and for a room the watcher filters out were broadcast together, the
+// watched room's event could stay in the daemon's write buffer (the filtered event was skipped
+// before the flush) until the watcher's next event. The daemon now flushes whenever nothing more
+// is waiting, whether the last event was sent or filtered out.
 Deno.test({
-  name: "watch: an event followed by a filtered-out event is delivered at once (daemon bug)",
-  ignore: Deno.env.get("MOVIEMATCH_DENO_KNOWN_BUGS") !== "1",
+  name: "watch: an event followed by a filtered-out event is delivered at once",
   fn: async () => {
     await withDaemon(async (daemon) => {
       const watcher = new SocketStorage({ socketPath: daemon.socketPath });
