@@ -15,6 +15,7 @@ import {
   assertEquals,
   Daemon,
   FakeServer,
+  RedisServer,
   rejects,
   room,
   send,
@@ -808,6 +809,38 @@ Deno.test({
       }
     });
   },
+});
+
+Deno.test("two daemons on one Redis: a swipe through one reaches a watch on the other", async () => {
+  const redis = await RedisServer.start();
+  const one = await Daemon.start({ storageType: "redis", redisUrl: redis.url });
+  const two = await Daemon.start({ storageType: "redis", redisUrl: redis.url });
+  const a = new SocketStorage({ socketPath: one.socketPath });
+  const b = new SocketStorage({ socketPath: two.socketPath });
+  try {
+    await a.saveRoom(room("shared"));
+    assertEquals(await b.getRoom("shared"), room("shared"));
+    const watch = await b.watch(["shared"]);
+    const rated = await a.addRating("shared", "plex://movie/1", "ann", "like", 5);
+    assertEquals(rated, { revision: 2, added: true });
+    assertEquals(await collect(watch, 1), [{
+      event: "rated",
+      roomName: "shared",
+      revision: 2,
+      mediaId: "plex://movie/1",
+      userName: "ann",
+      rating: "like",
+      timestamp: 5,
+    }]);
+    assertEquals((await b.getRoom("shared"))?.ratings, { "plex://movie/1": [["ann", "like", 5]] });
+    await watch.close();
+  } finally {
+    await a.close();
+    await b.close();
+    await one.dispose();
+    await two.dispose();
+    await redis.dispose();
+  }
 });
 
 Deno.test("watch: overflow is the last event, then the iterator ends", async () => {

@@ -76,7 +76,9 @@ export async function waitForSocket(
 }
 
 export interface DaemonOptions {
-  storageType?: "memory" | "file";
+  storageType?: "memory" | "file" | "redis";
+  /** For storageType "redis": the server's URL (see RedisServer). */
+  redisUrl?: string;
   /** Reuse a directory (for restarts); default: a new temporary one. */
   dir?: string;
   extraArgs?: string[];
@@ -106,6 +108,7 @@ export class Daemon {
     const type = options.storageType ?? "memory";
     const args = ["--storage-type", type, "--socket", `${dir}/storaged.sock`];
     if (type === "file") args.push("--storage-path", `${dir}/rooms`);
+    if (options.redisUrl) args.push("--redis-url", options.redisUrl);
     args.push(...(options.extraArgs ?? []));
     const child = new Deno.Command(DAEMON, {
       args,
@@ -149,6 +152,39 @@ export class Daemon {
     } finally {
       if (this.#ownsDir) await Deno.remove(this.dir, { recursive: true });
     }
+  }
+}
+
+/** A private redis-server on a Unix socket in a temporary directory (redis-server must exist). */
+export class RedisServer {
+  readonly dir: string;
+  readonly url: string;
+  #child: Deno.ChildProcess;
+
+  private constructor(dir: string, child: Deno.ChildProcess) {
+    this.dir = dir;
+    this.url = `unix://${dir}/redis.sock`;
+    this.#child = child;
+  }
+
+  static async start(): Promise<RedisServer> {
+    const dir = await Deno.makeTempDir({ prefix: "mm-deno-redis-" });
+    const child = new Deno.Command("redis-server", {
+      args: ["--port", "0", "--unixsocket", `${dir}/redis.sock`, "--save", "", "--dir", dir],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await waitForSocket(`${dir}/redis.sock`, child);
+    return new RedisServer(dir, child);
+  }
+
+  async dispose(): Promise<void> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch { /* exited */ }
+    await this.#child.status;
+    await Deno.remove(this.dir, { recursive: true });
   }
 }
 
