@@ -20,7 +20,7 @@ use moviematch_storaged::room::Rating::{self, Dislike, Like};
 use moviematch_storaged::room::{self, now_millis, EpochMillis, Revision, RoomName};
 use moviematch_storaged::rooms::Rooms;
 use moviematch_storaged::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
-use moviematch_storaged::store::{self, ActorThread, StoreError};
+use moviematch_storaged::store::{ActorThread, StoreError};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -177,19 +177,8 @@ struct Running {
 }
 
 fn start(fixture: &impl Fixture) -> Running {
-    match fixture.open() {
-        Opened::Local(backend) => {
-            let (store, actor) = store::start(backend).expect("the backend loads");
-            Running {
-                rooms: Rooms::Local(store),
-                actor: Some(actor),
-            }
-        }
-        Opened::Remote(remote) => Running {
-            rooms: Rooms::Remote(remote),
-            actor: None,
-        },
-    }
+    let (rooms, actor) = fixture.open().start();
+    Running { rooms, actor }
 }
 
 /// What a restart must keep of a room: name, JSON, revision, created and last changed (ms).

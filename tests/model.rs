@@ -28,7 +28,7 @@ use moviematch_storaged::remote::RemoteStore;
 use moviematch_storaged::room::{self, EpochMillis, Rating, Revision, RoomName};
 use moviematch_storaged::rooms::Rooms;
 use moviematch_storaged::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
-use moviematch_storaged::store::{self, ActorThread, StoreError};
+use moviematch_storaged::store::{ActorThread, StoreError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
@@ -402,19 +402,8 @@ struct Running {
 impl Running {
     fn start(fixture: &dyn Fixture, runtime: &tokio::runtime::Runtime) -> Running {
         let _inside = runtime.enter();
-        match fixture.open() {
-            Opened::Local(backend) => {
-                let (store, actor) = store::start(backend).expect("the backend loads");
-                Running {
-                    rooms: Rooms::Local(store),
-                    actor: Some(actor),
-                }
-            }
-            Opened::Remote(remote) => Running {
-                rooms: Rooms::Remote(remote),
-                actor: None,
-            },
-        }
+        let (rooms, actor) = fixture.open().start();
+        Running { rooms, actor }
     }
 
     /// The clean stop: drop the last handle; the actor closes the backend and ends.

@@ -44,32 +44,46 @@ redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
 return {'ok', ARGV[2]}
 "#;
 
+/// The Lua that removes room ARGV[1] everywhere and publishes the event line ARGV[$event] on
+/// channel ARGV[$channel] (a macro, so that `concat!` can put it into the scripts below).
+macro_rules! remove_room {
+    ($channel:literal, $event:literal) => {
+        concat!(
+            "redis.call('DEL', KEYS[1])\n",
+            "redis.call('ZREM', KEYS[2], ARGV[1])\n",
+            "redis.call('ZREM', KEYS[3], ARGV[1])\n",
+            "redis.call('ZREM', KEYS[4], ARGV[1])\n",
+            "redis.call('PUBLISH', ARGV[",
+            $channel,
+            "], ARGV[",
+            $event,
+            "])\n",
+        )
+    };
+}
+
 /// Delete one room. ARGV: name, expected revision or '', channel, event line.
-pub const DELETE: &str = r#"
+pub const DELETE: &str = concat!(
+    r#"
 local current = redis.call('HGET', KEYS[1], 'rev') or '0'
 if ARGV[2] ~= '' and ARGV[2] ~= current then return {'conflict', current} end
 if current == '0' then return {'ok', '0'} end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return {'ok', '1'}
-"#;
+"#,
+    remove_room!(3, 4),
+    "return {'ok', '1'}\n"
+);
 
 /// Delete one room if its score in KEYS[ARGV[2]] (`changed` or `created`) is still below
 /// ARGV[3]: the candidate was chosen outside the script, and another daemon may have saved it
 /// since. ARGV: name, 3 or 4, bound (ms), channel, event line.
-pub const DELETE_IF_BELOW: &str = r#"
+pub const DELETE_IF_BELOW: &str = concat!(
+    r#"
 local score = redis.call('ZSCORE', KEYS[tonumber(ARGV[2])], ARGV[1])
 if not score or tonumber(score) >= tonumber(ARGV[3]) then return {'ok', '0'} end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return {'ok', '1'}
-"#;
+"#,
+    remove_room!(4, 5),
+    "return {'ok', '1'}\n"
+);
 
 /// Append a rating unless that user already rated that media. ARGV: name, mediaId, userName,
 /// the entry as JSON, now, channel, event head, event tail.
