@@ -270,16 +270,8 @@ impl RemoteStore {
                 Some(name) => [b"(".as_slice(), name].concat(),
                 None => b"-".to_vec(),
             };
-            let names: Vec<Vec<u8>> = ::redis::cmd("ZRANGEBYLEX")
-                .arg(self.inner.keys.index())
-                .arg(min)
-                .arg("+")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(PAGE)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| self.failed(e))?;
+            let index = self.inner.keys.index();
+            let names = self.page("ZRANGEBYLEX", &index, &min, b"+").await?;
             let Some(last) = names.last() else {
                 return Ok((selected, false));
             };
@@ -313,6 +305,28 @@ impl RemoteStore {
                 selected.push(Arc::new(entry));
             }
         }
+    }
+
+    /// One page (at most [`PAGE`] members) of a sorted set, by `ZRANGEBYLEX` or `ZRANGEBYSCORE`
+    /// from `min` to `max`.
+    async fn page(
+        &self,
+        command: &str,
+        key: &str,
+        min: &[u8],
+        max: &[u8],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut c = self.connection();
+        ::redis::cmd(command)
+            .arg(key)
+            .arg(min)
+            .arg(max)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(PAGE)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// Every change published by any daemon from now on, or an error while the subscription to

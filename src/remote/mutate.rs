@@ -2,7 +2,7 @@
 //! built here (the room split into hash fields, the event's fixed parts pre-encoded), its answer
 //! turned into an [`Outcome`] or a refusal.
 
-use super::{layout, room_name, RemoteStore, PAGE};
+use super::{layout, room_name, RemoteStore};
 use crate::room::{now_millis, EpochMillis, Revision, RoomName};
 use crate::store::apply::{Mutation, Outcome, Refusal};
 use crate::store::prepare::PreparedRoom;
@@ -192,16 +192,10 @@ impl RemoteStore {
         let mut c = self.connection();
         let mut count = 0;
         loop {
-            let names: Vec<Vec<u8>> = ::redis::cmd("ZRANGEBYSCORE")
-                .arg(&key)
-                .arg("-inf")
-                .arg(format!("({bound}"))
-                .arg("LIMIT")
-                .arg(0)
-                .arg(PAGE)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| self.failed(e))?;
+            let below = format!("({bound}");
+            let names = self
+                .page("ZRANGEBYSCORE", &key, b"-inf", below.as_bytes())
+                .await?;
             if names.is_empty() {
                 return Ok(count);
             }

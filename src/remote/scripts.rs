@@ -85,9 +85,32 @@ if not score or tonumber(score) >= tonumber(ARGV[3]) then return {'ok', '0'} end
     "return {'ok', '1'}\n"
 );
 
+/// The Lua that makes sure the room has a `$key` object, flagged by field `$flag`: a room without
+/// the key gets its placeholder appended to `doc` (a new key goes last, as in the other
+/// backends); one saved with `null` already has the placeholder in place.
+macro_rules! ensure_object {
+    ($flag:literal, $key:literal) => {
+        concat!(
+            "local flag = redis.call('HGET', KEYS[1], '",
+            $flag,
+            "')\n",
+            "if not flag then\n",
+            "  local doc = redis.call('HGET', KEYS[1], 'doc')\n",
+            "  redis.call('HSET', KEYS[1], 'doc', string.sub(doc, 1, -2) .. ',\"",
+            $key,
+            "\":0}')\n",
+            "end\n",
+            "if flag ~= '1' then redis.call('HSET', KEYS[1], '",
+            $flag,
+            "', '1') end\n",
+        )
+    };
+}
+
 /// Append a rating unless that user already rated that media. ARGV: name, mediaId, userName,
 /// the entry as JSON, now, channel, event head, event tail.
-pub const ADD_RATING: &str = r#"
+pub const ADD_RATING: &str = concat!(
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', '0'} end
 local field = 'r:' .. ARGV[2]
 local cur = redis.call('HGET', KEYS[1], field)
@@ -109,22 +132,20 @@ else
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('HSET', KEYS[1], field, seq .. ' [' .. ARGV[4] .. ']')
 end
-local flag = redis.call('HGET', KEYS[1], 'R')
-if not flag then
-  local doc = redis.call('HGET', KEYS[1], 'doc')
-  redis.call('HSET', KEYS[1], 'doc', string.sub(doc, 1, -2) .. ',"ratings":0}')
-end
-if flag ~= '1' then redis.call('HSET', KEYS[1], 'R', '1') end
-redis.call('HINCRBY', KEYS[1], 'rc', 1)
+"#,
+    ensure_object!("R", "ratings"),
+    r#"redis.call('HINCRBY', KEYS[1], 'rc', 1)
 redis.call('HSET', KEYS[1], 'at', ARGV[5])
 local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 redis.call('PUBLISH', ARGV[6], ARGV[7] .. rev .. ARGV[8])
 return {'ok', tostring(rev)}
-"#;
+"#
+);
 
 /// Set a user's progress. ARGV: name, userName, progress, now, channel, event head, event tail.
-pub const SET_PROGRESS: &str = r#"
+pub const SET_PROGRESS: &str = concat!(
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', '0'} end
 local field = 'p:' .. ARGV[2]
 local cur = redis.call('HGET', KEYS[1], field)
@@ -135,18 +156,15 @@ else
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('HSET', KEYS[1], field, seq .. ' ' .. ARGV[3])
 end
-local flag = redis.call('HGET', KEYS[1], 'P')
-if not flag then
-  local doc = redis.call('HGET', KEYS[1], 'doc')
-  redis.call('HSET', KEYS[1], 'doc', string.sub(doc, 1, -2) .. ',"userProgress":0}')
-end
-if flag ~= '1' then redis.call('HSET', KEYS[1], 'P', '1') end
-redis.call('HSET', KEYS[1], 'at', ARGV[4])
+"#,
+    ensure_object!("P", "userProgress"),
+    r#"redis.call('HSET', KEYS[1], 'at', ARGV[4])
 local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('PUBLISH', ARGV[5], ARGV[6] .. rev .. ARGV[7])
 return {'ok', tostring(rev)}
-"#;
+"#
+);
 
 /// The scripts, hashed once; `invoke_async` sends `EVALSHA` and falls back to `EVAL` after a
 /// Redis restart emptied the script cache.
