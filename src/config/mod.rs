@@ -347,7 +347,11 @@ impl Config {
             (setting.apply)(&mut config, &text).map_err(|expected| ConfigError::Invalid {
                 key: setting.key,
                 source_desc,
-                value: text,
+                // A Redis URL may carry a password: never repeat it.
+                value: match setting.key {
+                    "redisUrl" => crate::remote::redact(&text),
+                    _ => text,
+                },
                 expected,
             })?;
         }
@@ -509,11 +513,20 @@ fn socket_mode(text: &str) -> Result<u32, String> {
 }
 
 fn redis_url(text: &str) -> Result<String, String> {
+    use redis::IntoConnectionInfo;
     let text = text.trim();
+    let expected = "a URL such as redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH";
     let schemes = ["redis://", "rediss://", "unix://"];
-    match schemes.iter().find(|scheme| text.starts_with(**scheme)) {
-        Some(scheme) if text.len() > scheme.len() => Ok(text.to_owned()),
-        _ => Err("a URL starting with redis://, rediss:// or unix://".to_owned()),
+    if !schemes.iter().any(|scheme| text.starts_with(*scheme)) {
+        return Err(expected.to_owned());
+    }
+    // The redis crate's own parser, so that what passes here also connects the same way.
+    match text.into_connection_info() {
+        Ok(_) => Ok(text.to_owned()),
+        Err(e) => Err(format!(
+            "{expected} ({})",
+            crate::remote::redact(&e.to_string())
+        )),
     }
 }
 

@@ -208,6 +208,8 @@ fn each_invalid_value_names_its_key_on_one_line() {
         ("STORAGE_SOCKET_MODE", "socketMode", "rw"),
         ("STORAGE_FLUSH_INTERVAL_MS", "flushIntervalMs", "0"),
         ("REDIS_URL", "redisUrl", "http://localhost"),
+        ("REDIS_URL", "redisUrl", "redis://host:notaport/0"),
+        ("REDIS_URL", "redisUrl", "unix://"),
         ("STORAGE_MAX_REQUEST_BYTES", "maxRequestBytes", "1023"),
         ("STORAGE_MAX_CONNECTIONS", "maxConnections", "-5"),
         ("STORAGE_ROOM_EXPIRY", "roomExpiry", "forever"),
@@ -230,6 +232,11 @@ fn each_invalid_value_names_its_key_on_one_line() {
         assert!(message.contains(": expected "), "{message}");
         assert!(!message.contains('\n'), "{message}");
     }
+    let message = error(&[], &[("REDIS_URL", "redis://:hunter2@host:port/0")], None);
+    assert!(
+        message.contains("redis://:***@host:port/0") && !message.contains("hunter2"),
+        "a password is never repeated: {message}"
+    );
     let message = error(&[], &[("STORAGE_MAX_REQUEST_BYTES", "100")], None);
     assert!(message.contains("at least 1024"), "{message}");
     let message = error(&[], &[], Some("storageType: |\n  multi\n  line\n"));
