@@ -7,8 +7,8 @@
 //! received. Serializing a body (compact or pretty) writes the other fields first, then
 //! `ratings`, then `userProgress`: PROTOCOL.md allows any key order.
 
-use std::hash::{BuildHasher, RandomState};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde::ser::{SerializeMap, Serializer};
@@ -153,11 +153,17 @@ impl RoomBody {
             }
             None => {
                 let slot = ratings.len();
-                let mut slots = self.rating_slots.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut slots = self
+                    .rating_slots
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 let key = media_key(media);
                 let hint = slots.entry(key).or_insert(slot);
                 // Keep a hint only while it is true for the id it points at (a collision).
-                if !ratings.get(*hint).is_some_and(|m| media_key(m.media()) == key) {
+                if ratings
+                    .get(*hint)
+                    .is_none_or(|m| media_key(m.media()) != key)
+                {
                     *hint = slot;
                 }
                 drop(slots);
