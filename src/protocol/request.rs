@@ -3,8 +3,10 @@
 //! Every argument is checked here, with a message that names it, so that everything past this
 //! module works with valid values only. Unknown arguments are refused; `null` means absent.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -100,10 +102,15 @@ pub struct Rejected {
 
 type Fields = Map<String, Value>;
 
+/// A key of the request object, borrowed from the line unless it holds escapes.
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
 /// Decodes one request line.
 pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
-    // One pass for the common case; telling "not JSON" from "not an object" only on failure.
-    let Ok(mut object) = serde_json::from_slice::<BTreeMap<String, Box<RawValue>>>(line) else {
+    // One pass for the common case, borrowing every value from the line (a room is not copied);
+    // telling "not JSON" from "not an object" only on failure. A repeated key: the last wins.
+    let Ok(mut object) = serde_json::from_slice::<BTreeMap<Key, &RawValue>>(line) else {
         let error = match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
             Ok(_) => ErrorReply::new(ErrorCode::BadJson, "the request must be a JSON object"),
             Err(e) => ErrorReply::new(ErrorCode::BadJson, "the request is not valid UTF-8 JSON")
@@ -111,7 +118,7 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
         };
         return Err(Rejected { id: None, error });
     };
-    let id = object.remove("id");
+    let id: RequestId = object.remove(&Key("id".into())).map(|raw| raw.to_owned());
     let reject = |error: ErrorReply, id: RequestId| Rejected { id, error };
     let id_is_valid = id.as_ref().is_none_or(|raw| {
         matches!(
@@ -127,13 +134,15 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
     }
     // A room is checked and prepared straight from its bytes (no JSON tree); the other
     // arguments are small, and decoding them to values keeps their checks simple.
-    let raw_room = object.remove("room").filter(|raw| raw.get() != "null");
+    let raw_room = object
+        .remove(&Key("room".into()))
+        .filter(|raw| raw.get() != "null");
     let mut fields = Fields::new();
-    for (key, raw) in object {
+    for (Key(key), raw) in object {
         match serde_json::from_str::<Value>(raw.get()) {
             Ok(Value::Null) => {}
             Ok(value) => {
-                fields.insert(key, value);
+                fields.insert(key.into_owned(), value);
             }
             Err(e) => {
                 return Err(reject(
@@ -150,7 +159,7 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
     }
 }
 
-fn decode_fields(mut f: Fields, raw_room: Option<Box<RawValue>>) -> Result<Request, ErrorReply> {
+fn decode_fields(mut f: Fields, raw_room: Option<&RawValue>) -> Result<Request, ErrorReply> {
     let op = match f.remove("op") {
         Some(Value::String(op)) => op,
         None => return Err(ErrorReply::bad_request("op: required")),
@@ -160,7 +169,7 @@ fn decode_fields(mut f: Fields, raw_room: Option<Box<RawValue>>) -> Result<Reque
         "saveRoom" => {
             let room = match &raw_room {
                 Some(raw) if raw.get().starts_with('{') => {
-                    PreparedRoom::from_json(raw.get().as_bytes())
+                    PreparedRoom::from_json_str(raw.get())
                         .map_err(|e| ErrorReply::new(ErrorCode::InvalidRoom, e.to_string()))?
                 }
                 None => return Err(ErrorReply::bad_request("room: required")),

@@ -41,15 +41,29 @@ impl PreparedRoom {
 
     /// From room JSON (compact or pretty): the fast path, or the full validator when needed.
     pub fn from_json(json: &[u8]) -> Result<PreparedRoom, RoomError> {
-        if let Some(prepared) = fast(json) {
+        if let Some(prepared) = fast(serde_json::from_slice(json).ok(), json) {
             return Ok(prepared);
         }
-        let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| RoomError {
-            path: "room".into(),
-            expected: format!("expected a JSON object ({e})"),
-        })?;
-        room::validate(value).map(PreparedRoom::new)
+        slow(json)
     }
+
+    /// [`PreparedRoom::from_json`] for text already known to be UTF-8 (a request's `room`),
+    /// which the parser then need not check again, string by string.
+    pub fn from_json_str(json: &str) -> Result<PreparedRoom, RoomError> {
+        if let Some(prepared) = fast(serde_json::from_str(json).ok(), json.as_bytes()) {
+            return Ok(prepared);
+        }
+        slow(json.as_bytes())
+    }
+}
+
+/// The full validator, which decides and says exactly what is wrong.
+fn slow(json: &[u8]) -> Result<PreparedRoom, RoomError> {
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| RoomError {
+        path: "room".into(),
+        expected: format!("expected a JSON object ({e})"),
+    })?;
+    room::validate(value).map(PreparedRoom::new)
 }
 
 /// `"random"` or `"rating"`.
@@ -195,8 +209,9 @@ impl<'de, T: Deserialize<'de> + Count, const MAP: bool> Deserialize<'de> for Cou
     }
 }
 
-fn fast(json: &[u8]) -> Option<PreparedRoom> {
-    let view: RoomView = serde_json::from_slice(json).ok()?;
+/// The fast path, given the view parsed from `json` (`None`: the view did not parse).
+fn fast(view: Option<RoomView>, json: &[u8]) -> Option<PreparedRoom> {
+    let view = view?;
     let name: Cow<str> = serde_json::from_str(view.room_name.get()).ok()?;
     let name = RoomName::new(&name).ok()?;
     let _: Sort = serde_json::from_str(view.sort.get()).ok()?;
@@ -239,6 +254,10 @@ fn fast(json: &[u8]) -> Option<PreparedRoom> {
 /// `memchr`, not byte by byte: pretty room files are mostly indentation and short strings.
 /// (A tab or carriage return between tokens is kept: still valid JSON on one line.)
 fn minify(json: &[u8]) -> Vec<u8> {
+    // Compact already (what clients send): nothing to remove, so no string-by-string walk.
+    if memchr::memchr2(b' ', b'\n', json).is_none() {
+        return json.to_vec();
+    }
     let mut out = Vec::with_capacity(json.len());
     let mut rest = json;
     while let Some(at) = memchr::memchr3(b'"', b' ', b'\n', rest) {
@@ -280,7 +299,10 @@ mod tests {
 
     fn both(room: &Value) -> (Option<PreparedRoom>, Result<ValidRoom, RoomError>) {
         let pretty = serde_json::to_vec_pretty(room).unwrap();
-        (fast(&pretty), room::validate(room.clone()))
+        (
+            fast(serde_json::from_slice(&pretty).ok(), &pretty),
+            room::validate(room.clone()),
+        )
     }
 
     #[test]
