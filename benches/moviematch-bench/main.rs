@@ -187,6 +187,7 @@ async fn measure(
 ) -> Stats {
     let ours = server.proto == wire::Proto::Ndjson;
     let payload = work.payload();
+    let cpu_before = server.cpu_seconds();
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -217,6 +218,14 @@ async fn measure(
     for task in tasks {
         latencies.extend(task.await.expect("client task"));
     }
+    // The server's own CPU time per request: steadier than ops/s on a shared machine.
+    let cpu = server.cpu_seconds() - cpu_before;
+    eprintln!(
+        "  {}: {} {clients}x{depth}: {:.1} us of server CPU per request",
+        if ours { "ours" } else { "redis" },
+        work.name(),
+        cpu * 1e6 / latencies.len().max(1) as f64
+    );
     Stats::from_latencies(latencies, start.elapsed())
 }
 
