@@ -97,7 +97,12 @@ async fn wait_ready(server: &Server, ping: &[u8], started: Instant) -> Duration 
 pub async fn daemon(dir: &Path, durability: &str) -> (Server, Duration) {
     let socket = dir.join("storaged.sock");
     let started = Instant::now();
-    let child = Command::new(DAEMON)
+    let mut command = Command::new(DAEMON);
+    // For experiments: the daemon's tokio worker threads (`BENCH_DAEMON_WORKERS=1`).
+    if let Ok(workers) = std::env::var("BENCH_DAEMON_WORKERS") {
+        command.env("TOKIO_WORKER_THREADS", workers);
+    }
+    let child = command
         .args([
             "--storage-type",
             "file",

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{ErrorCode, ErrorReply, RequestId};
 use crate::room::{self, EpochMillis, Rating, Revision, RoomName};
@@ -100,7 +100,21 @@ pub struct Rejected {
     pub error: ErrorReply,
 }
 
-type Fields = Map<String, Value>;
+/// The arguments besides `id` and `room`, in key order, `null` ones left out. A few at most,
+/// so a list: no hashing, and the first unknown one reported is the first in key order.
+#[derive(Default)]
+struct Fields<'a>(Vec<(Cow<'a, str>, Value)>);
+
+impl Fields<'_> {
+    fn remove(&mut self, key: &str) -> Option<Value> {
+        let at = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(at).1)
+    }
+
+    fn first_key(&self) -> Option<&str> {
+        self.0.first().map(|(key, _)| &**key)
+    }
+}
 
 /// A key of the request object, borrowed from the line unless it holds escapes.
 #[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -137,13 +151,11 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
     let raw_room = object
         .remove(&Key("room".into()))
         .filter(|raw| raw.get() != "null");
-    let mut fields = Fields::new();
+    let mut fields = Fields::default();
     for (Key(key), raw) in object {
         match serde_json::from_str::<Value>(raw.get()) {
             Ok(Value::Null) => {}
-            Ok(value) => {
-                fields.insert(key.into_owned(), value);
-            }
+            Ok(value) => fields.0.push((key, value)),
             Err(e) => {
                 return Err(reject(
                     ErrorReply::new(ErrorCode::BadJson, format!("{key}: invalid JSON"))
@@ -249,7 +261,7 @@ fn decode_fields(mut f: Fields, raw_room: Option<&RawValue>) -> Result<Request, 
             "\"room\": unknown argument for {op}"
         )));
     }
-    if let Some(unknown) = f.keys().next() {
+    if let Some(unknown) = f.first_key() {
         let quoted = serde_json::to_string(unknown).unwrap_or_default();
         return Err(ErrorReply::bad_request(format!(
             "{quoted}: unknown argument for {op}"
