@@ -70,28 +70,38 @@ impl RoomBody {
             progress_slots: imbl::HashMap::new(),
             rating_count: 0,
         };
-        if let Some(Value::Object(ratings)) = doc.get("ratings") {
+        // The structured parts are moved out of `doc` (a `null` keeps their place), not copied.
+        if let Some(Value::Object(ratings)) = doc
+            .get_mut("ratings")
+            .filter(|v| v.is_object())
+            .map(Value::take)
+        {
             let mut vector = imbl::Vector::new();
             let mut slots = HashMap::with_capacity(ratings.len());
             for (media, entries) in ratings {
-                let entries = entries.as_array().cloned().unwrap_or_default();
+                let entries = match entries {
+                    Value::Array(entries) => entries,
+                    _ => Vec::new(),
+                };
                 body.rating_count += entries.len();
-                slots.entry(media_key(media)).or_insert(vector.len());
-                vector.push_back(MediaRatings(Arc::new((media.as_str().into(), entries))));
+                slots.entry(media_key(&media)).or_insert(vector.len());
+                vector.push_back(MediaRatings(Arc::new((media.into_boxed_str(), entries))));
             }
             body.ratings = Some(vector);
             body.rating_slots = Arc::new(Mutex::new(slots));
-            doc.insert("ratings".to_owned(), Value::Null);
         }
-        if let Some(Value::Object(progress)) = doc.get("userProgress") {
+        if let Some(Value::Object(progress)) = doc
+            .get_mut("userProgress")
+            .filter(|v| v.is_object())
+            .map(Value::take)
+        {
             let mut vector = imbl::Vector::new();
             for (user, value) in progress {
                 let user: Arc<str> = user.as_str().into();
                 body.progress_slots.insert(user.clone(), vector.len());
-                vector.push_back((user, value.clone()));
+                vector.push_back((user, value));
             }
             body.progress = Some(vector);
-            doc.insert("userProgress".to_owned(), Value::Null);
         }
         body.fields = Arc::new(doc);
         body

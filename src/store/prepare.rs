@@ -41,14 +41,14 @@ impl PreparedRoom {
 
     /// From room JSON (compact or pretty): the fast path, or the full validator when needed.
     pub fn from_json(json: &[u8]) -> Result<PreparedRoom, RoomError> {
-        if let Some(prepared) = fast(serde_json::from_slice(json).ok(), json) {
-            return Ok(prepared);
+        // One check of the whole text is cheaper than the parser's, string by string.
+        match std::str::from_utf8(json) {
+            Ok(text) => PreparedRoom::from_json_str(text),
+            Err(_) => slow(json),
         }
-        slow(json)
     }
 
-    /// [`PreparedRoom::from_json`] for text already known to be UTF-8 (a request's `room`),
-    /// which the parser then need not check again, string by string.
+    /// [`PreparedRoom::from_json`] for text already known to be UTF-8 (a request's `room`).
     pub fn from_json_str(json: &str) -> Result<PreparedRoom, RoomError> {
         if let Some(prepared) = fast(serde_json::from_str(json).ok(), json.as_bytes()) {
             return Ok(prepared);
@@ -244,8 +244,7 @@ fn fast(view: Option<RoomView>, json: &[u8]) -> Option<PreparedRoom> {
     Some(PreparedRoom {
         name,
         facts: Arc::new(facts),
-        // Exactly sized: a room is kept for as long as the daemon runs.
-        encoded: Bytes::from(minify(json).into_boxed_slice()),
+        encoded: minify(json),
         rating_count,
     })
 }
@@ -253,12 +252,8 @@ fn fast(view: Option<RoomView>, json: &[u8]) -> Option<PreparedRoom> {
 /// Removes the whitespace between JSON tokens (never inside strings). Works on runs found with
 /// `memchr`, not byte by byte: pretty room files are mostly indentation and short strings.
 /// (A tab or carriage return between tokens is kept: still valid JSON on one line.)
-fn minify(json: &[u8]) -> Vec<u8> {
-    // Compact already (what clients send): nothing to remove, so no string-by-string walk.
-    if memchr::memchr2(b' ', b'\n', json).is_none() {
-        return json.to_vec();
-    }
-    let mut out = Vec::with_capacity(json.len());
+fn minify_into(json: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     let mut rest = json;
     while let Some(at) = memchr::memchr3(b'"', b' ', b'\n', rest) {
         out.extend_from_slice(&rest[..at]);
@@ -289,7 +284,28 @@ fn minify(json: &[u8]) -> Vec<u8> {
         rest = &rest[end..];
     }
     out.extend_from_slice(rest);
-    out
+}
+
+/// The compact form of `json`, in an allocation of exactly its size (a room is kept for as long
+/// as the daemon runs; a shrunk oversized buffer would leave a hole per room in the heap).
+fn minify(json: &[u8]) -> Bytes {
+    // Compact already (what clients send): nothing to remove, so no string-by-string walk.
+    if memchr::memchr2(b' ', b'\n', json).is_none() {
+        return Bytes::copy_from_slice(json);
+    }
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        minify_into(json, &mut scratch);
+        let compact = Bytes::copy_from_slice(&scratch);
+        // Keep a big buffer only while it is in use.
+        if scratch.capacity() > 1 << 20 {
+            *scratch = Vec::new();
+        }
+        compact
+    })
 }
 
 #[cfg(test)]
