@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
@@ -187,13 +187,23 @@ async fn read_requests(
 ) -> Option<WatchRequest> {
     let mut frames = FramedRead::new(read, LineCodec::new(limits.max_request_bytes));
     loop {
-        let frame = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => {
-                answer_buffered_with_shutting_down(&mut frames, &queue).await;
-                return None;
-            }
-            frame = frames.next() => frame,
+        // A line already received is taken at once (pipelined requests arrive many to a read);
+        // only when one must be waited for does the wait also watch for shutdown.
+        let ready = if shutdown.is_cancelled() {
+            None
+        } else {
+            frames.next().now_or_never()
+        };
+        let frame = match ready {
+            Some(frame) => frame,
+            None => tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    answer_buffered_with_shutting_down(&mut frames, &queue).await;
+                    return None;
+                }
+                frame = frames.next() => frame,
+            },
         };
         let pending = match frame {
             None | Some(Err(_)) => return None,

@@ -26,6 +26,8 @@ struct Options {
     quick: bool,
     csv: std::path::PathBuf,
     svg: Option<std::path::PathBuf>,
+    /// Only the workloads whose name or mode contains this text (`--only saveRoom`).
+    only: Option<String>,
 }
 
 fn options() -> Options {
@@ -34,12 +36,14 @@ fn options() -> Options {
         quick: false,
         csv: std::path::PathBuf::from("target/bench/moviematch-bench.csv"),
         svg: None,
+        only: None,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--csv" => options.csv = args.next().expect("--csv FILE").into(),
             "--svg" => options.svg = Some(args.next().expect("--svg FILE").into()),
+            "--only" => options.only = Some(args.next().expect("--only TEXT")),
             // `cargo bench` passes --bench; ignore anything else it adds.
             _ => {}
         }
@@ -183,6 +187,7 @@ async fn measure(
 ) -> Stats {
     let ours = server.proto == wire::Proto::Ndjson;
     let payload = work.payload();
+    let cpu_before = server.cpu_seconds();
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -213,10 +218,18 @@ async fn measure(
     for task in tasks {
         latencies.extend(task.await.expect("client task"));
     }
+    // The server's own CPU time per request: steadier than ops/s on a shared machine.
+    let cpu = server.cpu_seconds() - cpu_before;
+    eprintln!(
+        "  {}: {} {clients}x{depth}: {:.1} us of server CPU per request",
+        if ours { "ours" } else { "redis" },
+        work.name(),
+        cpu * 1e6 / latencies.len().max(1) as f64
+    );
     Stats::from_latencies(latencies, start.elapsed())
 }
 
-async fn throughput(report: &mut Report, quick: bool, dir: &std::path::Path) {
+async fn throughput(report: &mut Report, quick: bool, only: Option<&str>, dir: &std::path::Path) {
     let duration = Duration::from_millis(if quick { 300 } else { 3000 });
     let shapes: &[(usize, usize)] = &[(1, 1), (50, 1), (50, 16)];
     for (mode, appendfsync) in [("strict", "always"), ("relaxed", "everysec")] {
@@ -241,6 +254,10 @@ async fn throughput(report: &mut Report, quick: bool, dir: &std::path::Path) {
                 _ => format!("{mode} vs appendfsync {appendfsync}"),
             };
             for &(clients, depth) in shapes {
+                let what = format!("{} {label} {clients}x{depth};", work.name());
+                if only.is_some_and(|only| !what.contains(only)) {
+                    continue;
+                }
                 work.prepare(&ours, &redis, clients).await;
                 let a = measure(&ours, work, clients, depth, duration).await;
                 let b = measure(&redis, work, clients, depth, duration).await;
@@ -393,14 +410,19 @@ fn main() {
         .unwrap();
     let mut report = Report::default();
     runtime.block_on(async {
-        throughput(&mut report, options.quick, dir.path()).await;
-        memory_and_startup(
-            &mut report,
-            if options.quick { 10_000 } else { 100_000 },
-            dir.path(),
-        )
-        .await;
-        list_summary(&mut report, dir.path()).await;
+        let only = options.only.as_deref();
+        throughput(&mut report, options.quick, only, dir.path()).await;
+        if only.is_none_or(|only| "start-up".contains(only)) {
+            memory_and_startup(
+                &mut report,
+                if options.quick { 10_000 } else { 100_000 },
+                dir.path(),
+            )
+            .await;
+        }
+        if only.is_none_or(|only| "listRooms".contains(only)) {
+            list_summary(&mut report, dir.path()).await;
+        }
     });
     print!("{}", report.markdown());
     report.write_csv(&options.csv).expect("write the CSV");

@@ -30,6 +30,23 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// User + system CPU time the process has used so far (every thread).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: u64 = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+        ticks as f64 / hz as f64
+    }
+
     pub async fn connect(&self) -> Conn {
         Conn::connect(&self.socket, self.proto)
             .await
@@ -80,7 +97,12 @@ async fn wait_ready(server: &Server, ping: &[u8], started: Instant) -> Duration 
 pub async fn daemon(dir: &Path, durability: &str) -> (Server, Duration) {
     let socket = dir.join("storaged.sock");
     let started = Instant::now();
-    let child = Command::new(DAEMON)
+    let mut command = Command::new(DAEMON);
+    // For experiments: the daemon's tokio worker threads (`BENCH_DAEMON_WORKERS=1`).
+    if let Ok(workers) = std::env::var("BENCH_DAEMON_WORKERS") {
+        command.env("TOKIO_WORKER_THREADS", workers);
+    }
+    let child = command
         .args([
             "--storage-type",
             "file",

@@ -3,10 +3,12 @@
 //! Every argument is checked here, with a message that names it, so that everything past this
 //! module works with valid values only. Unknown arguments are refused; `null` means absent.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{ErrorCode, ErrorReply, RequestId};
 use crate::room::{self, EpochMillis, Rating, Revision, RoomName};
@@ -98,12 +100,31 @@ pub struct Rejected {
     pub error: ErrorReply,
 }
 
-type Fields = Map<String, Value>;
+/// The arguments besides `id` and `room`, in key order, `null` ones left out. A few at most,
+/// so a list: no hashing, and the first unknown one reported is the first in key order.
+#[derive(Default)]
+struct Fields<'a>(Vec<(Cow<'a, str>, Value)>);
+
+impl Fields<'_> {
+    fn remove(&mut self, key: &str) -> Option<Value> {
+        let at = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(at).1)
+    }
+
+    fn first_key(&self) -> Option<&str> {
+        self.0.first().map(|(key, _)| &**key)
+    }
+}
+
+/// A key of the request object, borrowed from the line unless it holds escapes.
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Decodes one request line.
 pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
-    // One pass for the common case; telling "not JSON" from "not an object" only on failure.
-    let Ok(mut object) = serde_json::from_slice::<BTreeMap<String, Box<RawValue>>>(line) else {
+    // One pass for the common case, borrowing every value from the line (a room is not copied);
+    // telling "not JSON" from "not an object" only on failure. A repeated key: the last wins.
+    let Ok(mut object) = serde_json::from_slice::<BTreeMap<Key, &RawValue>>(line) else {
         let error = match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
             Ok(_) => ErrorReply::new(ErrorCode::BadJson, "the request must be a JSON object"),
             Err(e) => ErrorReply::new(ErrorCode::BadJson, "the request is not valid UTF-8 JSON")
@@ -111,7 +132,7 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
         };
         return Err(Rejected { id: None, error });
     };
-    let id = object.remove("id");
+    let id: RequestId = object.remove(&Key("id".into())).map(|raw| raw.to_owned());
     let reject = |error: ErrorReply, id: RequestId| Rejected { id, error };
     let id_is_valid = id.as_ref().is_none_or(|raw| {
         matches!(
@@ -127,14 +148,14 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
     }
     // A room is checked and prepared straight from its bytes (no JSON tree); the other
     // arguments are small, and decoding them to values keeps their checks simple.
-    let raw_room = object.remove("room").filter(|raw| raw.get() != "null");
-    let mut fields = Fields::new();
-    for (key, raw) in object {
+    let raw_room = object
+        .remove(&Key("room".into()))
+        .filter(|raw| raw.get() != "null");
+    let mut fields = Fields::default();
+    for (Key(key), raw) in object {
         match serde_json::from_str::<Value>(raw.get()) {
             Ok(Value::Null) => {}
-            Ok(value) => {
-                fields.insert(key, value);
-            }
+            Ok(value) => fields.0.push((key, value)),
             Err(e) => {
                 return Err(reject(
                     ErrorReply::new(ErrorCode::BadJson, format!("{key}: invalid JSON"))
@@ -150,7 +171,7 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
     }
 }
 
-fn decode_fields(mut f: Fields, raw_room: Option<Box<RawValue>>) -> Result<Request, ErrorReply> {
+fn decode_fields(mut f: Fields, raw_room: Option<&RawValue>) -> Result<Request, ErrorReply> {
     let op = match f.remove("op") {
         Some(Value::String(op)) => op,
         None => return Err(ErrorReply::bad_request("op: required")),
@@ -160,7 +181,7 @@ fn decode_fields(mut f: Fields, raw_room: Option<Box<RawValue>>) -> Result<Reque
         "saveRoom" => {
             let room = match &raw_room {
                 Some(raw) if raw.get().starts_with('{') => {
-                    PreparedRoom::from_json(raw.get().as_bytes())
+                    PreparedRoom::from_json_str(raw.get())
                         .map_err(|e| ErrorReply::new(ErrorCode::InvalidRoom, e.to_string()))?
                 }
                 None => return Err(ErrorReply::bad_request("room: required")),
@@ -240,7 +261,7 @@ fn decode_fields(mut f: Fields, raw_room: Option<Box<RawValue>>) -> Result<Reque
             "\"room\": unknown argument for {op}"
         )));
     }
-    if let Some(unknown) = f.keys().next() {
+    if let Some(unknown) = f.first_key() {
         let quoted = serde_json::to_string(unknown).unwrap_or_default();
         return Err(ErrorReply::bad_request(format!(
             "{quoted}: unknown argument for {op}"

@@ -7,7 +7,9 @@
 //! received. Serializing a body (compact or pretty) writes the other fields first, then
 //! `ratings`, then `userProgress`: PROTOCOL.md allows any key order.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -15,11 +17,27 @@ use serde_json::{Map, Value};
 
 use crate::room::RoomDoc;
 
-/// One media's ratings: `[userName, rating, timestamp]` entries, in the order given.
+/// One media's ratings: `[userName, rating, timestamp]` entries, in the order given. One
+/// reference count per media: copying a chunk of the vector (which every change to a shared
+/// version does) then touches one counter per element, not two.
 #[derive(Debug, Clone)]
-struct MediaRatings {
-    media: Arc<str>,
-    entries: Arc<Vec<Value>>,
+struct MediaRatings(Arc<(Box<str>, Vec<Value>)>);
+
+impl MediaRatings {
+    fn media(&self) -> &str {
+        &self.0 .0
+    }
+
+    fn entries(&self) -> &Vec<Value> {
+        &self.0 .1
+    }
+}
+
+/// The key of a media in [`RoomBody::rating_slots`]: a hash of its id, with keys chosen once
+/// per process (so no client can aim for collisions in advance).
+fn media_key(media: &str) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one(media)
 }
 
 /// See the module docs.
@@ -30,7 +48,11 @@ pub struct RoomBody {
     fields: Arc<RoomDoc>,
     /// `Some` when the room has a `ratings` object (possibly empty).
     ratings: Option<imbl::Vector<MediaRatings>>,
-    rating_slots: imbl::HashMap<Arc<str>, usize>,
+    /// Where each media sits in `ratings`, by [`media_key`]: a hint, shared by every version of
+    /// the body and only ever added to, so a rating costs one hash insert and no copy. Each
+    /// lookup checks the id at the slot; a slot this version does not have, or another id there
+    /// (a key collision, or a version the actor dropped after a failed commit), means a scan.
+    rating_slots: Arc<Mutex<HashMap<u64, usize>>>,
     /// `Some` when the room has a `userProgress` object (possibly empty).
     progress: Option<imbl::Vector<(Arc<str>, Value)>>,
     progress_slots: imbl::HashMap<Arc<str>, usize>,
@@ -43,35 +65,43 @@ impl RoomBody {
         let mut body = RoomBody {
             fields: Arc::new(RoomDoc::new()),
             ratings: None,
-            rating_slots: imbl::HashMap::new(),
+            rating_slots: Arc::default(),
             progress: None,
             progress_slots: imbl::HashMap::new(),
             rating_count: 0,
         };
-        if let Some(Value::Object(ratings)) = doc.get("ratings") {
+        // The structured parts are moved out of `doc` (a `null` keeps their place), not copied.
+        if let Some(Value::Object(ratings)) = doc
+            .get_mut("ratings")
+            .filter(|v| v.is_object())
+            .map(Value::take)
+        {
             let mut vector = imbl::Vector::new();
+            let mut slots = HashMap::with_capacity(ratings.len());
             for (media, entries) in ratings {
-                let entries = entries.as_array().cloned().unwrap_or_default();
+                let entries = match entries {
+                    Value::Array(entries) => entries,
+                    _ => Vec::new(),
+                };
                 body.rating_count += entries.len();
-                let media: Arc<str> = media.as_str().into();
-                body.rating_slots.insert(media.clone(), vector.len());
-                vector.push_back(MediaRatings {
-                    media,
-                    entries: Arc::new(entries),
-                });
+                slots.entry(media_key(&media)).or_insert(vector.len());
+                vector.push_back(MediaRatings(Arc::new((media.into_boxed_str(), entries))));
             }
             body.ratings = Some(vector);
-            doc.insert("ratings".to_owned(), Value::Null);
+            body.rating_slots = Arc::new(Mutex::new(slots));
         }
-        if let Some(Value::Object(progress)) = doc.get("userProgress") {
+        if let Some(Value::Object(progress)) = doc
+            .get_mut("userProgress")
+            .filter(|v| v.is_object())
+            .map(Value::take)
+        {
             let mut vector = imbl::Vector::new();
             for (user, value) in progress {
                 let user: Arc<str> = user.as_str().into();
                 body.progress_slots.insert(user.clone(), vector.len());
-                vector.push_back((user, value.clone()));
+                vector.push_back((user, value));
             }
             body.progress = Some(vector);
-            doc.insert("userProgress".to_owned(), Value::Null);
         }
         body.fields = Arc::new(doc);
         body
@@ -82,16 +112,35 @@ impl RoomBody {
         self.rating_count
     }
 
+    /// Where `media`'s ratings sit in `ratings`, if it has any.
+    fn slot_of(&self, media: &str) -> Option<usize> {
+        let ratings = self.ratings.as_ref()?;
+        let slot = *self.slots().get(&media_key(media))?;
+        if ratings.get(slot).is_some_and(|m| m.media() == media) {
+            Some(slot)
+        } else {
+            // A stale hint or a collision (see `rating_slots`).
+            ratings.iter().position(|m| m.media() == media)
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, usize>> {
+        // Only the actor uses the hints; a panic elsewhere cannot leave them half-written.
+        self.rating_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// True if `user` already rated `media` in this room.
     pub fn has_rated(&self, media: &str, user: &str) -> bool {
-        let Some(&slot) = self.rating_slots.get(media) else {
+        let Some(slot) = self.slot_of(media) else {
             return false;
         };
         self.ratings
             .as_ref()
             .and_then(|r| r.get(slot))
             .is_some_and(|m| {
-                m.entries
+                m.entries()
                     .iter()
                     .any(|e| e.get(0).and_then(Value::as_str) == Some(user))
             })
@@ -104,20 +153,31 @@ impl RoomBody {
             // A non-object `ratings` (e.g. null) is replaced in place; a missing one goes last.
             Arc::make_mut(&mut self.fields).insert("ratings".to_owned(), Value::Null);
         }
+        let slot = self.slot_of(media);
         let ratings = self.ratings.get_or_insert_with(imbl::Vector::new);
-        match self.rating_slots.get(media) {
-            Some(&slot) => {
+        match slot {
+            Some(slot) => {
                 if let Some(m) = ratings.get_mut(slot) {
-                    Arc::make_mut(&mut m.entries).push(entry);
+                    Arc::make_mut(&mut m.0).1.push(entry);
                 }
             }
             None => {
-                let media: Arc<str> = media.into();
-                self.rating_slots.insert(media.clone(), ratings.len());
-                ratings.push_back(MediaRatings {
-                    media,
-                    entries: Arc::new(vec![entry]),
-                });
+                let slot = ratings.len();
+                let mut slots = self
+                    .rating_slots
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let key = media_key(media);
+                let hint = slots.entry(key).or_insert(slot);
+                // Keep a hint only while it is true for the id it points at (a collision).
+                if ratings
+                    .get(*hint)
+                    .is_none_or(|m| media_key(m.media()) != key)
+                {
+                    *hint = slot;
+                }
+                drop(slots);
+                ratings.push_back(MediaRatings(Arc::new((media.into(), vec![entry]))));
             }
         }
         self.rating_count += 1;
@@ -163,7 +223,7 @@ impl Serialize for RoomBody {
             match (key.as_str(), &self.ratings, &self.progress) {
                 ("ratings", Some(ratings), _) => map.serialize_entry(
                     key,
-                    &Entries(ratings.iter().map(|m| (&*m.media, &*m.entries))),
+                    &Entries(ratings.iter().map(|m| (m.media(), m.entries()))),
                 )?,
                 ("userProgress", _, Some(progress)) => {
                     map.serialize_entry(key, &Entries(progress.iter().map(|(u, p)| (&**u, p))))?
@@ -194,7 +254,9 @@ where
 
 /// Parses compact or pretty room JSON that was valid when stored.
 pub fn parse(bytes: &[u8]) -> Option<RoomDoc> {
-    match serde_json::from_slice(bytes) {
+    // One UTF-8 check for the whole text is cheaper than the parser's, string by string.
+    let text = std::str::from_utf8(bytes).ok()?;
+    match serde_json::from_str(text) {
         Ok(Value::Object(doc)) => Some(doc),
         _ => None,
     }
@@ -249,5 +311,27 @@ mod tests {
         );
         assert_eq!(to_value(&before), json!({"roomName": "r", "ratings": null}));
         assert_eq!(after.rating_count(), 3);
+    }
+
+    #[test]
+    fn a_dropped_version_leaves_no_wrong_answers() {
+        // The actor drops a version whose commit failed and goes on from the previous one; the
+        // shared slot hints then point at slots that version does not have, or holds otherwise.
+        let base = RoomBody::from_doc(doc(json!({"roomName": "r", "ratings": {"m": []}})));
+        let mut dropped = base.clone();
+        dropped.add_rating("x", "a", "like", 1);
+        let mut kept = base.clone();
+        assert!(!kept.has_rated("x", "a"));
+        kept.add_rating("y", "b", "like", 2);
+        assert!(!kept.has_rated("x", "a") && kept.has_rated("y", "b"));
+        kept.add_rating("x", "c", "dislike", 3);
+        kept.add_rating("x", "d", "like", 4);
+        assert!(kept.has_rated("x", "c") && kept.has_rated("x", "d"));
+        assert!(!kept.has_rated("x", "a") && dropped.has_rated("x", "a"));
+        assert_eq!(
+            serde_json::to_string(&kept).unwrap(),
+            r#"{"roomName":"r","ratings":{"m":[],"y":[["b","like",2]],"x":[["c","dislike",3],["d","like",4]]}}"#
+        );
+        assert_eq!(kept.rating_count(), 3);
     }
 }

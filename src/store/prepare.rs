@@ -41,15 +41,29 @@ impl PreparedRoom {
 
     /// From room JSON (compact or pretty): the fast path, or the full validator when needed.
     pub fn from_json(json: &[u8]) -> Result<PreparedRoom, RoomError> {
-        if let Some(prepared) = fast(json) {
+        // One check of the whole text is cheaper than the parser's, string by string.
+        match std::str::from_utf8(json) {
+            Ok(text) => PreparedRoom::from_json_str(text),
+            Err(_) => slow(json),
+        }
+    }
+
+    /// [`PreparedRoom::from_json`] for text already known to be UTF-8 (a request's `room`).
+    pub fn from_json_str(json: &str) -> Result<PreparedRoom, RoomError> {
+        if let Some(prepared) = fast(serde_json::from_str(json).ok(), json.as_bytes()) {
             return Ok(prepared);
         }
-        let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| RoomError {
-            path: "room".into(),
-            expected: format!("expected a JSON object ({e})"),
-        })?;
-        room::validate(value).map(PreparedRoom::new)
+        slow(json.as_bytes())
     }
+}
+
+/// The full validator, which decides and says exactly what is wrong.
+fn slow(json: &[u8]) -> Result<PreparedRoom, RoomError> {
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| RoomError {
+        path: "room".into(),
+        expected: format!("expected a JSON object ({e})"),
+    })?;
+    room::validate(value).map(PreparedRoom::new)
 }
 
 /// `"random"` or `"rating"`.
@@ -195,8 +209,9 @@ impl<'de, T: Deserialize<'de> + Count, const MAP: bool> Deserialize<'de> for Cou
     }
 }
 
-fn fast(json: &[u8]) -> Option<PreparedRoom> {
-    let view: RoomView = serde_json::from_slice(json).ok()?;
+/// The fast path, given the view parsed from `json` (`None`: the view did not parse).
+fn fast(view: Option<RoomView>, json: &[u8]) -> Option<PreparedRoom> {
+    let view = view?;
     let name: Cow<str> = serde_json::from_str(view.room_name.get()).ok()?;
     let name = RoomName::new(&name).ok()?;
     let _: Sort = serde_json::from_str(view.sort.get()).ok()?;
@@ -229,8 +244,7 @@ fn fast(json: &[u8]) -> Option<PreparedRoom> {
     Some(PreparedRoom {
         name,
         facts: Arc::new(facts),
-        // Exactly sized: a room is kept for as long as the daemon runs.
-        encoded: Bytes::from(minify(json).into_boxed_slice()),
+        encoded: minify(json),
         rating_count,
     })
 }
@@ -238,8 +252,8 @@ fn fast(json: &[u8]) -> Option<PreparedRoom> {
 /// Removes the whitespace between JSON tokens (never inside strings). Works on runs found with
 /// `memchr`, not byte by byte: pretty room files are mostly indentation and short strings.
 /// (A tab or carriage return between tokens is kept: still valid JSON on one line.)
-fn minify(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
+fn minify_into(json: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     let mut rest = json;
     while let Some(at) = memchr::memchr3(b'"', b' ', b'\n', rest) {
         out.extend_from_slice(&rest[..at]);
@@ -270,7 +284,28 @@ fn minify(json: &[u8]) -> Vec<u8> {
         rest = &rest[end..];
     }
     out.extend_from_slice(rest);
-    out
+}
+
+/// The compact form of `json`, in an allocation of exactly its size (a room is kept for as long
+/// as the daemon runs; a shrunk oversized buffer would leave a hole per room in the heap).
+fn minify(json: &[u8]) -> Bytes {
+    // Compact already (what clients send): nothing to remove, so no string-by-string walk.
+    if memchr::memchr2(b' ', b'\n', json).is_none() {
+        return Bytes::copy_from_slice(json);
+    }
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        minify_into(json, &mut scratch);
+        let compact = Bytes::copy_from_slice(&scratch);
+        // Keep a big buffer only while it is in use.
+        if scratch.capacity() > 1 << 20 {
+            *scratch = Vec::new();
+        }
+        compact
+    })
 }
 
 #[cfg(test)]
@@ -280,7 +315,10 @@ mod tests {
 
     fn both(room: &Value) -> (Option<PreparedRoom>, Result<ValidRoom, RoomError>) {
         let pretty = serde_json::to_vec_pretty(room).unwrap();
-        (fast(&pretty), room::validate(room.clone()))
+        (
+            fast(serde_json::from_slice(&pretty).ok(), &pretty),
+            room::validate(room.clone()),
+        )
     }
 
     #[test]
