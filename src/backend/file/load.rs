@@ -189,23 +189,30 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
                 bytes.len() - decoded.valid_len
             );
         }
-        warm_up(&mut rooms, &decoded.records, &base_lsn);
         let mut replayed = 0usize;
-        for (lsn, change) in decoded.records {
-            last_lsn = last_lsn.max(lsn);
-            let name = change.room_name();
-            if lsn <= base_lsn.get(name).copied().unwrap_or(0) {
-                continue;
+        // A chunk at a time: its rooms are parsed, changed and encoded again before the next
+        // chunk's are parsed, so the next parse reuses the memory the last one freed instead of
+        // faulting in fresh pages (which cost more than the parsing itself).
+        for chunk in decoded.records.chunks(REPLAY_CHUNK) {
+            let warmed = warm_up(&mut rooms, chunk, &base_lsn);
+            for (lsn, change) in chunk {
+                last_lsn = last_lsn.max(*lsn);
+                let name = change.room_name();
+                if *lsn <= base_lsn.get(name).copied().unwrap_or(0) {
+                    continue;
+                }
+                b.dirty.insert(name.clone());
+                apply::replay(&mut rooms, change);
+                replayed += 1;
             }
-            b.dirty.insert(name.clone());
-            apply::replay(&mut rooms, &change);
-            replayed += 1;
+            in_parallel(&mut rooms, warmed, RoomEntry::cooled);
         }
         if replayed > 0 {
             tracing::info!("replayed {replayed} change(s) from {}", path.display());
         }
     }
-    // Replay left rooms hot; keep memory as for rooms that were never changed.
+    // Each chunk cooled its rooms; a room a `Put` made hot would still be: cool every one, so
+    // memory is as for rooms that were never changed.
     let hot: Vec<RoomName> = rooms
         .values()
         .filter(|e| e.is_hot())
@@ -258,9 +265,17 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     Ok(snapshot.rooms)
 }
 
+/// How many journal records are replayed between two rounds of parsing and encoding rooms.
+const REPLAY_CHUNK: usize = 512;
+
 /// Turns the cold rooms that `records` will edit into hot ones, parsing them on every core:
-/// replaying a rating into a cold room would otherwise parse it on this one thread.
-fn warm_up(rooms: &mut RoomMap, records: &[(Lsn, Change)], base_lsn: &HashMap<RoomName, Lsn>) {
+/// replaying a rating into a cold room would otherwise parse it on this one thread. Returns
+/// their names, to encode them again once the records are applied.
+fn warm_up(
+    rooms: &mut RoomMap,
+    records: &[(Lsn, Change)],
+    base_lsn: &HashMap<RoomName, Lsn>,
+) -> Vec<RoomName> {
     let names: Vec<RoomName> = records
         .iter()
         .filter(|(lsn, c)| {
@@ -269,7 +284,7 @@ fn warm_up(rooms: &mut RoomMap, records: &[(Lsn, Change)], base_lsn: &HashMap<Ro
         })
         .map(|(_, c)| c.room_name().clone())
         .collect();
-    in_parallel(rooms, names, |e| {
+    in_parallel(rooms, names.clone(), |e| {
         let body = e.body();
         RoomEntry::hot(
             e.name.clone(),
@@ -279,6 +294,7 @@ fn warm_up(rooms: &mut RoomMap, records: &[(Lsn, Change)], base_lsn: &HashMap<Ro
             e.updated_at,
         )
     });
+    names
 }
 
 /// Replaces each named room (that exists) with `f` of it, spread over every core.
