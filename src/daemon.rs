@@ -208,12 +208,7 @@ impl Daemon {
         let watchdog = crate::systemd::watchdog_interval()
             .map(|every| tokio::spawn(run_watchdog(rooms.clone(), every, timers.clone())));
         if let Rooms::Remote(remote) = &rooms {
-            if let Err(e) = remote.ping().await {
-                tracing::warn!(
-                    "{}; serving anyway: requests get storage errors until Redis answers",
-                    crate::service::store_error(e).message
-                );
-            }
+            check_redis(remote).await;
         }
         crate::systemd::ready(rooms.count().await.unwrap_or(0) as usize);
         tracing::info!(
@@ -259,6 +254,31 @@ impl Daemon {
         closed?;
         tracing::info!("stopped cleanly");
         Ok(())
+    }
+}
+
+/// Logs what start-up should know of Redis: whether it answers, and whether its persistence
+/// keeps what the daemon acknowledges (README "Redis": durability is Redis's).
+async fn check_redis(remote: &RemoteStore) {
+    if let Err(e) = remote.ping().await {
+        let message = crate::service::store_error(e).message;
+        tracing::warn!(
+            "{message}; serving anyway: requests get storage errors until Redis answers"
+        );
+        return;
+    }
+    match remote.persistence().await {
+        Some(settings) if settings.starts_with("appendonly yes") => {
+            tracing::info!("Redis at {} persists with {settings}", remote.url());
+        }
+        Some(settings) => tracing::warn!(
+            "Redis at {} runs with {settings}: acknowledged changes are lost if Redis stops or crashes; set appendonly yes (and appendfsync always or everysec) in redis.conf",
+            remote.url()
+        ),
+        None => tracing::info!(
+            "Redis at {} does not tell its persistence settings (CONFIG GET refused); durability is as configured there",
+            remote.url()
+        ),
     }
 }
 

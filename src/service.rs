@@ -208,7 +208,9 @@ impl Service {
         let mut response = Response::ok(id)
             .str("version", env!("CARGO_PKG_VERSION"))
             .str("backend", self.rooms.backend_name());
-        response = match self.rooms.count().await {
+        let counted = self.rooms.count().await;
+        let reachable = counted.is_ok();
+        response = match counted {
             Ok(count) => response.u64("rooms", count),
             // `stats` is how an operator looks at a daemon whose Redis is down: still answer.
             Err(e) => response
@@ -227,6 +229,15 @@ impl Service {
         }
         if let Rooms::Remote(remote) = &self.rooms {
             response = response.bool("watchSubscribed", remote.subscribed());
+            // Asked only of a Redis that just answered, so `stats` stays quick during an outage.
+            let persistence = match reachable {
+                true => remote.persistence().await,
+                false => None,
+            };
+            response = match persistence {
+                Some(settings) => response.str("redisPersistence", &settings),
+                None => response.raw("redisPersistence", b"null"),
+            };
         }
         if let Some(counters) = self.rooms.counters() {
             response = response

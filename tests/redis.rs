@@ -125,6 +125,13 @@ fn redis_stopped_and_restarted_gives_errors_then_service_again() {
     let mut conn = daemon.connect();
     assert_eq!(conn.save(&room("kept")), 1);
     let url = daemon.redis().url();
+    // The test servers keep an append-only file, synced every second.
+    let stats = conn.ok(json!({"op": "stats"}));
+    assert_eq!(
+        stats["redisPersistence"],
+        "appendonly yes, appendfsync everysec"
+    );
+    daemon.wait_log("persists with appendonly yes, appendfsync everysec");
     daemon.redis().stop();
 
     let error = conn.err(json!({"op": "getRoom", "roomName": "kept"}), "storage");
@@ -468,4 +475,22 @@ fn awkward_names_rate_once_and_read_back_as_the_memory_backend_does() {
         )
     };
     assert_eq!(read(&redis), read(&memory));
+}
+
+#[test]
+fn a_redis_without_persistence_is_warned_about_at_start() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = common::redis::RedisServer::start_with(
+        &dir.path().join("redis"),
+        vec!["--appendonly".into(), "no".into()],
+    );
+    let daemon = Daemon::builder(Backend::Memory)
+        .no_backend_flag()
+        .args(["--storage-type", "redis", "--redis-url", &server.url()])
+        .start();
+    daemon.wait_log("runs with appendonly no");
+    let stats = daemon.connect().ok(json!({"op": "stats"}));
+    assert!(stats["redisPersistence"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("appendonly no")));
 }

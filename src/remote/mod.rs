@@ -307,6 +307,27 @@ impl RemoteStore {
         }
     }
 
+    /// Redis's persistence settings, as `appendonly yes, appendfsync everysec`; `None` when
+    /// Redis does not say (unreachable, or `CONFIG` disabled as on some managed services).
+    pub async fn persistence(&self) -> Option<String> {
+        let appendonly = self.config_get("appendonly").await?;
+        let appendfsync = self.config_get("appendfsync").await?;
+        Some(format!(
+            "appendonly {appendonly}, appendfsync {appendfsync}"
+        ))
+    }
+
+    async fn config_get(&self, name: &str) -> Option<String> {
+        let mut c = self.connection();
+        let pair: Vec<String> = ::redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        pair.into_iter().nth(1)
+    }
+
     /// One page (at most [`PAGE`] members) of a sorted set, by `ZRANGEBYLEX` or `ZRANGEBYSCORE`
     /// from `min` to `max`.
     async fn page(
