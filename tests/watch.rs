@@ -372,6 +372,20 @@ fn rss_kb(pid: i32) -> Option<u64> {
         .ok()
 }
 
+/// The whole lines a stalled watcher received before its EOF. A watcher dropped in the middle
+/// of a line sees that torn line last; it is left out (and noted).
+fn whole_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+    if lines.last().is_some_and(|l| !l.ends_with('\n')) {
+        let torn = lines.pop().unwrap_or_default();
+        eprintln!(
+            "note: the stalled watcher's stream ended with a torn line of {} bytes",
+            torn.len()
+        );
+    }
+    lines
+}
+
 fn a_watcher_that_never_reads_is_disconnected_and_memory_stays_bounded(backend: Backend) {
     const WRITERS: usize = 4;
     const EVENTS_EACH: usize = 12_500;
@@ -458,15 +472,7 @@ fn a_watcher_that_never_reads_is_disconnected_and_memory_stays_bounded(backend: 
     let peak = sampler.join().expect("sampler").max(daemon.hwm_kb());
 
     let text = String::from_utf8_lossy(&received);
-    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
-    if lines.last().is_some_and(|l| !l.ends_with('\n')) {
-        // Dropped in the middle of writing a line: the reader sees a torn line, then EOF.
-        let torn = lines.pop().unwrap_or_default();
-        eprintln!(
-            "note: the stalled watcher's stream ended with a torn line of {} bytes",
-            torn.len()
-        );
-    }
+    let lines = whole_lines(&text);
     assert!(
         lines.len() < WRITERS * EVENTS_EACH,
         "a watcher that never read got every event ({})",
@@ -597,14 +603,7 @@ fn a_watcher_whose_socket_stays_full_is_disconnected() {
         .read_to_end(&mut received)
         .expect("the stalled watcher is disconnected (EOF within 60 s)");
     let text = String::from_utf8_lossy(&received);
-    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
-    if lines.last().is_some_and(|l| !l.ends_with('\n')) {
-        let torn = lines.pop().unwrap_or_default();
-        eprintln!(
-            "note: the stalled watcher's stream ended with a torn line of {} bytes",
-            torn.len()
-        );
-    }
+    let lines = whole_lines(&text);
     assert!(
         lines.len() < EVENTS,
         "got every event, so it was never stalled"
