@@ -95,11 +95,6 @@ pub struct Migrated {
     pub rooms: usize,
 }
 
-/// A room on its way: what the source held, as the target must hold it.
-struct Moving {
-    entry: Arc<RoomEntry>,
-}
-
 /// Copies every room from `from` to `to`, calling `progress(done, total)` as it goes.
 pub async fn migrate(
     from: &Endpoint,
@@ -133,12 +128,7 @@ pub async fn migrate(
         )));
     }
     let total = rooms.len();
-    let moving: Vec<Moving> = rooms
-        .values()
-        .map(|entry| Moving {
-            entry: entry.clone(),
-        })
-        .collect();
+    let moving: Vec<Arc<RoomEntry>> = rooms.values().cloned().collect();
     target
         .write(&existing, &moving, &mut |done| {
             progress("copying", done, total)
@@ -229,7 +219,7 @@ impl Opened {
     async fn write(
         &self,
         existing: &RoomMap,
-        moving: &[Moving],
+        moving: &[Arc<RoomEntry>],
         progress: &mut dyn FnMut(usize),
     ) -> Result<(), MigrateError> {
         match self {
@@ -239,7 +229,7 @@ impl Opened {
                 let mut done = 0;
                 for chunk in moving.chunks(CHUNK) {
                     let mut changes = Vec::with_capacity(chunk.len());
-                    for Moving { entry } in chunk {
+                    for entry in chunk {
                         all.insert(entry.name.clone(), entry.clone());
                         changes.push(Change::Put {
                             name: entry.name.clone(),
@@ -258,7 +248,7 @@ impl Opened {
             }
             Opened::Redis(store) => {
                 let mut done = 0;
-                let mut writes = stream::iter(moving.iter().map(|Moving { entry }| async move {
+                let mut writes = stream::iter(moving.iter().map(|entry| async move {
                     let prepared = PreparedRoom::from_json(entry.encoded()).map_err(|e| {
                         MigrateError(format!(
                             "room {:?} in the source is not valid ({e}); fix or remove it first",

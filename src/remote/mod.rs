@@ -60,7 +60,6 @@ struct Inner {
     /// The URL without its password, for messages.
     url: String,
     keys: Keys,
-    client: Client,
     connection: ConnectionManager,
     scripts: Scripts,
     events: broadcast::Sender<RemoteEvent>,
@@ -140,7 +139,6 @@ impl RemoteStore {
             inner: Arc::new(Inner {
                 url: shown,
                 keys,
-                client,
                 connection,
                 scripts: Scripts::new(),
                 events,
@@ -430,11 +428,6 @@ impl RemoteStore {
             }
             cursor = next;
         }
-    }
-
-    /// For tests: the client, to inspect what the daemon stored.
-    pub fn client(&self) -> &Client {
-        &self.inner.client
     }
 }
 
