@@ -463,7 +463,9 @@ impl Daemon {
                     self.stderr()
                 );
             }
-            if self.spec.socket.exists() && UnixStream::connect(&self.spec.socket).is_ok() {
+            // The socket is bound before the rooms are loaded (a client that connects early
+            // waits in the backlog), so a connection is not readiness: an answer to `ping` is.
+            if self.spec.socket.exists() && answers_ping(&self.spec.socket) {
                 return;
             }
             if start.elapsed() > READY_TIMEOUT {
@@ -894,6 +896,19 @@ pub fn read_json_file(path: &Path) -> Value {
 }
 
 /// Writes a room file by hand, pretty-printed, as a user editing the directory would.
+/// Whether a daemon on `socket` answers a `ping` within a moment.
+fn answers_ping(socket: &Path) -> bool {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    if stream.write_all(b"{\"op\":\"ping\"}\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    io::BufReader::new(stream).read_line(&mut line).is_ok() && line.ends_with('\n')
+}
+
 pub fn write_room_file(path: &Path, room: &Value) {
     fs::write(path, serde_json::to_string_pretty(room).unwrap() + "\n").unwrap();
 }
