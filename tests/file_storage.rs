@@ -758,3 +758,37 @@ fn sighup_takes_a_hand_written_file_for_a_room_not_yet_on_disk() {
     d.stop();
     assert_eq!(read_json_file(&d.room_path("fresh")), edited("fresh"));
 }
+
+#[test]
+fn the_start_up_cache_is_private_and_never_hides_a_hand_edit() {
+    // The restart in `daemon_with_rooms` parsed both files, so it wrote `.cache`.
+    let mut d = daemon_with_rooms(&["a", "b"]);
+    d.stop();
+    let cache = d.storage().join(".cache");
+    let mode = fs::metadata(&cache)
+        .expect("a start that parsed room files writes .cache")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    write_room_file(&d.room_path("a"), &edited("a"));
+    d.restart();
+    let mut c = d.connect();
+    assert_eq!(c.get("a").unwrap().0, edited("a"));
+    assert_eq!(c.get("b").unwrap().0["roomName"], "b");
+    drop(c);
+    d.wait_log("loaded 2 room(s)");
+    assert!(
+        d.stderr().contains("(1 of them as .cache had them)"),
+        "{}",
+        d.stderr()
+    );
+    // A damaged cache costs only time.
+    d.stop();
+    fs::write(
+        &cache,
+        b"moviematch-storaged room cache 1\n\xff\xff\xff\xff",
+    )
+    .unwrap();
+    d.restart();
+    assert_eq!(d.connect().get("a").unwrap().0, edited("a"));
+}

@@ -25,11 +25,16 @@ pub struct DirEntry {
     pub kind: EntryKind,
 }
 
-/// Size and modification time, to notice a file changed by hand without reading it.
+/// Size, times and inode, to notice a file changed by hand without reading it. The change
+/// time cannot be set by hand (`touch` sets only the others), so a file with the same stat has
+/// not been written since, unless within the file system's clock tick of the last write: see
+/// `cache` for how that case is told apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStat {
     pub len: u64,
     pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub ino: u64,
 }
 
 /// A file opened for appending, such as the journal.
@@ -53,6 +58,10 @@ pub trait Fs: Send + Sync {
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
     /// Reads a whole file, refusing symlinks.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens `path` to read it a part at a time (for files too large to hold twice).
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(io::Cursor::new(self.read(path)?)))
+    }
     /// Size and mtime of `path`, not following symlinks; `None` when it does not exist.
     fn stat(&self, path: &Path) -> io::Result<Option<FileStat>>;
     /// Creates `path` (which must not exist) with mode 0600, writes `bytes`, and syncs it.
@@ -121,11 +130,21 @@ impl Fs for RealFs {
         Ok(bytes)
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        Ok(Box::new(file))
+    }
+
     fn stat(&self, path: &Path) -> io::Result<Option<FileStat>> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) => Ok(Some(FileStat {
                 len: meta.len(),
                 mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+                ino: meta.ino(),
             })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),

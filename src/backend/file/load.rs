@@ -1,7 +1,8 @@
 //! Reading the storage directory: recovery at start, and re-reading on SIGHUP.
 //!
 //! Start: lock the directory, clean temp files, read `.index` (and `.index.next` if a fold was
-//! cut short), read every room file in parallel, quarantine what is not a valid room, give each
+//! cut short), read every room file in parallel (or take it from `.cache` when its stat or bytes
+//! are unchanged), quarantine what is not a valid room, give each
 //! room its revision (from the index when the file is the daemon's own write, +1 when it was
 //! edited by hand, 1 when new), replay journal records newer than each file, write the index
 //! if files were new or edited, and start a new journal. No room file is rewritten at start:
@@ -11,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::cache::{self, Cache};
 use super::fold::FoldJob;
 use super::fs::{EntryKind, FileStat};
 use super::journal::{self, Index, IndexEntry, Lsn};
@@ -19,7 +21,7 @@ use super::{
     TMP_PREFIX,
 };
 use crate::backend::{Reloaded, StorageError};
-use crate::room::{now_millis, RoomName};
+use crate::room::{now_millis, EpochMillis, RoomName};
 use crate::store::apply::{self, Change, PreparedRoom};
 use crate::store::snapshot::{RoomEntry, RoomMap, Snapshot};
 
@@ -32,6 +34,9 @@ struct ReadFile {
     /// The room, already encoded compactly: the parsed tree is dropped on the reading thread,
     /// so loading many rooms never holds many trees at once.
     room: Result<PreparedRoom, String>,
+    /// Whether `room` came from `.cache` rather than from parsing the file: `Some(true)` when
+    /// the file's stat showed it unchanged, `Some(false)` when its content had to.
+    cached: Option<bool>,
 }
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
@@ -40,6 +45,15 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     lock(b)?;
     tracing::info!("Using file storage at: {}", b.dir.display());
 
+    // Files whose stat changed since this moment may be read as they were before (see `cache`).
+    let read_from = now_nanos();
+    // The cache is as large as every room together: read it while the index is parsed.
+    let reading_cache = {
+        let (fs, dir) = (b.fs.clone(), b.dir.clone());
+        std::thread::Builder::new()
+            .name("read-cache".into())
+            .spawn(move || Cache::read(&*fs, &dir))
+    };
     let index = read_index(b, INDEX);
     let next = read_index(b, INDEX_NEXT);
     let entries =
@@ -93,11 +107,29 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     let mut index_stale = index.is_none() || next.is_some();
     let mut index_matches = 0usize;
     let now = now_millis();
-    let mut rooms = RoomMap::new();
+    let mut rooms;
     // Each room's base: the last change its file holds.
     let mut base_lsn: HashMap<RoomName, Lsn> = HashMap::new();
-    for read in read_files(b, room_files) {
-        let room = match read.room {
+    let cache = match reading_cache {
+        Ok(thread) => thread.join().unwrap_or_default(),
+        Err(_) => Cache::read(&*b.fs, &b.dir),
+    };
+    let (mut cache_hits, mut cache_stale) = (0usize, false);
+    let reads = read_files(b, room_files, &cache);
+    let file_count = reads.len();
+    // What the index says of each file, and the room's entry, on every core.
+    let known = Known {
+        index: &known,
+        next: &known_next,
+        now,
+    };
+    let decided = par_map(&reads, |read| Some(known.room(read)));
+    rooms = RoomMap::new();
+    for (read, room) in reads.into_iter().zip(decided) {
+        cache_hits += usize::from(read.cached.is_some());
+        // A room found by content, not stat, is cached again with its stat.
+        cache_stale |= read.cached == Some(false);
+        let (entry, lsn, origin) = match room {
             Ok(room) => room,
             Err(why) => {
                 fold::quarantine(&*b.fs, &b.dir, &read.file, &why);
@@ -105,7 +137,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
                 continue;
             }
         };
-        let name = room.name.clone();
+        let name = entry.name.clone();
         let canonical = names::file_name(&name);
         if let Some(other) = b.files.get(&name) {
             index_stale = true;
@@ -125,44 +157,23 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
                 continue;
             }
         }
-        let ours = |e: &&IndexEntry| e.name == name && e.len == read.len && e.crc == read.crc;
-        let (revision, updated_at, lsn) = if let Some(e) = known_next.get(&read.file).filter(ours) {
-            (e.revision, e.updated_at, e.lsn)
-        } else if let Some(e) = known.get(&read.file).filter(ours) {
-            index_matches += 1;
-            (e.revision, e.updated_at, e.lsn)
-        } else if let Some(e) = known.get(&read.file).filter(|e| e.name == name) {
-            index_stale = true;
-            tracing::info!(
-                "room file {} was edited by hand; room {name:?} is now at revision {}",
-                b.path(&read.file).display(),
-                e.revision + 1
-            );
-            (e.revision + 1, now, e.lsn)
-        } else {
-            // A new file (or one from the original storage layer): it already holds the room,
-            // so only the index needs to learn of it.
-            index_stale = true;
-            (1, now, 0)
-        };
+        match origin {
+            Origin::NextIndex => {}
+            Origin::Index => index_matches += 1,
+            Origin::EditedByHand => {
+                index_stale = true;
+                tracing::info!(
+                    "room file {} was edited by hand; room {name:?} is now at revision {}",
+                    b.path(&read.file).display(),
+                    entry.revision
+                );
+            }
+            Origin::New => index_stale = true,
+        }
         if read.file != canonical {
             b.dirty.insert(name.clone());
         }
-        let PreparedRoom {
-            facts,
-            encoded,
-            rating_count,
-            ..
-        } = room;
-        let entry = RoomEntry::cold(
-            name.clone(),
-            facts,
-            encoded,
-            rating_count,
-            revision,
-            updated_at,
-        );
-        rooms.insert(name.clone(), Arc::new(entry));
+        rooms.insert(name.clone(), entry);
         base_lsn.insert(name.clone(), lsn);
         let record = FileRecord {
             file: read.file,
@@ -246,6 +257,11 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     if !b.dirty.is_empty() || !b.old_journals.is_empty() {
         b.fold_due();
     }
+    if cache_stale || cache_hits < file_count || cache_hits < cache.len() {
+        b.write_cache(&snapshot.rooms, read_from);
+    }
+    drop(cache);
+    b.cache_hits = cache_hits;
     // Loading parsed every file on several threads; give the freed memory back to the OS
     // instead of keeping it in per-thread malloc arenas for the daemon's lifetime. On a
     // thread of its own: it takes a fraction of a second with 100,000 rooms, and serving
@@ -258,11 +274,60 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             libc::malloc_trim(0);
         });
     tracing::info!(
-        "loaded {} room(s) from {}",
+        "loaded {} room(s) from {} ({cache_hits} of them as {} had them)",
         snapshot.rooms.len(),
-        b.dir.display()
+        b.dir.display(),
+        cache::CACHE
     );
     Ok(snapshot.rooms)
+}
+
+/// Where a room file's revision comes from.
+enum Origin {
+    /// The daemon wrote the file in a fold that was cut short (`.index.next`).
+    NextIndex,
+    /// The daemon wrote the file (`.index`).
+    Index,
+    /// `.index` knows the file, but not these bytes: the revision goes up by one.
+    EditedByHand,
+    /// A file the index does not know (or one from the original storage layer).
+    New,
+}
+
+/// The index entries by file name, to give each room file read at start its revision.
+struct Known<'a> {
+    index: &'a HashMap<String, IndexEntry>,
+    next: &'a HashMap<String, IndexEntry>,
+    now: EpochMillis,
+}
+
+impl Known<'_> {
+    /// The room `read` holds as an entry, the last change its file holds, and where its
+    /// revision came from; or why the file is not a room.
+    fn room(&self, read: &ReadFile) -> Result<(Arc<RoomEntry>, Lsn, Origin), String> {
+        let room = read.room.as_ref().map_err(Clone::clone)?;
+        let name = &room.name;
+        let ours = |e: &&IndexEntry| e.name == *name && e.len == read.len && e.crc == read.crc;
+        let (revision, updated_at, lsn, origin) =
+            if let Some(e) = self.next.get(&read.file).filter(ours) {
+                (e.revision, e.updated_at, e.lsn, Origin::NextIndex)
+            } else if let Some(e) = self.index.get(&read.file).filter(ours) {
+                (e.revision, e.updated_at, e.lsn, Origin::Index)
+            } else if let Some(e) = self.index.get(&read.file).filter(|e| e.name == *name) {
+                (e.revision + 1, self.now, e.lsn, Origin::EditedByHand)
+            } else {
+                (1, self.now, 0, Origin::New)
+            };
+        let entry = RoomEntry::cold(
+            name.clone(),
+            room.facts.clone(),
+            room.encoded.clone(),
+            room.rating_count,
+            revision,
+            updated_at,
+        );
+        Ok((Arc::new(entry), lsn, origin))
+    }
 }
 
 /// How many journal records are replayed between two rounds of parsing and encoding rooms.
@@ -354,15 +419,16 @@ fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
     }
 }
 
-/// Reads, checks and parses room files on every core: start-up time is mostly this.
-fn read_files(b: &FileBackend, files: Vec<String>) -> Vec<ReadFile> {
+/// Reads, checks and parses room files on every core (start-up time is mostly this), taking
+/// what `cache` holds for a file with exactly the same bytes instead of parsing it.
+fn read_files(b: &FileBackend, files: Vec<String>, cache: &Cache) -> Vec<ReadFile> {
     let (fs, dir) = (&*b.fs, &b.dir);
-    par_map(&files, |f| Some(read_file(fs, dir, f)))
+    par_map(&files, |f| Some(read_file(fs, dir, f, cache)))
 }
 
 /// `f` over `items` on every core (at most 8 threads), in order, keeping the `Some`s. Start-up
 /// time is mostly per-room work like this.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R> + Sync) -> Vec<R> {
+pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R> + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -380,24 +446,45 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R> + Sync) ->
     })
 }
 
-fn read_file(fs: &dyn super::Fs, dir: &std::path::Path, file: &str) -> ReadFile {
+fn read_file(fs: &dyn super::Fs, dir: &std::path::Path, file: &str, cache: &Cache) -> ReadFile {
     let path = dir.join(file);
     let stat = fs.stat(&path).ok().flatten();
-    let (bytes, room) = match fs.read(&path) {
-        Ok(bytes) => {
-            let room = PreparedRoom::from_json(&bytes)
-                .map_err(|e| format!("it is not a valid room ({e})"));
-            (bytes, room)
-        }
+    if let Some((len, crc, room)) = stat.and_then(|s| cache.get_by_stat(file, s)) {
+        return ReadFile {
+            file: file.to_owned(),
+            len,
+            crc,
+            stat,
+            cached: Some(true),
+            room: Ok(room),
+        };
+    }
+    let (bytes, read) = match fs.read(&path) {
+        Ok(bytes) => (bytes, Ok(())),
         Err(e) => (Vec::new(), Err(format!("it cannot be read ({e})"))),
     };
+    let (len, crc) = (bytes.len() as u64, crc32fast::hash(&bytes));
+    let cached = read.is_ok().then(|| cache.get(file, len, crc)).flatten();
     ReadFile {
         file: file.to_owned(),
-        len: bytes.len() as u64,
-        crc: crc32fast::hash(&bytes),
+        len,
+        crc,
         stat,
-        room,
+        cached: cached.is_some().then_some(false),
+        room: read.and_then(|()| match cached {
+            Some(room) => Ok(room),
+            None => {
+                PreparedRoom::from_json(&bytes).map_err(|e| format!("it is not a valid room ({e})"))
+            }
+        }),
     }
+}
+
+/// Wall-clock time in nanoseconds, as file times are.
+fn now_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// SIGHUP: compares every room file with what the daemon last wrote or read there.
@@ -425,7 +512,7 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
                 continue;
             }
         }
-        let read = read_file(&*b.fs, &b.dir, &file);
+        let read = read_file(&*b.fs, &b.dir, &file, &Cache::default());
         let room = match read.room {
             Ok(room) => room,
             Err(why) => {

@@ -5,6 +5,8 @@
 //! - `.journal-<generation>`: changes since the room files were last brought up to date.
 //! - `.index`: per room, its revision and what the daemon last wrote to its file.
 //! - `.index.next`: the next `.index`, present only while a fold is in progress.
+//! - `.cache`: what start-up learned from each room file, so the next need not parse it
+//!   ([`cache`]).
 //! - `.lock`: held by the running daemon. `.tmp-*`: files being written. `.quarantine/`: files
 //!   that were not valid rooms, moved aside.
 //!
@@ -24,6 +26,7 @@
 //! a new journal file. In relaxed mode, where the failed sync may have lost acknowledged changes,
 //! the rooms changed since the last good sync are logged again, whole, in the new journal.
 
+mod cache;
 mod fold;
 mod fs;
 mod journal;
@@ -112,6 +115,10 @@ pub struct FileBackend {
     fold_journal_bytes: u64,
     /// ...or when rooms have been dirty this long.
     fold_interval: Duration,
+    /// Writing `.cache` after a start (see [`cache`]); joined at close.
+    cache_writer: Option<JoinHandle<()>>,
+    /// How many rooms the last start took from `.cache` instead of parsing their files.
+    cache_hits: usize,
 }
 
 impl FileBackend {
@@ -140,6 +147,8 @@ impl FileBackend {
             fold_soon: false,
             fold_journal_bytes: FOLD_JOURNAL_BYTES,
             fold_interval: FOLD_INTERVAL,
+            cache_writer: None,
+            cache_hits: 0,
         }
     }
 
@@ -156,6 +165,32 @@ impl FileBackend {
 
     fn journal_path(&self, generation: u64) -> PathBuf {
         self.path(&format!("{JOURNAL_PREFIX}{generation}"))
+    }
+
+    /// Writes `.cache` on a thread of its own from the rooms as start-up read them: every room
+    /// whose file holds its state (not one the journal changed).
+    /// `read_from` is when start-up began reading the files.
+    fn write_cache(&mut self, rooms: &RoomMap, read_from: i128) {
+        let files: Vec<(RoomName, FileRecord)> = self
+            .files
+            .iter()
+            .filter(|(name, _)| !self.dirty.contains(*name))
+            .map(|(name, record)| (name.clone(), record.clone()))
+            .collect();
+        let (fs, dir, rooms) = (self.fs.clone(), self.dir.clone(), rooms.clone());
+        let spawned = std::thread::Builder::new()
+            .name("write-cache".into())
+            .spawn(move || match cache::write(&*fs, &dir, &rooms, &files, read_from) {
+                Ok(count) => tracing::debug!(
+                    "wrote {} ({count} rooms) for the next start",
+                    dir.join(cache::CACHE).display()
+                ),
+                Err(e) => tracing::warn!(
+                    "could not write {} ({e}); the next start will parse every room file, which is slower but loses nothing",
+                    dir.join(cache::CACHE).display()
+                ),
+            });
+        self.cache_writer = spawned.ok();
     }
 
     /// Starts a new journal file. The old one stays until a fold covers it.
@@ -426,6 +461,9 @@ impl Backend for FileBackend {
     }
 
     fn close(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
+        if let Some(writer) = self.cache_writer.take() {
+            let _ = writer.join();
+        }
         self.sync_journal(rooms)?;
         self.start_fold(rooms, true, false)?;
         tracing::info!(

@@ -183,6 +183,8 @@ impl Fs for SimFs {
             Ok(s.names.get(path).map(|&i| FileStat {
                 len: s.inodes[i].data.len() as u64,
                 mtime_ns: i128::from(s.inodes[i].version),
+                ctime_ns: i128::from(s.inodes[i].version),
+                ino: i as u64,
             }))
         })
     }
