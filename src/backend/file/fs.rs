@@ -74,6 +74,12 @@ pub trait Fs: Send + Sync {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Opens `path` for appending, creating it with mode 0600 if needed.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
+    /// Creates the journal `path` (which must not exist), mode 0600, for appending. The real
+    /// file system keeps it zero-filled ahead of its end so that syncs write only data
+    /// ([`super::prealloc`]); recovery reads zeros as the end of the journal.
+    fn create_journal(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        self.open_append(path)
+    }
     /// Takes an exclusive lock on `path` (created 0600 if needed), held while the returned
     /// guard lives; `Ok(None)` when another process holds it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
@@ -177,6 +183,22 @@ impl Fs for RealFs {
             len,
             path: path.to_owned(),
         }))
+    }
+
+    fn create_journal(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        // Not O_APPEND: appends are positioned writes below the zero-filled part.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(PRIVATE_FILE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+        Ok(Box::new(super::prealloc::PreallocatedFile::new(
+            file,
+            0,
+            path.to_owned(),
+        )))
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {

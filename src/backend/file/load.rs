@@ -193,11 +193,13 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             b.fs.read(&path)
                 .map_err(|e| StorageError::io("read the journal", &path, e))?;
         let decoded = journal::decode_records(&bytes);
-        if decoded.valid_len < bytes.len() {
+        // Zeros after the last record are space the journal was given ahead of time.
+        let tail = &bytes[decoded.valid_len..];
+        if let Some(last) = tail.iter().rposition(|&b| b != 0) {
             tracing::warn!(
                 "journal {} ends with {} bytes of an unfinished write (a crash before it was acknowledged); ignoring them",
                 path.display(),
-                bytes.len() - decoded.valid_len
+                last + 1
             );
         }
         let mut replayed = 0usize;

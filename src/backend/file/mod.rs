@@ -32,6 +32,7 @@ mod fs;
 mod journal;
 mod load;
 pub mod names;
+mod prealloc;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -199,7 +200,7 @@ impl FileBackend {
         let path = self.journal_path(generation);
         let journal = self
             .fs
-            .open_append(&path)
+            .create_journal(&path)
             .map_err(|e| StorageError::io("create the journal", &path, e))?;
         // The new file's directory entry must be durable before anything in it is acknowledged.
         fold::sync_dir(&*self.fs, &self.dir)?;
