@@ -87,15 +87,15 @@ impl PreallocatedFile {
         if filler.is_none() {
             shared.lock().off = true;
         }
-        let mut journal = PreallocatedFile {
+        // The first fill is asked for by the first append: a journal that stays empty (the
+        // one a clean stop starts) is never filled.
+        PreallocatedFile {
             file,
             len,
             path,
             shared,
             filler,
-        };
-        journal.ask_for_more();
-        journal
+        }
     }
 
     /// Asks the filler for another chunk when the filled part ends close ahead.
@@ -160,6 +160,11 @@ impl Drop for PreallocatedFile {
         }
         if let Some(filler) = self.filler.take() {
             let _ = filler.join();
+        }
+        // Give the zeros back: a journal no longer written to is exactly its records. (Not
+        // synced: zeros that come back after a crash read as the end all the same.)
+        if self.shared.lock().filled > self.len {
+            let _ = self.file.set_len(self.len);
         }
     }
 }
@@ -230,4 +235,69 @@ fn free_space(file: &File) -> io::Result<u64> {
     // SAFETY: fstatvfs succeeded, so it filled the struct.
     let stat = unsafe { stat.assume_init() };
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CHUNK;
+    use crate::backend::file::fs::{Fs, RealFs};
+    use crate::backend::file::journal;
+    use crate::room::RoomName;
+    use crate::store::apply::Change;
+
+    fn record(lsn: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let change = Change::Delete {
+            name: RoomName::new(&format!("room {lsn}")).unwrap(),
+        };
+        journal::encode_record(&mut bytes, lsn, &change);
+        bytes
+    }
+
+    #[test]
+    fn the_journal_is_zero_filled_ahead_and_reads_back_exactly_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".journal-1");
+        let mut file = RealFs.create_journal(&path).unwrap();
+        let mut written = Vec::new();
+        for lsn in 1..=100 {
+            let bytes = record(lsn);
+            file.append(&bytes).unwrap();
+            file.sync().unwrap();
+            written.extend_from_slice(&bytes);
+        }
+        assert_eq!(file.len(), written.len() as u64);
+        // The filler ran ahead of the end (this machine's disk has room for it).
+        let ahead = || std::fs::metadata(&path).unwrap().len();
+        let waited = std::time::Instant::now();
+        while ahead() < CHUNK && waited.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(ahead() >= CHUNK, "zero-filled to {} bytes", ahead());
+        // What a crash now leaves: the records, then zeros, which end the journal.
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(&on_disk[..written.len()], &written[..]);
+        assert!(on_disk[written.len()..].iter().all(|&b| b == 0));
+        let decoded = journal::decode_records(&on_disk);
+        assert_eq!(decoded.records.len(), 100);
+        assert_eq!(decoded.valid_len, written.len());
+        // Closed, the journal is exactly its records again.
+        drop(file);
+        assert_eq!(std::fs::read(&path).unwrap(), written);
+    }
+
+    #[test]
+    fn a_journal_cut_back_after_a_failure_keeps_only_what_came_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".journal-1");
+        let mut file = RealFs.create_journal(&path).unwrap();
+        let first = record(1);
+        file.append(&first).unwrap();
+        file.sync().unwrap();
+        file.append(&record(2)).unwrap();
+        file.truncate(first.len() as u64).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), first);
+        drop(file);
+        assert_eq!(std::fs::read(&path).unwrap(), first);
+    }
 }
