@@ -35,9 +35,38 @@ use crate::store::snapshot::{RoomFacts, RoomMap};
 pub(super) const CACHE: &str = ".cache";
 const MAGIC: &[u8] = b"moviematch-storaged room cache 1\n";
 const RECORD_HEADER: usize = 8;
-/// A stat this close to the time its file was read is not trusted (coarse file system clocks
-/// tick every few milliseconds; some only every 2 s).
-const RACY_NS: i128 = 3_000_000_000;
+/// A stat this close to the time its file was read is not trusted: file times come from a
+/// clock that ticks every few milliseconds...
+const FINE_RACY_NS: i128 = 100_000_000;
+/// ...or, where times are whole seconds, every 1 or 2 s.
+const COARSE_RACY_NS: i128 = 3_000_000_000;
+
+/// The time before which a file's last change must lie for its stat to prove later that the
+/// file is unchanged. Taken from the file system's own clock (the times of a file created
+/// now), so a clock that differs from the system's cannot fool it; call it before reading the
+/// stats.
+pub(super) fn trust_stats_before(fs: &dyn Fs, dir: &Path) -> i128 {
+    let probe = dir.join(format!("{TMP_PREFIX}clock-{}", std::process::id()));
+    let now = fs
+        .open_append(&probe)
+        .ok()
+        .and_then(|file| {
+            drop(file);
+            fs.stat(&probe).ok().flatten()
+        })
+        .map(|s| s.mtime_ns.max(s.ctime_ns));
+    let _ = fs.remove(&probe);
+    match now {
+        Some(now) if now % 1_000_000_000 != 0 => now - FINE_RACY_NS,
+        Some(now) => now - COARSE_RACY_NS,
+        None => {
+            let system = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128);
+            system - COARSE_RACY_NS
+        }
+    }
+}
 /// How much is read at once.
 const READ_CHUNK: usize = 16 << 20;
 /// How much is written at once.
@@ -239,10 +268,10 @@ pub(super) fn write(
     dir: &Path,
     rooms: &RoomMap,
     files: &[(RoomName, FileRecord)],
-    read_from: i128,
+    trust_before: i128,
 ) -> std::io::Result<usize> {
     let tmp = dir.join(format!("{TMP_PREFIX}cache-{}", std::process::id()));
-    let result = write_to(fs, &tmp, rooms, files, read_from);
+    let result = write_to(fs, &tmp, rooms, files, trust_before);
     match result {
         Ok(count) => {
             fs.rename(&tmp, &dir.join(CACHE))?;
@@ -260,7 +289,7 @@ fn write_to(
     tmp: &Path,
     rooms: &RoomMap,
     files: &[(RoomName, FileRecord)],
-    read_from: i128,
+    trust_before: i128,
 ) -> std::io::Result<usize> {
     let _ = fs.remove(tmp);
     let mut out = fs.open_append(tmp)?;
@@ -280,7 +309,7 @@ fn write_to(
             // the same stat: only a stat from well before the read proves it unchanged.
             stat: record
                 .stat
-                .filter(|s| s.mtime_ns.max(s.ctime_ns) < read_from - RACY_NS)
+                .filter(|s| s.mtime_ns.max(s.ctime_ns) < trust_before)
                 .map(Stamp::from),
             name: name.as_str().into(),
             rating_count: entry.rating_count,
@@ -460,13 +489,13 @@ mod tests {
 
         let fs = SimFs::default();
         fs.create_private_dir(&dir()).unwrap();
-        let read_from: i128 = 1_800_000_000 * 1_000_000_000;
+        let trust_before: i128 = 1_800_000_000 * 1_000_000_000;
         let mut rooms = RoomMap::new();
         let mut files = Vec::new();
         // Written an hour before start-up read it, and a millisecond before.
         for (i, written) in [
-            (0, read_from - 3_600_000_000_000),
-            (1, read_from - 1_000_000),
+            (0, trust_before - 3_600_000_000_000),
+            (1, trust_before + 1_000_000),
         ] {
             let bytes = room_file(i);
             let room = PreparedRoom::from_json(&bytes).unwrap();
@@ -497,7 +526,7 @@ mod tests {
             rooms.insert(room.name, Arc::new(entry));
         }
         assert_eq!(
-            super::write(&fs, &dir(), &rooms, &files, read_from).unwrap(),
+            super::write(&fs, &dir(), &rooms, &files, trust_before).unwrap(),
             2
         );
         let cache = super::Cache::read(&fs, &dir());

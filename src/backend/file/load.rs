@@ -45,8 +45,6 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     lock(b)?;
     tracing::info!("Using file storage at: {}", b.dir.display());
 
-    // Files whose stat changed since this moment may be read as they were before (see `cache`).
-    let read_from = now_nanos();
     // The cache is as large as every room together: read it while the index is parsed.
     let reading_cache = {
         let (fs, dir) = (b.fs.clone(), b.dir.clone());
@@ -94,13 +92,6 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     room_files.sort();
     journals.sort_unstable();
 
-    let by_file = |index: &Option<Index>| -> HashMap<String, IndexEntry> {
-        index
-            .iter()
-            .flat_map(|i| i.rooms.iter())
-            .map(|e| (e.file.clone(), e.clone()))
-            .collect()
-    };
     let (known, known_next) = (by_file(&index), by_file(&next));
     // Whether `.index` must be written before serving: it is missing or damaged, a fold was
     // cut short, or a file is new, edited, gone or set aside. Otherwise it is already true.
@@ -109,13 +100,23 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     let now = now_millis();
     let mut rooms;
     // Each room's base: the last change its file holds.
-    let mut base_lsn: HashMap<RoomName, Lsn> = HashMap::new();
+    let mut base_lsn: HashMap<RoomName, Lsn> = HashMap::with_capacity(room_files.len());
+    b.files.reserve(room_files.len());
+    let trust_before = cache::trust_stats_before(&*b.fs, &b.dir);
+    // Each file's stat while the cache is still being read (a file is read only if its stat
+    // does not match the cache's).
+    let stats = {
+        let (fs, dir) = (&*b.fs, &b.dir);
+        par_map(&room_files, |file| {
+            Some(fs.stat(&dir.join(file)).ok().flatten())
+        })
+    };
     let cache = match reading_cache {
         Ok(thread) => thread.join().unwrap_or_default(),
         Err(_) => Cache::read(&*b.fs, &b.dir),
     };
     let (mut cache_hits, mut cache_stale) = (0usize, false);
-    let reads = read_files(b, room_files, &cache);
+    let reads = read_files(b, room_files, stats, &cache);
     let file_count = reads.len();
     // What the index says of each file, and the room's entry, on every core.
     let known = Known {
@@ -260,7 +261,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         b.fold_due();
     }
     if cache_stale || cache_hits < file_count || cache_hits < cache.len() {
-        b.write_cache(&snapshot.rooms, read_from);
+        b.write_cache(&snapshot.rooms, trust_before);
     }
     drop(cache);
     b.cache_hits = cache_hits;
@@ -284,6 +285,15 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     Ok(snapshot.rooms)
 }
 
+/// The entries of `index` by file name.
+fn by_file(index: &Option<Index>) -> HashMap<&str, &IndexEntry> {
+    index
+        .iter()
+        .flat_map(|i| i.rooms.iter())
+        .map(|e| (e.file.as_str(), e))
+        .collect()
+}
+
 /// Where a room file's revision comes from.
 enum Origin {
     /// The daemon wrote the file in a fold that was cut short (`.index.next`).
@@ -298,8 +308,8 @@ enum Origin {
 
 /// The index entries by file name, to give each room file read at start its revision.
 struct Known<'a> {
-    index: &'a HashMap<String, IndexEntry>,
-    next: &'a HashMap<String, IndexEntry>,
+    index: &'a HashMap<&'a str, &'a IndexEntry>,
+    next: &'a HashMap<&'a str, &'a IndexEntry>,
     now: EpochMillis,
 }
 
@@ -309,13 +319,17 @@ impl Known<'_> {
     fn room(&self, read: &ReadFile) -> Result<(Arc<RoomEntry>, Lsn, Origin), String> {
         let room = read.room.as_ref().map_err(Clone::clone)?;
         let name = &room.name;
-        let ours = |e: &&IndexEntry| e.name == *name && e.len == read.len && e.crc == read.crc;
+        let ours = |e: &&&IndexEntry| e.name == *name && e.len == read.len && e.crc == read.crc;
         let (revision, updated_at, lsn, origin) =
-            if let Some(e) = self.next.get(&read.file).filter(ours) {
+            if let Some(e) = self.next.get(read.file.as_str()).filter(ours) {
                 (e.revision, e.updated_at, e.lsn, Origin::NextIndex)
-            } else if let Some(e) = self.index.get(&read.file).filter(ours) {
+            } else if let Some(e) = self.index.get(read.file.as_str()).filter(ours) {
                 (e.revision, e.updated_at, e.lsn, Origin::Index)
-            } else if let Some(e) = self.index.get(&read.file).filter(|e| e.name == *name) {
+            } else if let Some(e) = self
+                .index
+                .get(read.file.as_str())
+                .filter(|e| e.name == *name)
+            {
                 (e.revision + 1, self.now, e.lsn, Origin::EditedByHand)
             } else {
                 (1, self.now, 0, Origin::New)
@@ -422,10 +436,18 @@ fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
 }
 
 /// Reads, checks and parses room files on every core (start-up time is mostly this), taking
-/// what `cache` holds for a file with exactly the same bytes instead of parsing it.
-fn read_files(b: &FileBackend, files: Vec<String>, cache: &Cache) -> Vec<ReadFile> {
+/// what `cache` holds for a file with exactly the same stat or bytes instead of parsing it.
+fn read_files(
+    b: &FileBackend,
+    files: Vec<String>,
+    stats: Vec<Option<FileStat>>,
+    cache: &Cache,
+) -> Vec<ReadFile> {
     let (fs, dir) = (&*b.fs, &b.dir);
-    par_map(&files, |f| Some(read_file(fs, dir, f, cache)))
+    let files: Vec<(String, Option<FileStat>)> = files.into_iter().zip(stats).collect();
+    par_map(&files, |(f, stat)| {
+        Some(read_file(fs, dir, f, *stat, cache))
+    })
 }
 
 /// `f` over `items` on every core (at most 8 threads), in order, keeping the `Some`s. Start-up
@@ -448,9 +470,15 @@ pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R>
     })
 }
 
-fn read_file(fs: &dyn super::Fs, dir: &std::path::Path, file: &str, cache: &Cache) -> ReadFile {
+/// Reads one room file whose `stat` was just taken.
+fn read_file(
+    fs: &dyn super::Fs,
+    dir: &std::path::Path,
+    file: &str,
+    stat: Option<FileStat>,
+    cache: &Cache,
+) -> ReadFile {
     let path = dir.join(file);
-    let stat = fs.stat(&path).ok().flatten();
     if let Some((len, crc, room)) = stat.and_then(|s| cache.get_by_stat(file, s)) {
         return ReadFile {
             file: file.to_owned(),
@@ -482,13 +510,6 @@ fn read_file(fs: &dyn super::Fs, dir: &std::path::Path, file: &str, cache: &Cach
     }
 }
 
-/// Wall-clock time in nanoseconds, as file times are.
-fn now_nanos() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
-}
-
 /// SIGHUP: compares every room file with what the daemon last wrote or read there.
 pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, StorageError> {
     let entries =
@@ -514,7 +535,8 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
                 continue;
             }
         }
-        let read = read_file(&*b.fs, &b.dir, &file, &Cache::default());
+        let stat = b.fs.stat(&b.path(&file)).ok().flatten();
+        let read = read_file(&*b.fs, &b.dir, &file, stat, &Cache::default());
         let room = match read.room {
             Ok(room) => room,
             Err(why) => {

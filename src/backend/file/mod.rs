@@ -170,8 +170,9 @@ impl FileBackend {
 
     /// Writes `.cache` on a thread of its own from the rooms as start-up read them: every room
     /// whose file holds its state (not one the journal changed).
-    /// `read_from` is when start-up began reading the files.
-    fn write_cache(&mut self, rooms: &RoomMap, read_from: i128) {
+    /// Stats are recorded for files last changed before `trust_before` (see
+    /// [`cache::trust_stats_before`]).
+    fn write_cache(&mut self, rooms: &RoomMap, trust_before: i128) {
         let files: Vec<(RoomName, FileRecord)> = self
             .files
             .iter()
@@ -181,7 +182,7 @@ impl FileBackend {
         let (fs, dir, rooms) = (self.fs.clone(), self.dir.clone(), rooms.clone());
         let spawned = std::thread::Builder::new()
             .name("write-cache".into())
-            .spawn(move || match cache::write(&*fs, &dir, &rooms, &files, read_from) {
+            .spawn(move || match cache::write(&*fs, &dir, &rooms, &files, trust_before) {
                 Ok(count) => tracing::debug!(
                     "wrote {} ({count} rooms) for the next start",
                     dir.join(cache::CACHE).display()
