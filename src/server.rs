@@ -94,7 +94,8 @@ pub async fn run(
         };
         let service = service.clone();
         let limits = limits.clone();
-        let shutdown = shutdown.clone();
+        // A token of its own: waiting on it locks only this connection's node of the token tree.
+        let shutdown = shutdown.child_token();
         let stopping = stopping.clone();
         tracker.spawn(async move {
             service.connections.fetch_add(1, Ordering::Relaxed);
