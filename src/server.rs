@@ -10,7 +10,7 @@
 //! and answers lines it already holds with `shutting_down`; each writer finishes every request
 //! already started. The handlers' store handles drop as they finish, which lets the actor stop.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,16 +53,6 @@ pub async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let tracker = TaskTracker::new();
-    // Readers look at this before each line: a token's `is_cancelled` takes a lock that every
-    // connection shares.
-    let stopping = Arc::new(AtomicBool::new(false));
-    tokio::spawn({
-        let (stopping, shutdown) = (stopping.clone(), shutdown.clone());
-        async move {
-            shutdown.cancelled().await;
-            stopping.store(true, Ordering::Release);
-        }
-    });
     let limits = Arc::new(limits);
     loop {
         let stream = tokio::select! {
@@ -94,12 +84,12 @@ pub async fn run(
         };
         let service = service.clone();
         let limits = limits.clone();
-        // A token of its own: waiting on it locks only this connection's node of the token tree.
+        // A token of its own: checking or waiting on it (before each line) locks only this
+        // connection's node of the token tree, not the one every connection shares.
         let shutdown = shutdown.child_token();
-        let stopping = stopping.clone();
         tracker.spawn(async move {
             service.connections.fetch_add(1, Ordering::Relaxed);
-            handle(stream, &service, &limits, shutdown, &stopping).await;
+            handle(stream, &service, &limits, shutdown).await;
             service.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -163,12 +153,11 @@ async fn handle(
     service: &Service,
     limits: &Limits,
     shutdown: CancellationToken,
-    stopping: &AtomicBool,
 ) {
     let (read, write) = stream.into_split();
     let (queue, pending) = mpsc::channel(PIPELINE_DEPTH);
     let writer = write_responses(write, service.clone(), pending);
-    let reader = read_requests(read, service, limits, queue, &shutdown, stopping);
+    let reader = read_requests(read, service, limits, queue, &shutdown);
     let (watch_request, writer_result) = tokio::join!(reader, writer);
     if let (Some(watch), Ok(out)) = (watch_request, writer_result) {
         watch::stream_events(
@@ -197,13 +186,12 @@ async fn read_requests(
     limits: &Limits,
     queue: mpsc::Sender<Pending>,
     shutdown: &CancellationToken,
-    stopping: &AtomicBool,
 ) -> Option<WatchRequest> {
     let mut frames = FramedRead::new(read, LineCodec::new(limits.max_request_bytes));
     loop {
         // A line already received is taken at once (pipelined requests arrive many to a read);
         // only when one must be waited for does the wait also watch for shutdown.
-        let ready = if stopping.load(Ordering::Acquire) {
+        let ready = if shutdown.is_cancelled() {
             None
         } else {
             frames.next().now_or_never()

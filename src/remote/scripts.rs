@@ -107,6 +107,31 @@ macro_rules! ensure_object {
     };
 }
 
+/// The Lua that ends a change of room ARGV[1]: notes the time ARGV[$now] as its last change,
+/// bumps its revision, and publishes ARGV[$head] .. revision .. ARGV[$tail] on channel
+/// ARGV[$channel]; answers `{'ok', revision}`.
+macro_rules! changed_and_published {
+    ($now:literal, $channel:literal, $head:literal, $tail:literal) => {
+        concat!(
+            "redis.call('HSET', KEYS[1], 'at', ARGV[",
+            $now,
+            "])\n",
+            "local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)\n",
+            "redis.call('ZADD', KEYS[3], ARGV[",
+            $now,
+            "], ARGV[1])\n",
+            "redis.call('PUBLISH', ARGV[",
+            $channel,
+            "], ARGV[",
+            $head,
+            "] .. rev .. ARGV[",
+            $tail,
+            "])\n",
+            "return {'ok', tostring(rev)}\n",
+        )
+    };
+}
+
 /// Append a rating unless that user already rated that media. ARGV: name, mediaId, userName,
 /// the entry as JSON, now, channel, event head, event tail.
 pub const ADD_RATING: &str = concat!(
@@ -134,13 +159,8 @@ else
 end
 "#,
     ensure_object!("R", "ratings"),
-    r#"redis.call('HINCRBY', KEYS[1], 'rc', 1)
-redis.call('HSET', KEYS[1], 'at', ARGV[5])
-local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
-redis.call('PUBLISH', ARGV[6], ARGV[7] .. rev .. ARGV[8])
-return {'ok', tostring(rev)}
-"#
+    "redis.call('HINCRBY', KEYS[1], 'rc', 1)\n",
+    changed_and_published!("5", "6", "7", "8")
 );
 
 /// Set a user's progress. ARGV: name, userName, progress, now, channel, event head, event tail.
@@ -158,12 +178,7 @@ else
 end
 "#,
     ensure_object!("P", "userProgress"),
-    r#"redis.call('HSET', KEYS[1], 'at', ARGV[4])
-local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-redis.call('PUBLISH', ARGV[5], ARGV[6] .. rev .. ARGV[7])
-return {'ok', tostring(rev)}
-"#
+    changed_and_published!("4", "5", "6", "7")
 );
 
 /// The scripts, hashed once; `invoke_async` sends `EVALSHA` and falls back to `EVAL` after a

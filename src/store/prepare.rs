@@ -18,7 +18,8 @@ use super::snapshot::{RoomEntry, RoomFacts};
 use crate::room::{self, RoomError, RoomName, ValidRoom};
 
 /// A validated room made ready for the actor: encoded and its facts taken out, off the actor.
-#[derive(Debug)]
+/// Cloning it is cheap (the JSON and the facts are shared).
+#[derive(Debug, Clone)]
 pub struct PreparedRoom {
     pub name: RoomName,
     pub facts: Arc<RoomFacts>,

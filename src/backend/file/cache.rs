@@ -148,13 +148,13 @@ impl Cache {
     /// written since: no need to read it.
     pub fn get_by_stat(&self, file: &str, stat: FileStat) -> Option<(u64, u32, PreparedRoom)> {
         let entry = self.entries.get(file)?;
-        (entry.stat? == Stamp::from(stat)).then(|| (entry.len, entry.crc, copy(&entry.room)))
+        (entry.stat? == Stamp::from(stat)).then(|| (entry.len, entry.crc, entry.room.clone()))
     }
 
     /// The room `file` holds, if the cache has it for exactly these bytes (length and CRC-32).
     pub fn get(&self, file: &str, len: u64, crc: u32) -> Option<PreparedRoom> {
         let entry = self.entries.get(file)?;
-        ((entry.len, entry.crc) == (len, crc)).then(|| copy(&entry.room))
+        ((entry.len, entry.crc) == (len, crc)).then(|| entry.room.clone())
     }
 }
 
@@ -224,22 +224,11 @@ fn damaged(
     Ok(entries)
 }
 
-/// The room (its JSON has an allocation of its own, not shared with the cache file's bytes).
-fn copy(room: &PreparedRoom) -> PreparedRoom {
-    PreparedRoom {
-        name: room.name.clone(),
-        facts: room.facts.clone(),
-        encoded: room.encoded.clone(),
-        rating_count: room.rating_count,
-    }
-}
-
 fn decode(payload: &[u8]) -> Option<(String, Entry)> {
     let end = memchr::memchr(b'\n', payload)?;
     let header: Header = serde_json::from_slice(&payload[..end]).ok()?;
-    let name = RoomName::new(&header.name).ok()?;
     let room = PreparedRoom {
-        name,
+        name: RoomName::new(&header.name).ok()?,
         facts: Arc::new(RoomFacts {
             created_at: header.created_at,
             creator_plex_user_id: header.creator_plex_user_id,
@@ -247,17 +236,15 @@ fn decode(payload: &[u8]) -> Option<(String, Entry)> {
             password: header.password,
             summary_head: header.summary_head,
         }),
-        encoded: Bytes::new(),
+        // An allocation of its own, so the cache file's read buffer is freed after start-up.
+        encoded: Bytes::copy_from_slice(&payload[end + 1..]),
         rating_count: header.rating_count,
     };
     let entry = Entry {
         len: header.len,
         crc: header.crc,
         stat: header.stat,
-        room: PreparedRoom {
-            encoded: Bytes::copy_from_slice(&payload[end + 1..]),
-            ..room
-        },
+        room,
     };
     Some((header.file.into_owned(), entry))
 }

@@ -186,14 +186,8 @@ impl Fs for RealFs {
     }
 
     fn create_journal(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        // Not O_APPEND: appends are positioned writes below the zero-filled part.
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(PRIVATE_FILE)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)?;
-        file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+        // Exclusive, so not O_APPEND: appends are positioned writes below the zero-filled part.
+        let file = create_private(path, true)?;
         Ok(Box::new(super::prealloc::PreallocatedFile::new(
             file,
             0,

@@ -98,7 +98,6 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     let mut index_stale = index.is_none() || next.is_some();
     let mut index_matches = 0usize;
     let now = now_millis();
-    let mut rooms;
     // Each room's base: the last change its file holds.
     let mut base_lsn: HashMap<RoomName, Lsn> = HashMap::with_capacity(room_files.len());
     b.files.reserve(room_files.len());
@@ -125,7 +124,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         now,
     };
     let decided = par_map(&reads, |read| Some(known.room(read)));
-    rooms = RoomMap::new();
+    let mut rooms = RoomMap::new();
     for (read, room) in reads.into_iter().zip(decided) {
         cache_hits += usize::from(read.cached.is_some());
         // A room found by content, not stat, is cached again with its stat.
