@@ -10,6 +10,8 @@
 //! - [`protocol`]: the wire contract: framing ([`protocol::codec`]), typed requests
 //!   ([`protocol::request`]), response lines and error codes.
 //! - [`room`]: room names, validation with field paths, timestamps.
+//! - [`scan`]: a one-pass JSON scanner for the hot paths that only check big JSON and keep
+//!   its text (a `saveRoom` line, a room file); serde_json decides whatever it does not take.
 //! - [`service`]: what each operation means: requests in, response lines out.
 //! - [`store`]: the storage actor, its handle, the immutable snapshot reads are served from, and
 //!   the pure functions that apply a mutation ([`store::apply`]).
@@ -40,6 +42,7 @@ pub mod protocol;
 pub mod remote;
 pub mod room;
 pub mod rooms;
+pub mod scan;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::{ErrorCode, ErrorReply, RequestId};
 use crate::room::{self, EpochMillis, Rating, Revision, RoomName};
-use crate::store::prepare::PreparedRoom;
+use crate::scan::Scanner;
+use crate::store::prepare::{self, PreparedRoom};
 
 /// A decoded request: its `id` and what it asks for.
 #[derive(Debug)]
@@ -122,17 +123,14 @@ struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Decodes one request line.
 pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
-    // One pass for the common case, borrowing every value from the line (a room is not copied);
-    // telling "not JSON" from "not an object" only on failure. A repeated key: the last wins.
-    let Ok(mut object) = serde_json::from_slice::<BTreeMap<Key, &RawValue>>(line) else {
-        let error = match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
-            Ok(_) => ErrorReply::new(ErrorCode::BadJson, "the request must be a JSON object"),
-            Err(e) => ErrorReply::new(ErrorCode::BadJson, "the request is not valid UTF-8 JSON")
-                .with_cause(e.to_string()),
-        };
-        return Err(Rejected { id: None, error });
+    let (mut object, prepared) = match std::str::from_utf8(line).ok().and_then(scan_line) {
+        Some(scanned) => scanned,
+        None => (parse_line(line)?, None),
     };
-    let id: RequestId = object.remove(&Key("id".into())).map(|raw| raw.to_owned());
+    // Valid JSON by now (scanned or parsed), so it always makes a raw value.
+    let id: RequestId = object
+        .remove(&Key("id".into()))
+        .and_then(|raw| RawValue::from_string(raw.to_owned()).ok());
     let reject = |error: ErrorReply, id: RequestId| Rejected { id, error };
     let id_is_valid = id.as_ref().is_none_or(|raw| {
         matches!(
@@ -146,14 +144,15 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
             id,
         ));
     }
-    // A room is checked and prepared straight from its bytes (no JSON tree); the other
+    // A room is checked and prepared straight from its text (no JSON tree); the other
     // arguments are small, and decoding them to values keeps their checks simple.
-    let raw_room = object
+    let room = object
         .remove(&Key("room".into()))
-        .filter(|raw| raw.get() != "null");
+        .filter(|raw| *raw != "null")
+        .map(|raw| RoomArgument { raw, prepared });
     let mut fields = Fields::default();
     for (Key(key), raw) in object {
-        match serde_json::from_str::<Value>(raw.get()) {
+        match serde_json::from_str::<Value>(raw) {
             Ok(Value::Null) => {}
             Ok(value) => fields.0.push((key, value)),
             Err(e) => {
@@ -165,23 +164,79 @@ pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
             }
         }
     }
-    match decode_fields(fields, raw_room) {
+    match decode_fields(fields, room) {
         Ok(request) => Ok(Envelope { id, request }),
         Err(error) => Err(reject(error, id)),
     }
 }
 
-fn decode_fields(mut f: Fields, raw_room: Option<&RawValue>) -> Result<Request, ErrorReply> {
+/// The members of a request object, each value as written, in key order.
+type Members<'a> = BTreeMap<Key<'a>, &'a str>;
+
+/// The `room` argument as written, and prepared already when the line's scan did it.
+struct RoomArgument<'a> {
+    raw: &'a str,
+    prepared: Option<PreparedRoom>,
+}
+
+/// The fast path: one scan of the line finds every member and checks a `room` object on the
+/// way. `None` sends the line to [`parse_line`]: any error, and valid but unusual lines
+/// (escaped or repeated keys, a room the full validator has to judge).
+fn scan_line(line: &str) -> Option<(Members<'_>, Option<PreparedRoom>)> {
+    let mut scanner = Scanner::new(line);
+    let mut members = Members::new();
+    let mut room = None;
+    scanner.object(|s, key| {
+        let key = key.plain()?;
+        let value = if key == "room" && s.peek()? == b'{' {
+            let (raw, prepared) = prepare::scan(s)?;
+            room = Some(prepared);
+            raw
+        } else {
+            s.value()?
+        };
+        members
+            .insert(Key(Cow::Borrowed(key)), value)
+            .is_none()
+            .then_some(())
+    })?;
+    scanner.at_end().then_some((members, room))
+}
+
+/// serde_json's reading of a line, borrowing every value from it; it tells "not JSON" from
+/// "not an object" only on failure. A repeated key: the last wins.
+fn parse_line(line: &[u8]) -> Result<Members<'_>, Rejected> {
+    match serde_json::from_slice::<BTreeMap<Key, &RawValue>>(line) {
+        Ok(object) => Ok(object.into_iter().map(|(k, v)| (k, v.get())).collect()),
+        Err(_) => {
+            let error = match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+                Ok(_) => ErrorReply::new(ErrorCode::BadJson, "the request must be a JSON object"),
+                Err(e) => {
+                    ErrorReply::new(ErrorCode::BadJson, "the request is not valid UTF-8 JSON")
+                        .with_cause(e.to_string())
+                }
+            };
+            Err(Rejected { id: None, error })
+        }
+    }
+}
+
+fn decode_fields(mut f: Fields, room: Option<RoomArgument>) -> Result<Request, ErrorReply> {
     let op = match f.remove("op") {
         Some(Value::String(op)) => op,
         None => return Err(ErrorReply::bad_request("op: required")),
         Some(_) => return Err(ErrorReply::bad_request("op: expected a string")),
     };
+    let has_room = room.is_some();
     let request = match op.as_str() {
         "saveRoom" => {
-            let room = match &raw_room {
-                Some(raw) if raw.get().starts_with('{') => {
-                    PreparedRoom::from_json_str(raw.get())
+            let room = match room {
+                Some(RoomArgument {
+                    prepared: Some(prepared),
+                    ..
+                }) => prepared,
+                Some(RoomArgument { raw, .. }) if raw.starts_with('{') => {
+                    PreparedRoom::from_json_str(raw)
                         .map_err(|e| ErrorReply::new(ErrorCode::InvalidRoom, e.to_string()))?
                 }
                 None => return Err(ErrorReply::bad_request("room: required")),
@@ -256,7 +311,7 @@ fn decode_fields(mut f: Fields, raw_room: Option<&RawValue>) -> Result<Request, 
             )));
         }
     };
-    if raw_room.is_some() && op != "saveRoom" {
+    if has_room && op != "saveRoom" {
         return Err(ErrorReply::bad_request(format!(
             "\"room\": unknown argument for {op}"
         )));

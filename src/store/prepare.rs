@@ -1,8 +1,8 @@
 //! Turning room JSON into a [`PreparedRoom`]: checked, compact, facts taken out.
 //!
-//! The fast path never builds a JSON tree: it checks the bytes against PROTOCOL.md section 4 by
-//! deserializing into borrowed views (which fails on anything the full validator would refuse),
-//! and keeps the room's own bytes with insignificant whitespace removed. Loading 100,000 room
+//! The fast path never builds a JSON tree: one pass of the [`crate::scan`] scanner checks the
+//! text against PROTOCOL.md section 4 (failing on anything the full validator would refuse) and
+//! keeps the room's own bytes, with insignificant whitespace removed. Loading 100,000 room
 //! files or saving a big room is then a scan, not thousands of allocations. Anything the fast
 //! path does not accept (including valid-but-unusual input such as duplicate keys) goes through
 //! [`room::validate`], which decides, and says exactly what is wrong.
@@ -11,11 +11,10 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::snapshot::{RoomEntry, RoomFacts};
 use crate::room::{self, RoomError, RoomName, ValidRoom};
+use crate::scan::Scanner;
 
 /// A validated room made ready for the actor: encoded and its facts taken out, off the actor.
 /// Cloning it is cheap (the JSON and the facts are shared).
@@ -49,12 +48,13 @@ impl PreparedRoom {
         }
     }
 
-    /// [`PreparedRoom::from_json`] for text already known to be UTF-8 (a request's `room`).
+    /// [`PreparedRoom::from_json`] for text already known to be UTF-8.
     pub fn from_json_str(json: &str) -> Result<PreparedRoom, RoomError> {
-        if let Some(prepared) = fast(serde_json::from_str(json).ok(), json.as_bytes()) {
-            return Ok(prepared);
+        let mut scanner = Scanner::new(json);
+        match scan(&mut scanner) {
+            Some((_, prepared)) if scanner.at_end() => Ok(prepared),
+            _ => slow(json.as_bytes()),
         }
-        slow(json.as_bytes())
     }
 }
 
@@ -67,172 +67,168 @@ fn slow(json: &[u8]) -> Result<PreparedRoom, RoomError> {
     room::validate(value).map(PreparedRoom::new)
 }
 
-/// `"random"` or `"rating"`.
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Sort {
-    Random,
-    Rating,
+/// The fast path: the room at the scanner's place, checked and prepared in the one pass that
+/// also returns its text. `None` when the full validator has to decide (an invalid room, or
+/// valid but unusual, such as a repeated field or an escaped key).
+pub fn scan<'a>(scanner: &mut Scanner<'a>) -> Option<(&'a str, PreparedRoom)> {
+    let (json, view) = scanner.spanned(scan_room)?;
+    Some((json, prepare(view, json.as_bytes())?))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum RatingWord {
-    Like,
-    Dislike,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PlexId<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
-    Signed(i64),
-    Unsigned(u64),
-}
-
-#[derive(Deserialize)]
-struct FilterView<'a> {
-    #[serde(borrow)]
-    #[allow(dead_code)]
-    key: Cow<'a, str>,
-    #[serde(borrow)]
-    #[allow(dead_code)]
-    operator: Cow<'a, str>,
-    #[serde(borrow)]
-    #[allow(dead_code)]
-    value: Vec<Cow<'a, str>>,
-}
-
-type RatingTuple<'a> = (Cow<'a, str>, RatingWord, u64);
-
-/// The room's fields as section 4 types them; unknown fields are skipped (and kept, verbatim,
-/// in the bytes). The summary's fields stay raw so they are copied, not re-encoded.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The fields that hold a room's facts, as written, and its rating count.
 struct RoomView<'a> {
-    #[serde(borrow)]
-    room_name: &'a RawValue,
-    #[serde(borrow)]
-    sort: &'a RawValue,
-    #[serde(borrow)]
-    created_at: &'a RawValue,
-    #[serde(borrow)]
-    creator_plex_user_id: &'a RawValue,
-    #[serde(borrow)]
-    creator_plex_username: &'a RawValue,
-    #[serde(borrow, default)]
-    password: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    #[allow(dead_code)]
-    options: Option<Vec<Cow<'a, str>>>,
-    #[serde(borrow, default)]
-    #[allow(dead_code)]
-    filters: Option<Vec<FilterView<'a>>>,
-    #[serde(default)]
-    ratings: Option<Counted<Counted<RatingTuple<'a>, false>, true>>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    user_progress: Option<Counted<u64, true>>,
+    room_name: &'a str,
+    sort: &'a str,
+    created_at: &'a str,
+    creator_plex_user_id: &'a str,
+    creator_plex_username: &'a str,
+    /// `None` when absent or `null`.
+    password: Option<&'a str>,
+    rating_count: usize,
 }
 
-/// Checks every value of a JSON object (`MAP`) or array as a `T` without keeping any, and
-/// counts them (for `ratings`, the count of a count: the number of rating entries).
-struct Counted<T, const MAP: bool> {
-    count: usize,
-    _of: std::marker::PhantomData<T>,
-}
+/// The fields section 4 types; the first six are kept as written, the others only checked.
+const FIELDS: [&str; 10] = [
+    "roomName",
+    "sort",
+    "createdAt",
+    "creatorPlexUserId",
+    "creatorPlexUsername",
+    "password",
+    "options",
+    "filters",
+    "ratings",
+    "userProgress",
+];
 
-trait Count {
-    fn count(&self) -> usize;
-}
-
-impl<'a> Count for RatingTuple<'a> {
-    fn count(&self) -> usize {
-        1
-    }
-}
-
-impl<T, const MAP: bool> Count for Counted<T, MAP> {
-    fn count(&self) -> usize {
-        self.count
-    }
-}
-
-impl Count for u64 {
-    fn count(&self) -> usize {
-        1
-    }
-}
-
-impl<'de, T: Deserialize<'de> + Count, const MAP: bool> Deserialize<'de> for Counted<T, MAP> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{Error, Unexpected};
-        struct Visit<T, const MAP: bool>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de> + Count, const MAP: bool> serde::de::Visitor<'de> for Visit<T, MAP> {
-            type Value = Counted<T, MAP>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str(if MAP { "an object" } else { "an array" })
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                if !MAP {
-                    return Err(A::Error::invalid_type(Unexpected::Map, &self));
-                }
-                let mut count = 0;
-                while let Some((_, value)) = map.next_entry::<serde::de::IgnoredAny, T>()? {
-                    count += value.count();
-                }
-                Ok(Counted {
-                    count,
-                    _of: std::marker::PhantomData,
-                })
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                if MAP {
-                    return Err(A::Error::invalid_type(Unexpected::Seq, &self));
-                }
-                let mut count = 0;
-                while let Some(value) = seq.next_element::<T>()? {
-                    count += value.count();
-                }
-                Ok(Counted {
-                    count,
-                    _of: std::marker::PhantomData,
-                })
-            }
+/// Checks a room object's structure against section 4; unknown fields are passed over (and
+/// kept, verbatim, in the room's text). The facts' values are checked by [`prepare`].
+fn scan_room<'a>(scanner: &mut Scanner<'a>) -> Option<RoomView<'a>> {
+    let mut raw: [Option<&'a str>; 6] = [None; 6];
+    let mut seen = 0u16;
+    let mut rating_count = 0;
+    scanner.object(|s, key| {
+        // An escaped key may spell a known field: the validator decides.
+        let key = key.plain()?;
+        let Some(field) = FIELDS.iter().position(|known| *known == key) else {
+            return s.skip_value();
+        };
+        if seen & (1 << field) != 0 {
+            return None; // repeated: the validator decides which one counts
         }
-        d.deserialize_any(Visit(std::marker::PhantomData))
+        seen |= 1 << field;
+        match field {
+            0..=5 => raw[field] = Some(s.value()?),
+            6 => s.nullable(|s| s.array(|s| s.string().map(drop)))?,
+            7 => s.nullable(|s| s.array(filter))?,
+            8 => s.nullable(|s| {
+                s.object(|s, _movie| {
+                    s.array(|s| {
+                        rating(s)?;
+                        rating_count += 1;
+                        Some(())
+                    })
+                })
+            })?,
+            _ => s.nullable(|s| s.object(|s, _user| s.uint().map(drop)))?,
+        }
+        Some(())
+    })?;
+    let [room_name, sort, created_at, user_id, username, password] = raw;
+    Some(RoomView {
+        room_name: room_name?,
+        sort: sort?,
+        created_at: created_at?,
+        creator_plex_user_id: user_id?,
+        creator_plex_username: username?,
+        password: password.filter(|raw| *raw != "null"),
+        rating_count,
+    })
+}
+
+/// One filter: `key` and `operator` strings and a `value` array of strings, all required.
+fn filter(scanner: &mut Scanner) -> Option<()> {
+    let mut seen = 0u8;
+    scanner.object(|s, key| {
+        let field = match key.plain()? {
+            "key" => 0,
+            "operator" => 1,
+            "value" => 2,
+            _ => return s.skip_value(),
+        };
+        if seen & (1 << field) != 0 {
+            return None;
+        }
+        seen |= 1 << field;
+        if field == 2 {
+            s.array(|s| s.string().map(drop))
+        } else {
+            s.string().map(drop)
+        }
+    })?;
+    (seen == 0b111).then_some(())
+}
+
+/// One rating tuple: `[userName, "like" | "dislike", epoch milliseconds]`.
+fn rating(s: &mut Scanner) -> Option<()> {
+    s.punct(b'[')?;
+    s.string()?;
+    s.punct(b',')?;
+    if !matches!(s.string()?.plain()?, "like" | "dislike") {
+        return None;
+    }
+    s.punct(b',')?;
+    s.uint()?;
+    s.punct(b']')
+}
+
+/// A JSON string's value, given as written; `None` if it is not a string.
+fn text(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str(raw).ok()
+    } else {
+        Some(Cow::Borrowed(inner))
     }
 }
 
-/// The fast path, given the view parsed from `json` (`None`: the view did not parse).
-fn fast(view: Option<RoomView>, json: &[u8]) -> Option<PreparedRoom> {
-    let view = view?;
-    let name: Cow<str> = serde_json::from_str(view.room_name.get()).ok()?;
-    let name = RoomName::new(&name).ok()?;
-    let _: Sort = serde_json::from_str(view.sort.get()).ok()?;
-    let created_at: Cow<str> = serde_json::from_str(view.created_at.get()).ok()?;
-    let created_at = room::parse_timestamp(&created_at)?;
-    let creator_id = match serde_json::from_str::<PlexId>(view.creator_plex_user_id.get()).ok()? {
-        PlexId::Text(text) => text.into_owned(),
-        PlexId::Signed(n) => n.to_string(),
-        PlexId::Unsigned(n) => n.to_string(),
+/// A Plex user id given as a JSON integer, as text. (`-0` is a float to serde_json, and so not
+/// an integer to the validator either.)
+fn integer_text(raw: &str) -> Option<String> {
+    if raw == "-0" {
+        return None;
+    }
+    match raw.parse::<i64>() {
+        Ok(n) => Some(n.to_string()),
+        Err(_) => raw.parse::<u64>().ok().map(|n| n.to_string()),
+    }
+}
+
+/// Checks the facts' values and builds the prepared room from the room's text, `json`.
+fn prepare(view: RoomView, json: &[u8]) -> Option<PreparedRoom> {
+    let name = RoomName::new(&text(view.room_name)?).ok()?;
+    if !matches!(&*text(view.sort)?, "random" | "rating") {
+        return None;
+    }
+    let created_at = room::parse_timestamp(&text(view.created_at)?)?;
+    let creator_id = match text(view.creator_plex_user_id) {
+        Some(id) => id.into_owned(),
+        None => integer_text(view.creator_plex_user_id)?,
     };
-    let creator_name: Cow<str> = serde_json::from_str(view.creator_plex_username.get()).ok()?;
-    let rating_count = view.ratings.as_ref().map_or(0, Count::count);
-    let password = view.password.filter(|p| !p.is_empty()).map(Cow::into_owned);
+    let creator_name = text(view.creator_plex_username)?;
+    let password = match view.password {
+        Some(raw) => Some(text(raw)?)
+            .filter(|p| !p.is_empty())
+            .map(Cow::into_owned),
+        None => None,
+    };
     let summary_head = format!(
         "\"roomName\":{},\"sort\":{},\"createdAt\":{},\"creatorPlexUserId\":{},\"creatorPlexUsername\":{},\"hasPassword\":{}",
-        view.room_name.get(),
-        view.sort.get(),
-        view.created_at.get(),
-        view.creator_plex_user_id.get(),
-        view.creator_plex_username.get(),
+        view.room_name,
+        view.sort,
+        view.created_at,
+        view.creator_plex_user_id,
+        view.creator_plex_username,
         password.is_some()
     );
     let facts = RoomFacts {
@@ -246,7 +242,7 @@ fn fast(view: Option<RoomView>, json: &[u8]) -> Option<PreparedRoom> {
         name,
         facts: Arc::new(facts),
         encoded: minify(json),
-        rating_count,
+        rating_count: view.rating_count,
     })
 }
 
@@ -314,12 +310,16 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
+    /// The fast path alone, on a whole text.
+    fn fast(json: &str) -> Option<PreparedRoom> {
+        let mut scanner = Scanner::new(json);
+        let (_, room) = scan(&mut scanner)?;
+        scanner.at_end().then_some(room)
+    }
+
     fn both(room: &Value) -> (Option<PreparedRoom>, Result<ValidRoom, RoomError>) {
-        let pretty = serde_json::to_vec_pretty(room).unwrap();
-        (
-            fast(serde_json::from_slice(&pretty).ok(), &pretty),
-            room::validate(room.clone()),
-        )
+        let pretty = serde_json::to_string_pretty(room).unwrap();
+        (fast(&pretty), room::validate(room.clone()))
     }
 
     #[test]
@@ -370,6 +370,42 @@ mod tests {
             assert!(prepared.is_none(), "fast path accepted a bad {field}");
             assert!(valid.is_err(), "validator accepted a bad {field}");
         }
+    }
+
+    #[test]
+    fn no_one_byte_change_makes_the_fast_path_take_what_the_validator_refuses() {
+        let room = r#"{"roomName":"a \"b\" 🎬","password":"p","sort":"rating","createdAt":"2025-10-25T22:00:00+02:00","creatorPlexUserId":-13692262,"creatorPlexUsername":"j","options":["x"],"filters":[{"key":"g","operator":"=","value":["A"]}],"ratings":{"m1":[["j","like",1],["k","dislike",20]]},"userProgress":{"j":5},"x":[true,null,{}]}"#;
+        assert!(fast(room).is_some());
+        let mut taken = 0;
+        for at in 0..room.len() {
+            for replacement in [
+                "", " ", "\"", "\\", ",", ":", "[", "]", "{", "}", "0", "-", "1", "e", ".", "n",
+                "\u{1}",
+            ] {
+                let mut text = room.as_bytes().to_vec();
+                text.splice(at..at + 1, replacement.bytes());
+                let Ok(text) = String::from_utf8(text) else {
+                    continue;
+                };
+                let Some(prepared) = fast(&text) else {
+                    continue;
+                };
+                taken += 1;
+                let value: Value = serde_json::from_str(&text).expect("JSON");
+                let valid = room::validate(value.clone()).expect("a valid room");
+                assert_eq!(prepared.name, valid.name, "{text}");
+                let full = PreparedRoom::new(valid);
+                assert_eq!(prepared.rating_count, full.rating_count, "{text}");
+                assert_eq!(prepared.facts.password, full.facts.password, "{text}");
+                assert_eq!(
+                    serde_json::from_slice::<Value>(&prepared.encoded).unwrap(),
+                    value,
+                    "{text}"
+                );
+            }
+        }
+        // Some changes keep the room valid (a digit for a digit, a space): those are taken.
+        assert!(taken > 100, "{taken}");
     }
 
     #[test]
