@@ -188,6 +188,7 @@ async fn measure(
     let ours = server.proto == wire::Proto::Ndjson;
     let payload = work.payload();
     let cpu_before = server.cpu_seconds();
+    let client_cpu_before = procs::cpu_seconds("/proc/self/stat");
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -219,12 +220,16 @@ async fn measure(
         latencies.extend(task.await.expect("client task"));
     }
     // The server's own CPU time per request: steadier than ops/s on a shared machine.
+    // The client's too: both share the machine's cores, so each one's cost bounds the other.
     let cpu = server.cpu_seconds() - cpu_before;
+    let client_cpu = procs::cpu_seconds("/proc/self/stat") - client_cpu_before;
+    let per_request = |seconds: f64| seconds * 1e6 / latencies.len().max(1) as f64;
     eprintln!(
-        "  {}: {} {clients}x{depth}: {:.1} us of server CPU per request",
+        "  {}: {} {clients}x{depth}: {:.1} us of server CPU per request ({:.1} us of client CPU)",
         if ours { "ours" } else { "redis" },
         work.name(),
-        cpu * 1e6 / latencies.len().max(1) as f64
+        per_request(cpu),
+        per_request(client_cpu),
     );
     Stats::from_latencies(latencies, start.elapsed())
 }
@@ -401,6 +406,7 @@ async fn list_summary(report: &mut Report, dir: &std::path::Path) {
 fn main() {
     let options = options();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();

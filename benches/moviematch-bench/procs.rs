@@ -32,19 +32,7 @@ impl Server {
 
     /// User + system CPU time the process has used so far (every thread).
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let ticks: u64 = rest
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|f| f.parse::<u64>().ok())
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-        ticks as f64 / hz as f64
+        cpu_seconds(&format!("/proc/{}/stat", self.pid()))
     }
 
     pub async fn connect(&self) -> Conn {
@@ -168,4 +156,21 @@ pub async fn redis(dir: &Path, appendfsync: &str) -> (Server, Duration) {
     };
     let took = wait_ready(&server, &resp(&[b"PING"]), started).await;
     (server, took)
+}
+
+/// User + system CPU time used so far by the process whose `stat` file is `stat_path`
+/// (`/proc/self/stat` for the benchmark's own client side).
+pub fn cpu_seconds(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / hz as f64
 }
