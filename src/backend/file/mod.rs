@@ -41,7 +41,7 @@ mod sim;
 mod tests;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -118,6 +118,11 @@ pub struct FileBackend {
     fold_interval: Duration,
     /// Writing `.cache` after a start (see [`cache`]); joined at close.
     cache_writer: Option<JoinHandle<()>>,
+    /// Deleting the journals the last fold covered; joined before the next deletion and at
+    /// close. Unlinking a 64 MiB journal and syncing the directory took the actor milliseconds
+    /// in which no commit could start; a crash before it is done only leaves journals that
+    /// start-up skips (the room files hold their changes), as a crash before the unlink did.
+    removing: Option<JoinHandle<()>>,
     /// How many rooms the last start took from `.cache` instead of parsing their files.
     cache_hits: usize,
 }
@@ -149,6 +154,7 @@ impl FileBackend {
             fold_journal_bytes: FOLD_JOURNAL_BYTES,
             fold_interval: FOLD_INTERVAL,
             cache_writer: None,
+            removing: None,
             cache_hits: 0,
         }
     }
@@ -381,20 +387,46 @@ impl FileBackend {
     /// Deletes journals older than `generation`: a fold has put their changes in the room files.
     fn drop_journals(&mut self, generation: u64) {
         let covered: Vec<u64> = self.old_journals.range(..generation).copied().collect();
+        let paths: Vec<PathBuf> = covered.iter().map(|g| self.journal_path(*g)).collect();
         for g in covered {
-            let path = self.journal_path(g);
-            match self.fs.remove(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
-            }
             self.old_journals.remove(&g);
         }
-        // Not needed for correctness (replay skips what the files hold), but a power loss
-        // right after a clean stop should not bring old journals back.
-        if let Err(e) = fold::sync_dir(&*self.fs, &self.dir) {
-            tracing::warn!("{e}");
+        self.finish_removing();
+        let (fs, dir) = (self.fs.clone(), self.dir.clone());
+        let spawned = std::thread::Builder::new()
+            .name("journal-remove".into())
+            .spawn(move || remove_journals(&*fs, &dir, &paths));
+        match spawned {
+            Ok(thread) => self.removing = Some(thread),
+            Err(e) => tracing::warn!(
+                "cannot start a thread to remove old journals from {} ({e}); they stay until \
+                 the next fold",
+                self.dir.display()
+            ),
         }
+    }
+
+    /// Waits for the last deletion of journals to be done.
+    fn finish_removing(&mut self) {
+        if let Some(thread) = self.removing.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Deletes journals a fold covered, then syncs the directory: not needed for correctness
+/// (replay skips what the files hold), but a power loss right after a clean stop should not
+/// bring old journals back.
+fn remove_journals(fs: &dyn Fs, dir: &Path, paths: &[PathBuf]) {
+    for path in paths {
+        match fs.remove(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+        }
+    }
+    if let Err(e) = fold::sync_dir(fs, dir) {
+        tracing::warn!("{e}");
     }
 }
 
@@ -467,7 +499,9 @@ impl Backend for FileBackend {
             let _ = writer.join();
         }
         self.sync_journal(rooms)?;
-        self.start_fold(rooms, true, false)?;
+        let folded = self.start_fold(rooms, true, false);
+        self.finish_removing();
+        folded?;
         tracing::info!(
             "every room is in its file under {} ({} rooms)",
             self.dir.display(),
