@@ -248,6 +248,15 @@ impl<'a> Scanner<'a> {
         let start = self.at;
         let mut end = start;
         let mut n: u64 = 0;
+        // Timestamps have 13 digits: the first eight in one step.
+        if let Some(first) = bytes.get(start..start + 8).and_then(|chunk| {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            eight_digits(u64::from_le_bytes(word))
+        }) {
+            n = first;
+            end += 8;
+        }
         while let Some(digit) = bytes
             .get(end)
             .map(|b| b.wrapping_sub(b'0'))
@@ -310,24 +319,17 @@ const fn special_bytes() -> [bool; 256] {
 }
 static SPECIAL: [bool; 256] = special_bytes();
 
-/// The end of the run of ordinary string bytes starting at `i`: eight bytes at a time while
-/// none of them is special (a word test with no false negatives), then byte by byte.
+/// The end of the run of ordinary string bytes starting at `i`: eight bytes at a time, then
+/// byte by byte for the last few.
 #[inline]
 fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Whether any byte of `word` is zero (exact as a whole-word answer).
-    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
     while let Some(chunk) = bytes.get(i..i + 8) {
         let mut word = [0; 8];
         word.copy_from_slice(chunk);
-        let word = u64::from_ne_bytes(word);
-        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
-        if control
-            || has_zero(word ^ (ONES * u64::from(b'"')))
-            || has_zero(word ^ (ONES * u64::from(b'\\')))
-        {
-            break;
+        let special = special_mask(u64::from_le_bytes(word));
+        if special != 0 {
+            // The lowest flagged byte is a true one (see `special_mask`).
+            return i + (special.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
@@ -335,6 +337,36 @@ fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// The high bit of every byte of `word` that is `"`, `\` or a control character, and maybe of
+/// some bytes after the first such byte: the subtractions borrow only towards higher bytes,
+/// so the lowest flag is always exact (the bit trick "has a byte less than n").
+#[inline]
+fn special_mask(word: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
+    below(word, 0x20)
+        | below(word ^ (ONES * u64::from(b'"')), 1)
+        | below(word ^ (ONES * u64::from(b'\\')), 1)
+}
+
+/// The value of eight ASCII digits (the first in the lowest byte), or `None` if one is not a
+/// digit.
+#[inline]
+fn eight_digits(word: u64) -> Option<u64> {
+    const ZEROS: u64 = u64::from_ne_bytes([b'0'; 8]);
+    let digits = word.wrapping_sub(ZEROS);
+    // Every byte was at least '0' (no borrow set a high bit) and is at most 9 after it.
+    let all_digits = (word & 0xF0F0_F0F0_F0F0_F0F0) == 0x3030_3030_3030_3030
+        && (digits.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) == 0;
+    if !all_digits {
+        return None;
+    }
+    let pairs = (digits.wrapping_mul(10) + (digits >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let quads = (pairs.wrapping_mul(100) + (pairs >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((quads.wrapping_mul(10000) + (quads >> 32)) & 0xFFFF_FFFF)
 }
 
 #[cfg(test)]
@@ -435,6 +467,43 @@ mod tests {
         let deeper = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         assert!(!takes(&deeper));
         assert!(serde_json::from_str::<serde_json::Value>(&deeper).is_err());
+    }
+
+    #[test]
+    fn word_tricks_agree_with_byte_by_byte() {
+        let samples: Vec<u8> = (0u8..=255).collect();
+        for (i, &a) in samples.iter().enumerate() {
+            for &b in samples.iter().skip(i % 7).step_by(7) {
+                let bytes = [b'x', a, b'y', b, a, b'z', b'0', b];
+                let word = u64::from_le_bytes(bytes);
+                let first = bytes.iter().position(|&c| SPECIAL[usize::from(c)]);
+                let mask = special_mask(word);
+                assert_eq!(
+                    (mask != 0).then(|| mask.trailing_zeros() as usize / 8),
+                    first,
+                    "{bytes:?}"
+                );
+                let digits = [b'1', b'2', a, b'4', b'5', b, b'7', b'8'];
+                let expected = std::str::from_utf8(&digits)
+                    .ok()
+                    .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))
+                    .map(|t| t.parse::<u64>().unwrap());
+                assert_eq!(
+                    eight_digits(u64::from_le_bytes(digits)),
+                    expected,
+                    "{digits:?}"
+                );
+            }
+        }
+        assert_eq!(
+            eight_digits(u64::from_le_bytes(*b"17298900")),
+            Some(17298900)
+        );
+        assert_eq!(eight_digits(u64::from_le_bytes(*b"00000000")), Some(0));
+        assert_eq!(
+            eight_digits(u64::from_le_bytes(*b"99999999")),
+            Some(99999999)
+        );
     }
 
     #[test]
