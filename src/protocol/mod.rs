@@ -124,7 +124,8 @@ impl Response {
 
     pub fn u64(mut self, name: &str, value: u64) -> Response {
         self.key(name);
-        self.buf.put_slice(value.to_string().as_bytes());
+        self.buf
+            .put_slice(itoa::Buffer::new().format(value).as_bytes());
         self
     }
 

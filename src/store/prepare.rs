@@ -222,15 +222,24 @@ fn prepare(view: RoomView, json: &[u8]) -> Option<PreparedRoom> {
             .map(Cow::into_owned),
         None => None,
     };
-    let summary_head = format!(
-        "\"roomName\":{},\"sort\":{},\"createdAt\":{},\"creatorPlexUserId\":{},\"creatorPlexUsername\":{},\"hasPassword\":{}",
-        view.room_name,
-        view.sort,
-        view.created_at,
-        view.creator_plex_user_id,
-        view.creator_plex_username,
-        password.is_some()
-    );
+    // The summary's fields as sent (every save builds this: pieces, not `format!`).
+    let members = [
+        ("\"roomName\":", view.room_name),
+        (",\"sort\":", view.sort),
+        (",\"createdAt\":", view.created_at),
+        (",\"creatorPlexUserId\":", view.creator_plex_user_id),
+        (",\"creatorPlexUsername\":", view.creator_plex_username),
+        (
+            ",\"hasPassword\":",
+            if password.is_some() { "true" } else { "false" },
+        ),
+    ];
+    let mut summary_head =
+        String::with_capacity(members.iter().map(|(k, v)| k.len() + v.len()).sum());
+    for (key, value) in members {
+        summary_head.push_str(key);
+        summary_head.push_str(value);
+    }
     let facts = RoomFacts {
         created_at,
         creator_plex_user_id: Some(creator_id),

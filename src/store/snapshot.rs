@@ -203,10 +203,18 @@ fn count_ratings(doc: &RoomDoc) -> usize {
 }
 
 fn summary(facts: &RoomFacts, rating_count: usize, revision: Revision) -> Bytes {
-    Bytes::from(format!(
-        "{{{},\"ratingCount\":{rating_count},\"revision\":{revision}}}",
-        facts.summary_head
-    ))
+    // Built on the actor for every change: pieces, not `format!`.
+    let (mut count, mut rev) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (count, rev) = (count.format(rating_count), rev.format(revision));
+    let mut text = Vec::with_capacity(facts.summary_head.len() + count.len() + rev.len() + 29);
+    text.push(b'{');
+    text.extend_from_slice(facts.summary_head.as_bytes());
+    text.extend_from_slice(b",\"ratingCount\":");
+    text.extend_from_slice(count.as_bytes());
+    text.extend_from_slice(b",\"revision\":");
+    text.extend_from_slice(rev.as_bytes());
+    text.push(b'}');
+    Bytes::from(text)
 }
 
 /// Every room, sorted by name in byte order.
