@@ -108,6 +108,9 @@ pub struct FileBackend {
     old_journals: BTreeSet<u64>,
     /// `None` after a failed write or sync: the next commit starts a new journal.
     journal: Option<Box<dyn AppendFile>>,
+    /// The records of the batch being appended, kept between batches so that a batch of
+    /// whole rooms does not grow a new buffer every time.
+    records: Vec<u8>,
     folding: Option<BackgroundFold>,
     last_fold: Instant,
     /// Set by a reload that quarantined a file: fold right after the reload's commit.
@@ -148,6 +151,7 @@ impl FileBackend {
             generation: 0,
             old_journals: BTreeSet::new(),
             journal: None,
+            records: Vec::new(),
             folding: None,
             last_fold: Instant::now(),
             fold_soon: false,
@@ -224,7 +228,8 @@ impl FileBackend {
         if self.journal.is_none() {
             self.rotate()?;
         }
-        let mut bytes = Vec::with_capacity(256 * changes.len());
+        let mut bytes = std::mem::take(&mut self.records);
+        bytes.clear();
         for change in changes {
             journal::encode_record(&mut bytes, self.next_lsn, change);
             self.next_lsn += 1;
@@ -237,6 +242,10 @@ impl FileBackend {
         let mut result = journal.append(&bytes).map_err(|e| ("append to", e));
         if result.is_ok() && sync {
             result = journal.sync().map_err(|e| ("fsync", e));
+        }
+        // Kept for the next batch, unless a rare huge batch made it big.
+        if bytes.capacity() <= 8 << 20 {
+            self.records = bytes;
         }
         result.map_err(|(action, e)| {
             self.abandon_journal(good_len);
