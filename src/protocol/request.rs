@@ -123,7 +123,16 @@ struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Decodes one request line.
 pub fn decode(line: &[u8]) -> Result<Envelope, Rejected> {
-    let (mut object, prepared) = match std::str::from_utf8(line).ok().and_then(scan_line) {
+    decode_with(line, true)
+}
+
+/// [`decode`], with the one-pass scan (`fast`) or serde_json alone (tests compare the two).
+fn decode_with(line: &[u8], fast: bool) -> Result<Envelope, Rejected> {
+    let scanned = std::str::from_utf8(line)
+        .ok()
+        .filter(|_| fast)
+        .and_then(scan_line);
+    let (mut object, prepared) = match scanned {
         Some(scanned) => scanned,
         None => (parse_line(line)?, None),
     };
@@ -435,6 +444,35 @@ mod tests {
         assert!(
             matches!(env.request, Request::GetRoom { room_name } if room_name.as_str() == "movie-night")
         );
+    }
+
+    #[test]
+    fn the_one_pass_scan_decodes_as_serde_json_does() {
+        let room = r#"{"roomName":"r","sort":"random","createdAt":"2025-10-25T20:00:00.000Z","creatorPlexUserId":1,"creatorPlexUsername":"u","ratings":{"m":[["u","like",1]]}}"#;
+        let lines = [
+            format!(r#"{{"id":1,"op":"saveRoom","room":{room}}}"#),
+            format!(r#"{{"room":{room},"op":"saveRoom","expectedRevision":2,"id":"x"}}"#),
+            format!(r#" {{ "op" : "saveRoom" , "room" : {room} }} "#),
+            format!(r#"{{"op":"saveRoom","room":{room},"room":null}}"#),
+            format!(r#"{{"op":"saveRoom","room":5,"room":{room}}}"#),
+            format!(r#"{{"op":"saveRoom","r\u006fom":{room}}}"#),
+            format!(r#"{{"op":"getRoom","room":{room},"roomName":"r"}}"#),
+            format!(r#"{{"op":"saveRoom","room":{}}}"#, room.replace("like", "meh")),
+            r#"{"id":1e9991,"op":"ping"}"#.to_owned(),
+            r#"{"id":-1.5,"op":"ping"}"#.to_owned(),
+            r#"{"id":[1],"op":"ping"}"#.to_owned(),
+            r#"{"op":"getRoom","roomName":"a","roomName":"b"}"#.to_owned(),
+            r#"{"op":"addRating","roomName":"r","mediaId":"m","userName":"u","rating":"like","timestamp":5}"#.to_owned(),
+            r#"{"op":"listRooms","limit":1.0}"#.to_owned(),
+            r#"{"op":"ping"} x"#.to_owned(),
+            r#"{"op":"ping","op":"stats"}"#.to_owned(),
+            "[1]".to_owned(),
+        ];
+        for line in lines {
+            let fast = format!("{:?}", decode_with(line.as_bytes(), true));
+            let slow = format!("{:?}", decode_with(line.as_bytes(), false));
+            assert_eq!(fast, slow, "{line}");
+        }
     }
 
     #[test]
