@@ -7,7 +7,7 @@
 //!
 //! It is deliberately partial. It answers `None` for anything it does not handle itself: bad
 //! syntax, escaped keys where its caller compares keys, `\u` escapes of surrogates, numbers
-//! near or past a float's range, nesting deeper than serde_json allows. The caller then asks
+//! at or past a float's largest value, nesting deeper than serde_json allows. The caller then asks
 //! serde_json, which decides and says exactly what is wrong. So the one rule is that the
 //! scanner never accepts text serde_json refuses (as a value, not only as text to skip); the
 //! tests and the `scan` fuzz target hold it to that. The text must already be known to be UTF-8
@@ -197,9 +197,9 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    /// A number, checked by its grammar and kept well inside a float's range: at most 19
-    /// digits before the point and an exponent of at most 280 either way. serde_json decides
-    /// the others (it refuses `1e999`, out of a float's range, as a value).
+    /// A number, checked by its grammar and below a float's largest value: a value under
+    /// 10^308 judged by its digits before the point and its exponent. serde_json decides the
+    /// others (it refuses `1e999`, which has no float value, as a value; it reads `1e-999` as 0).
     pub fn number(&mut self) -> Option<()> {
         self.peek()?;
         let bytes = self.text.as_bytes();
@@ -208,9 +208,15 @@ impl<'a> Scanner<'a> {
             i += 1;
         }
         let end = digits_end(bytes, i);
-        if end == i || end - i > 19 || (bytes[i] == b'0' && end - i > 1) {
+        if end == i || (bytes[i] == b'0' && end - i > 1) {
             return None;
         }
+        // The value is below 10^magnitude.
+        let mut magnitude = if bytes[i] == b'0' {
+            0
+        } else {
+            (end - i) as i64
+        };
         i = end;
         if bytes.get(i) == Some(&b'.') {
             let end = digits_end(bytes, i + 1);
@@ -221,20 +227,21 @@ impl<'a> Scanner<'a> {
         }
         if matches!(bytes.get(i), Some(b'e' | b'E')) {
             i += 1;
+            let negative = bytes.get(i) == Some(&b'-');
             if matches!(bytes.get(i), Some(b'+' | b'-')) {
                 i += 1;
             }
             let end = digits_end(bytes, i);
-            let exponent: u32 = self
+            let digits = self
                 .text
                 .get(i..end)
-                .filter(|e| e.len() <= 3)?
-                .parse()
-                .ok()?;
-            if exponent > 280 {
-                return None;
-            }
+                .filter(|e| !e.is_empty() && e.len() <= 6)?;
+            let exponent: i64 = digits.parse().ok()?;
+            magnitude += if negative { -exponent } else { exponent };
             i = end;
+        }
+        if magnitude > 308 {
+            return None;
         }
         self.at = i;
         Some(())
@@ -453,12 +460,26 @@ mod tests {
     fn leaves_surrogates_huge_numbers_and_deep_nesting_to_serde_json() {
         for huge in [
             "1e999",
-            "1e281",
-            "1e0001",
-            "12345678901234567890",
-            "12345678901234567890.5",
+            "1e309",
+            "-2e308",
+            "10e308",
+            "1e1234567",
+            &"9".repeat(309),
         ] {
             assert!(!takes(huge), "{huge}");
+        }
+        for big in [
+            "9e307",
+            "0.5e308",
+            "12345678901234567890.5",
+            "1e-999",
+            &"9".repeat(308),
+        ] {
+            assert!(takes(big), "{big}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(big).is_ok(),
+                "{big}"
+            );
         }
         assert!(!takes("\"\\ud83c\\udfac\""));
         assert!(!takes("\"\\udfac\""));

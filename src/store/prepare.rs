@@ -418,6 +418,28 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_kept_as_written_unless_they_have_no_value() {
+        let room = |x: &str| {
+            format!(
+                r#"{{"roomName":"r","sort":"random","createdAt":"2025-10-25T20:00:00Z","creatorPlexUserId":1,"creatorPlexUsername":"u","x":[{x}]}}"#
+            )
+        };
+        for kept in [
+            "2.50",
+            "-0",
+            "1E+2",
+            "123456789012345678901234567890",
+            "1e-400",
+        ] {
+            let prepared = PreparedRoom::from_json_str(&room(kept)).expect(kept);
+            let text = String::from_utf8(prepared.encoded.to_vec()).unwrap();
+            assert!(text.contains(&format!("[{kept}]")), "{kept}: {text}");
+        }
+        let refused = PreparedRoom::from_json_str(&room("1e999")).unwrap_err();
+        assert_eq!(refused.path, "room");
+    }
+
+    #[test]
     fn minify_keeps_strings_whole() {
         let pretty = b"{\n  \"a b\": \"x \\\" y\\\\\",\n  \"c\": [ 1, 2 ], \"\": \"\\\\\"\n}";
         assert_eq!(
