@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::snapshot::{RoomEntry, RoomFacts};
+use super::snapshot::{self, RoomEntry, RoomFacts};
 use crate::room::{self, RoomError, RoomName, ValidRoom};
 use crate::scan::Scanner;
 
@@ -222,24 +222,16 @@ fn prepare(view: RoomView, json: &[u8]) -> Option<PreparedRoom> {
             .map(Cow::into_owned),
         None => None,
     };
-    // The summary's fields as sent (every save builds this: pieces, not `format!`).
-    let members = [
-        ("\"roomName\":", view.room_name),
-        (",\"sort\":", view.sort),
-        (",\"createdAt\":", view.created_at),
-        (",\"creatorPlexUserId\":", view.creator_plex_user_id),
-        (",\"creatorPlexUsername\":", view.creator_plex_username),
-        (
-            ",\"hasPassword\":",
-            if password.is_some() { "true" } else { "false" },
-        ),
-    ];
-    let mut summary_head =
-        String::with_capacity(members.iter().map(|(k, v)| k.len() + v.len()).sum());
-    for (key, value) in members {
-        summary_head.push_str(key);
-        summary_head.push_str(value);
-    }
+    let summary_head = snapshot::summary_head(
+        [
+            view.room_name,
+            view.sort,
+            view.created_at,
+            view.creator_plex_user_id,
+            view.creator_plex_username,
+        ],
+        password.is_some(),
+    );
     let facts = RoomFacts {
         created_at,
         creator_plex_user_id: Some(creator_id),
@@ -346,6 +338,7 @@ mod tests {
         assert_eq!(prepared.name, slow.name);
         assert_eq!(prepared.rating_count, 1);
         assert_eq!(prepared.facts.created_at, slow.facts.created_at);
+        assert_eq!(prepared.facts.summary_head, slow.facts.summary_head);
         assert_eq!(
             prepared.facts.creator_plex_user_id,
             slow.facts.creator_plex_user_id

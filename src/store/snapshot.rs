@@ -27,22 +27,43 @@ pub struct RoomFacts {
     pub(crate) summary_head: String,
 }
 
+/// The room's own fields in a `listRooms` summary, in its order.
+pub(crate) const SUMMARY_FIELDS: [&str; 5] = [
+    "roomName",
+    "sort",
+    "createdAt",
+    "creatorPlexUserId",
+    "creatorPlexUsername",
+];
+
+/// [`RoomFacts::summary_head`] from the JSON texts of the [`SUMMARY_FIELDS`] (every save builds
+/// one: pieces, not `format!`).
+pub(crate) fn summary_head(values: [&str; 5], has_password: bool) -> String {
+    let has_password = if has_password { "true" } else { "false" };
+    let len = SUMMARY_FIELDS
+        .iter()
+        .zip(values)
+        .map(|(key, value)| key.len() + value.len() + 4)
+        .sum::<usize>();
+    let mut head = String::with_capacity(len + 14 + has_password.len());
+    for (key, value) in SUMMARY_FIELDS.iter().zip(values) {
+        head.push('"');
+        head.push_str(key);
+        head.push_str("\":");
+        head.push_str(value);
+        head.push(',');
+    }
+    head.push_str("\"hasPassword\":");
+    head.push_str(has_password);
+    head
+}
+
 impl RoomFacts {
     pub fn of(doc: &RoomDoc) -> RoomFacts {
         let text = |field: &str| doc.get(field).and_then(Value::as_str).map(str::to_owned);
         let password = text("password").filter(|p| !p.is_empty());
-        let mut summary_head = String::with_capacity(192);
-        for field in [
-            "roomName",
-            "sort",
-            "createdAt",
-            "creatorPlexUserId",
-            "creatorPlexUsername",
-        ] {
-            let value = doc.get(field).unwrap_or(&Value::Null);
-            summary_head.push_str(&format!("{}:{},", Value::from(field), value));
-        }
-        summary_head.push_str(&format!("\"hasPassword\":{}", password.is_some()));
+        let values = SUMMARY_FIELDS.map(|field| doc.get(field).unwrap_or(&Value::Null).to_string());
+        let summary_head = summary_head(values.each_ref().map(String::as_str), password.is_some());
         RoomFacts {
             created_at: text("createdAt")
                 .as_deref()
