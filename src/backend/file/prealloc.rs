@@ -290,8 +290,10 @@ fn free_space(file: &File) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::CHUNK;
-    use crate::backend::file::fs::{Fs, RealFs};
+    use crate::backend::file::fs::{AppendFile, Fs, RealFs};
     use crate::backend::file::journal;
     use crate::room::RoomName;
     use crate::store::apply::Change;
@@ -325,16 +327,20 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(ahead() >= CHUNK, "zero-filled to {} bytes", ahead());
-        // What a crash now leaves: the records, then zeros, which end the journal.
-        let on_disk = std::fs::read(&path).unwrap();
-        assert_eq!(&on_disk[..written.len()], &written[..]);
+        reads_back(file, &path, &written, 100);
+    }
+
+    /// What a crash at this point leaves is `written`, then zeros, which end the journal:
+    /// `records` records. Closed, the journal is exactly `written` again.
+    fn reads_back(file: Box<dyn AppendFile>, path: &Path, written: &[u8], records: usize) {
+        let on_disk = std::fs::read(path).unwrap();
+        assert_eq!(&on_disk[..written.len()], written);
         assert!(on_disk[written.len()..].iter().all(|&b| b == 0));
         let decoded = journal::decode_records(&on_disk);
-        assert_eq!(decoded.records.len(), 100);
+        assert_eq!(decoded.records.len(), records);
         assert_eq!(decoded.valid_len, written.len());
-        // Closed, the journal is exactly its records again.
         drop(file);
-        assert_eq!(std::fs::read(&path).unwrap(), written);
+        assert_eq!(std::fs::read(path).unwrap(), written);
     }
 
     #[test]
@@ -362,15 +368,7 @@ mod tests {
             written.extend_from_slice(&batch);
         }
         file.sync().unwrap();
-        let on_disk = std::fs::read(&path).unwrap();
-        assert_eq!(&on_disk[..written.len()], &written[..]);
-        assert!(on_disk[written.len()..].iter().all(|&b| b == 0));
-        assert_eq!(
-            journal::decode_records(&on_disk).records.len(),
-            lsn as usize
-        );
-        drop(file);
-        assert_eq!(std::fs::read(&path).unwrap(), written);
+        reads_back(file, &path, &written, lsn as usize);
     }
 
     #[test]
