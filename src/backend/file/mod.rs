@@ -393,25 +393,28 @@ impl FileBackend {
             .unwrap_or_else(Instant::now);
     }
 
-    /// Deletes journals older than `generation`: a fold has put their changes in the room files.
+    /// Deletes journals older than `generation` (a fold has put their changes in the room
+    /// files), on a thread of its own; see [`FileBackend::removing`].
     fn drop_journals(&mut self, generation: u64) {
         let covered: Vec<u64> = self.old_journals.range(..generation).copied().collect();
+        if covered.is_empty() {
+            return;
+        }
         let paths: Vec<PathBuf> = covered.iter().map(|g| self.journal_path(*g)).collect();
         for g in covered {
             self.old_journals.remove(&g);
         }
         self.finish_removing();
-        let (fs, dir) = (self.fs.clone(), self.dir.clone());
+        let (fs, dir, to_remove) = (self.fs.clone(), self.dir.clone(), paths.clone());
         let spawned = std::thread::Builder::new()
             .name("journal-remove".into())
-            .spawn(move || remove_journals(&*fs, &dir, &paths));
+            .spawn(move || remove_journals(&*fs, &dir, &to_remove));
         match spawned {
             Ok(thread) => self.removing = Some(thread),
-            Err(e) => tracing::warn!(
-                "cannot start a thread to remove old journals from {} ({e}); they stay until \
-                 the next fold",
-                self.dir.display()
-            ),
+            Err(e) => {
+                tracing::debug!("no thread to remove old journals ({e}); removing them here");
+                remove_journals(&*self.fs, &self.dir, &paths);
+            }
         }
     }
 
