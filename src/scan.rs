@@ -117,39 +117,48 @@ impl<'a> Scanner<'a> {
     }
 
     /// An object, handing each key to `member`, which must read the member's value.
+    ///
+    /// (`object` and `array` are written out alike on purpose: one shared reader with the
+    /// closing byte as a parameter measured 2-3 us more per 5 KB `saveRoom`.)
     pub fn object(
         &mut self,
         mut member: impl FnMut(&mut Self, Str<'a>) -> Option<()>,
     ) -> Option<()> {
-        self.sequence(b'{', b'}', |s| {
-            let key = s.string()?;
-            s.punct(b':')?;
-            member(s, key)
-        })
-    }
-
-    /// An array, calling `element` to read each element.
-    pub fn array(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.sequence(b'[', b']', element)
-    }
-
-    /// `open`, then items separated by commas (each read by `item`), then `close`.
-    fn sequence(
-        &mut self,
-        open: u8,
-        close: u8,
-        mut item: impl FnMut(&mut Self) -> Option<()>,
-    ) -> Option<()> {
-        self.punct(open)?;
+        self.punct(b'{')?;
         self.enter()?;
-        if self.peek()? == close {
+        if self.peek()? == b'}' {
             self.at += 1;
         } else {
             loop {
-                item(self)?;
+                let key = self.string()?;
+                self.punct(b':')?;
+                member(self, key)?;
                 match self.peek()? {
                     b',' => self.at += 1,
-                    b if b == close => {
+                    b'}' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// An array, calling `element` to read each element.
+    pub fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.punct(b'[')?;
+        self.enter()?;
+        if self.peek()? == b']' {
+            self.at += 1;
+        } else {
+            loop {
+                element(self)?;
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b']' => {
                         self.at += 1;
                         break;
                     }
