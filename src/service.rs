@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::config::PasswordHashing;
 use crate::password;
-use crate::protocol::request::{ListQuery, Request};
+use crate::protocol::request::{ListQuery, Request, RoomLookup};
 use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId, Response, PROTOCOL_VERSION};
 use crate::room::now_millis;
 use crate::rooms::{Listing, Rooms};
@@ -89,15 +89,16 @@ impl Service {
                     expected_revision,
                 }
             }
+            // A name no room can have is not a mutation: `read` answers it as a missing room.
             Request::DeleteRoom {
-                room_name,
+                room_name: RoomLookup::Storable(name),
                 expected_revision,
             } => Mutation::Delete {
-                name: room_name,
+                name,
                 expected_revision,
             },
             Request::AddRating {
-                room_name,
+                room_name: RoomLookup::Storable(room_name),
                 media_id,
                 user_name,
                 rating,
@@ -110,7 +111,7 @@ impl Service {
                 timestamp: timestamp.unwrap_or_else(|| now_millis().max(0) as u64),
             },
             Request::SetProgress {
-                room_name,
+                room_name: RoomLookup::Storable(room_name),
                 user_name,
                 progress,
             } => Mutation::SetProgress {
@@ -159,6 +160,9 @@ impl Service {
     }
 
     async fn read(&self, id: &RequestId, request: Request) -> Result<Bytes, StoreError> {
+        if let Some(line) = missing_room_answer(id, &request) {
+            return Ok(line);
+        }
         Ok(match request {
             Request::GetRoom { room_name } => match self.rooms.get(room_name.as_str()).await? {
                 Some(entry) => Response::ok_with_capacity(id, entry.encoded().len())
@@ -287,6 +291,40 @@ fn outcome_line(id: &RequestId, outcome: Outcome) -> Bytes {
             .finish(),
         Outcome::DeletedMany { count } => Response::ok(id).u64("deleted", count).finish(),
     }
+}
+
+/// The answer to a lookup of a name no room can have (PROTOCOL.md section 3, "Names in
+/// lookups"): exactly what a missing room gets, known without asking the store, so it holds
+/// alike on every backend and even while Redis is unreachable. `None` for other requests.
+fn missing_room_answer(id: &RequestId, request: &Request) -> Option<Bytes> {
+    let unstorable = |lookup: &RoomLookup| lookup.storable().is_none();
+    Some(match request {
+        Request::GetRoom { room_name } if unstorable(room_name) => {
+            Response::ok(id).raw("room", b"null").finish()
+        }
+        Request::HasRoom { room_name } if unstorable(room_name) => {
+            Response::ok(id).bool("exists", false).finish()
+        }
+        // As `apply` does for a missing room: its current revision is 0.
+        Request::DeleteRoom {
+            room_name,
+            expected_revision,
+        } if unstorable(room_name) => match expected_revision {
+            Some(expected) if *expected != 0 => error_line(
+                id,
+                &store_error(StoreError::Refused(Refusal::Conflict { current: 0 })),
+            ),
+            _ => Response::ok(id).bool("deleted", false).finish(),
+        },
+        Request::AddRating { room_name, .. }
+        | Request::SetProgress { room_name, .. }
+        | Request::VerifyPassword { room_name, .. }
+            if unstorable(room_name) =>
+        {
+            error_line(id, &not_found(room_name.as_str()))
+        }
+        _ => return None,
+    })
 }
 
 fn not_found(name: &str) -> ErrorReply {

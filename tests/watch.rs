@@ -289,7 +289,13 @@ fn room_names_limit_a_watch_to_those_rooms(backend: Backend) {
     let picky_names = ["a", "c d", "Ω/../x"];
     let mut picky = watcher(&daemon, Some(&picky_names));
     let mut all = watcher(&daemon, None);
-    let mut elsewhere = watcher(&daemon, Some(&["nothing-here", "marker"]));
+    // Names no room can have are accepted (PROTOCOL.md section 3) and match nothing.
+    let too_long = "n".repeat(256);
+    let mut elsewhere = watcher(
+        &daemon,
+        Some(&["nothing-here", "", "marker", "x\u{1}", &too_long]),
+    );
+    let mut nowhere = watcher(&daemon, Some(&["", "a\nb"]));
 
     let names = ["a", "b", "c d", "A", "Ω/../x", "a ", "c"];
     let mut expected_all = Vec::new();
@@ -331,14 +337,11 @@ fn room_names_limit_a_watch_to_those_rooms(backend: Backend) {
     // The marker is not among the picky watcher's rooms: nothing more is waiting for it.
     writer.save(&bare_room("a"));
     assert_eq!(event(&mut picky)["roomName"], "a");
+    // Every event went out before the last one reached `picky`; none was for `nowhere`.
+    nowhere.set_read_timeout(Duration::from_millis(300));
+    assert_eq!(nowhere.try_read_line(), None, "a watch of no storable name");
 
-    for bad in [
-        json!("a"),
-        json!([""]),
-        json!(["x\u{1}"]),
-        json!([1]),
-        json!({"a": 1}),
-    ] {
+    for bad in [json!("a"), json!([1]), json!(["", 1]), json!({"a": 1})] {
         let mut conn = daemon.connect();
         let answer = conn.call(json!({"op": "watch", "roomNames": bad}));
         common::assert_err(&answer, "bad_request");

@@ -30,18 +30,18 @@ pub enum Request {
         expected_revision: Option<Revision>,
     },
     GetRoom {
-        room_name: RoomName,
+        room_name: RoomLookup,
     },
     HasRoom {
-        room_name: RoomName,
+        room_name: RoomLookup,
     },
     DeleteRoom {
-        room_name: RoomName,
+        room_name: RoomLookup,
         expected_revision: Option<Revision>,
     },
     ListRooms(ListQuery),
     AddRating {
-        room_name: RoomName,
+        room_name: RoomLookup,
         media_id: String,
         user_name: String,
         rating: Rating,
@@ -49,12 +49,12 @@ pub enum Request {
         timestamp: Option<u64>,
     },
     SetProgress {
-        room_name: RoomName,
+        room_name: RoomLookup,
         user_name: String,
         progress: u64,
     },
     VerifyPassword {
-        room_name: RoomName,
+        room_name: RoomLookup,
         password: String,
     },
     DeleteRooms {
@@ -64,8 +64,45 @@ pub enum Request {
     Stats,
     Flush,
     Watch {
+        /// Only names a room can have: no event is ever about another.
         room_names: Option<Vec<RoomName>>,
     },
+}
+
+/// The `roomName` of any operation but `saveRoom`: any string (PROTOCOL.md section 3, "Names
+/// in lookups"). MovieMatch looks up names its users type, and its own storage answers `null`
+/// or `false` for a name it could never store, so the daemon answers such a name as it answers
+/// a missing room instead of refusing the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomLookup {
+    /// A name a room can have (section 4); the room may or may not exist.
+    Storable(RoomName),
+    /// Empty, over 255 bytes, or with a control character: no room has it, or ever will.
+    Unstorable(String),
+}
+
+impl RoomLookup {
+    fn new(name: String) -> RoomLookup {
+        match RoomName::new(&name) {
+            Ok(name) => RoomLookup::Storable(name),
+            Err(_) => RoomLookup::Unstorable(name),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            RoomLookup::Storable(name) => name.as_str(),
+            RoomLookup::Unstorable(name) => name,
+        }
+    }
+
+    /// The name as a room's, unless no room can have it.
+    pub fn storable(&self) -> Option<&RoomName> {
+        match self {
+            RoomLookup::Storable(name) => Some(name),
+            RoomLookup::Unstorable(_) => None,
+        }
+    }
 }
 
 impl Request {
@@ -299,11 +336,18 @@ fn decode_fields(mut f: Fields, room: Option<RoomArgument>) -> Result<Request, E
         "watch" => Request::Watch {
             room_names: match f.remove("roomNames") {
                 None => None,
+                // A name no room can have is accepted and dropped: it would match no event.
+                // All of them dropped leaves an empty list, which watches nothing.
                 Some(Value::Array(names)) => Some(
                     names
-                        .iter()
+                        .into_iter()
                         .enumerate()
-                        .map(|(i, name)| checked_name(name, &format!("roomNames[{i}]")))
+                        .map(|(i, name)| lookup(name, &format!("roomNames[{i}]")))
+                        .filter_map(|lookup| match lookup {
+                            Ok(RoomLookup::Storable(name)) => Some(Ok(name)),
+                            Ok(RoomLookup::Unstorable(_)) => None,
+                            Err(e) => Some(Err(e)),
+                        })
                         .collect::<Result<_, _>>()?,
                 ),
                 Some(_) => {
@@ -342,16 +386,18 @@ fn string(f: &mut Fields, key: &str) -> Result<String, ErrorReply> {
     }
 }
 
-fn checked_name(value: &Value, path: &str) -> Result<RoomName, ErrorReply> {
-    let name = value
-        .as_str()
-        .ok_or_else(|| ErrorReply::bad_request(format!("{path}: expected a string")))?;
-    RoomName::new(name).map_err(|e| ErrorReply::bad_request(format!("{path}: {e}")))
+fn lookup(value: Value, path: &str) -> Result<RoomLookup, ErrorReply> {
+    match value {
+        Value::String(name) => Ok(RoomLookup::new(name)),
+        _ => Err(ErrorReply::bad_request(format!(
+            "{path}: expected a string"
+        ))),
+    }
 }
 
-fn room_name(f: &mut Fields) -> Result<RoomName, ErrorReply> {
+fn room_name(f: &mut Fields) -> Result<RoomLookup, ErrorReply> {
     match f.remove("roomName") {
-        Some(value) => checked_name(&value, "roomName"),
+        Some(value) => lookup(value, "roomName"),
         None => Err(ErrorReply::bad_request("roomName: required")),
     }
 }
@@ -473,6 +519,29 @@ mod tests {
             let slow = format!("{:?}", decode_with(line.as_bytes(), false));
             assert_eq!(fast, slow, "{line}");
         }
+    }
+
+    #[test]
+    fn lookups_take_any_string_and_tell_unstorable_names_apart() {
+        let lookup_of = |name: &str| {
+            let line = serde_json::json!({"op": "hasRoom", "roomName": name}).to_string();
+            match decode(line.as_bytes()).map(|e| e.request) {
+                Ok(Request::HasRoom { room_name }) => room_name,
+                other => panic!("{line}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            lookup_of("a b"),
+            RoomLookup::Storable(RoomName::new("a b").unwrap())
+        );
+        for name in [String::new(), "a\nb".to_owned(), "n".repeat(256)] {
+            assert_eq!(lookup_of(&name), RoomLookup::Unstorable(name.clone()));
+        }
+        let watched = decode(br#"{"op":"watch","roomNames":["","a","\u0001"]}"#).unwrap();
+        assert!(matches!(
+            watched.request,
+            Request::Watch { room_names: Some(names) } if names == [RoomName::new("a").unwrap()]
+        ));
     }
 
     #[test]
