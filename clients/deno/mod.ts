@@ -32,8 +32,24 @@ export type Rating = "like" | "dislike";
 /** One entry of `ratings[mediaId]`: `[userName, rating, timestamp (epoch ms)]`. */
 export type RatingEntry = [userName: string, rating: Rating, timestamp: number];
 
-/** A room option, e.g. `"EndOnFirstMatch"`. */
-export type RoomOption = string;
+// The room types below are MovieMatch's (`types/moviematch.ts` and `storage/interface.ts`),
+// declared the same way so that a room goes from MovieMatch to this client and back with no
+// cast, in both directions (`moviematch_types_test.ts` checks it).
+
+/** A room option. */
+export type RoomOption = "EndOnFirstMatch";
+
+/** How MovieMatch orders the media of a room. */
+export type RoomSort = "random" | "rating";
+
+/** MovieMatch's matching strategy of a room. */
+export type RoomType = "standard" | "unanimous" | "solo" | "async";
+
+/** MovieMatch's media order within a room. */
+export type SortOrder = "newest" | "oldest" | "random";
+
+/** How several genre filters combine. */
+export type GenreFilterMode = "and" | "or";
 
 /** A media filter of a room. */
 export interface Filter {
@@ -42,25 +58,46 @@ export interface Filter {
   value: string[];
 }
 
-/** A room as MovieMatch serializes it (PROTOCOL.md section 4). Unknown fields are kept. */
+/** A rating range filter (0 to 10). */
+export interface RatingFilter {
+  min?: number;
+  max?: number;
+  type?: "critic" | "audience";
+}
+
+/** A content rating filter, e.g. `["G", "PG"]`. */
+export interface ContentRatingFilter {
+  ratings: string[];
+}
+
+/**
+ * A room as MovieMatch serializes it (PROTOCOL.md section 4), typed as MovieMatch types it.
+ * The daemon keeps every other field verbatim too; this type names the ones MovieMatch writes.
+ */
 export interface SerializedRoom {
   roomName: string;
-  sort: "random" | "rating";
-  /** RFC 3339 / `Date.prototype.toISOString()`. */
-  createdAt: string;
-  /** A string; an integer is accepted too and kept as sent. */
-  creatorPlexUserId: string | number;
-  creatorPlexUsername: string;
   password?: string;
   options?: RoomOption[];
   filters?: Filter[];
+  sort: RoomSort;
+  roomType?: RoomType;
+  sortOrder?: SortOrder;
+  genreFilterMode?: GenreFilterMode;
+  ratingFilter?: RatingFilter;
+  contentRatingFilter?: ContentRatingFilter;
+  /** RFC 3339 / `Date.prototype.toISOString()`. */
+  createdAt: string;
+  /**
+   * A string, as MovieMatch types it. The daemon also accepts an integer (Plex ids are
+   * numeric) and keeps it as sent; this client gives it back as a string.
+   */
+  creatorPlexUserId: string;
+  creatorPlexUsername: string;
   ratings?: Record<string, RatingEntry[]>;
   userProgress?: Record<string, number>;
-  /** Fields added by newer MovieMatch versions (e.g. `roomType`) are stored verbatim. */
-  [field: string]: unknown;
 }
 
-/** MovieMatch's original storage interface, which `SocketStorage` implements. */
+/** MovieMatch's storage interface, which `SocketStorage` implements. */
 export interface Storage {
   saveRoom(room: SerializedRoom): Promise<void>;
   getRoom(roomName: string): Promise<SerializedRoom | null>;
@@ -78,9 +115,10 @@ export interface RoomWithRevision {
 /** A `listRooms` entry when `summary: true`: never the password nor the ratings. */
 export interface RoomSummary {
   roomName: string;
-  sort: "random" | "rating";
+  sort: RoomSort;
   createdAt: string;
-  creatorPlexUserId: string | number;
+  /** A string, as in `SerializedRoom`. */
+  creatorPlexUserId: string;
   creatorPlexUsername: string;
   hasPassword: boolean;
   /** The number of rating entries, over all media. */
@@ -208,28 +246,77 @@ export type StorageErrorCode =
   /** Client side: no answer within `timeoutMs`. */
   | "timeout"
   /** Client side: the daemon sent something that is not a valid answer. */
-  | "protocol";
+  | "protocol"
+  /**
+   * Client side: an argument the client cannot send (not encodable as JSON, e.g. a BigInt or a
+   * cycle) or an invalid option; nothing was sent.
+   */
+  | "invalid_argument";
 
-/** Every failure of `SocketStorage` and `RoomWatch`. */
+/** What a `StorageError` carries besides MovieMatch's `message` and `cause`. */
+export interface StorageErrorDetails {
+  /** Default `"storage"`. */
+  code?: StorageErrorCode | string;
+  revision?: number;
+}
+
+/**
+ * Every failure of `SocketStorage` and `RoomWatch`, encoding a request included. Constructed and
+ * shaped like MovieMatch's own `StorageError` (`new StorageError(message, cause?)`, `cause` an
+ * `Error`), with `code` and `revision` added.
+ */
 export class StorageError extends Error {
-  /** The daemon's error code, or `"connection"` / `"timeout"` / `"protocol"` for client-side failures. */
+  override name = "StorageError";
+  /** The daemon's error code, or a client-side one (`"connection"`, `"timeout"`, ...). */
   readonly code: StorageErrorCode | string;
   /** With `"conflict"`: the room's current revision (0 = the room does not exist). */
   readonly revision?: number;
-  /** The daemon's `cause` text, or the underlying JavaScript error. */
-  override readonly cause?: unknown;
 
+  /**
+   * @param cause the underlying error: the daemon's `cause` text as an `Error`, or the
+   *   JavaScript error behind a client-side failure.
+   */
   constructor(
-    code: StorageErrorCode | string,
     message: string,
-    options: { cause?: unknown; revision?: number } = {},
+    public override cause?: Error,
+    details: StorageErrorDetails = {},
   ) {
     super(message);
-    this.name = "StorageError";
-    this.code = code;
-    if (options.cause !== undefined) this.cause = options.cause;
-    if (options.revision !== undefined) this.revision = options.revision;
+    this.code = details.code ?? "storage";
+    if (details.revision !== undefined) this.revision = details.revision;
   }
+}
+
+/** A client-side failure; `cause` is whatever was thrown, made an `Error` if it is not one. */
+function failure(code: StorageErrorCode, message: string, cause?: unknown): StorageError {
+  const asError = cause === undefined || cause instanceof Error ? cause : new Error(String(cause));
+  return new StorageError(message, asError, { code });
+}
+
+/**
+ * A request object as JSON text (absent optional arguments: `undefined` fields are dropped).
+ * What `JSON.stringify` cannot encode (a BigInt, a cycle) is an `invalid_argument` failure.
+ */
+function encodeRequest(request: Record<string, unknown>): string {
+  try {
+    return JSON.stringify(request);
+  } catch (e) {
+    throw failure(
+      "invalid_argument",
+      `${String(request.op)}: the request cannot be encoded as JSON: ${describe(e)}`,
+      e,
+    );
+  }
+}
+
+/** Rooms come back as MovieMatch types them: a numeric `creatorPlexUserId` (the daemon keeps
+ * one as sent) becomes a string. */
+function asMovieMatchRoom<T>(room: T): T {
+  const fields = room as { creatorPlexUserId?: unknown };
+  if (typeof fields.creatorPlexUserId === "number") {
+    fields.creatorPlexUserId = String(fields.creatorPlexUserId);
+  }
+  return room;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,10 +415,10 @@ async function openSocket(path: string): Promise<Deno.UnixConn> {
   try {
     return await Deno.connect({ transport: "unix", path });
   } catch (e) {
-    throw new StorageError(
+    throw failure(
       "connection",
       `cannot connect to the storage daemon at ${path}: ${describe(e)}`,
-      { cause: e },
+      e,
     );
   }
 }
@@ -339,9 +426,11 @@ async function openSocket(path: string): Promise<Deno.UnixConn> {
 function errorFromReply(reply: Reply): StorageError {
   const error = reply.error;
   if (typeof error !== "object" || error === null || typeof error.code !== "string") {
-    return new StorageError("protocol", "the daemon sent a failure without an error code", {
-      cause: JSON.stringify(reply),
-    });
+    return failure(
+      "protocol",
+      "the daemon sent a failure without an error code",
+      JSON.stringify(reply),
+    );
   }
   const revision = typeof error.revision === "number"
     ? error.revision
@@ -349,9 +438,9 @@ function errorFromReply(reply: Reply): StorageError {
     ? reply.revision
     : undefined;
   return new StorageError(
-    error.code,
     typeof error.message === "string" ? error.message : error.code,
-    { cause: error.cause, revision },
+    typeof error.cause === "string" ? new Error(error.cause) : undefined,
+    { code: error.code, revision },
   );
 }
 
@@ -366,7 +455,7 @@ function withTimeout<T>(
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       onTimeout?.();
-      reject(new StorageError("timeout", `${what}: no answer within ${ms} ms`));
+      reject(failure("timeout", `${what}: no answer within ${ms} ms`));
     }, ms);
   });
   return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
@@ -387,11 +476,27 @@ class RequestConnection {
   #queue: Uint8Array[] = [];
   #pumping: Promise<void> | null = null;
   #dead = false;
+  /** Requests whose caller still waits (not timed out). */
+  #waiting = 0;
+  /** Whether the socket keeps the process alive (Deno's default for a new one). */
+  #referenced = true;
   readonly done: Promise<void>;
 
   constructor(conn: Deno.UnixConn) {
     this.#conn = conn;
     this.done = this.#readLoop();
+  }
+
+  // The read loop always has a read pending. Like MovieMatch's own storages, an idle client must
+  // not keep the process alive (a script that never calls close() exits), so the socket is
+  // unreferenced whenever no caller waits for an answer. A timed-out request's answer is still
+  // read (to keep the order) but is waited for by nobody: it keeps nothing alive.
+  #updateReference(): void {
+    const wanted = this.#waiting > 0;
+    if (wanted === this.#referenced || this.#dead) return;
+    this.#referenced = wanted;
+    if (wanted) this.#conn.ref();
+    else this.#conn.unref();
   }
 
   get dead(): boolean {
@@ -401,15 +506,19 @@ class RequestConnection {
   /** Sends one request line and resolves with the daemon's successful reply. */
   request(id: number, line: Uint8Array, timeoutMs: number, what: string): Promise<Reply> {
     if (this.#dead) {
-      return Promise.reject(new StorageError("connection", "the connection is closed"));
+      return Promise.reject(failure("connection", "the connection is closed"));
     }
     return new Promise<Reply>((resolve, reject) => {
       const entry: PendingRequest = { resolve, reject, abandoned: false };
       entry.timer = setTimeout(() => {
         entry.abandoned = true;
-        reject(new StorageError("timeout", `${what}: no answer within ${timeoutMs} ms`));
+        this.#waiting--;
+        this.#updateReference();
+        reject(failure("timeout", `${what}: no answer within ${timeoutMs} ms`));
       }, timeoutMs);
       this.#pending.set(id, entry);
+      this.#waiting++;
+      this.#updateReference();
       this.#queue.push(line);
       if (!this.#pumping) this.#pumping = this.#pump();
     });
@@ -491,6 +600,8 @@ class RequestConnection {
     this.#pending.delete(id);
     clearTimeout(entry.timer);
     if (entry.abandoned) return;
+    this.#waiting--;
+    this.#updateReference();
     if (reply.ok === true) entry.resolve(reply);
     else entry.reject(errorFromReply(reply));
   }
@@ -506,10 +617,11 @@ class RequestConnection {
     for (const entry of this.#pending.values()) {
       clearTimeout(entry.timer);
       if (!entry.abandoned) {
-        entry.reject(new StorageError("connection", reason, { cause }));
+        entry.reject(failure("connection", reason, cause));
       }
     }
     this.#pending.clear();
+    this.#waiting = 0;
     this.#queue = [];
   }
 }
@@ -550,9 +662,14 @@ export class SocketStorage implements Storage {
     this.socketPath = options.socketPath ?? defaultSocketPath();
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.listPageSize = options.listPageSize ?? DEFAULT_PAGE_SIZE;
-    if (!(this.timeoutMs > 0)) throw new RangeError("timeoutMs must be positive");
+    if (!(this.timeoutMs > 0)) {
+      throw failure("invalid_argument", `timeoutMs must be positive, got ${this.timeoutMs}`);
+    }
     if (!Number.isInteger(this.listPageSize) || this.listPageSize < 1) {
-      throw new RangeError("listPageSize must be a positive integer");
+      throw failure(
+        "invalid_argument",
+        `listPageSize must be a positive integer, got ${this.listPageSize}`,
+      );
     }
   }
 
@@ -618,7 +735,7 @@ export class SocketStorage implements Storage {
   async getRoomWithRevision(roomName: string): Promise<RoomWithRevision | null> {
     const reply = await this.#call({ op: "getRoom", roomName }, true);
     if (reply.room === null || reply.room === undefined) return null;
-    return { room: reply.room, revision: reply.revision };
+    return { room: asMovieMatchRoom(reply.room), revision: reply.revision };
   }
 
   /** `deleteRoom` that tells whether a room was deleted (false: there was none). */
@@ -709,7 +826,8 @@ export class SocketStorage implements Storage {
       limit: filters.limit,
       summary: filters.summary,
     }, true);
-    return { rooms: reply.rooms ?? [], next: reply.next ?? null };
+    const rooms: (SerializedRoom | RoomSummary)[] = reply.rooms ?? [];
+    return { rooms: rooms.map(asMovieMatchRoom), next: reply.next ?? null };
   }
 
   // ----- daemon -----
@@ -743,30 +861,30 @@ export class SocketStorage implements Storage {
    * `StorageError` `"connection"`: changes may have been missed, so re-read and watch again.
    */
   async watch(roomNames?: string[]): Promise<RoomWatch> {
-    if (this.#closed) throw new StorageError("connection", "the client is closed");
+    if (this.#closed) throw failure("connection", "the client is closed");
     const id = this.#nextId++;
-    const line = encoder.encode(JSON.stringify({ id, op: "watch", roomNames }) + "\n");
+    const line = encoder.encode(encodeRequest({ id, op: "watch", roomNames }) + "\n");
     let conn: Deno.UnixConn | undefined;
     let timedOut = false;
     const setUp = async (): Promise<RoomWatch> => {
       conn = await openSocket(this.socketPath);
       if (timedOut) {
         conn.close();
-        throw new StorageError("timeout", "watch: timed out while connecting");
+        throw failure("timeout", "watch: timed out while connecting");
       }
       const reader = new LineReader(conn);
       try {
         await writeAll(conn, line);
         const ackLine = await reader.readLine();
         if (ackLine === null) {
-          throw new StorageError("connection", "the storage daemon closed the watch connection");
+          throw failure("connection", "the storage daemon closed the watch connection");
         }
         const ack: Reply = JSON.parse(ackLine);
         if (ack.ok !== true) throw errorFromReply(ack);
       } catch (e) {
         throw e instanceof StorageError
           ? e
-          : new StorageError("connection", `watch failed: ${describe(e)}`, { cause: e });
+          : failure("connection", `watch failed: ${describe(e)}`, e);
       }
       return new RoomWatch(conn, reader, (w) => this.#watches.delete(w));
     };
@@ -790,7 +908,7 @@ export class SocketStorage implements Storage {
     }
     if (this.#closed) {
       await watch.close();
-      throw new StorageError("connection", "the client is closed");
+      throw failure("connection", "the client is closed");
     }
     this.#watches.add(watch);
     return watch;
@@ -814,7 +932,7 @@ export class SocketStorage implements Storage {
   // ----- plumbing -----
 
   async #connection(): Promise<RequestConnection> {
-    if (this.#closed) throw new StorageError("connection", "the client is closed");
+    if (this.#closed) throw failure("connection", "the client is closed");
     if (this.#conn && !this.#conn.dead) return this.#conn;
     if (!this.#connecting) {
       this.#connecting = (async () => {
@@ -835,12 +953,14 @@ export class SocketStorage implements Storage {
   async #call(request: Record<string, unknown>, retryable: boolean): Promise<Reply> {
     const what = String(request.op);
     const deadline = Date.now() + this.timeoutMs;
+    // Encoded once, before connecting: a request that cannot be encoded sends nothing.
+    // `request` always has `op`, so the text is `{"op":...}` and the id goes in front.
+    const body = encodeRequest(request).slice(1);
     const attempt = async (): Promise<Reply> => {
       const remaining = Math.max(1, deadline - Date.now());
       const conn = await withTimeout(this.#connection(), remaining, what);
       const id = this.#nextId++;
-      // JSON.stringify drops undefined fields: absent optional arguments.
-      const line = encoder.encode(JSON.stringify({ id, ...request }) + "\n");
+      const line = encoder.encode(`{"id":${id},${body}\n`);
       return await conn.request(id, line, Math.max(1, deadline - Date.now()), what);
     };
     try {
@@ -918,14 +1038,12 @@ export class RoomWatch implements AsyncIterableIterator<WatchEvent> {
     } catch (e) {
       if (this.#closed) return { done: true, value: undefined };
       this.#finish();
-      throw new StorageError("connection", `the watch connection failed: ${describe(e)}`, {
-        cause: e,
-      });
+      throw failure("connection", `the watch connection failed: ${describe(e)}`, e);
     }
     if (this.#closed) return { done: true, value: undefined };
     if (line === null) {
       this.#finish();
-      throw new StorageError(
+      throw failure(
         "connection",
         "the storage daemon closed the watch connection; changes may have been missed",
       );
@@ -935,7 +1053,7 @@ export class RoomWatch implements AsyncIterableIterator<WatchEvent> {
       event = JSON.parse(line);
     } catch (e) {
       this.#finish();
-      throw new StorageError("protocol", "the storage daemon sent an invalid event", { cause: e });
+      throw failure("protocol", "the storage daemon sent an invalid event", e);
     }
     if (event.event === "overflow") this.#finish();
     return { done: false, value: event };

@@ -70,7 +70,8 @@ Deno.test("original interface: save, get, has, list, delete", async () => {
       filters: [{ key: "genre", operator: "=", value: ["Action", "Comedy"] }],
       ratings: { "movie-123": [["john_doe", "like", 1729890000000]] },
       userProgress: { john_doe: 5 },
-      roomType: "custom", // unknown fields are kept
+      roomType: "solo",
+      theme: "custom", // unknown fields are kept
     });
     await storage.saveRoom(full);
     await storage.saveRoom(room("a/../b c 🎬"));
@@ -242,7 +243,9 @@ Deno.test("deleteRooms deletes rooms created before an instant", async () => {
 Deno.test("listRoomsPage: every filter, paging and summaries", async () => {
   await withClient(async (storage) => {
     await storage.saveRoom(room("a", {
-      creatorPlexUserId: 13692262,
+      // Plex's numeric id, as plain JavaScript may send it: the daemon keeps it as sent, and the
+      // client gives it back as MovieMatch types it, a string.
+      creatorPlexUserId: 13692262 as unknown as string,
       creatorPlexUsername: "ann",
       createdAt: "2025-01-01T00:00:00.000Z",
       password: "pw",
@@ -262,6 +265,8 @@ Deno.test("listRoomsPage: every filter, paging and summaries", async () => {
 
     const names = (p: { rooms: { roomName: string }[] }) => p.rooms.map((r) => r.roomName);
     assertEquals(names(await storage.listRoomsPage()), ["a", "b", "c"]);
+    assertEquals((await storage.getRoom("a"))?.creatorPlexUserId, "13692262");
+    assertEquals((await storage.listRooms())[0].creatorPlexUserId, "13692262");
     assertEquals(names(await storage.listRoomsPage({ creatorPlexUserId: "13692262" })), ["a", "b"]);
     assertEquals(names(await storage.listRoomsPage({ creatorPlexUserId: 13692262 })), ["a", "b"]);
     assertEquals(names(await storage.listRoomsPage({ creatorPlexUsername: "bob" })), ["c"]);
@@ -299,7 +304,7 @@ Deno.test("listRoomsPage: every filter, paging and summaries", async () => {
       roomName: "a",
       sort: "random",
       createdAt: "2025-01-01T00:00:00.000Z",
-      creatorPlexUserId: 13692262,
+      creatorPlexUserId: "13692262",
       creatorPlexUsername: "ann",
       hasPassword: true,
       ratingCount: 3,
@@ -353,9 +358,9 @@ Deno.test("daemon errors surface as StorageError with the daemon's code", async 
     const missing = { roomName: "r" } as unknown as SerializedRoom;
     assertStorageError(await rejects(storage.saveRoom(missing)), "invalid_room");
 
-    // bad_request: invalid arguments
-    assertStorageError(await rejects(storage.getRoom("")), "bad_request");
-    assertStorageError(await rejects(storage.hasRoom("a\u0001b")), "bad_request");
+    // bad_request: invalid arguments (a name no room can have is not one: it is a missing room)
+    assertStorageError(await rejects(storage.getRoom(5 as unknown as string)), "bad_request");
+    assertStorageError(await rejects(storage.hasRoom(null as unknown as string)), "bad_request");
     await storage.saveRoom(room("r"));
     e = assertStorageError(
       await rejects(storage.addRating("r", "m", "u", "meh" as "like")),
@@ -363,7 +368,10 @@ Deno.test("daemon errors surface as StorageError with the daemon's code", async 
     );
     assert(e.message.includes("rating"), e.message);
     assertStorageError(await rejects(storage.setProgress("r", "u", -1)), "bad_request");
-    assertStorageError(await rejects(storage.watch(["ok", ""])), "bad_request");
+    assertStorageError(
+      await rejects(storage.watch(["ok", 1 as unknown as string])),
+      "bad_request",
+    );
 
     // not_found and conflict are covered above; the connection stays usable after errors
     assertEquals(await storage.ping(), 1);

@@ -38,7 +38,11 @@ export async function rejects(promise: Promise<unknown>): Promise<unknown> {
   throw new Error("expected a rejection");
 }
 
-export function room(name: string, extra: Partial<SerializedRoom> = {}): SerializedRoom {
+/** A room with MovieMatch's required fields, `extra` ones (any field: the daemon keeps them all). */
+export function room(
+  name: string,
+  extra: Partial<SerializedRoom> & Record<string, unknown> = {},
+): SerializedRoom {
   return {
     roomName: name,
     sort: "random",
