@@ -1,10 +1,11 @@
 /**
  * A dependency-free Deno client for `moviematch-storaged` (protocol version 1, see PROTOCOL.md).
  *
- * `SocketStorage` implements MovieMatch's original `Storage` interface (`saveRoom`, `getRoom`,
- * `deleteRoom`, `listRooms`, `hasRoom`) over the daemon's Unix socket, plus the daemon's extra
+ * `SocketStorage` implements MovieMatch's `Storage` interface (`saveRoom`, `getRoom`,
+ * `deleteRoom`, `listRooms`, `hasRoom`) over the daemon's Unix socket, typed as MovieMatch types
+ * it so that it assigns to MovieMatch's own `Storage` with no cast, plus the daemon's extra
  * operations (revisions, atomic `addRating` / `setProgress`, `verifyPassword`, filtered and
- * paginated listing, `watch`, ...).
+ * paginated listing, `watch`, ...). Every failure is a `StorageError` shaped like MovieMatch's.
  *
  * Connection semantics, in short:
  * - One connection carries every request; requests are pipelined and answers are matched by `id`.
@@ -18,6 +19,8 @@
  * - Every request has a timeout (`timeoutMs`, default 10 s) covering connecting and the answer;
  *   it then fails with code `"timeout"` (a mutation that timed out may still be applied).
  * - `watch()` uses a connection of its own.
+ * - An idle client does not keep the process alive (its socket is unreferenced while no call
+ *   waits), so `close()` is optional, as MovieMatch's own storages have none.
  *
  * @module
  */

@@ -79,7 +79,34 @@ class MmStorageError extends Error {
   }
 }
 
+/** MovieMatch's room before its phase 2 fields (`roomType`, `sortOrder`, ...). */
+type MmPhase1SerializedRoom = Omit<
+  MmSerializedRoom,
+  "roomType" | "sortOrder" | "genreFilterMode" | "ratingFilter" | "contentRatingFilter"
+>;
+
+/** MovieMatch's room with an optional field a later version may add. */
+interface MmLaterSerializedRoom extends MmSerializedRoom {
+  watchParty?: { host: string; startsAt: string };
+}
+
+/** MovieMatch's `Storage` over another room type. */
+interface MmStorageOf<Room> {
+  saveRoom(room: Room): Promise<void>;
+  getRoom(roomName: string): Promise<Room | null>;
+  deleteRoom(roomName: string): Promise<void>;
+  listRooms(): Promise<Room[]>;
+  hasRoom(roomName: string): Promise<boolean>;
+}
+
 // ----- assignability, checked by `deno check` -----
+
+/** Earlier and later MovieMatch rooms assign too. */
+function _otherVersionsAssign(storage: SocketStorage) {
+  const phase1: MmStorageOf<MmPhase1SerializedRoom> = storage;
+  const later: MmStorageOf<MmLaterSerializedRoom> = storage;
+  return [phase1, later];
+}
 
 /** `SocketStorage` as MovieMatch's `createStorage` returns it for `type: "socket"`: no cast. */
 function asMovieMatchStorage(storage: SocketStorage): MmStorage {
