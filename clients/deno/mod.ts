@@ -37,7 +37,7 @@ export type RatingEntry = [userName: string, rating: Rating, timestamp: number];
 
 // The room types below are MovieMatch's (`types/moviematch.ts` and `storage/interface.ts`),
 // declared the same way so that a room goes from MovieMatch to this client and back with no
-// cast, in both directions (`moviematch_types_test.ts` checks it).
+// cast, in both directions (`moviematch_test.ts` checks it).
 
 /** A room option. */
 export type RoomOption = "EndOnFirstMatch";
