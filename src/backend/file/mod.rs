@@ -229,6 +229,13 @@ impl FileBackend {
         self
     }
 
+    /// Changes only how long rooms may stay dirty before a background fold (the fault sweep
+    /// folds every upkeep tick, so that faults land inside folds).
+    pub fn with_fold_interval(mut self, interval: Duration) -> Self {
+        self.fold_interval = interval;
+        self
+    }
+
     fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
