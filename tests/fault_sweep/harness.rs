@@ -116,11 +116,12 @@ impl Bed {
         );
     }
 
-    /// Waits until the socket answers a connection (true), or the daemon exits (false).
+    /// Waits until the daemon answers a ping (true), or the daemon exits (false).
     pub fn wait_ready(&mut self, timeout: Duration) -> bool {
         let start = Instant::now();
         loop {
-            if Conn::connect(&self.socket).is_ok() {
+            // A ping, not a connection: the socket may be bound before the rooms are loaded.
+            if answers_ping(&self.socket) {
                 return true;
             }
             if self.exited().is_some() {
@@ -337,4 +338,13 @@ pub fn temp_files(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn answers_ping(socket: &Path) -> bool {
+    let Ok(mut c) = Conn::connect(socket) else {
+        return false;
+    };
+    c.set_read_timeout(Duration::from_secs(5));
+    c.try_send(&serde_json::json!({"op": "ping"})).is_ok()
+        && c.try_read_line().is_some_and(|l| l.contains("\"ok\":true"))
 }
