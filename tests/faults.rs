@@ -19,11 +19,16 @@ struct SmallDisk {
 
 impl SmallDisk {
     fn new(size: &str) -> SmallDisk {
+        SmallDisk::with_options(&format!("size={size}"))
+    }
+
+    /// A tmpfs mounted with `options` (`size=..,nr_inodes=..`).
+    fn with_options(options: &str) -> SmallDisk {
         let tmp = tempfile::tempdir().unwrap();
         let mount = tmp.path().join("disk");
         std::fs::create_dir(&mount).unwrap();
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(&mount)
             .status()
             .expect("run mount");
@@ -72,9 +77,14 @@ fn a_full_disk_gives_storage_errors_keeps_data_and_recovers_when_space_returns()
         cause.contains("No space left"),
         "cause should be the OS error: {error:?}"
     );
+    // Refused before the journal is written, while every room file can still be written:
+    // the message names the storage directory.
     assert!(
-        error["message"].as_str().unwrap().contains(".journal-"),
-        "message names the file: {error:?}"
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains(&d.storage().display().to_string()),
+        "message names the directory: {error:?}"
     );
     assert!(saved.len() > 5, "only {} rooms fit", saved.len());
 
@@ -103,6 +113,73 @@ fn a_full_disk_gives_storage_errors_keeps_data_and_recovers_when_space_returns()
     let mut c = d.connect();
     let listed = c.ok(json!({"op": "listRooms", "summary": true}));
     assert_eq!(listed["rooms"].as_array().unwrap().len(), saved.len());
+}
+
+/// Issue 15: on a disk filled through `saveRoom`, deleting rooms through the daemon must give
+/// writes back (before, the fold kept failing for want of space and a 300 KB save still failed
+/// 75 s later), and a clean stop must write every room file.
+#[test]
+fn deleting_rooms_on_a_full_disk_makes_room_and_the_stop_writes_every_file() {
+    let disk = SmallDisk::new("8m");
+    let mut d = Daemon::builder(Backend::File)
+        .storage(disk.mount.join("rooms"))
+        .start();
+    let mut c = d.connect();
+    let mut saved = Vec::new();
+    let refused = loop {
+        let name = format!("f{:03}", saved.len());
+        let resp = c.call(json!({"op": "saveRoom", "room": padded_room(&name, 40)}));
+        if resp["ok"] != true {
+            break resp;
+        }
+        saved.push(name);
+        assert!(saved.len() < 400, "the disk never filled up");
+    };
+    let error = assert_err(&refused, "storage");
+    assert!(
+        error["cause"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space left"),
+        "{error:?}"
+    );
+    assert!(saved.len() > 20, "only {} rooms fit", saved.len());
+
+    // Delete every other room through the daemon: writes come back by themselves.
+    let (deleted, kept): (Vec<_>, Vec<_>) = saved.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    for (_, name) in &deleted {
+        c.ok(json!({"op": "deleteRoom", "roomName": name}));
+    }
+    let start = Instant::now();
+    let big = padded_room("big", 300);
+    let mut resp = json!(null);
+    while start.elapsed() < Duration::from_secs(10) {
+        resp = c.call(json!({"op": "saveRoom", "room": big}));
+        if resp["ok"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        resp["ok"], true,
+        "a 300 KB room after deleting half: {resp}"
+    );
+    let waited = start.elapsed();
+    drop(c);
+
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    let mut expected: Vec<String> = kept.iter().map(|(_, n)| format!("{n}.json")).collect();
+    expected.push("big.json".into());
+    expected.sort();
+    assert_eq!(room_files(d.storage()), expected);
+    for name in &expected {
+        read_json_file(&d.storage().join(name));
+    }
+    eprintln!(
+        "writes came back {waited:?} after deleting {} of {} rooms",
+        deleted.len(),
+        saved.len()
+    );
 }
 
 /// The daemon under strace, failing the `first..=last` fdatasync calls with EIO.

@@ -37,6 +37,7 @@ mod prealloc;
 mod proptests;
 #[cfg(test)]
 mod sim;
+mod space;
 #[cfg(test)]
 mod sweep;
 #[cfg(test)]
@@ -147,6 +148,8 @@ pub struct FileBackend {
     /// `.index` must be written before the next commit: start-up found new or hand-edited
     /// files and could not write it (so that a crash cannot count one edit twice).
     index_owed: bool,
+    /// What the next fold needs free on the disk (see [`space`]).
+    headroom: space::Headroom,
     /// Tests: folds, journal deletions and the cache writer run on the calling thread, so a
     /// simulated disk sees the same calls in the same order every run.
     inline: bool,
@@ -185,6 +188,7 @@ impl FileBackend {
             cache_hits: 0,
             strays: Vec::new(),
             index_owed: false,
+            headroom: space::Headroom::default(),
             inline: false,
         }
     }
@@ -439,6 +443,7 @@ impl FileBackend {
             closing,
             strays: std::mem::take(&mut self.strays),
         };
+        self.headroom.fold_started();
         self.last_fold = Instant::now();
         if !background {
             return self.merge_fold(job.run(), covers_before, rooms);
@@ -469,6 +474,7 @@ impl FileBackend {
 
     /// A fold that panicked took its dirty set with it: every room is folded next time.
     fn fold_lost(&mut self, rooms: &Snapshot) -> StorageError {
+        self.headroom.fold_ended(false);
         self.dirty.extend(self.files.keys().cloned());
         self.dirty
             .extend(rooms.rooms.values().map(|e| e.name.clone()));
@@ -494,6 +500,7 @@ impl FileBackend {
             self.files.remove(&name);
         }
         self.strays.extend(done.strays);
+        self.headroom.fold_ended(done.result.is_ok());
         if let Err(e) = done.result {
             // Nothing is lost: the journals stay until a later fold succeeds.
             self.dirty.extend(done.dirty);
@@ -577,6 +584,14 @@ fn take<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
+/// About what `change` takes in the journal.
+fn record_size(change: &Change) -> u64 {
+    match change {
+        Change::Put { room, .. } => room.len() as u64 + 256,
+        _ => 256,
+    }
+}
+
 /// A `Put` of a room's whole current state (or a `Delete` if it is gone).
 fn whole_room(rooms: &Snapshot, name: &RoomName) -> Change {
     match rooms.get(name.as_str()) {
@@ -602,7 +617,22 @@ impl Backend for FileBackend {
     fn commit(&mut self, changes: &[Change], rooms: &Snapshot) -> Result<(), StorageError> {
         let strict = self.durability == Durability::Strict;
         self.write_owed_index(rooms)?;
-        self.append(changes, strict)?;
+        self.headroom.count_dirty(&self.dirty, rooms);
+        let batch_bytes = changes.iter().map(record_size).sum();
+        let checked = self
+            .headroom
+            .check(&*self.fs, &self.dir, changes, batch_bytes);
+        if let Err(e) = checked.and_then(|()| self.append(changes, strict)) {
+            if e.is_out_of_space() {
+                // Deletions free space only once a fold removes their files and the journals.
+                self.fold_due();
+            }
+            return Err(e);
+        }
+        self.headroom.charge(changes, rooms);
+        if self.headroom.short(&*self.fs, &self.dir, 0) {
+            self.fold_due();
+        }
         let names = changes.iter().map(|c| c.room_name().clone());
         if strict {
             self.dirty.extend(names);
