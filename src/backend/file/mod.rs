@@ -148,6 +148,8 @@ pub struct FileBackend {
     /// `.index` must be written before the next commit: start-up found new or hand-edited
     /// files and could not write it (so that a crash cannot count one edit twice).
     index_owed: bool,
+    /// Why start-up serves read-only (see [`Backend::start_warning`]).
+    start_warning: Option<StorageError>,
     /// What the next fold needs free on the disk (see [`space`]).
     headroom: space::Headroom,
     /// Tests: folds, journal deletions and the cache writer run on the calling thread, so a
@@ -189,6 +191,7 @@ impl FileBackend {
             strays: Vec::new(),
             index_owed: false,
             headroom: space::Headroom::default(),
+            start_warning: None,
             inline: false,
         }
     }
@@ -661,6 +664,18 @@ impl Backend for FileBackend {
     fn maintain(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
         self.sync_journal(rooms)?;
         self.finish_fold(rooms, false)?;
+        // After an error (or a start on a disk that took no writes): a journal for the next
+        // commit, which also tells whether the disk takes writes again.
+        if self.journal.is_none() {
+            self.write_owed_index(rooms)?;
+            self.rotate()?;
+        }
+        self.headroom.count_dirty(&self.dirty, rooms);
+        if let Some(full) = self.headroom.full(&*self.fs, &self.dir) {
+            // Deleted rooms' files and covered journals go at the next fold.
+            self.fold_due();
+            return Err(full);
+        }
         if self.folding.is_some() {
             return Ok(());
         }
@@ -676,6 +691,10 @@ impl Backend for FileBackend {
     fn reload(&mut self, rooms: &Snapshot) -> Result<Reloaded, StorageError> {
         self.finish_fold(rooms, true)?;
         load::reload(self, rooms)
+    }
+
+    fn start_warning(&mut self) -> Option<StorageError> {
+        self.start_warning.take()
     }
 
     fn close(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {

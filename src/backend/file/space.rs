@@ -71,6 +71,17 @@ impl Headroom {
         }
     }
 
+    /// The error a write would get now, if the disk is too full for it.
+    pub fn full(&self, fs: &dyn Fs, dir: &Path) -> Option<StorageError> {
+        let (free, need) = self.shortage(fs, dir, 0)?;
+        Some(StorageError::Full {
+            dir: dir.to_owned(),
+            free_bytes: free.bytes,
+            free_inodes: free.inodes,
+            need_bytes: need,
+        })
+    }
+
     /// True when writing `extra` bytes would leave less free than the folds need.
     pub fn short(&self, fs: &dyn Fs, dir: &Path, extra: u64) -> bool {
         self.shortage(fs, dir, extra).is_some()
