@@ -633,9 +633,6 @@ impl Backend for FileBackend {
             return Err(e);
         }
         self.headroom.charge(changes, rooms);
-        if self.headroom.short(&*self.fs, &self.dir, 0) {
-            self.fold_due();
-        }
         let names = changes.iter().map(|c| c.room_name().clone());
         if strict {
             self.dirty.extend(names);
