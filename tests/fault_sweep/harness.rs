@@ -39,8 +39,7 @@ impl Drop for Bed {
 impl Bed {
     /// A bed whose storage directory starts as a copy of `seed` (absent: empty).
     pub fn new(seed: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Bed {
-        let tmp = tempfile::Builder::new()
-            .prefix("mm-sweep-")
+        let tmp = keep_if_asked(tempfile::Builder::new().prefix("mm-sweep-"))
             .tempdir()
             .expect("create a temp dir");
         let storage = tmp.path().join("rooms");
@@ -227,6 +226,15 @@ impl Drop for Fault {
 
 impl Fault {
     pub fn attach(bed: &Bed, syscalls: &str, errno: &str, when: &str) -> Fault {
+        Fault::inject(bed, syscalls, &format!("error={errno}"), when)
+    }
+
+    /// A crash at an exact call: the daemon is killed (SIGKILL) when it makes it.
+    pub fn crash_at(bed: &Bed, syscalls: &str, when: &str) -> Fault {
+        Fault::inject(bed, syscalls, "signal=KILL", when)
+    }
+
+    fn inject(bed: &Bed, syscalls: &str, action: &str, when: &str) -> Fault {
         let pid = bed.pid();
         let out = bed.tmp.path().join(format!("strace-{}.txt", bed.runs));
         let mut cmd = Command::new("strace");
@@ -236,7 +244,7 @@ impl Fault {
             .arg("-e")
             .arg(format!("trace={syscalls}"))
             .arg("-e")
-            .arg(format!("inject={syscalls}:error={errno}:when={when}"));
+            .arg(format!("inject={syscalls}:{action}:when={when}"));
         for path in watched_paths(&bed.storage, pid) {
             cmd.arg("-P").arg(path);
         }
@@ -347,4 +355,12 @@ fn answers_ping(socket: &Path) -> bool {
     c.set_read_timeout(Duration::from_secs(5));
     c.try_send(&serde_json::json!({"op": "ping"})).is_ok()
         && c.try_read_line().is_some_and(|l| l.contains("\"ok\":true"))
+}
+
+/// `FAULT_SWEEP_KEEP=1` keeps every case's directories (to look at a failure).
+pub fn keep_if_asked<'a, 'b>(
+    builder: &'b mut tempfile::Builder<'a, 'a>,
+) -> &'b mut tempfile::Builder<'a, 'a> {
+    let keep = std::env::var_os("FAULT_SWEEP_KEEP").is_some();
+    builder.disable_cleanup(keep)
 }

@@ -152,6 +152,11 @@ pub struct FileBackend {
     start_warning: Option<StorageError>,
     /// What the next fold needs free on the disk (see [`space`]).
     headroom: space::Headroom,
+    /// A failed fold replaced or removed room files: `.index` no longer describes them, and
+    /// the next fold's `.index.next` will describe their next state, not this one. `.index` is
+    /// written before that fold starts, or a crash in between would take the daemon's own
+    /// files for hand edits (and replay their changes a second time).
+    index_behind: bool,
     /// Tests: folds, journal deletions and the cache writer run on the calling thread, so a
     /// simulated disk sees the same calls in the same order every run.
     inline: bool,
@@ -192,6 +197,7 @@ impl FileBackend {
             index_owed: false,
             headroom: space::Headroom::default(),
             start_warning: None,
+            index_behind: false,
             inline: false,
         }
     }
@@ -316,6 +322,13 @@ impl FileBackend {
         if !self.index_owed {
             return Ok(());
         }
+        self.write_index(rooms)?;
+        self.index_owed = false;
+        Ok(())
+    }
+
+    /// Writes `.index` for the room files as they are now (a fold with nothing to write).
+    fn write_index(&self, rooms: &Snapshot) -> Result<(), StorageError> {
         let index_only = FoldJob {
             fs: self.fs.clone(),
             dir: self.dir.clone(),
@@ -326,9 +339,7 @@ impl FileBackend {
             closing: false,
             strays: Vec::new(),
         };
-        index_only.run().result?;
-        self.index_owed = false;
-        Ok(())
+        index_only.run().result
     }
 
     /// Appends `changes` to the journal (starting one if needed), syncing them when `sync`.
@@ -424,6 +435,10 @@ impl FileBackend {
             // Nothing was lost (its rooms are dirty again and the journals stay): retry now.
             tracing::warn!("the previous fold failed ({e}); folding again");
         }
+        if self.index_behind {
+            self.write_index(rooms)?;
+            self.index_behind = false;
+        }
         // Everything up to here goes into the room files; later changes into a new journal.
         let covers_before = match self.rotate() {
             Ok(()) => self.generation,
@@ -496,6 +511,7 @@ impl FileBackend {
         rooms: &Snapshot,
     ) -> Result<(), StorageError> {
         // What the fold did write or remove is on disk even if it failed later: record it.
+        let changed_files = !done.written.is_empty() || !done.removed.is_empty();
         for (name, record) in done.written {
             self.files.insert(name, record);
         }
@@ -506,6 +522,7 @@ impl FileBackend {
         self.headroom.fold_ended(done.result.is_ok());
         if let Err(e) = done.result {
             // Nothing is lost: the journals stay until a later fold succeeds.
+            self.index_behind |= changed_files;
             self.dirty.extend(done.dirty);
             return Err(e);
         }
