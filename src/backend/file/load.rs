@@ -258,13 +258,13 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     // A disk that takes no writes (full, failing) still serves what it holds: read-only,
     // until a commit finds it writable again.
     if let Err(e) = b.rotate() {
-        tracing::error!("{e}; serving the rooms read-only until the disk takes writes again");
+        b.start_warning = Some(e);
     }
     let indexed = index.as_ref().map_or(0, |i| i.rooms.len());
     if index_stale || index_matches != indexed {
         b.index_owed = true;
         if let Err(e) = b.write_owed_index(&snapshot) {
-            tracing::error!("{e}; serving the rooms read-only until the disk takes writes again");
+            b.start_warning = Some(e);
         }
     }
     if !b.dirty.is_empty() || !b.old_journals.is_empty() {

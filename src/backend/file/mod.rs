@@ -37,6 +37,7 @@ mod prealloc;
 mod proptests;
 #[cfg(test)]
 mod sim;
+mod space;
 #[cfg(test)]
 mod sweep;
 #[cfg(test)]
@@ -147,6 +148,10 @@ pub struct FileBackend {
     /// `.index` must be written before the next commit: start-up found new or hand-edited
     /// files and could not write it (so that a crash cannot count one edit twice).
     index_owed: bool,
+    /// Why start-up serves read-only (see [`Backend::start_warning`]).
+    start_warning: Option<StorageError>,
+    /// What the next fold needs free on the disk (see [`space`]).
+    headroom: space::Headroom,
     /// A failed fold replaced or removed room files: `.index` no longer describes them, and
     /// the next fold's `.index.next` will describe their next state, not this one. `.index` is
     /// written before that fold starts, or a crash in between would take the daemon's own
@@ -190,6 +195,8 @@ impl FileBackend {
             cache_hits: 0,
             strays: Vec::new(),
             index_owed: false,
+            headroom: space::Headroom::default(),
+            start_warning: None,
             index_behind: false,
             inline: false,
         }
@@ -457,6 +464,7 @@ impl FileBackend {
             closing,
             strays: std::mem::take(&mut self.strays),
         };
+        self.headroom.fold_started();
         self.last_fold = Instant::now();
         if !background {
             return self.merge_fold(job.run(), covers_before, rooms);
@@ -487,6 +495,7 @@ impl FileBackend {
 
     /// A fold that panicked took its dirty set with it: every room is folded next time.
     fn fold_lost(&mut self, rooms: &Snapshot) -> StorageError {
+        self.headroom.fold_ended(false);
         self.dirty.extend(self.files.keys().cloned());
         self.dirty
             .extend(rooms.rooms.values().map(|e| e.name.clone()));
@@ -513,6 +522,7 @@ impl FileBackend {
             self.files.remove(&name);
         }
         self.strays.extend(done.strays);
+        self.headroom.fold_ended(done.result.is_ok());
         if let Err(e) = done.result {
             // Nothing is lost: the journals stay until a later fold succeeds.
             self.index_behind |= changed_files;
@@ -597,6 +607,14 @@ fn take<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
+/// About what `change` takes in the journal.
+fn record_size(change: &Change) -> u64 {
+    match change {
+        Change::Put { room, .. } => room.len() as u64 + 256,
+        _ => 256,
+    }
+}
+
 /// A `Put` of a room's whole current state (or a `Delete` if it is gone).
 fn whole_room(rooms: &Snapshot, name: &RoomName) -> Change {
     match rooms.get(name.as_str()) {
@@ -622,7 +640,19 @@ impl Backend for FileBackend {
     fn commit(&mut self, changes: &[Change], rooms: &Snapshot) -> Result<(), StorageError> {
         let strict = self.durability == Durability::Strict;
         self.write_owed_index(rooms)?;
-        self.append(changes, strict)?;
+        self.headroom.count_dirty(&self.dirty, rooms);
+        let batch_bytes = changes.iter().map(record_size).sum();
+        let checked = self
+            .headroom
+            .check(&*self.fs, &self.dir, changes, batch_bytes);
+        if let Err(e) = checked.and_then(|()| self.append(changes, strict)) {
+            if e.is_out_of_space() {
+                // Deletions free space only once a fold removes their files and the journals.
+                self.fold_due();
+            }
+            return Err(e);
+        }
+        self.headroom.charge(changes, rooms);
         let names = changes.iter().map(|c| c.room_name().clone());
         if strict {
             self.dirty.extend(names);
@@ -651,6 +681,18 @@ impl Backend for FileBackend {
     fn maintain(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
         self.sync_journal(rooms)?;
         self.finish_fold(rooms, false)?;
+        // After an error (or a start on a disk that took no writes): a journal for the next
+        // commit, which also tells whether the disk takes writes again.
+        if self.journal.is_none() {
+            self.write_owed_index(rooms)?;
+            self.rotate()?;
+        }
+        self.headroom.count_dirty(&self.dirty, rooms);
+        if let Some(full) = self.headroom.full(&*self.fs, &self.dir) {
+            // Deleted rooms' files and covered journals go at the next fold.
+            self.fold_due();
+            return Err(full);
+        }
         if self.folding.is_some() {
             return Ok(());
         }
@@ -666,6 +708,10 @@ impl Backend for FileBackend {
     fn reload(&mut self, rooms: &Snapshot) -> Result<Reloaded, StorageError> {
         self.finish_fold(rooms, true)?;
         load::reload(self, rooms)
+    }
+
+    fn start_warning(&mut self) -> Option<StorageError> {
+        self.start_warning.take()
     }
 
     fn close(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
