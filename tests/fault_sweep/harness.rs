@@ -234,7 +234,40 @@ impl Fault {
         Fault::inject(bed, syscalls, "signal=KILL", when)
     }
 
+    /// `attach` on the given files only.
+    pub fn attach_to(
+        bed: &Bed,
+        paths: &[PathBuf],
+        syscalls: &str,
+        errno: &str,
+        when: &str,
+    ) -> Fault {
+        Fault::inject_on(
+            bed,
+            paths.to_vec(),
+            syscalls,
+            &format!("error={errno}"),
+            when,
+        )
+    }
+
     fn inject(bed: &Bed, syscalls: &str, action: &str, when: &str) -> Fault {
+        Fault::inject_on(
+            bed,
+            watched_paths(&bed.storage, bed.pid()),
+            syscalls,
+            action,
+            when,
+        )
+    }
+
+    fn inject_on(
+        bed: &Bed,
+        paths: Vec<PathBuf>,
+        syscalls: &str,
+        action: &str,
+        when: &str,
+    ) -> Fault {
         let pid = bed.pid();
         let out = bed.tmp.path().join(format!("strace-{}.txt", bed.runs));
         let mut cmd = Command::new("strace");
@@ -245,7 +278,7 @@ impl Fault {
             .arg(format!("trace={syscalls}"))
             .arg("-e")
             .arg(format!("inject={syscalls}:{action}:when={when}"));
-        for path in watched_paths(&bed.storage, pid) {
+        for path in paths {
             cmd.arg("-P").arg(path);
         }
         let strace = cmd
