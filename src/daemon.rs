@@ -55,11 +55,32 @@ pub enum DaemonError {
 pub fn open_backend(config: &Config) -> Option<Box<dyn Backend>> {
     match config.storage_type {
         StorageType::Memory => Some(Box::new(MemoryBackend)),
-        StorageType::File => Some(Box::new(FileBackend::new(
-            &config.storage_path,
-            config.durability,
-        ))),
+        StorageType::File => {
+            let backend = FileBackend::new(&config.storage_path, config.durability);
+            Some(Box::new(match test_fold_interval() {
+                Some(interval) => backend.with_fold_interval(interval),
+                None => backend,
+            }))
+        }
         StorageType::Redis => None,
+    }
+}
+
+/// Hidden, for tests only (not a setting): `STORAGED_TEST_FOLD_INTERVAL_MS` replaces the 60 s
+/// for which rooms may stay dirty before a background fold, so that the fault-injection sweep
+/// (tests/fault_sweep) can make a fold happen at the next upkeep tick and fail calls inside it.
+const TEST_FOLD_INTERVAL_ENV: &str = "STORAGED_TEST_FOLD_INTERVAL_MS";
+
+fn test_fold_interval() -> Option<Duration> {
+    let text = std::env::var(TEST_FOLD_INTERVAL_ENV).ok()?;
+    match text.trim().parse::<u64>() {
+        Ok(ms) => Some(Duration::from_millis(ms)),
+        Err(_) => {
+            tracing::warn!(
+                "ignoring {TEST_FOLD_INTERVAL_ENV}={text:?}: not a number of milliseconds"
+            );
+            None
+        }
     }
 }
 
@@ -312,6 +333,8 @@ fn upkeep_period(config: &Config) -> Duration {
 /// The actor's periodic upkeep (relaxed flushes, folds); with Redis, renewing this daemon's
 /// presence key, by which `migrate` knows a daemon is using the prefix.
 async fn run_upkeep(rooms: Rooms, period: Duration, socket: String, stop: CancellationToken) {
+    // What systemd's STATUS= line last said of the storage: healthy, read-only or failing.
+    let mut shown = (true, false);
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -322,11 +345,30 @@ async fn run_upkeep(rooms: Rooms, period: Duration, socket: String, stop: Cancel
                     if store.tick().await.is_err() {
                         return;
                     }
+                    shown = show_health(store, shown);
                 }
                 Rooms::Remote(remote) => remote.announce(&socket).await,
             }
         }
     }
+}
+
+/// Updates systemd's STATUS= line when the storage's health changed since `shown`.
+fn show_health(store: &crate::store::StoreHandle, shown: (bool, bool)) -> (bool, bool) {
+    let health = store.counters().health.get();
+    let now = (health.healthy, health.read_only);
+    if now == shown {
+        return shown;
+    }
+    let rooms = store.snapshot().rooms.len();
+    let error = health.last_error.as_deref().unwrap_or("unknown error");
+    let status = match now {
+        (true, _) => format!("serving {rooms} rooms"),
+        (false, true) => format!("serving {rooms} rooms read-only: writes refused: {error}"),
+        (false, false) => format!("serving {rooms} rooms; storage upkeep failing: {error}"),
+    };
+    crate::systemd::status(&status);
+    now
 }
 
 /// Tells systemd's watchdog the daemon is alive, but only after the storage actor has answered:

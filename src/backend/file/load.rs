@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::cache::{self, Cache};
-use super::fold::FoldJob;
 use super::fs::{EntryKind, FileStat};
 use super::journal::{self, Index, IndexEntry, Lsn};
 use super::{
@@ -37,6 +36,9 @@ struct ReadFile {
     /// Whether `room` came from `.cache` rather than from parsing the file: `Some(true)` when
     /// the file's stat showed it unchanged, `Some(false)` when its content had to.
     cached: Option<bool>,
+    /// The read failed: the disk, not the file, is at fault, so the start fails rather than
+    /// set the room aside (a passing I/O error must not take a room out of service).
+    unreadable: Option<std::io::Error>,
 }
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
@@ -52,8 +54,8 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             .name("read-cache".into())
             .spawn(move || Cache::read(&*fs, &dir))
     };
-    let index = read_index(b, INDEX);
-    let next = read_index(b, INDEX_NEXT);
+    let index = read_index(b, INDEX)?;
+    let next = read_index(b, INDEX_NEXT)?;
     let entries =
         b.fs.read_dir(&b.dir)
             .map_err(|e| StorageError::io("list the storage directory", &b.dir, e))?;
@@ -125,7 +127,18 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     };
     let decided = par_map(&reads, |read| Some(known.room(read)));
     let mut rooms = RoomMap::new();
-    for (read, room) in reads.into_iter().zip(decided) {
+    for (mut read, room) in reads.into_iter().zip(decided) {
+        match read.unreadable.take() {
+            Some(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Some(e) => {
+                return Err(StorageError::io(
+                    "read the room file",
+                    b.path(&read.file),
+                    e,
+                ))
+            }
+            None => {}
+        }
         cache_hits += usize::from(read.cached.is_some());
         // A room found by content, not stat, is cached again with its stat.
         cache_stale |= read.cached == Some(false);
@@ -242,19 +255,17 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     // replay changed, whose changes are safe in the old journals, are rewritten by a
     // background fold at the first tick, which then deletes those journals.
     let snapshot = Snapshot { rooms };
-    b.rotate()?;
+    // A disk that takes no writes (full, failing) still serves what it holds: read-only,
+    // until a commit finds it writable again.
+    if let Err(e) = b.rotate() {
+        b.start_warning = Some(e);
+    }
     let indexed = index.as_ref().map_or(0, |i| i.rooms.len());
     if index_stale || index_matches != indexed {
-        let index_only = FoldJob {
-            fs: b.fs.clone(),
-            dir: b.dir.clone(),
-            rooms: snapshot.clone(),
-            dirty: Default::default(),
-            files: b.files.clone(),
-            lsn: b.next_lsn - 1,
-            closing: false,
-        };
-        index_only.run().result?;
+        b.index_owed = true;
+        if let Err(e) = b.write_owed_index(&snapshot) {
+            b.start_warning = Some(e);
+        }
     }
     if !b.dirty.is_empty() || !b.old_journals.is_empty() {
         b.fold_due();
@@ -407,20 +418,17 @@ fn lock(b: &mut FileBackend) -> Result<(), StorageError> {
     }
 }
 
-fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
+/// `None` when the file is missing or damaged. A read that fails (the disk, not the file) fails
+/// the start: going on without the index would restart revisions and replay the journal onto
+/// files that already hold it.
+fn read_index(b: &FileBackend, file: &str) -> Result<Option<Index>, StorageError> {
     let path = b.path(file);
     let bytes = match b.fs.read(&path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::warn!(
-                "cannot read {}: {e}; revisions restart from the room files",
-                path.display()
-            );
-            return None;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("read", &path, e)),
     };
-    match serde_json::from_slice(&bytes) {
+    Ok(match serde_json::from_slice(&bytes) {
         Ok(index) => Some(index),
         Err(e) => {
             if file == INDEX {
@@ -431,7 +439,7 @@ fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
             }
             None
         }
-    }
+    })
 }
 
 /// Reads, checks and parses room files on every core (start-up time is mostly this), taking
@@ -486,11 +494,12 @@ fn read_file(
             stat,
             cached: Some(true),
             room: Ok(room),
+            unreadable: None,
         };
     }
-    let (bytes, read) = match fs.read(&path) {
-        Ok(bytes) => (bytes, Ok(())),
-        Err(e) => (Vec::new(), Err(format!("it cannot be read ({e})"))),
+    let (bytes, read, unreadable) = match fs.read(&path) {
+        Ok(bytes) => (bytes, Ok(()), None),
+        Err(e) => (Vec::new(), Err(format!("it cannot be read ({e})")), Some(e)),
     };
     let (len, crc) = (bytes.len() as u64, crc32fast::hash(&bytes));
     let cached = read.is_ok().then(|| cache.get(file, len, crc)).flatten();
@@ -500,6 +509,7 @@ fn read_file(
         crc,
         stat,
         cached: cached.is_some().then_some(false),
+        unreadable,
         room: read.and_then(|()| match cached {
             Some(room) => Ok(room),
             None => {
@@ -536,6 +546,14 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
         }
         let stat = b.fs.stat(&b.path(&file)).ok().flatten();
         let read = read_file(&*b.fs, &b.dir, &file, stat, &Cache::default());
+        if let Some(e) = &read.unreadable {
+            // The disk failed, not the file: keep the room as it is until the next SIGHUP.
+            tracing::warn!(
+                "cannot read room file {} ({e}); keeping the room as it was, send SIGHUP again",
+                b.path(&file).display()
+            );
+            continue;
+        }
         let room = match read.room {
             Ok(room) => room,
             Err(why) => {
