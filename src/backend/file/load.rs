@@ -17,26 +17,26 @@ use super::fold::FoldJob;
 use super::fs::{EntryKind, FileStat};
 use super::journal::{self, Index, IndexEntry, Lsn};
 use super::{
-    fold, names, FileBackend, FileRecord, INDEX, INDEX_NEXT, JOURNAL_PREFIX, LOCK, QUARANTINE,
-    TMP_PREFIX,
+    names, quarantine, FileBackend, FileRecord, INDEX, INDEX_NEXT, JOURNAL_PREFIX, LOCK,
+    QUARANTINE, TMP_PREFIX,
 };
-use crate::backend::{Reloaded, StorageError};
+use crate::backend::StorageError;
 use crate::room::{now_millis, EpochMillis, RoomName};
 use crate::store::apply::{self, Change, PreparedRoom};
 use crate::store::snapshot::{RoomEntry, RoomMap, Snapshot};
 
 /// A room file as read from disk.
-struct ReadFile {
-    file: String,
-    len: u64,
-    crc: u32,
-    stat: Option<FileStat>,
+pub(super) struct ReadFile {
+    pub file: String,
+    pub len: u64,
+    pub crc: u32,
+    pub stat: Option<FileStat>,
     /// The room, already encoded compactly: the parsed tree is dropped on the reading thread,
     /// so loading many rooms never holds many trees at once.
-    room: Result<PreparedRoom, String>,
+    pub room: Result<PreparedRoom, String>,
     /// Whether `room` came from `.cache` rather than from parsing the file: `Some(true)` when
     /// the file's stat showed it unchanged, `Some(false)` when its content had to.
-    cached: Option<bool>,
+    pub cached: Option<bool>,
 }
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
@@ -132,7 +132,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         let (entry, lsn, origin) = match room {
             Ok(room) => room,
             Err(why) => {
-                fold::quarantine(&*b.fs, &b.dir, &read.file, &why);
+                quarantine::quarantine(&*b.fs, &b.dir, &read.file, &why);
                 index_stale = true;
                 continue;
             }
@@ -147,7 +147,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             } else {
                 read.file.clone()
             };
-            fold::quarantine(
+            quarantine::quarantine(
                 &*b.fs,
                 &b.dir,
                 &loser,
@@ -173,6 +173,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         if read.file != canonical {
             b.dirty.insert(name.clone());
         }
+        let revision = entry.revision;
         rooms.insert(name.clone(), entry);
         base_lsn.insert(name.clone(), lsn);
         let record = FileRecord {
@@ -181,6 +182,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             crc: read.crc,
             stat: read.stat,
             lsn,
+            revision,
         };
         b.files.insert(name, record);
     }
@@ -470,7 +472,7 @@ pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R>
 }
 
 /// Reads one room file whose `stat` was just taken.
-fn read_file(
+pub(super) fn read_file(
     fs: &dyn super::Fs,
     dir: &std::path::Path,
     file: &str,
@@ -507,91 +509,4 @@ fn read_file(
             }
         }),
     }
-}
-
-/// SIGHUP: compares every room file with what the daemon last wrote or read there.
-pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, StorageError> {
-    let entries =
-        b.fs.read_dir(&b.dir)
-            .map_err(|e| StorageError::io("list the storage directory", &b.dir, e))?;
-    let by_file: HashMap<String, RoomName> = b
-        .files
-        .iter()
-        .map(|(name, r)| (r.file.clone(), name.clone()))
-        .collect();
-    let mut changes = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let now = now_millis();
-    for entry in entries {
-        if entry.kind != EntryKind::File || !names::is_room_file(&entry.name) {
-            continue;
-        }
-        let file = entry.name;
-        seen.insert(file.clone());
-        let owner = by_file.get(&file).cloned();
-        if let Some(record) = owner.as_ref().and_then(|n| b.files.get(n)) {
-            if !fold::edited_by_hand(&*b.fs, &b.dir, record) {
-                continue;
-            }
-        }
-        let stat = b.fs.stat(&b.path(&file)).ok().flatten();
-        let read = read_file(&*b.fs, &b.dir, &file, stat, &Cache::default());
-        let room = match read.room {
-            Ok(room) => room,
-            Err(why) => {
-                fold::quarantine(&*b.fs, &b.dir, &file, &why);
-                if let Some(name) = owner {
-                    // The room keeps its state; its file is written again right away (the
-                    // file is gone on purpose, so it is not a removal to honour).
-                    b.files.remove(&name);
-                    b.dirty.insert(name);
-                    b.fold_soon = true;
-                }
-                continue;
-            }
-        };
-        let name = room.name.clone();
-        let revision = rooms.get(name.as_str()).map_or(0, |e| e.revision) + 1;
-        tracing::info!(
-            "reloaded room {name:?} from {} (revision {revision})",
-            b.path(&file).display()
-        );
-        if file != names::file_name(&name) {
-            b.dirty.insert(name.clone());
-        }
-        let lsn = b.next_lsn;
-        b.files.insert(
-            name.clone(),
-            FileRecord {
-                file,
-                len: read.len,
-                crc: read.crc,
-                stat: read.stat,
-                lsn,
-            },
-        );
-        changes.push(Change::Put {
-            name,
-            revision,
-            at: now,
-            room: room.encoded,
-        });
-    }
-    let removed: Vec<RoomName> = b
-        .files
-        .iter()
-        .filter(|(name, r)| !seen.contains(&r.file) && rooms.get(name.as_str()).is_some())
-        .map(|(name, _)| name.clone())
-        .collect();
-    for name in removed {
-        tracing::info!("room file of {name:?} was removed by hand; deleting the room");
-        b.files.remove(&name);
-        changes.push(Change::Delete { name });
-    }
-    if changes.is_empty() && b.fold_soon {
-        // Nothing to commit, so fold now to write back the quarantined rooms' files.
-        b.fold_soon = false;
-        b.start_fold(rooms, false, false)?;
-    }
-    Ok(Reloaded { changes })
 }
