@@ -237,3 +237,35 @@ fn an_edit_and_sighup_during_concurrent_ratings_loses_no_acknowledged_rating() {
         "after a restart",
     );
 }
+
+#[test]
+fn an_unwritable_existing_directory_is_reported_as_such() {
+    // As user nobody, on a directory root owns (0755): it exists, it cannot be written.
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let storage = tmp.path().join("rooms");
+    fs::create_dir(&storage).unwrap();
+    fs::set_permissions(&storage, fs::Permissions::from_mode(0o755)).unwrap();
+    let run = tmp.path().join("run");
+    fs::create_dir(&run).unwrap();
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .arg("--storage-path")
+        .arg(&storage)
+        .arg("--socket")
+        .arg(run.join("s.sock"))
+        .output()
+        .unwrap();
+    let stderr = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot write to the storage directory {}: Permission denied",
+            storage.display()
+        )) && stderr.contains("choose another storagePath")
+            && !stderr.contains("cannot create"),
+        "{stderr}"
+    );
+    assert_eq!(mode(&storage), 0o755);
+}

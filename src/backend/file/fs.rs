@@ -115,6 +115,8 @@ impl Fs for RealFs {
     fn create_private_dir(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR))
+            // Another user's directory: whether it can be written at all matters first.
+            .map_err(|e| writable(dir).err().unwrap_or(e))
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
@@ -265,6 +267,16 @@ fn open_regular(path: &Path) -> io::Result<File> {
         )));
     }
     Ok(file)
+}
+
+/// `Ok` if this process may create and remove entries in `dir`.
+fn writable(dir: &Path) -> io::Result<()> {
+    let path = c_path(dir)?;
+    // SAFETY: a NUL-terminated path that lives across the call.
+    match unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 fn c_path(path: &Path) -> io::Result<std::ffi::CString> {

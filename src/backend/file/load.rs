@@ -40,8 +40,9 @@ pub(super) struct ReadFile {
 }
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
+    let existed = b.fs.stat(&b.dir).ok().flatten().is_some();
     b.fs.create_private_dir(&b.dir)
-        .map_err(|e| StorageError::io("create the storage directory", &b.dir, e))?;
+        .map_err(|e| dir_error(&b.dir, existed, e))?;
     lock(b)?;
     tracing::info!("Using file storage at: {}", b.dir.display());
 
@@ -392,6 +393,27 @@ fn in_parallel(
     for entry in changed {
         rooms.insert(entry.name.clone(), Arc::new(entry));
     }
+}
+
+/// Why the storage directory cannot be used, and what to do: an existing directory is not
+/// "cannot create".
+fn dir_error(dir: &std::path::Path, existed: bool, e: std::io::Error) -> StorageError {
+    if !existed {
+        return StorageError::io("create the storage directory", dir, e);
+    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let message = match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EROFS) => format!(
+            "cannot write to the storage directory {}: {e}; give the daemon's user (uid {uid}) write access to it (e.g. chown it to that user), or choose another storagePath",
+            dir.display()
+        ),
+        _ => format!(
+            "cannot make the storage directory {} private (mode 0700): {e}; it must belong to the daemon's user (uid {uid}): chown it to that user, or choose another storagePath",
+            dir.display()
+        ),
+    };
+    StorageError::Unusable { message }
 }
 
 fn lock(b: &mut FileBackend) -> Result<(), StorageError> {
