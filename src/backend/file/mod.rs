@@ -505,6 +505,11 @@ impl Backend for FileBackend {
         Ok(())
     }
 
+    fn fold(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
+        self.sync_journal(rooms)?;
+        self.start_fold(rooms, false, false)
+    }
+
     fn reload(&mut self, rooms: &Snapshot) -> Result<Reloaded, StorageError> {
         self.finish_fold(rooms, true)?;
         reload::reload(self, rooms)
