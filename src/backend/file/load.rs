@@ -9,10 +9,11 @@
 //! rooms the replay changed are folded in the background at the first tick, which then deletes
 //! the old journals.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::cache::{self, Cache};
+use super::claims::{self, Claimant};
 use super::fold::FoldJob;
 use super::fs::{EntryKind, FileStat};
 use super::journal::{self, Index, IndexEntry, Lsn};
@@ -21,7 +22,7 @@ use super::{
     QUARANTINE, TMP_PREFIX,
 };
 use crate::backend::StorageError;
-use crate::room::{now_millis, EpochMillis, RoomName};
+use crate::room::{now_millis, EpochMillis, Revision, RoomName};
 use crate::store::apply::{self, Change, PreparedRoom};
 use crate::store::snapshot::{RoomEntry, RoomMap, Snapshot};
 
@@ -37,6 +38,8 @@ pub(super) struct ReadFile {
     /// Whether `room` came from `.cache` rather than from parsing the file: `Some(true)` when
     /// the file's stat showed it unchanged, `Some(false)` when its content had to.
     pub cached: Option<bool>,
+    /// Whether its mode was changed to 0600 (it was readable by others).
+    pub made_private: bool,
 }
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
@@ -126,6 +129,17 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     };
     let decided = par_map(&reads, |read| Some(known.room(read)));
     let mut rooms = RoomMap::new();
+    // Rooms whose file (so far) is fresh: new, or changed since the daemon last saw it.
+    let mut fresh: HashSet<RoomName> = HashSet::new();
+    // Rooms for which a file the daemon knew lost to another: its revision and LSN.
+    let mut replaced: HashMap<RoomName, (Revision, Lsn)> = HashMap::new();
+    let private = reads.iter().filter(|r| r.made_private).count();
+    if private > 0 {
+        tracing::info!(
+            "made {private} room file(s) in {} private (0600): they were readable by others, and room files hold passwords",
+            b.dir.display()
+        );
+    }
     for (read, room) in reads.into_iter().zip(decided) {
         cache_hits += usize::from(read.cached.is_some());
         // A room found by content, not stat, is cached again with its stat.
@@ -140,23 +154,30 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         };
         let name = entry.name.clone();
         let canonical = names::file_name(&name);
+        let is_fresh = matches!(origin, Origin::New | Origin::EditedByHand);
         if let Some(other) = b.files.get(&name) {
             index_stale = true;
-            // Two files claim one room: keep the one at the room's own file name.
-            let loser = if read.file == canonical {
-                other.file.clone()
+            // Two files hold one room: the newest write wins (see `claims`).
+            let this = Claimant::new(&read.file, &name, is_fresh, read.stat);
+            let that = Claimant::new(&other.file, &name, fresh.contains(&name), other.stat);
+            let (loser_known, revision, loser_lsn) = if claims::prefer(&this, &that) {
+                claims::set_aside_loser(&*b.fs, &b.dir, &name, &this, &that);
+                (!that.fresh, other.revision, other.lsn)
             } else {
-                read.file.clone()
-            };
-            quarantine::quarantine(
-                &*b.fs,
-                &b.dir,
-                &loser,
-                &format!("another file also holds room {name:?}"),
-            );
-            if loser == read.file {
+                claims::set_aside_loser(&*b.fs, &b.dir, &name, &that, &this);
+                if !this.fresh {
+                    note_replaced(&mut replaced, &name, (entry.revision, lsn));
+                }
                 continue;
+            };
+            if loser_known {
+                note_replaced(&mut replaced, &name, (revision, loser_lsn));
             }
+        }
+        if is_fresh {
+            fresh.insert(name.clone());
+        } else {
+            fresh.remove(&name);
         }
         match origin {
             Origin::NextIndex => {}
@@ -186,6 +207,29 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             revision,
         };
         b.files.insert(name, record);
+    }
+
+    // A fresh file that won over a version the daemon knew replaces it: its revision goes
+    // above that one, and journal records that version already held are not replayed.
+    for (name, (revision, lsn)) in replaced {
+        let Some(record) = b.files.get_mut(&name).filter(|_| fresh.contains(&name)) else {
+            continue;
+        };
+        let Some(entry) = rooms.get(name.as_str()).filter(|e| e.revision <= revision) else {
+            continue;
+        };
+        let entry = RoomEntry::cold(
+            name.clone(),
+            entry.facts.clone(),
+            entry.encoded().clone(),
+            entry.rating_count,
+            revision + 1,
+            entry.updated_at,
+        );
+        record.revision = revision + 1;
+        record.lsn = record.lsn.max(lsn);
+        base_lsn.insert(name.clone(), record.lsn);
+        rooms.insert(name, Arc::new(entry));
     }
 
     // Replay what the journals hold beyond each room's file.
@@ -493,6 +537,15 @@ pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R>
     })
 }
 
+/// Makes a room file the daemon did not write (MovieMatch writes 0644) 0600: it holds
+/// passwords. True if its mode changed.
+fn made_private(fs: &dyn super::Fs, path: &std::path::Path) -> bool {
+    fs.make_private(path).unwrap_or_else(|e| {
+        tracing::warn!("cannot make room file {} 0600: {e}", path.display());
+        false
+    })
+}
+
 /// Reads one room file whose `stat` was just taken.
 pub(super) fn read_file(
     fs: &dyn super::Fs,
@@ -509,12 +562,21 @@ pub(super) fn read_file(
             crc,
             stat,
             cached: Some(true),
+            made_private: false,
             room: Ok(room),
         };
     }
     let (bytes, read) = match fs.read(&path) {
         Ok(bytes) => (bytes, Ok(())),
         Err(e) => (Vec::new(), Err(format!("it cannot be read ({e})"))),
+    };
+    // A file the daemon did not write (MovieMatch writes 0644) holds passwords: make it 0600.
+    // Files taken from the cache by their stat were read, so checked, at an earlier start.
+    let made_private = read.is_ok() && made_private(fs, &path);
+    let stat = if made_private {
+        fs.stat(&path).ok().flatten()
+    } else {
+        stat
     };
     let (len, crc) = (bytes.len() as u64, crc32fast::hash(&bytes));
     let cached = read.is_ok().then(|| cache.get(file, len, crc)).flatten();
@@ -524,6 +586,7 @@ pub(super) fn read_file(
         crc,
         stat,
         cached: cached.is_some().then_some(false),
+        made_private,
         room: read.and_then(|()| match cached {
             Some(room) => Ok(room),
             None => {
@@ -531,4 +594,15 @@ pub(super) fn read_file(
             }
         }),
     }
+}
+
+/// Notes that a version of `name` the daemon knew (at `known`: revision, LSN) lost to another
+/// file; the largest is kept.
+fn note_replaced(
+    replaced: &mut HashMap<RoomName, (Revision, Lsn)>,
+    name: &RoomName,
+    known: (Revision, Lsn),
+) {
+    let noted = replaced.entry(name.clone()).or_insert(known);
+    *noted = (noted.0.max(known.0), noted.1.max(known.1));
 }

@@ -27,6 +27,7 @@
 //! the rooms changed since the last good sync are logged again, whole, in the new journal.
 
 mod cache;
+mod claims;
 mod fold;
 mod fs;
 mod journal;
