@@ -41,6 +41,10 @@ pub(super) enum Command {
     Flush {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Bring every room's file up to date, so an operator may edit it by hand.
+    Fold {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Re-read the backend's files (SIGHUP); replies with the number of rooms that changed.
     Reload {
         reply: oneshot::Sender<Result<usize, StoreError>>,
@@ -106,6 +110,11 @@ impl Actor {
                         Err(e) => self.counters.health.failed(Operation::Write, e),
                     }
                     let _ = reply.send(synced.map_err(storage_error));
+                }
+                Command::Fold { reply } => {
+                    rooms = self.commit(rooms, &mut pending);
+                    let result = self.backend.fold(&self.view.load()).map_err(storage_error);
+                    let _ = reply.send(result);
                 }
                 Command::Reload { reply } => {
                     self.commit(rooms, &mut pending);
