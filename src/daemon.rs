@@ -109,10 +109,65 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> 
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(socket_error("create the directory of"))?;
     }
-    let listener = UnixListener::bind(path).map_err(socket_error("bind"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(socket_error("set the mode of"))?;
-    Ok(listener)
+    bind_privately(path, mode).map_err(|(action, source)| DaemonError::Socket {
+        action,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Binds `path` so that it is never connectable with a wider mode than `mode`: `bind` creates
+/// the socket file with the mode the umask leaves, so the socket is bound in a fresh directory
+/// only this user can enter, given `mode` there, and only then linked into place (a hard link:
+/// it fails rather than replace a socket another daemon linked there meanwhile). A umask set
+/// around `bind` would do the same but is process-wide, and other threads create files.
+fn bind_privately(path: &Path, mode: u32) -> Result<UnixListener, (&'static str, io::Error)> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // A name nobody else holds: `mkdir` fails on anything that exists (a leftover of a crash,
+    // or something another user put there in a shared directory), and then the next is tried.
+    let mut attempt = 0;
+    let private = loop {
+        let candidate = parent.join(format!(".sb{}-{attempt}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&candidate) {
+            Ok(()) => break candidate,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+            Err(e) => return Err(("create a private directory next to", e)),
+        }
+    };
+    let mut inside = private.join("s");
+    // A socket address holds at most 107 bytes; a longer temporary path is reached through
+    // the directory's descriptor, whose /proc path is short.
+    let handle = if inside.as_os_str().len() > 100 {
+        let dir = std::fs::File::open(&private);
+        if let Ok(dir) = &dir {
+            use std::os::fd::AsRawFd;
+            inside = PathBuf::from(format!("/proc/self/fd/{}/s", dir.as_raw_fd()));
+        }
+        dir.ok()
+    } else {
+        None
+    };
+    let bound = (|| {
+        // The directory's mode is 0700 masked by the umask; make sure this user may use it.
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| ("set the mode of the private directory next to", e))?;
+        let listener = UnixListener::bind(&inside).map_err(|e| ("bind", e))?;
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| ("set the mode of", e))?;
+        std::fs::hard_link(&inside, path).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => ("link (another process created it meanwhile)", e),
+            _ => ("link into place", e),
+        })?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&inside);
+    drop(handle);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// A started daemon: serve it with [`Daemon::serve`].
