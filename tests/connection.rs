@@ -140,3 +140,109 @@ fn invalid_utf8_is_named_as_such() {
         c.ping();
     }
 }
+
+for_each_backend!(numbers_are_kept_byte_for_byte_through_every_path);
+
+/// The room in a response line, as its text.
+fn room_text(line: &str) -> String {
+    let fields: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    fields["room"].get().to_owned()
+}
+
+fn raw_call(c: &mut Conn, line: &str) -> String {
+    c.send_raw(format!("{line}\n").as_bytes());
+    c.read_line().expect("an answer")
+}
+
+/// Issue 14 item 4: numbers in unknown fields read back as written after ratings, progress,
+/// a restart (journal replay), a fold (the room file) and with Redis, on the fast path and on
+/// the path a room takes when the scanner leaves it to serde_json (an escaped key).
+fn numbers_are_kept_byte_for_byte_through_every_path(b: Backend) {
+    let odd = r#""big":12345678901234567890123,"a":2.50,"e":1E+2,"n":-9223372036854775809,"f":1.0,"z":-0,"s":1e-7,"nested":{"k":[1.10,{"q":-0.0,"r":[1E400000000]}]}"#;
+    // `1E400000000` would be out of range; keep only numbers a room may hold.
+    let odd = odd.replace(
+        ",\"r\":[1E400000000]",
+        ",\"r\":[5e-324,-1.7976931348623157e308]",
+    );
+    let head = r#""sort":"random","createdAt":"2025-10-25T20:00:00.000Z","creatorPlexUserId":"1","creatorPlexUsername":"u","filters":[{"key":"genre","operator":"=","value":["Action"],"weight":0.50,"n":1E+2}],"list":[1.0,-0,2.50]"#;
+    let fast = format!(r#"{{"roomName":"fast",{head},{odd},"ratings":{{"m":[["a","like",1]]}}}}"#);
+    // An escaped key sends the room to serde_json and the full validator; it comes back plain.
+    let slow_sent = format!(r#"{{"roomName":"slow",{head},"\u0061b":1.50,{odd}}}"#);
+    let slow = format!(r#"{{"roomName":"slow",{head},"ab":1.50,{odd}}}"#);
+    let mut d = Daemon::builder(b).args(["--durability", "strict"]).start();
+    let mut c = d.connect();
+    for room in [&fast, &slow_sent] {
+        let r = raw_call(&mut c, &format!(r#"{{"op":"saveRoom","room":{room}}}"#));
+        assert!(r.contains("\"ok\":true"), "{r}");
+    }
+    let get = |c: &mut Conn, name: &str| {
+        room_text(&raw_call(
+            c,
+            &format!(r#"{{"op":"getRoom","roomName":"{name}"}}"#),
+        ))
+    };
+    assert_eq!(get(&mut c, "fast"), fast, "as saved");
+    assert_eq!(get(&mut c, "slow"), slow, "as saved (through serde_json)");
+    for name in ["fast", "slow"] {
+        let r = raw_call(
+            &mut c,
+            &format!(
+                r#"{{"op":"addRating","roomName":"{name}","mediaId":"m","userName":"b","rating":"like","timestamp":2}}"#
+            ),
+        );
+        assert!(r.contains("\"added\":true"), "{r}");
+        let r = raw_call(
+            &mut c,
+            &format!(r#"{{"op":"setProgress","roomName":"{name}","userName":"b","progress":7}}"#),
+        );
+        assert!(r.contains("\"ok\":true"), "{r}");
+    }
+    let fast_after = fast.replace(
+        r#""ratings":{"m":[["a","like",1]]}"#,
+        r#""ratings":{"m":[["a","like",1],["b","like",2]]},"userProgress":{"b":7}"#,
+    );
+    let slow_after = format!(
+        r#"{},"ratings":{{"m":[["b","like",2]]}},"userProgress":{{"b":7}}}}"#,
+        &slow[..slow.len() - 1]
+    );
+    let expect = |c: &mut Conn, when: &str| {
+        assert_eq!(get(c, "fast"), fast_after, "{when}");
+        assert_eq!(get(c, "slow"), slow_after, "{when}");
+        let listed = raw_call(c, r#"{"op":"listRooms"}"#);
+        assert!(
+            listed.contains(&fast_after) && listed.contains(&slow_after),
+            "{when}: {listed}"
+        );
+    };
+    expect(&mut c, "after addRating and setProgress");
+    if b == Backend::Memory {
+        return;
+    }
+    // Redis keeps the rooms; the file backend replays its journal.
+    d.kill9();
+    d.restart();
+    let mut c = d.connect();
+    expect(&mut c, "after a restart");
+    drop(c);
+    d.stop();
+    if b == Backend::File {
+        let file = fs::read_to_string(d.room_path("fast")).unwrap();
+        for number in [
+            "12345678901234567890123,",
+            "2.50,",
+            "1E+2,",
+            "-9223372036854775809,",
+            "-0,",
+            "1e-7,",
+        ] {
+            assert!(
+                file.contains(&format!(": {number}")),
+                "room file lost {number}:\n{file}"
+            );
+        }
+    }
+    d.restart();
+    let mut c = d.connect();
+    expect(&mut c, "after a fold and a restart");
+}
