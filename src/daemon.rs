@@ -170,6 +170,48 @@ fn bind_privately(path: &Path, mode: u32) -> Result<UnixListener, (&'static str,
     bound
 }
 
+/// Raises the soft limit on open files to the hard limit and logs both: every connection is a
+/// descriptor, and shells commonly start with a soft limit of 1024.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(
+            "cannot read the open-file limit: {}",
+            io::Error::last_os_error()
+        );
+        return;
+    }
+    let soft = limit.rlim_cur;
+    if soft < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            tracing::warn!(
+                "open files: soft limit {soft}, hard limit {}; could not raise the soft limit: {}",
+                limit.rlim_max,
+                io::Error::last_os_error()
+            );
+            return;
+        }
+        tracing::info!(
+            "open files: raised the soft limit from {soft} to the hard limit {}",
+            limit.rlim_max
+        );
+    } else {
+        tracing::info!(
+            "open files: soft limit {soft}, hard limit {}",
+            limit.rlim_max
+        );
+    }
+}
+
 /// A started daemon: serve it with [`Daemon::serve`].
 pub struct Daemon {
     config: Config,
@@ -278,6 +320,9 @@ impl Daemon {
             max_connections: config.max_connections,
             allowed_uids: config.allowed_uids.clone(),
             allowed_gids: config.allowed_gids.clone(),
+            max_unread_bytes: config.max_unread_bytes,
+            write_timeout: config.write_timeout,
+            watch_queue_bytes: config.watch_queue_bytes,
         };
         server::run(listener, service, limits, shutdown).await;
         if let Some(path) = &socket_file {
@@ -372,13 +417,16 @@ async fn run_upkeep(rooms: Rooms, period: Duration, socket: String, stop: Cancel
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = ticks.tick() => match &rooms {
-                Rooms::Local(store) => {
-                    if store.tick().await.is_err() {
-                        return;
+            _ = ticks.tick() => {
+                crate::logging::flush_suppressed();
+                match &rooms {
+                    Rooms::Local(store) => {
+                        if store.tick().await.is_err() {
+                            return;
+                        }
                     }
+                    Rooms::Remote(remote) => remote.announce(&socket).await,
                 }
-                Rooms::Remote(remote) => remote.announce(&socket).await,
             }
         }
     }

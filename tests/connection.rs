@@ -7,13 +7,14 @@ mod common;
 
 use common::*;
 
+use serde_json::json;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const RACE_SOCKET: &str = "MM_TEST_RACE_SOCKET";
 
@@ -245,4 +246,278 @@ fn numbers_are_kept_byte_for_byte_through_every_path(b: Backend) {
     d.restart();
     let mut c = d.connect();
     expect(&mut c, "after a fold and a restart");
+}
+
+/// Saves `n` rooms of about `size` bytes each.
+fn save_padded_rooms(c: &mut Conn, n: usize, size: usize) {
+    for i in 0..n {
+        c.save(&with(
+            room(&format!("big-{i:03}")),
+            json!({"pad": "x".repeat(size)}),
+        ));
+    }
+}
+
+/// Issue 14 item 5: ten clients that ask for every room of 100 MB and never read hold no copy
+/// of them (README "Limits": per connection at most maxUnreadBytes + 64 KiB + a line being
+/// read); the write timeout then closes them, naming the peer.
+#[test]
+fn clients_that_do_not_read_a_listing_hold_no_copy_of_the_rooms() {
+    let d = Daemon::start_with(Backend::Memory, ["--write-timeout-ms", "3000"]);
+    let mut c = d.connect();
+    save_padded_rooms(&mut c, 100, 1 << 20);
+    let before_kb = d.rss_kb();
+    let mut stalled: Vec<Conn> = (0..10).map(|_| d.connect()).collect();
+    for s in &mut stalled {
+        s.send(&json!({"op": "listRooms"}));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let growth_kb = d.rss_kb().saturating_sub(before_kb);
+    // The stated bound for 10 connections: 10 x (maxUnreadBytes 4 MiB + 64 KiB + 1 MiB).
+    let bound_kb = 10 * (4 * 1024 + 64 + 1024);
+    assert!(
+        growth_kb < bound_kb,
+        "RSS grew by {growth_kb} KiB with 10 unread listings (before: {before_kb} KiB)"
+    );
+    // Others are served meanwhile.
+    assert!(c.has("big-042"));
+    d.wait_log(&format!(
+        "closed the connection of pid {} uid 0: it read nothing for 3s",
+        std::process::id()
+    ));
+    // A closed connection still delivers what the socket held, then ends.
+    let s = &mut stalled[0];
+    s.set_read_timeout(Duration::from_secs(5));
+    let mut got = 0usize;
+    while let Some(line) = s.try_read_line() {
+        got += line.len();
+    }
+    assert!(
+        got < 100 << 20,
+        "a cut-off listing cannot be complete ({got} bytes)"
+    );
+}
+
+/// Issue 14 item 5: a client that pipelines requests with megabyte ids and never reads is
+/// no longer read past maxUnreadBytes; every request is still answered once it reads.
+#[test]
+fn a_pipelining_client_that_does_not_read_is_not_read_past_its_budget() {
+    let d = Daemon::start(Backend::Memory);
+    let mut c = d.connect();
+    c.ping();
+    let before_kb = d.rss_kb();
+    let id = "i".repeat(1 << 20);
+    let mut w = c.writer();
+    let n = 200;
+    let writer = std::thread::spawn(move || {
+        let line = format!("{{\"id\":\"{id}\",\"op\":\"noSuchOp\"}}\n");
+        for _ in 0..n {
+            if w.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let growth_kb = d.rss_kb().saturating_sub(before_kb);
+    assert!(
+        growth_kb < 32 * 1024,
+        "RSS grew by {growth_kb} KiB for {n} unread answers of 1 MiB"
+    );
+    for _ in 0..n {
+        assert_err(&c.read_json(), "bad_request");
+    }
+    writer.join().unwrap();
+}
+
+/// Issue 14 item 5: a watcher that does not read is sent overflow (when its socket takes it)
+/// and disconnected once its events pass watchQueueBytes, and the log says so.
+#[test]
+fn a_watcher_that_does_not_read_is_cut_off_with_a_log_line() {
+    let d = Daemon::start_with(Backend::Memory, ["--watch-queue-bytes", "65536"]);
+    let mut w = d.connect();
+    w.send(&json!({"op": "watch"}));
+    let mut c = d.connect();
+    c.save(&room("r"));
+    let media = "m".repeat(10_000);
+    for i in 0..200 {
+        c.ok(
+            json!({"op": "addRating", "roomName": "r", "mediaId": format!("{media}{i}"),
+                     "userName": "u", "rating": "like"}),
+        );
+    }
+    d.wait_log("a watch of pid");
+    let log = d.stderr();
+    assert!(
+        log.contains("bytes of events waited for it (watchQueueBytes)"),
+        "{log}"
+    );
+    let mut lines = 0;
+    while w.try_read_line().is_some() {
+        lines += 1;
+    }
+    assert!(
+        lines < 200,
+        "the watcher was not disconnected ({lines} lines)"
+    );
+}
+
+/// Issue 14 item 6: every watch that ends is logged with why.
+#[test]
+fn every_watcher_disconnect_is_logged() {
+    let mut d = Daemon::start(Backend::Memory);
+    let mut w = d.connect();
+    w.send(&json!({"op": "watch"}));
+    assert_eq!(w.read_json()["ok"], true);
+    drop(w);
+    d.wait_log("ended: the client closed the connection");
+    let mut w = d.connect();
+    w.send(&json!({"op": "watch"}));
+    assert_eq!(w.read_json()["ok"], true);
+    d.stop();
+    assert!(
+        d.stderr().contains("ended: the daemon is stopping"),
+        "{}",
+        d.stderr()
+    );
+}
+
+/// Issue 14 item 6: out of descriptors, every client gets service or `busy` (none waits
+/// forever in the backlog), and the log does not repeat the error per attempt.
+#[test]
+fn out_of_descriptors_every_client_gets_service_or_busy() {
+    let d = Daemon::start(Backend::Memory);
+    let status = Command::new("prlimit")
+        .args(["--pid", &d.pid().to_string(), "--nofile=64:64"])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success());
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<String>();
+    let release = std::sync::Arc::new(std::sync::Barrier::new(201));
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            let (socket, done, release) =
+                (d.socket().to_path_buf(), done_tx.clone(), release.clone());
+            std::thread::spawn(move || {
+                let outcome = match Conn::connect(&socket) {
+                    Ok(mut c) => {
+                        c.set_read_timeout(Duration::from_secs(20));
+                        let _ = c.try_send(&json!({"op": "ping"}));
+                        match c.try_read_line() {
+                            Some(l) if l.contains("\"ok\":true") => "served".to_owned(),
+                            Some(l) if l.contains("\"busy\"") => "busy".to_owned(),
+                            other => format!("neither: {other:?}"),
+                        }
+                    }
+                    Err(e) => format!("connect failed: {e}"),
+                };
+                let _ = done.send(outcome);
+                release.wait(); // keep the connection open until every client has its answer
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..200 {
+        let left = Duration::from_secs(30).saturating_sub(start.elapsed());
+        let outcome = done_rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("a client hangs; so far {outcomes:?}"));
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    release.wait();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(
+        outcomes
+            .keys()
+            .filter(|k| *k != "served" && *k != "busy")
+            .count(),
+        0,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.get("busy").copied().unwrap_or(0) > 0,
+        "{outcomes:?}"
+    );
+    let log = d.stderr();
+    let repeated = log.matches("Too many open files").count();
+    let seconds = start.elapsed().as_secs() as usize + 2;
+    assert!(
+        repeated <= 5 * seconds,
+        "{repeated} log lines about descriptors in {seconds} s:\n{log}"
+    );
+}
+
+/// Issue 14 item 6: a peer refused in a loop does not flood the log; the suppressed lines are
+/// counted.
+#[test]
+fn a_refused_peer_in_a_loop_does_not_flood_the_log() {
+    let d = Daemon::start_with(Backend::Memory, ["--allowed-uids", "4242"]);
+    let start = Instant::now();
+    let mut attempts = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Ok(mut c) = d.try_connect() {
+            let _ = c.try_read_line();
+        }
+        attempts += 1;
+    }
+    assert!(attempts > 200, "only {attempts} attempts");
+    d.wait_log("more refused-peer line(s) were not logged");
+    let refused = d.stderr().matches("refused a connection from").count();
+    assert!(
+        refused <= 5 * 4,
+        "{refused} refusal lines for {attempts} attempts in 2 s"
+    );
+}
+
+/// Issue 14 item 6: the soft open-file limit is raised to the hard one at start, and logged.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s.sock");
+    let log = dir.path().join("log");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--storage-type", "memory", "--socket"])
+        .arg(&socket)
+        .env("NO_COLOR", "1")
+        .stderr(fs::File::create(&log).unwrap());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 100,
+                rlim_max: 4000,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    wait_until("the daemon logs its limits", || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("open files")
+    });
+    let limits = fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["4000", "4000"],
+        "{line}"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("raised the soft limit from 100 to the hard limit 4000"),
+        "{text}"
+    );
 }
