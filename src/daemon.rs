@@ -127,6 +127,16 @@ fn bind_privately(path: &Path, mode: u32) -> Result<UnixListener, (&'static str,
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    // A path no socket address can hold stays an error, as `bind` in place would report it.
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err((
+            "bind",
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the path is longer than the {MAX_SOCKET_PATH} bytes a Unix socket address holds"),
+            ),
+        ));
+    }
     // A name nobody else holds: `mkdir` fails on anything that exists (a leftover of a crash,
     // or something another user put there in a shared directory), and then the next is tried.
     let mut attempt = 0;
@@ -139,9 +149,9 @@ fn bind_privately(path: &Path, mode: u32) -> Result<UnixListener, (&'static str,
         }
     };
     let mut inside = private.join("s");
-    // A socket address holds at most 107 bytes; a longer temporary path is reached through
-    // the directory's descriptor, whose /proc path is short.
-    let handle = if inside.as_os_str().len() > 100 {
+    // When the temporary path is too long for a socket address although `path` is not, it is
+    // reached through the directory's descriptor, whose /proc path is short.
+    let handle = if inside.as_os_str().len() > MAX_SOCKET_PATH {
         let dir = std::fs::File::open(&private);
         if let Ok(dir) = &dir {
             use std::os::fd::AsRawFd;
@@ -211,6 +221,9 @@ pub fn raise_open_file_limit() {
         );
     }
 }
+
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// A started daemon: serve it with [`Daemon::serve`].
 pub struct Daemon {

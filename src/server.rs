@@ -152,9 +152,9 @@ pub async fn run(
     tracker.wait().await;
 }
 
-/// Out of descriptors: gives up the reserve descriptor to accept one waiting connection, tells
-/// it `busy` without waiting (the line fits an empty socket buffer) and closes it, then takes
-/// the reserve again.
+/// Out of descriptors: gives up the reserve descriptor to accept the connections waiting (up
+/// to 128), tells each `busy` without waiting (the line fits an empty socket buffer) and
+/// closes it, then takes the reserve again.
 async fn refuse_one_with_reserve(
     listener: &UnixListener,
     reserve: &mut Option<std::fs::File>,
@@ -163,16 +163,21 @@ async fn refuse_one_with_reserve(
     if reserve.take().is_none() {
         return;
     }
-    if let Some(Ok((stream, _))) = listener.accept().now_or_never() {
-        let busy = ErrorReply::new(
+    let busy = error_line(
+        &None,
+        &ErrorReply::new(
             ErrorCode::Busy,
             format!(
                 "the daemon is out of file descriptors ({} connections allowed by maxConnections); try again later",
                 limits.max_connections
             ),
-        );
-        let _ = stream.try_write(&error_line(&None, &busy));
-        drop(stream);
+        ),
+    );
+    for _ in 0..128 {
+        let Some(Ok((stream, _))) = listener.accept().now_or_never() else {
+            break;
+        };
+        let _ = stream.try_write(&busy);
     }
     *reserve = std::fs::File::open("/dev/null").ok();
 }

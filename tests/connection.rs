@@ -398,17 +398,18 @@ fn out_of_descriptors_every_client_gets_service_or_busy() {
             let (socket, done, release) =
                 (d.socket().to_path_buf(), done_tx.clone(), release.clone());
             std::thread::spawn(move || {
-                let outcome = match Conn::connect(&socket) {
+                let (outcome, _open) = match Conn::connect(&socket) {
                     Ok(mut c) => {
                         c.set_read_timeout(Duration::from_secs(20));
                         let _ = c.try_send(&json!({"op": "ping"}));
-                        match c.try_read_line() {
+                        let outcome = match c.try_read_line() {
                             Some(l) if l.contains("\"ok\":true") => "served".to_owned(),
                             Some(l) if l.contains("\"busy\"") => "busy".to_owned(),
                             other => format!("neither: {other:?}"),
-                        }
+                        };
+                        (outcome, Some(c))
                     }
-                    Err(e) => format!("connect failed: {e}"),
+                    Err(e) => (format!("connect failed: {e}"), None),
                 };
                 let _ = done.send(outcome);
                 release.wait(); // keep the connection open until every client has its answer
@@ -520,4 +521,25 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
         text.contains("raised the soft limit from 100 to the hard limit 4000"),
         "{text}"
     );
+}
+
+/// A socket path close to the 107 bytes a socket address holds still works, although the
+/// private directory it is first bound in makes a longer path.
+#[test]
+fn a_socket_path_near_the_address_limit_is_bound_privately() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().display().to_string().len() + 1;
+    let socket = dir
+        .path()
+        .join(format!("{}.sock", "s".repeat(105 - base - 5)));
+    assert_eq!(socket.as_os_str().len(), 105);
+    let d = Daemon::builder(Backend::Memory)
+        .socket(&socket)
+        .umask(0)
+        .start();
+    let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    d.connect().ping();
+    let left: Vec<_> = dir_entries(dir.path());
+    assert_eq!(left.len(), 1, "{left:?}");
 }
