@@ -543,3 +543,23 @@ fn a_socket_path_near_the_address_limit_is_bound_privately() {
     let left: Vec<_> = dir_entries(dir.path());
     assert_eq!(left.len(), 1, "{left:?}");
 }
+
+/// Issue 14 item 5: where the socket takes it, a watcher over its byte bound reads `overflow`,
+/// then the end of the connection.
+#[test]
+fn a_watcher_over_its_byte_bound_reads_overflow() {
+    let d = Daemon::start_with(Backend::Memory, ["--watch-queue-bytes", "1024"]);
+    let mut w = d.connect();
+    w.send(&json!({"op": "watch"}));
+    assert_eq!(w.read_json()["ok"], true);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    assert_eq!(w.read_json()["event"], "saved");
+    c.ok(
+        json!({"op": "addRating", "roomName": "r", "mediaId": "m".repeat(5000),
+                 "userName": "u", "rating": "like"}),
+    );
+    assert_eq!(w.read_json(), json!({"event": "overflow"}));
+    assert_eq!(w.read_line(), None);
+    d.wait_log("bytes of events waited for it (watchQueueBytes)");
+}
