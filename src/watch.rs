@@ -16,7 +16,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
@@ -180,7 +180,9 @@ async fn watch(
     let mut waiting = 0usize;
     let mut batch = BytesMut::new();
     let mut written = 0usize;
-    let mut deadline = Instant::now();
+    // One timer for the whole watch, moved as writes progress (not one per event).
+    let stall = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(stall);
     loop {
         if written == batch.len() && !queue.is_empty() {
             batch.clear();
@@ -194,7 +196,7 @@ async fn watch(
                     break;
                 }
             }
-            deadline = Instant::now() + watcher.write_timeout;
+            stall.as_mut().reset(Instant::now() + watcher.write_timeout);
         }
         let busy = written < batch.len();
         let received = tokio::select! {
@@ -211,29 +213,39 @@ async fn watch(
                     Ok(n) => {
                         written += n;
                         waiting -= n;
-                        deadline = Instant::now() + watcher.write_timeout;
+                        stall.as_mut().reset(Instant::now() + watcher.write_timeout);
                     }
                     Err(e) => return End::WriteFailed(e),
                 }
                 continue;
             }
-            () = tokio::time::sleep_until(deadline), if busy => return End::WriteTimeout,
+            () = &mut stall, if busy => return End::WriteTimeout,
         };
-        match received {
-            Received::Line(line) => {
-                waiting += line.len();
-                queue.push_back(line);
-                if waiting > watcher.queue_bytes {
-                    overflow(out, &batch[written..], watcher).await;
-                    return End::QueueFull(waiting);
+        // Everything else already waiting is taken in the same turn (a burst of commits
+        // arrives many events at a time), so the broadcast buffer is emptied quickly.
+        let mut next = Some(received);
+        let mut taken = 0;
+        while let Some(received) = next.take() {
+            match received {
+                Received::Line(line) => {
+                    waiting += line.len();
+                    queue.push_back(line);
+                    if waiting > watcher.queue_bytes {
+                        overflow(out, &batch[written..], watcher).await;
+                        return End::QueueFull(waiting);
+                    }
                 }
+                Received::Skipped => {}
+                Received::Overflow { missed } => {
+                    overflow(out, &batch[written..], watcher).await;
+                    return End::Lagged(missed);
+                }
+                Received::Closed => return End::Closed,
             }
-            Received::Skipped => {}
-            Received::Overflow { missed } => {
-                overflow(out, &batch[written..], watcher).await;
-                return End::Lagged(missed);
+            taken += 1;
+            if taken < 1024 {
+                next = events.recv(wanted).now_or_never();
             }
-            Received::Closed => return End::Closed,
         }
     }
 }
