@@ -130,11 +130,121 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> 
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(socket_error("create the directory of"))?;
     }
-    let listener = UnixListener::bind(path).map_err(socket_error("bind"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(socket_error("set the mode of"))?;
-    Ok(listener)
+    bind_privately(path, mode).map_err(|(action, source)| DaemonError::Socket {
+        action,
+        path: path.to_owned(),
+        source,
+    })
 }
+
+/// Binds `path` so that it is never connectable with a wider mode than `mode`: `bind` creates
+/// the socket file with the mode the umask leaves, so the socket is bound in a fresh directory
+/// only this user can enter, given `mode` there, and only then linked into place (a hard link:
+/// it fails rather than replace a socket another daemon linked there meanwhile). A umask set
+/// around `bind` would do the same but is process-wide, and other threads create files.
+fn bind_privately(path: &Path, mode: u32) -> Result<UnixListener, (&'static str, io::Error)> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // A path no socket address can hold stays an error, as `bind` in place would report it.
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err((
+            "bind",
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the path is longer than the {MAX_SOCKET_PATH} bytes a Unix socket address holds"),
+            ),
+        ));
+    }
+    // A name nobody else holds: `mkdir` fails on anything that exists (a leftover of a crash,
+    // or something another user put there in a shared directory), and then the next is tried.
+    let mut attempt = 0;
+    let private = loop {
+        let candidate = parent.join(format!(".sb{}-{attempt}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&candidate) {
+            Ok(()) => break candidate,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+            Err(e) => return Err(("create a private directory next to", e)),
+        }
+    };
+    let mut inside = private.join("s");
+    // When the temporary path is too long for a socket address although `path` is not, it is
+    // reached through the directory's descriptor, whose /proc path is short.
+    let handle = if inside.as_os_str().len() > MAX_SOCKET_PATH {
+        let dir = std::fs::File::open(&private);
+        if let Ok(dir) = &dir {
+            use std::os::fd::AsRawFd;
+            inside = PathBuf::from(format!("/proc/self/fd/{}/s", dir.as_raw_fd()));
+        }
+        dir.ok()
+    } else {
+        None
+    };
+    let bound = (|| {
+        // The directory's mode is 0700 masked by the umask; make sure this user may use it.
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| ("set the mode of the private directory next to", e))?;
+        let listener = UnixListener::bind(&inside).map_err(|e| ("bind", e))?;
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| ("set the mode of", e))?;
+        std::fs::hard_link(&inside, path).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => ("link (another process created it meanwhile)", e),
+            _ => ("link into place", e),
+        })?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&inside);
+    drop(handle);
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
+/// Raises the soft limit on open files to the hard limit and logs both: every connection is a
+/// descriptor, and shells commonly start with a soft limit of 1024.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(
+            "cannot read the open-file limit: {}",
+            io::Error::last_os_error()
+        );
+        return;
+    }
+    let soft = limit.rlim_cur;
+    if soft < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            tracing::warn!(
+                "open files: soft limit {soft}, hard limit {}; could not raise the soft limit: {}",
+                limit.rlim_max,
+                io::Error::last_os_error()
+            );
+            return;
+        }
+        tracing::info!(
+            "open files: raised the soft limit from {soft} to the hard limit {}",
+            limit.rlim_max
+        );
+    } else {
+        tracing::info!(
+            "open files: soft limit {soft}, hard limit {}",
+            limit.rlim_max
+        );
+    }
+}
+
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// A started daemon: serve it with [`Daemon::serve`].
 pub struct Daemon {
@@ -244,6 +354,9 @@ impl Daemon {
             max_connections: config.max_connections,
             allowed_uids: config.allowed_uids.clone(),
             allowed_gids: config.allowed_gids.clone(),
+            max_unread_bytes: config.max_unread_bytes,
+            write_timeout: config.write_timeout,
+            watch_queue_bytes: config.watch_queue_bytes,
         };
         server::run(listener, service, limits, shutdown).await;
         if let Some(path) = &socket_file {
@@ -340,14 +453,17 @@ async fn run_upkeep(rooms: Rooms, period: Duration, socket: String, stop: Cancel
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = ticks.tick() => match &rooms {
-                Rooms::Local(store) => {
-                    if store.tick().await.is_err() {
-                        return;
+            _ = ticks.tick() => {
+                crate::logging::flush_suppressed();
+                match &rooms {
+                    Rooms::Local(store) => {
+                        if store.tick().await.is_err() {
+                            return;
+                        }
+                        shown = show_health(store, shown);
                     }
-                    shown = show_health(store, shown);
+                    Rooms::Remote(remote) => remote.announce(&socket).await,
                 }
-                Rooms::Remote(remote) => remote.announce(&socket).await,
             }
         }
     }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::protocol::{ErrorCode, ErrorReply};
 use crate::room::RoomDoc;
+use crate::store::body::RoomBody;
 use crate::store::prepare::PreparedRoom;
 
 fn is_phc(stored: &str) -> bool {
@@ -24,11 +25,18 @@ pub async fn hash_prepared(room: PreparedRoom) -> Result<PreparedRoom, ErrorRepl
     if !needs_hash {
         return Ok(room);
     }
-    let mut doc = crate::store::body::parse(&room.encoded).unwrap_or_default();
+    let mut doc = RoomDoc::new();
+    if let Some(plain) = &room.facts.password {
+        doc.insert("password".to_owned(), Value::String(plain.clone()));
+    }
     hash_in_room(&mut doc).await?;
-    let valid = crate::room::validate(Value::Object(doc))
-        .map_err(|e| ErrorReply::new(ErrorCode::InvalidRoom, e.to_string()))?;
-    Ok(PreparedRoom::new(valid))
+    // Only the password changes: the room is edited as text, so its numbers stay as written.
+    let mut body = RoomBody::parse(&room.encoded).unwrap_or_default();
+    if let Some(hash) = doc.get("password") {
+        body.set_field("password", hash);
+    }
+    PreparedRoom::from_json(&body.to_compact())
+        .map_err(|e| ErrorReply::new(ErrorCode::InvalidRoom, e.to_string()))
 }
 
 /// Replaces a plain-text `password` in `doc` by its Argon2id hash.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::config::PasswordHashing;
@@ -19,6 +19,7 @@ use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId, Response, PR
 use crate::room::now_millis;
 use crate::rooms::{Listing, Rooms};
 use crate::store::apply::{Mutation, Outcome, Refusal};
+use crate::store::snapshot::RoomEntry;
 use crate::store::StoreError;
 
 /// Facts `stats` reports besides the rooms: name and value, as configured.
@@ -35,6 +36,27 @@ pub struct Service {
     pub connections: Arc<AtomicUsize>,
     pub started: Instant,
     pub facts: Arc<Facts>,
+}
+
+/// A response: one line, or one spliced from rooms' stored JSON as the connection writes it,
+/// so that a client that does not read holds no copy of the rooms (README "Limits").
+pub enum Answer {
+    Line(Bytes),
+    Spliced(Spliced),
+}
+
+/// `head`, then each room's JSON (its summary if `summary`) separated by commas, then `tail`.
+pub struct Spliced {
+    pub head: Bytes,
+    pub rooms: Vec<Arc<RoomEntry>>,
+    pub summary: bool,
+    pub tail: Bytes,
+}
+
+impl From<Bytes> for Answer {
+    fn from(line: Bytes) -> Answer {
+        Answer::Line(line)
+    }
 }
 
 /// A request on its way to a response, in the connection's order.
@@ -126,55 +148,63 @@ impl Service {
         })
     }
 
-    /// Produces the response line of a pending request, waiting for it if needed.
-    pub async fn finish(&self, pending: Pending) -> Bytes {
+    /// Produces the response of a pending request, waiting for it if needed.
+    pub async fn finish(&self, pending: Pending) -> Answer {
         match pending {
-            Pending::Ready(line) => line,
+            Pending::Ready(line) => line.into(),
             Pending::Mutation { id, reply } => {
                 let result = reply.await.unwrap_or(Err(StoreError::Stopped));
                 match result {
                     Ok(outcome) => outcome_line(&id, outcome),
                     Err(e) => error_line(&id, &store_error(e)),
                 }
+                .into()
             }
             Pending::Deferred { id, request } => self.answer(&id, request).await,
         }
     }
 
     /// Answers a request in its turn: a read, or (with Redis) a mutation.
-    pub async fn answer(&self, id: &RequestId, request: Request) -> Bytes {
+    pub async fn answer(&self, id: &RequestId, request: Request) -> Answer {
         let request = match self.mutation(request).await {
             Ok(mutation) => {
                 return match self.rooms.mutate(mutation).await {
                     Ok(outcome) => outcome_line(id, outcome),
                     Err(e) => error_line(id, &store_error(e)),
                 }
+                .into()
             }
             Err(Ok(request)) => request,
-            Err(Err(reply)) => return error_line(id, &reply),
+            Err(Err(reply)) => return error_line(id, &reply).into(),
         };
         match self.read(id, request).await {
-            Ok(line) => line,
-            Err(e) => error_line(id, &store_error(e)),
+            Ok(answer) => answer,
+            Err(e) => error_line(id, &store_error(e)).into(),
         }
     }
 
-    async fn read(&self, id: &RequestId, request: Request) -> Result<Bytes, StoreError> {
+    async fn read(&self, id: &RequestId, request: Request) -> Result<Answer, StoreError> {
         if let Some(line) = missing_room_answer(id, &request) {
-            return Ok(line);
+            return Ok(line.into());
         }
-        Ok(match request {
+        let line = match request {
             Request::GetRoom { room_name } => match self.rooms.get(room_name.as_str()).await? {
-                Some(entry) => Response::ok_with_capacity(id, entry.encoded().len())
-                    .raw("room", entry.encoded())
-                    .u64("revision", entry.revision)
-                    .finish(),
+                Some(entry) => {
+                    return Ok(Answer::Spliced(Spliced {
+                        head: Response::ok(id).key_only("room"),
+                        tail: Response::tail().u64("revision", entry.revision).finish(),
+                        rooms: vec![entry],
+                        summary: false,
+                    }));
+                }
                 None => Response::ok(id).raw("room", b"null").finish(),
             },
             Request::HasRoom { room_name } => Response::ok(id)
                 .bool("exists", self.rooms.exists(room_name.as_str()).await?)
                 .finish(),
-            Request::ListRooms(query) => list_rooms(id, &self.rooms.list(&query).await?, &query),
+            Request::ListRooms(query) => {
+                return Ok(list_rooms(id, self.rooms.list(&query).await?, &query))
+            }
             Request::VerifyPassword {
                 room_name,
                 password,
@@ -209,7 +239,8 @@ impl Service {
                 id,
                 &ErrorReply::bad_request(format!("internal: {other:?} is not a read")),
             ),
-        })
+        };
+        Ok(line.into())
     }
 
     async fn stats(&self, id: &RequestId) -> Bytes {
@@ -268,27 +299,27 @@ impl Service {
     }
 }
 
-fn list_rooms(id: &RequestId, listing: &Listing, query: &ListQuery) -> Bytes {
-    let selected = &listing.rooms;
+fn list_rooms(id: &RequestId, listing: Listing, query: &ListQuery) -> Answer {
     let next = if listing.more {
-        selected.last().map(|e| e.name.as_str())
+        listing.rooms.last().map(|e| e.name.clone())
     } else {
         None
     };
-    let bytes: usize = selected.iter().map(|e| e.encoded().len() + 1).sum();
-    let items = selected.iter().map(|e| {
-        if query.summary {
-            &e.summary[..]
-        } else {
-            &e.encoded()[..]
-        }
-    });
-    let response = Response::ok_with_capacity(id, bytes).raw_array("rooms", items);
-    match next {
-        Some(name) => response.str("next", name),
-        None => response.raw("next", b"null"),
-    }
-    .finish()
+    let mut head = BytesMut::from(&Response::ok(id).key_only("rooms")[..]);
+    head.extend_from_slice(b"[");
+    let tail = Response::tail();
+    let tail = match next {
+        Some(name) => tail.str("next", name.as_str()),
+        None => tail.raw("next", b"null"),
+    };
+    let mut closing = BytesMut::from(&b"]"[..]);
+    closing.extend_from_slice(&tail.finish());
+    Answer::Spliced(Spliced {
+        head: head.freeze(),
+        rooms: listing.rooms,
+        summary: query.summary,
+        tail: closing.freeze(),
+    })
 }
 
 fn outcome_line(id: &RequestId, outcome: Outcome) -> Bytes {

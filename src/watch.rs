@@ -3,31 +3,86 @@
 //! The actor broadcasts every committed change after answering its writer (with Redis: the
 //! daemon's subscription relays what every daemon publishes, see [`crate::remote`]); a watcher
 //! forwards the ones it asked for, in commit order (so per room, in revision order). The
-//! broadcast buffer is bounded and never blocks the actor: a watcher that falls behind it, or
-//! whose socket stays full for `STALL_LIMIT` (5 s), or whose daemon lost its Redis subscription, is
-//! sent `overflow` (when possible) and disconnected.
+//! broadcast buffer is bounded and never blocks the actor. Each watcher takes events off it as
+//! they come, into a queue of its own bounded in bytes (`watchQueueBytes`), and writes that
+//! queue to its socket meanwhile: so a watcher that does not read pins no broadcast slot (nor
+//! the rooms a slot holds) for long. A watcher whose queue passes its bound, or that fell
+//! behind the broadcast buffer, or whose daemon lost its Redis subscription, is sent
+//! `overflow` where its socket takes it, and disconnected; one whose socket accepts nothing for
+//! `writeTimeoutMs` is disconnected. Every end of a watch is logged with its reason.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::logging::{limited, Level};
 use crate::protocol::codec::LineCodec;
 use crate::protocol::{error_line, RequestId, Response};
 use crate::room::RoomName;
 use crate::rooms::{Received, Rooms};
+use crate::server::{write_timed, Peer};
 use crate::service::store_error;
 use crate::store::apply::Change;
 
-/// How long one event may wait for a watcher's socket before the watcher is dropped.
-const STALL_LIMIT: Duration = Duration::from_secs(5);
-
 const OVERFLOW: &[u8] = b"{\"event\":\"overflow\"}\n";
+
+/// Events are written to the socket in batches of whole lines up to this size.
+const BATCH: usize = 64 * 1024;
+
+/// The limits and the peer of one watcher.
+#[derive(Clone, Copy)]
+pub struct Watcher {
+    pub peer: Peer,
+    pub write_timeout: Duration,
+    /// `watchQueueBytes`: event bytes the watcher may have waiting.
+    pub queue_bytes: usize,
+}
+
+/// Why a watch ended.
+enum End {
+    ClientClosed,
+    Shutdown,
+    QueueFull(usize),
+    Lagged(Option<u64>),
+    WriteTimeout,
+    WriteFailed(std::io::Error),
+    Closed,
+    Refused(String),
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::ClientClosed => f.write_str("the client closed the connection"),
+            End::Shutdown => f.write_str("the daemon is stopping"),
+            End::QueueFull(bytes) => write!(
+                f,
+                "overflow: {bytes} bytes of events waited for it (watchQueueBytes); sent overflow and disconnected it"
+            ),
+            End::Lagged(Some(missed)) => write!(
+                f,
+                "overflow: it fell {missed} events behind; sent overflow and disconnected it"
+            ),
+            End::Lagged(None) => f.write_str(
+                "overflow: events may have been missed (Redis subscription lost); sent overflow and disconnected it",
+            ),
+            End::WriteTimeout => f.write_str(
+                "write timeout: its socket accepted nothing for writeTimeoutMs; disconnected it",
+            ),
+            End::WriteFailed(e) => write!(f, "its socket failed: {e}"),
+            End::Closed => f.write_str("the event source closed"),
+            End::Refused(message) => write!(f, "refused: {message}"),
+        }
+    }
+}
 
 /// The event line for a change.
 pub fn event_line(change: &Change) -> Bytes {
@@ -67,81 +122,148 @@ pub fn event_line(change: &Change) -> Bytes {
 }
 
 /// Acknowledges the `watch` request, then forwards events until the client closes, falls
-/// behind, or the daemon stops.
+/// behind, or the daemon stops; logs why it ended.
 pub async fn stream_events(
     mut out: BufWriter<OwnedWriteHalf>,
+    input: FramedRead<OwnedReadHalf, LineCodec>,
+    rooms: &Rooms,
+    id: RequestId,
+    room_names: Option<Vec<RoomName>>,
+    watcher: Watcher,
+    shutdown: CancellationToken,
+) {
+    let end = watch(&mut out, input, rooms, id, room_names, watcher, shutdown).await;
+    let (kind, level) = match end {
+        End::ClientClosed | End::Shutdown | End::Closed => ("watcher-closed", Level::Info),
+        _ => ("watcher-dropped", Level::Warn),
+    };
+    limited(
+        kind,
+        level,
+        format_args!("a watch of {} ended: {end}", watcher.peer),
+    );
+}
+
+async fn watch(
+    out: &mut BufWriter<OwnedWriteHalf>,
     mut input: FramedRead<OwnedReadHalf, LineCodec>,
     rooms: &Rooms,
     id: RequestId,
     room_names: Option<Vec<RoomName>>,
+    watcher: Watcher,
     shutdown: CancellationToken,
-) {
+) -> End {
     // Subscribe before acknowledging, so no change committed after the `ok` is missed.
     let (mut events, ack) = match rooms.subscribe().await {
         Ok(events) => (events, Response::ok(&id).finish()),
         Err(e) => {
-            let line = error_line(&id, &store_error(e));
-            let _ = tokio::time::timeout(STALL_LIMIT, async {
-                let _ = out.write_all(&line).await;
-                let _ = out.flush().await;
-            })
-            .await;
-            return;
+            let error = store_error(e);
+            let line = error_line(&id, &error);
+            let _ = write_timed(out, &line, watcher.write_timeout).await;
+            let _ = write_timed(out, &[], watcher.write_timeout).await;
+            return End::Refused(error.message);
         }
     };
     let wanted: Option<HashSet<String>> =
         room_names.map(|names| names.into_iter().map(|n| n.as_str().to_owned()).collect());
     let wanted = |room: &str| wanted.as_ref().is_none_or(|w| w.contains(room));
-    if out.write_all(&ack).await.is_err() || out.flush().await.is_err() {
-        return;
+    if let Err(e) = write_timed(out, &ack, watcher.write_timeout).await {
+        return write_end(e);
     }
-    let mut unflushed = false;
+    if let Err(e) = write_timed(out, &[], watcher.write_timeout).await {
+        return write_end(e);
+    }
+    // The buffer is empty now: events go to the socket directly, in batches of their own.
+    let out = out.get_mut();
+    let mut queue: VecDeque<Bytes> = VecDeque::new();
+    // Bytes waiting: in `queue`, and not yet written of `batch`.
+    let mut waiting = 0usize;
+    let mut batch = BytesMut::new();
+    let mut written = 0usize;
+    // One timer for the whole watch, moved as writes progress (not one per event).
+    let stall = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(stall);
     loop {
-        // Flush once nothing more is waiting, whether the last event was sent or filtered out.
-        if unflushed && events.is_empty() {
-            match tokio::time::timeout(STALL_LIMIT, out.flush()).await {
-                Ok(Ok(())) => unflushed = false,
-                _ => return,
+        if written == batch.len() && !queue.is_empty() {
+            batch.clear();
+            written = 0;
+            while let Some(line) = queue.pop_front() {
+                batch.extend_from_slice(&line);
+                if queue
+                    .front()
+                    .is_none_or(|next| batch.len() + next.len() > BATCH)
+                {
+                    break;
+                }
             }
+            stall.as_mut().reset(Instant::now() + watcher.write_timeout);
         }
+        let busy = written < batch.len();
         let received = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return End::Shutdown,
             // Lines sent after `watch` are ignored; the end of input ends the watch.
             line = input.next() => match line {
                 Some(Ok(_)) => continue,
-                _ => return,
+                _ => return End::ClientClosed,
             },
             received = events.recv(wanted) => received,
-        };
-        let line = match received {
-            Received::Line(line) => line,
-            Received::Skipped => continue,
-            Received::Overflow { missed } => {
-                match missed {
-                    Some(missed) => {
-                        tracing::info!("a watcher fell {missed} events behind; disconnecting it")
+            result = out.write(&batch[written..]), if busy => {
+                match result {
+                    Ok(0) => return End::WriteFailed(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        written += n;
+                        waiting -= n;
+                        stall.as_mut().reset(Instant::now() + watcher.write_timeout);
                     }
-                    None => {
-                        tracing::info!("events may have been missed; telling a watcher overflow")
+                    Err(e) => return End::WriteFailed(e),
+                }
+                continue;
+            }
+            () = &mut stall, if busy => return End::WriteTimeout,
+        };
+        // Everything else already waiting is taken in the same turn (a burst of commits
+        // arrives many events at a time), so the broadcast buffer is emptied quickly.
+        let mut next = Some(received);
+        let mut taken = 0;
+        while let Some(received) = next.take() {
+            match received {
+                Received::Line(line) => {
+                    waiting += line.len();
+                    queue.push_back(line);
+                    if waiting > watcher.queue_bytes {
+                        overflow(out, &batch[written..], watcher).await;
+                        return End::QueueFull(waiting);
                     }
                 }
-                let _ = tokio::time::timeout(STALL_LIMIT, async {
-                    let _ = out.write_all(OVERFLOW).await;
-                    let _ = out.flush().await;
-                })
-                .await;
-                return;
+                Received::Skipped => {}
+                Received::Overflow { missed } => {
+                    overflow(out, &batch[written..], watcher).await;
+                    return End::Lagged(missed);
+                }
+                Received::Closed => return End::Closed,
             }
-            Received::Closed => return,
-        };
-        let sent = tokio::time::timeout(STALL_LIMIT, out.write_all(&line)).await;
-        match sent {
-            Ok(Ok(())) => unflushed = true,
-            Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::info!("a watcher stopped reading for {STALL_LIMIT:?}; disconnecting it");
-                return;
+            taken += 1;
+            if taken < 1024 {
+                next = events.recv(wanted).now_or_never();
             }
         }
+    }
+}
+
+/// Sends `overflow` after the rest of the batch being written (whole lines), if the socket
+/// takes it soon; the events still queued are dropped.
+async fn overflow(out: &mut OwnedWriteHalf, rest: &[u8], watcher: Watcher) {
+    let soon = watcher.write_timeout.min(Duration::from_secs(1));
+    let _ = tokio::time::timeout(soon, async {
+        out.write_all(rest).await?;
+        out.write_all(OVERFLOW).await
+    })
+    .await;
+}
+
+fn write_end(e: std::io::Error) -> End {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut => End::WriteTimeout,
+        _ => End::WriteFailed(e),
     }
 }

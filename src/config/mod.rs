@@ -119,6 +119,13 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Open connections (watchers included) before new ones get `busy`.
     pub max_connections: usize,
+    /// Bytes of requests and answers one connection may hold before the daemon stops reading
+    /// it, so a client that does not read cannot make the daemon buffer for it without bound.
+    pub max_unread_bytes: usize,
+    /// How long a connection's socket may accept nothing before the connection is closed.
+    pub write_timeout: Duration,
+    /// Bytes of events one watcher may have waiting before it gets `overflow`.
+    pub watch_queue_bytes: usize,
     /// Rooms unchanged for this long are deleted; `None` keeps them forever.
     pub room_expiry: Option<Duration>,
     /// One of error, warn, info, debug, trace (lowercase), ready for an `EnvFilter`.
@@ -145,6 +152,9 @@ impl Default for Config {
             redis_prefix: "moviematch:".to_owned(),
             max_request_bytes: 16 * 1024 * 1024,
             max_connections: 1024,
+            max_unread_bytes: 4 * 1024 * 1024,
+            write_timeout: Duration::from_millis(10_000),
+            watch_queue_bytes: 1024 * 1024,
             room_expiry: None,
             log_level: "info".to_owned(),
             password_hashing: PasswordHashing::None,
@@ -264,6 +274,24 @@ pub static SETTINGS: &[Setting] = &[
         value_name: "N", default: "1024", list: false,
         help: "Open connections (watches included) before new ones get busy",
         apply: |c, t| set(&mut c.max_connections, positive(t, "connections").and_then(to_usize)),
+    },
+    Setting {
+        key: "maxUnreadBytes", env: "STORAGE_MAX_UNREAD_BYTES", flag: "max-unread-bytes",
+        value_name: "BYTES", default: "4194304", list: false,
+        help: "Bytes of requests and answers one connection may hold before it is not read",
+        apply: |c, t| set(&mut c.max_unread_bytes, positive(t, "bytes").and_then(to_usize)),
+    },
+    Setting {
+        key: "writeTimeoutMs", env: "STORAGE_WRITE_TIMEOUT_MS", flag: "write-timeout-ms",
+        value_name: "MS", default: "10000", list: false,
+        help: "Close a connection whose socket accepts nothing for this long, in milliseconds",
+        apply: |c, t| set(&mut c.write_timeout, positive(t, "milliseconds").map(Duration::from_millis)),
+    },
+    Setting {
+        key: "watchQueueBytes", env: "STORAGE_WATCH_QUEUE_BYTES", flag: "watch-queue-bytes",
+        value_name: "BYTES", default: "1048576", list: false,
+        help: "Bytes of events one watcher may have waiting before it gets overflow",
+        apply: |c, t| set(&mut c.watch_queue_bytes, positive(t, "bytes").and_then(to_usize)),
     },
     Setting {
         key: "roomExpiry", env: "STORAGE_ROOM_EXPIRY", flag: "room-expiry", value_name: "AGE",

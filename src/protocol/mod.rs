@@ -98,9 +98,18 @@ impl Response {
         Response::start(id, true, 64)
     }
 
-    /// Starts a success response expected to hold about `capacity` bytes.
-    pub fn ok_with_capacity(id: &RequestId, capacity: usize) -> Response {
-        Response::start(id, true, capacity + 64)
+    /// The end of a response whose start was written separately: fields appended to it start
+    /// with their comma, and [`Response::finish`] closes the object.
+    pub fn tail() -> Response {
+        Response {
+            buf: BytesMut::with_capacity(64),
+        }
+    }
+
+    /// The response so far, followed by `,"name":`, for a value written separately.
+    pub fn key_only(mut self, name: &str) -> Bytes {
+        self.key(name);
+        self.buf.freeze()
     }
 
     fn start(id: &RequestId, ok: bool, capacity: usize) -> Response {
@@ -139,20 +148,6 @@ impl Response {
     pub fn str(mut self, name: &str, value: &str) -> Response {
         self.key(name);
         self.put_json_string(value);
-        self
-    }
-
-    /// Appends a JSON array whose elements are raw JSON byte strings.
-    pub fn raw_array<'a>(mut self, name: &str, items: impl Iterator<Item = &'a [u8]>) -> Response {
-        self.key(name);
-        self.buf.put_u8(b'[');
-        for (i, item) in items.enumerate() {
-            if i > 0 {
-                self.buf.put_u8(b',');
-            }
-            self.buf.put_slice(item);
-        }
-        self.buf.put_u8(b']');
         self
     }
 

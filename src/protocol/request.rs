@@ -258,6 +258,18 @@ fn parse_line(line: &[u8]) -> Result<Members<'_>, Rejected> {
     match serde_json::from_slice::<BTreeMap<Key, &RawValue>>(line) {
         Ok(object) => Ok(object.into_iter().map(|(k, v)| (k, v.get())).collect()),
         Err(_) => {
+            // serde_json skips over strings without checking them, so "not an object" must not
+            // be concluded before the bytes are known to be UTF-8 (only failures pay for this).
+            if let Err(e) = std::str::from_utf8(line) {
+                let error = ErrorReply::new(
+                    ErrorCode::BadJson,
+                    format!(
+                        "the request line is not valid UTF-8 (invalid byte at offset {}); send JSON encoded as UTF-8",
+                        e.valid_up_to()
+                    ),
+                );
+                return Err(Rejected { id: None, error });
+            }
             let error = match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
                 Ok(_) => ErrorReply::new(ErrorCode::BadJson, "the request must be a JSON object"),
                 Err(e) => {

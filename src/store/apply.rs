@@ -64,7 +64,7 @@ pub enum Refusal {
 
 /// One change to one room, as it is logged and replayed. Ratings and progress are deltas so that
 /// a swipe costs a few bytes to log, not a rewrite of the room.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "t", rename_all = "camelCase")]
 pub enum Change {
     /// The whole room, at `revision`, as compact JSON.
@@ -265,9 +265,22 @@ pub fn replay(rooms: &mut RoomMap, change: &Change) {
             at,
             room,
         } => {
-            // Only at recovery: the live path inserts the prepared room directly.
-            let doc = body::parse(room).unwrap_or_default();
-            let entry = RoomEntry::from_doc(name.clone(), &doc, *revision, *at);
+            // Only at recovery: the live path inserts the prepared room directly. Prepared from
+            // its text, so its numbers stay as written.
+            let entry = match PreparedRoom::from_json(room) {
+                Ok(prepared) => RoomEntry::cold(
+                    name.clone(),
+                    prepared.facts,
+                    prepared.encoded,
+                    prepared.rating_count,
+                    *revision,
+                    *at,
+                ),
+                Err(_) => {
+                    let doc = body::parse(room).unwrap_or_default();
+                    RoomEntry::from_doc(name.clone(), &doc, *revision, *at)
+                }
+            };
             rooms.insert(name.clone(), Arc::new(entry));
         }
         Change::Rate {
@@ -314,24 +327,75 @@ fn edit(
     rooms.insert(name.clone(), Arc::new(updated));
 }
 
-/// (De)serializes compact JSON bytes as the JSON value they hold. Goes through `Value`, since
-/// `Change` is an internally tagged enum (serde buffers its content, which `RawValue` cannot
-/// come from); the journal writes `Put` records without serde (`journal::encode_record`).
+/// Serializes compact JSON bytes as the JSON they hold, verbatim (the journal writes `Put`
+/// records without serde, `journal::encode_record`; this is for tests and tools).
 mod raw_json {
     use bytes::Bytes;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use serde_json::Value;
+    use serde::{Serialize, Serializer};
+    use serde_json::value::RawValue;
 
     pub fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        let value: Value = serde_json::from_slice(bytes).map_err(serde::ser::Error::custom)?;
-        value.serialize(s)
+        let text = std::str::from_utf8(bytes).map_err(serde::ser::Error::custom)?;
+        let raw: &RawValue = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        let value = Value::deserialize(d)?;
-        serde_json::to_vec(&value)
-            .map(Bytes::from)
-            .map_err(serde::de::Error::custom)
+/// A `Change` as written, every field optional: read as a plain struct, not as serde's
+/// internally tagged enum, because that buffers the fields as values first, which turns the
+/// numbers of a `Put`'s room into floats; a plain struct can keep the room as its text.
+#[derive(Deserialize)]
+struct ChangeRecord {
+    t: String,
+    name: RoomName,
+    revision: Option<Revision>,
+    at: Option<EpochMillis>,
+    room: Option<Box<serde_json::value::RawValue>>,
+    media_id: Option<String>,
+    user_name: Option<String>,
+    rating: Option<String>,
+    timestamp: Option<u64>,
+    progress: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for Change {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let r = ChangeRecord::deserialize(d)?;
+        let missing = |field: &'static str| D::Error::missing_field(field);
+        Ok(match r.t.as_str() {
+            "put" => Change::Put {
+                name: r.name,
+                revision: r.revision.ok_or_else(|| missing("revision"))?,
+                at: r.at.ok_or_else(|| missing("at"))?,
+                room: Bytes::copy_from_slice(
+                    r.room.ok_or_else(|| missing("room"))?.get().as_bytes(),
+                ),
+            },
+            "rate" => Change::Rate {
+                name: r.name,
+                revision: r.revision.ok_or_else(|| missing("revision"))?,
+                at: r.at.ok_or_else(|| missing("at"))?,
+                media_id: r.media_id.ok_or_else(|| missing("media_id"))?,
+                user_name: r.user_name.ok_or_else(|| missing("user_name"))?,
+                rating: r.rating.ok_or_else(|| missing("rating"))?,
+                timestamp: r.timestamp.ok_or_else(|| missing("timestamp"))?,
+            },
+            "progress" => Change::Progress {
+                name: r.name,
+                revision: r.revision.ok_or_else(|| missing("revision"))?,
+                at: r.at.ok_or_else(|| missing("at"))?,
+                user_name: r.user_name.ok_or_else(|| missing("user_name"))?,
+                progress: r.progress.ok_or_else(|| missing("progress"))?,
+            },
+            "delete" => Change::Delete { name: r.name },
+            other => {
+                return Err(D::Error::unknown_variant(
+                    other,
+                    &["put", "rate", "progress", "delete"],
+                ))
+            }
+        })
     }
 }
 

@@ -3,32 +3,52 @@
 //! Swipes change a room thousands of times, and a room can be megabytes. So the parts that swipes
 //! change, `ratings` and `userProgress`, live in persistent (structurally shared) vectors: adding
 //! a rating to a 100 KB room copies a few hundred bytes, and the previous version, still held by
-//! readers of an older snapshot, stays valid. Every other field is kept verbatim, in the order
-//! received. Serializing a body (compact or pretty) writes the other fields first, then
-//! `ratings`, then `userProgress`: PROTOCOL.md allows any key order.
+//! readers of an older snapshot, stays valid. Every other field is kept as its JSON text, in the
+//! order received, and so is every rating entry and progress value: a body never turns a number
+//! into a float and back, so `12345678901234567890123`, `2.50`, `1E+2` and `-0` come back as
+//! written (README "Decisions"). Serializing a body (compact or pretty) writes the other fields
+//! first, then `ratings`, then `userProgress`: PROTOCOL.md allows any key order.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use serde::ser::{SerializeMap, Serializer};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::room::RoomDoc;
 
-/// One media's ratings: `[userName, rating, timestamp]` entries, in the order given. One
-/// reference count per media: copying a chunk of the vector (which every change to a shared
-/// version does) then touches one counter per element, not two.
+/// A JSON value kept as its text.
+type Raw = Box<RawValue>;
+
+fn null() -> Raw {
+    RawValue::NULL.to_owned()
+}
+
+/// One `[userName, rating, timestamp]` entry as written, with the user it names.
 #[derive(Debug, Clone)]
-struct MediaRatings(Arc<(Box<str>, Vec<Value>)>);
+struct RatingEntry {
+    user: Box<str>,
+    json: Raw,
+}
+
+/// One media's ratings, in the order given. One reference count per media: copying a chunk of
+/// the vector (which every change to a shared version does) then touches one counter per
+/// element, not two.
+#[derive(Debug, Clone)]
+struct MediaRatings(Arc<(Box<str>, Vec<RatingEntry>)>);
 
 impl MediaRatings {
     fn media(&self) -> &str {
         &self.0 .0
     }
 
-    fn entries(&self) -> &Vec<Value> {
+    fn entries(&self) -> &Vec<RatingEntry> {
         &self.0 .1
     }
 }
@@ -41,11 +61,11 @@ fn media_key(media: &str) -> u64 {
 }
 
 /// See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RoomBody {
-    /// Every field, in order; a structured `ratings` / `userProgress` keeps its place here with
-    /// a `null` placeholder, so key order survives.
-    fields: Arc<RoomDoc>,
+    /// Every field as JSON text, in order; a structured `ratings` / `userProgress` keeps its
+    /// place here with a `null` placeholder, so key order survives.
+    fields: Arc<Vec<(Box<str>, Raw)>>,
     /// `Some` when the room has a `ratings` object (possibly empty).
     ratings: Option<imbl::Vector<MediaRatings>>,
     /// Where each media sits in `ratings`, by [`media_key`]: a hint, shared by every version of
@@ -54,57 +74,81 @@ pub struct RoomBody {
     /// (a key collision, or a version the actor dropped after a failed commit), means a scan.
     rating_slots: Arc<Mutex<HashMap<u64, usize>>>,
     /// `Some` when the room has a `userProgress` object (possibly empty).
-    progress: Option<imbl::Vector<(Arc<str>, Value)>>,
+    progress: Option<imbl::Vector<(Arc<str>, Raw)>>,
     progress_slots: imbl::HashMap<Arc<str>, usize>,
     rating_count: usize,
 }
 
 impl RoomBody {
-    /// Takes a validated room apart (PROTOCOL.md section 4 guarantees the shapes used here).
-    pub fn from_doc(mut doc: RoomDoc) -> RoomBody {
-        let mut body = RoomBody {
-            fields: Arc::new(RoomDoc::new()),
-            ratings: None,
-            rating_slots: Arc::default(),
-            progress: None,
-            progress_slots: imbl::HashMap::new(),
-            rating_count: 0,
+    /// Takes valid room JSON (compact or pretty) apart; `None` if it is not a JSON object.
+    /// PROTOCOL.md section 4 guarantees the shapes used here; a repeated key counts once, at
+    /// its first place, with its last value (as a JSON tree would have it).
+    pub fn parse(bytes: &[u8]) -> Option<RoomBody> {
+        let compact;
+        let bytes = if memchr::memchr2(b' ', b'\n', bytes).is_some() {
+            compact = super::prepare::minify(bytes);
+            &compact[..]
+        } else {
+            bytes
         };
-        // The structured parts are moved out of `doc` (a `null` keeps their place), not copied.
-        if let Some(Value::Object(ratings)) = doc
-            .get_mut("ratings")
-            .filter(|v| v.is_object())
-            .map(Value::take)
-        {
-            let mut vector = imbl::Vector::new();
-            let mut slots = HashMap::with_capacity(ratings.len());
-            for (media, entries) in ratings {
-                let entries = match entries {
-                    Value::Array(entries) => entries,
-                    _ => Vec::new(),
-                };
-                body.rating_count += entries.len();
-                slots.entry(media_key(&media)).or_insert(vector.len());
-                vector.push_back(MediaRatings(Arc::new((media.into_boxed_str(), entries))));
+        // One UTF-8 check for the whole text is cheaper than the parser's, string by string.
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut body = RoomBody::default();
+        let mut fields = Vec::new();
+        for (key, value) in members(text)? {
+            match key.as_ref() {
+                "ratings" if value.get().starts_with('{') => {
+                    body.take_ratings(value)?;
+                    fields.push((key.into(), null()));
+                }
+                "userProgress" if value.get().starts_with('{') => {
+                    let mut vector = imbl::Vector::new();
+                    for (user, value) in members(value.get())? {
+                        let user: Arc<str> = user.as_ref().into();
+                        body.progress_slots.insert(user.clone(), vector.len());
+                        vector.push_back((user, value.to_owned()));
+                    }
+                    body.progress = Some(vector);
+                    fields.push((key.into(), null()));
+                }
+                _ => fields.push((key.into(), value.to_owned())),
             }
-            body.ratings = Some(vector);
-            body.rating_slots = Arc::new(Mutex::new(slots));
         }
-        if let Some(Value::Object(progress)) = doc
-            .get_mut("userProgress")
-            .filter(|v| v.is_object())
-            .map(Value::take)
-        {
-            let mut vector = imbl::Vector::new();
-            for (user, value) in progress {
-                let user: Arc<str> = user.as_str().into();
-                body.progress_slots.insert(user.clone(), vector.len());
-                vector.push_back((user, value));
-            }
-            body.progress = Some(vector);
+        body.fields = Arc::new(fields);
+        Some(body)
+    }
+
+    fn take_ratings(&mut self, ratings: &RawValue) -> Option<()> {
+        let mut vector = imbl::Vector::new();
+        let mut slots = HashMap::new();
+        for (media, entries) in members(ratings.get())? {
+            let entries: Vec<&RawValue> = serde_json::from_str(entries.get()).ok()?;
+            let entries: Vec<RatingEntry> = entries
+                .into_iter()
+                .map(|json| RatingEntry {
+                    user: rating_user(json).into(),
+                    json: json.to_owned(),
+                })
+                .collect();
+            self.rating_count += entries.len();
+            slots.entry(media_key(&media)).or_insert(vector.len());
+            vector.push_back(MediaRatings(Arc::new((media.into(), entries))));
         }
-        body.fields = Arc::new(doc);
-        body
+        self.ratings = Some(vector);
+        self.rating_slots = Arc::new(Mutex::new(slots));
+        Some(())
+    }
+
+    /// Replaces (or adds, last) a top-level field other than `ratings` / `userProgress`.
+    pub fn set_field(&mut self, key: &str, value: &impl Serialize) {
+        let Ok(json) = serde_json::value::to_raw_value(value) else {
+            return;
+        };
+        let fields = Arc::make_mut(&mut self.fields);
+        match fields.iter_mut().find(|(k, _)| &**k == key) {
+            Some((_, slot)) => *slot = json,
+            None => fields.push((key.into(), json)),
+        }
     }
 
     /// The number of rating entries, over every media.
@@ -139,19 +183,21 @@ impl RoomBody {
         self.ratings
             .as_ref()
             .and_then(|r| r.get(slot))
-            .is_some_and(|m| {
-                m.entries()
-                    .iter()
-                    .any(|e| e.get(0).and_then(Value::as_str) == Some(user))
-            })
+            .is_some_and(|m| m.entries().iter().any(|e| &*e.user == user))
     }
 
     /// Appends `[user, rating, timestamp]` to `ratings[media]`, creating what is missing.
     pub fn add_rating(&mut self, media: &str, user: &str, rating: &str, timestamp: u64) {
-        let entry = serde_json::json!([user, rating, timestamp]);
+        let Ok(json) = serde_json::value::to_raw_value(&(user, rating, timestamp)) else {
+            return;
+        };
+        let entry = RatingEntry {
+            user: user.into(),
+            json,
+        };
         if self.ratings.is_none() {
             // A non-object `ratings` (e.g. null) is replaced in place; a missing one goes last.
-            Arc::make_mut(&mut self.fields).insert("ratings".to_owned(), Value::Null);
+            self.place_structured("ratings");
         }
         let slot = self.slot_of(media);
         let ratings = self.ratings.get_or_insert_with(imbl::Vector::new);
@@ -186,20 +232,32 @@ impl RoomBody {
     /// Sets `userProgress[user]`, creating the object if missing.
     pub fn set_progress(&mut self, user: &str, progress: u64) {
         if self.progress.is_none() {
-            Arc::make_mut(&mut self.fields).insert("userProgress".to_owned(), Value::Null);
+            self.place_structured("userProgress");
         }
+        let Ok(json) = serde_json::value::to_raw_value(&progress) else {
+            return;
+        };
         let vector = self.progress.get_or_insert_with(imbl::Vector::new);
         match self.progress_slots.get(user) {
             Some(&slot) => {
                 if let Some(p) = vector.get_mut(slot) {
-                    p.1 = Value::from(progress);
+                    p.1 = json;
                 }
             }
             None => {
                 let user: Arc<str> = user.into();
                 self.progress_slots.insert(user.clone(), vector.len());
-                vector.push_back((user, Value::from(progress)));
+                vector.push_back((user, json));
             }
+        }
+    }
+
+    /// Makes `key` a structured field: its place is kept if it has one, else it goes last.
+    fn place_structured(&mut self, key: &str) {
+        let fields = Arc::make_mut(&mut self.fields);
+        match fields.iter_mut().find(|(k, _)| &**k == key) {
+            Some((_, value)) => *value = null(),
+            None => fields.push((key.into(), null())),
         }
     }
 
@@ -210,7 +268,8 @@ impl RoomBody {
 
     /// Pretty JSON plus a final newline, as room files hold it.
     pub fn to_pretty(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let mut bytes = Vec::new();
+        prettify(&self.to_compact(), &mut bytes);
         bytes.push(b'\n');
         bytes
     }
@@ -220,15 +279,15 @@ impl Serialize for RoomBody {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.fields.len()))?;
         for (key, value) in self.fields.iter() {
-            match (key.as_str(), &self.ratings, &self.progress) {
+            match (&**key, &self.ratings, &self.progress) {
                 ("ratings", Some(ratings), _) => map.serialize_entry(
                     key,
-                    &Entries(ratings.iter().map(|m| (m.media(), m.entries()))),
+                    &Entries(ratings.iter().map(|m| (m.media(), RatingList(m.entries())))),
                 )?,
                 ("userProgress", _, Some(progress)) => {
-                    map.serialize_entry(key, &Entries(progress.iter().map(|(u, p)| (&**u, p))))?
+                    map.serialize_entry(key, &Entries(progress.iter().map(|(u, p)| (&**u, &**p))))?
                 }
-                _ => map.serialize_entry(key, value)?,
+                _ => map.serialize_entry(key, &**value)?,
             }
         }
         map.end()
@@ -240,21 +299,150 @@ struct Entries<I>(I);
 
 impl<'a, I, V> Serialize for Entries<I>
 where
-    I: Iterator<Item = (&'a str, &'a V)> + Clone,
-    V: Serialize + 'a,
+    I: Iterator<Item = (&'a str, V)> + Clone,
+    V: Serialize,
 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         for (key, value) in self.0.clone() {
-            map.serialize_entry(key, value)?;
+            map.serialize_entry(key, &value)?;
         }
         map.end()
     }
 }
 
-/// Parses compact or pretty room JSON that was valid when stored.
+/// One media's entries as a JSON array of their texts.
+struct RatingList<'a>(&'a [RatingEntry]);
+
+impl Serialize for RatingList<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for entry in self.0 {
+            seq.serialize_element(&*entry.json)?;
+        }
+        seq.end()
+    }
+}
+
+/// A JSON object's members in order, values as written; a repeated key keeps its first place
+/// and takes its last value. `None` if `json` is not an object.
+fn members(json: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    struct Members;
+    impl<'de> Visitor<'de> for Members {
+        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut members: Self::Value = Vec::new();
+            let mut places: HashMap<Cow<'de, str>, usize> = HashMap::new();
+            while let Some((key, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                match places.get(&key) {
+                    Some(&at) => members[at].1 = value,
+                    None => {
+                        places.insert(key.clone(), members.len());
+                        members.push((key, value));
+                    }
+                }
+            }
+            Ok(members)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let members = (&mut deserializer).deserialize_map(Members).ok()?;
+    deserializer.end().ok()?;
+    Some(members)
+}
+
+/// The user a rating entry names (its first element), or "" if it names none.
+fn rating_user(entry: &RawValue) -> String {
+    struct First;
+    impl<'de> Visitor<'de> for First {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a rating entry")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            let user = seq.next_element::<String>()?.unwrap_or_default();
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(user)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(entry.get());
+    (&mut deserializer)
+        .deserialize_seq(First)
+        .unwrap_or_default()
+}
+
+/// Writes compact JSON `json` as serde_json's pretty printer would write the same value (two
+/// spaces of indent, `": "`), but from the text: numbers and strings are copied as written.
+pub fn prettify(json: &[u8], out: &mut Vec<u8>) {
+    fn newline(out: &mut Vec<u8>, depth: usize) {
+        out.push(b'\n');
+        out.extend(std::iter::repeat_n(b' ', 2 * depth));
+    }
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    out.reserve(json.len() + json.len() / 4);
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < json.len() {
+        let b = json[i];
+        match b {
+            b'"' => {
+                let end = string_end(json, i);
+                out.extend_from_slice(&json[i..end]);
+                i = end;
+                continue;
+            }
+            b'{' | b'[' => {
+                let close = if b == b'{' { b'}' } else { b']' };
+                let next = json[i + 1..]
+                    .iter()
+                    .position(|&c| !is_space(c))
+                    .map(|at| i + 1 + at);
+                if next.is_some_and(|at| json[at] == close) {
+                    out.extend_from_slice(&[b, close]);
+                    i = next.map_or(json.len(), |at| at + 1);
+                    continue;
+                }
+                out.push(b);
+                depth += 1;
+                newline(out, depth);
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline(out, depth);
+                out.push(b);
+            }
+            b',' => {
+                out.push(b',');
+                newline(out, depth);
+            }
+            b':' => out.extend_from_slice(b": "),
+            _ if is_space(b) => {}
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+}
+
+/// The index just past the string that starts at `start` (a `"`), escapes included.
+fn string_end(json: &[u8], start: usize) -> usize {
+    let mut at = start + 1;
+    while let Some(found) = memchr::memchr2(b'"', b'\\', &json[at.min(json.len())..]) {
+        at += found;
+        if json[at] == b'\\' {
+            at += 2;
+        } else {
+            return at + 1;
+        }
+    }
+    json.len()
+}
+
+/// Parses compact or pretty room JSON that was valid when stored, as a tree (rare paths only:
+/// a tree turns numbers into floats).
 pub fn parse(bytes: &[u8]) -> Option<RoomDoc> {
-    // One UTF-8 check for the whole text is cheaper than the parser's, string by string.
     let text = std::str::from_utf8(bytes).ok()?;
     match serde_json::from_str(text) {
         Ok(Value::Object(doc)) => Some(doc),
@@ -272,11 +460,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn doc(value: Value) -> RoomDoc {
-        match value {
-            Value::Object(doc) => doc,
-            _ => unreachable!(),
-        }
+    fn body(value: Value) -> RoomBody {
+        RoomBody::parse(&serde_json::to_vec(&value).unwrap()).unwrap()
     }
 
     #[test]
@@ -285,7 +470,7 @@ mod tests {
             "roomName": "r", "z": 1, "ratings": {"m": [["a", "like", 1]]},
             "a": [1, 2], "userProgress": {"a": 3}, "nested": {"k": null}
         });
-        let body = RoomBody::from_doc(doc(room.clone()));
+        let body = body(room.clone());
         assert_eq!(
             serde_json::to_string(&body).unwrap(),
             room.to_string(),
@@ -298,7 +483,7 @@ mod tests {
 
     #[test]
     fn changes_leave_older_versions_intact() {
-        let before = RoomBody::from_doc(doc(json!({"roomName": "r", "ratings": null})));
+        let before = body(json!({"roomName": "r", "ratings": null}));
         let mut after = before.clone();
         after.add_rating("m", "a", "like", 1);
         after.add_rating("m", "b", "dislike", 2);
@@ -317,7 +502,7 @@ mod tests {
     fn a_dropped_version_leaves_no_wrong_answers() {
         // The actor drops a version whose commit failed and goes on from the previous one; the
         // shared slot hints then point at slots that version does not have, or holds otherwise.
-        let base = RoomBody::from_doc(doc(json!({"roomName": "r", "ratings": {"m": []}})));
+        let base = body(json!({"roomName": "r", "ratings": {"m": []}}));
         let mut dropped = base.clone();
         dropped.add_rating("x", "a", "like", 1);
         let mut kept = base.clone();
@@ -333,5 +518,44 @@ mod tests {
             r#"{"roomName":"r","ratings":{"m":[],"y":[["b","like",2]],"x":[["c","dislike",3],["d","like",4]]}}"#
         );
         assert_eq!(kept.rating_count(), 3);
+    }
+
+    #[test]
+    fn numbers_stay_as_written_through_changes() {
+        let text = r#"{"roomName":"r","big":12345678901234567890123,"a":2.50,"e":1E+2,"n":-9223372036854775809,"f":1.0,"z":-0,"s":1e-7,"x":{"k":[1.10,{"q":-0.0}]},"ratings":{"m":[["u","like",1]]},"userProgress":{"u":3}}"#;
+        let mut body = RoomBody::parse(text.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(body.to_compact()).unwrap(), text);
+        body.add_rating("m", "v", "dislike", 2);
+        body.set_progress("v", 4);
+        let after = String::from_utf8(body.to_compact()).unwrap();
+        let expected = text
+            .replace(r#"["u","like",1]]"#, r#"["u","like",1],["v","dislike",2]]"#)
+            .replace(r#""u":3}"#, r#""u":3,"v":4}"#);
+        assert_eq!(after, expected);
+        let pretty = String::from_utf8(body.to_pretty()).unwrap();
+        assert!(
+            pretty.contains("\"big\": 12345678901234567890123,"),
+            "{pretty}"
+        );
+        let again = RoomBody::parse(pretty.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(again.to_compact()).unwrap(), expected);
+    }
+
+    #[test]
+    fn prettify_writes_what_serde_json_writes() {
+        for value in [
+            json!({}),
+            json!([]),
+            json!({"a": {}, "b": [], "c": [1, [2, {}], {"d": "e\"f\\", "g": null}], "h": true}),
+            json!({"k e:y,": "v{a}l[u]e", "u": "🎬\u{1}\n", "n": -1.5, "arr": [[[]]]}),
+            json!(["x", {"y": [{"z": {}}]}]),
+        ] {
+            let mut out = Vec::new();
+            prettify(&serde_json::to_vec(&value).unwrap(), &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string_pretty(&value).unwrap()
+            );
+        }
     }
 }

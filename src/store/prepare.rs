@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::body::RoomBody;
 use super::snapshot::{self, RoomEntry, RoomFacts};
 use crate::room::{self, RoomError, RoomName, ValidRoom};
 use crate::scan::Scanner;
@@ -36,6 +37,19 @@ impl PreparedRoom {
             facts: entry.facts.clone(),
             encoded: entry.encoded().clone(),
             rating_count: entry.rating_count,
+        }
+    }
+
+    /// From a room validated as a tree, encoded from its text `json`, so that numbers stay
+    /// as written (a tree holds them as floats or 64-bit integers).
+    fn from_text(room: ValidRoom, json: &[u8]) -> PreparedRoom {
+        match RoomBody::parse(json) {
+            Some(body) => {
+                let mut prepared = PreparedRoom::new(room);
+                prepared.encoded = Bytes::from(body.to_compact());
+                prepared
+            }
+            None => PreparedRoom::new(room),
         }
     }
 
@@ -64,7 +78,7 @@ fn slow(json: &[u8]) -> Result<PreparedRoom, RoomError> {
         path: "room".into(),
         expected: format!("expected a JSON object ({e})"),
     })?;
-    room::validate(value).map(PreparedRoom::new)
+    room::validate(value).map(|room| PreparedRoom::from_text(room, json))
 }
 
 /// The fast path: the room at the scanner's place, checked and prepared in the one pass that
@@ -286,7 +300,7 @@ fn minify_into(json: &[u8], out: &mut Vec<u8>) {
 
 /// The compact form of `json`, in an allocation of exactly its size (a room is kept for as long
 /// as the daemon runs; a shrunk oversized buffer would leave a hole per room in the heap).
-fn minify(json: &[u8]) -> Bytes {
+pub(super) fn minify(json: &[u8]) -> Bytes {
     // Compact already (what clients send): nothing to remove, so no string-by-string walk.
     if memchr::memchr2(b' ', b'\n', json).is_none() {
         return Bytes::copy_from_slice(json);

@@ -171,9 +171,7 @@ impl RoomEntry {
     pub fn body(&self) -> Arc<RoomBody> {
         match &self.body {
             Some(body) => body.clone(),
-            None => Arc::new(RoomBody::from_doc(
-                body::parse(self.encoded()).unwrap_or_default(),
-            )),
+            None => Arc::new(RoomBody::parse(self.encoded()).unwrap_or_default()),
         }
     }
 
@@ -198,8 +196,8 @@ impl RoomEntry {
         match &self.body {
             Some(body) => body.to_pretty(),
             None => {
-                let value: Value = serde_json::from_slice(self.encoded()).unwrap_or(Value::Null);
-                let mut bytes = serde_json::to_vec_pretty(&value).unwrap_or_default();
+                let mut bytes = Vec::new();
+                body::prettify(self.encoded(), &mut bytes);
                 bytes.push(b'\n');
                 bytes
             }
