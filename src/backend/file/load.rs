@@ -54,8 +54,8 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             .name("read-cache".into())
             .spawn(move || Cache::read(&*fs, &dir))
     };
-    let index = read_index(b, INDEX);
-    let next = read_index(b, INDEX_NEXT);
+    let index = read_index(b, INDEX)?;
+    let next = read_index(b, INDEX_NEXT)?;
     let entries =
         b.fs.read_dir(&b.dir)
             .map_err(|e| StorageError::io("list the storage directory", &b.dir, e))?;
@@ -418,20 +418,16 @@ fn lock(b: &mut FileBackend) -> Result<(), StorageError> {
     }
 }
 
-fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
+/// A damaged index is left out (revisions restart from the room files); one that cannot be
+/// read fails the start: a passing I/O error must not reset every revision (issue 15 sweep).
+fn read_index(b: &FileBackend, file: &str) -> Result<Option<Index>, StorageError> {
     let path = b.path(file);
     let bytes = match b.fs.read(&path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::warn!(
-                "cannot read {}: {e}; revisions restart from the room files",
-                path.display()
-            );
-            return None;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("read the index", path, e)),
     };
-    match serde_json::from_slice(&bytes) {
+    Ok(match serde_json::from_slice(&bytes) {
         Ok(index) => Some(index),
         Err(e) => {
             if file == INDEX {
@@ -442,7 +438,7 @@ fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
             }
             None
         }
-    }
+    })
 }
 
 /// Reads, checks and parses room files on every core (start-up time is mostly this), taking
