@@ -176,6 +176,31 @@ impl Bed {
         }
     }
 
+    /// Stops every thread of the daemon (SIGSTOP) and waits until they all are: the directory
+    /// then holds what a `kill -9` at this moment would leave.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+        let pid = self.pid();
+        wait_for(
+            "the daemon's threads to stop",
+            Duration::from_secs(10),
+            || {
+                fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+                    tasks.flatten().all(|t| {
+                        matches!(
+                            proc_state_of(&t.path().join("stat")).as_str(),
+                            "T" | "t" | "Z" | "X"
+                        )
+                    })
+                })
+            },
+        );
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -339,7 +364,12 @@ fn traced(pid: i32) -> bool {
 }
 
 fn proc_state(pid: i32) -> String {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    proc_state_of(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// The state letter of a `/proc/.../stat` file.
+fn proc_state_of(stat: &Path) -> String {
+    let stat = fs::read_to_string(stat).unwrap_or_default();
     stat.rsplit(')')
         .next()
         .and_then(|rest| rest.split_whitespace().next())

@@ -82,13 +82,18 @@ fn snapshot(bed: &Bed) -> tempfile::TempDir {
     let dir = harness::keep_if_asked(tempfile::Builder::new().prefix("mm-image-"))
         .tempdir()
         .expect("create a temp dir");
-    let status = std::process::Command::new("cp")
+    let out = std::process::Command::new("cp")
         .arg("-a")
         .arg(bed.storage.join("."))
         .arg(dir.path())
-        .status()
+        .output()
         .expect("run cp");
-    assert!(status.success(), "copy the seed");
+    assert!(
+        out.status.success(),
+        "copy {}: {}",
+        bed.storage.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir
 }
 
@@ -207,9 +212,9 @@ fn run_case(case: &Case) -> Outcome {
         bed.connect().ok(serde_json::json!({"op": "flush"}));
     }
     // What a `kill -9` now would leave: the directory copied while the daemon is stopped.
-    bed.signal(libc::SIGSTOP);
+    bed.freeze();
     let crash = snapshot(&bed);
-    bed.signal(libc::SIGCONT);
+    bed.thaw();
     let own_temps = harness::temp_files(crash.path())
         .into_iter()
         .filter(|n| !n.starts_with(".tmp-clock-") && !n.starts_with(".tmp-cache-"))

@@ -469,15 +469,14 @@ fn lock(b: &mut FileBackend) -> Result<(), StorageError> {
     }
 }
 
-/// `None` when the file is missing or damaged. A read that fails (the disk, not the file) fails
-/// the start: going on without the index would restart revisions and replay the journal onto
-/// files that already hold it.
+/// A damaged index is left out (revisions restart from the room files); one that cannot be
+/// read fails the start: a passing I/O error must not reset every revision (issue 15 sweep).
 fn read_index(b: &FileBackend, file: &str) -> Result<Option<Index>, StorageError> {
     let path = b.path(file);
     let bytes = match b.fs.read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StorageError::io("read", &path, e)),
+        Err(e) => return Err(StorageError::io("read the index", path, e)),
     };
     Ok(match serde_json::from_slice(&bytes) {
         Ok(index) => Some(index),
