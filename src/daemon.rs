@@ -333,6 +333,8 @@ fn upkeep_period(config: &Config) -> Duration {
 /// The actor's periodic upkeep (relaxed flushes, folds); with Redis, renewing this daemon's
 /// presence key, by which `migrate` knows a daemon is using the prefix.
 async fn run_upkeep(rooms: Rooms, period: Duration, socket: String, stop: CancellationToken) {
+    // What systemd's STATUS= line last said of the storage: healthy, read-only or failing.
+    let mut shown = (true, false);
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -343,11 +345,30 @@ async fn run_upkeep(rooms: Rooms, period: Duration, socket: String, stop: Cancel
                     if store.tick().await.is_err() {
                         return;
                     }
+                    shown = show_health(store, shown);
                 }
                 Rooms::Remote(remote) => remote.announce(&socket).await,
             }
         }
     }
+}
+
+/// Updates systemd's STATUS= line when the storage's health changed since `shown`.
+fn show_health(store: &crate::store::StoreHandle, shown: (bool, bool)) -> (bool, bool) {
+    let health = store.counters().health.get();
+    let now = (health.healthy, health.read_only);
+    if now == shown {
+        return shown;
+    }
+    let rooms = store.snapshot().rooms.len();
+    let error = health.last_error.as_deref().unwrap_or("unknown error");
+    let status = match now {
+        (true, _) => format!("serving {rooms} rooms"),
+        (false, true) => format!("serving {rooms} rooms read-only: writes refused: {error}"),
+        (false, false) => format!("serving {rooms} rooms; storage upkeep failing: {error}"),
+    };
+    crate::systemd::status(&status);
+    now
 }
 
 /// Tells systemd's watchdog the daemon is alive, but only after the storage actor has answered:

@@ -251,6 +251,14 @@ impl Service {
                     "failedCommits",
                     counters.failed_commits.load(Ordering::Relaxed),
                 );
+            let health = counters.health.get();
+            response = response
+                .bool("storageHealthy", health.healthy)
+                .bool("readOnly", health.read_only);
+            response = match &health.last_error {
+                Some(error) => response.str("lastStorageError", error),
+                None => response.raw("lastStorageError", b"null"),
+            };
         }
         response.finish()
     }

@@ -50,6 +50,11 @@ pub fn ready(rooms: usize) {
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
+/// A new status line (`systemctl status` shows it), e.g. while the storage is failing.
+pub fn status(status: &str) {
+    notify(&[NotifyState::Status(status)]);
+}
+
 /// Shutdown has begun.
 pub fn stopping() {
     notify(&[

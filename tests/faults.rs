@@ -145,6 +145,17 @@ fn deleting_rooms_on_a_full_disk_makes_room_and_the_stop_writes_every_file() {
     );
     assert!(saved.len() > 20, "only {} rooms fit", saved.len());
 
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(stats["storageHealthy"], false, "{stats}");
+    assert_eq!(stats["readOnly"], true, "{stats}");
+    assert!(
+        stats["lastStorageError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nearly full"),
+        "{stats}"
+    );
+
     // Delete every other room through the daemon: writes come back by themselves.
     let (deleted, kept): (Vec<_>, Vec<_>) = saved.iter().enumerate().partition(|(i, _)| i % 2 == 0);
     for (_, name) in &deleted {
@@ -165,7 +176,17 @@ fn deleting_rooms_on_a_full_disk_makes_room_and_the_stop_writes_every_file() {
         "a 300 KB room after deleting half: {resp}"
     );
     let waited = start.elapsed();
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(stats["storageHealthy"], true, "{stats}");
+    assert_eq!(stats["readOnly"], false, "{stats}");
     drop(c);
+    let log = d.stderr();
+    assert_eq!(
+        log.matches("storage is failing").count(),
+        1,
+        "one line when the storage starts failing:\n{log}"
+    );
+    assert!(log.contains("storage works again"), "{log}");
 
     assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
     let mut expected: Vec<String> = kept.iter().map(|(_, n)| format!("{n}.json")).collect();
@@ -179,6 +200,70 @@ fn deleting_rooms_on_a_full_disk_makes_room_and_the_stop_writes_every_file() {
         "writes came back {waited:?} after deleting {} of {} rooms",
         deleted.len(),
         saved.len()
+    );
+}
+
+/// Issue 15: with the inodes used up, a restart was refused ("cannot create the journal").
+/// It now serves what is there, read-only, says so in `stats` and the log, and takes writes
+/// again by itself once inodes are free.
+#[test]
+fn a_restart_without_free_inodes_serves_read_only_and_heals_by_itself() {
+    let disk = SmallDisk::with_options("size=8m,nr_inodes=40");
+    let mut d = Daemon::builder(Backend::File)
+        .storage(disk.mount.join("rooms"))
+        .start();
+    let mut c = d.connect();
+    for name in ["one", "two"] {
+        c.ok(json!({"op": "saveRoom", "room": bare_room(name)}));
+    }
+    drop(c);
+    d.stop();
+    let junk = disk.mount.join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    let mut made = 0;
+    while std::fs::write(junk.join(made.to_string()), b"").is_ok() {
+        made += 1;
+        assert!(made < 1000, "the inodes never ran out");
+    }
+
+    d.restart();
+    let mut c = d.connect();
+    for name in ["one", "two"] {
+        let resp = c.ok(json!({"op": "getRoom", "roomName": name}));
+        assert_eq!(resp["room"], bare_room(name));
+    }
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(stats["readOnly"], true, "{stats}");
+    assert_eq!(stats["storageHealthy"], false, "{stats}");
+    let error = stats["lastStorageError"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("No space left") && error.contains(".journal-"),
+        "{stats}"
+    );
+    let refused = c.call(json!({"op": "saveRoom", "room": bare_room("three")}));
+    assert_err(&refused, "storage");
+
+    std::fs::remove_dir_all(&junk).unwrap();
+    let start = Instant::now();
+    let mut resp = json!(null);
+    while start.elapsed() < Duration::from_secs(3) {
+        resp = c.call(json!({"op": "saveRoom", "room": bare_room("three")}));
+        if resp["ok"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(resp["ok"], true, "inodes are back: {resp}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(stats["readOnly"], false, "{stats}");
+    assert_eq!(stats["storageHealthy"], true, "{stats}");
+    drop(c);
+    assert!(d.stderr().contains("storage works again"), "{}", d.stderr());
+    d.stop();
+    assert_eq!(
+        room_files(d.storage()),
+        ["one.json", "three.json", "two.json"]
     );
 }
 

@@ -115,4 +115,9 @@ pub trait Backend: Send {
     /// The clean stop: leave storage complete and self-describing (for `file`, every room file
     /// holds its room's latest state).
     fn close(&mut self, rooms: &Snapshot) -> Result<(), StorageError>;
+
+    /// Why `load` could serve the rooms only read-only (the disk took no writes), if it did.
+    fn start_warning(&mut self) -> Option<StorageError> {
+        None
+    }
 }

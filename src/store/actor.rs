@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::apply::{self, Change, Mutation, Outcome};
+use super::health::Operation;
 use super::snapshot::{RoomMap, Snapshot};
 use super::{Counters, Event, StoreError};
 use crate::backend::{Backend, StorageError};
@@ -103,8 +104,12 @@ impl Actor {
                 }
                 Command::Flush { reply } => {
                     rooms = self.commit(rooms, &mut pending);
-                    let result = self.backend.sync(&self.view.load()).map_err(storage_error);
-                    let _ = reply.send(result);
+                    let synced = self.backend.sync(&self.view.load());
+                    match &synced {
+                        Ok(()) => self.counters.health.worked(),
+                        Err(e) => self.counters.health.failed(Operation::Write, e),
+                    }
+                    let _ = reply.send(synced.map_err(storage_error));
                 }
                 Command::Fold { reply } => {
                     rooms = self.commit(rooms, &mut pending);
@@ -118,8 +123,9 @@ impl Actor {
                 }
                 Command::Tick { reply } => {
                     rooms = self.commit(rooms, &mut pending);
-                    if let Err(e) = self.backend.maintain(&self.view.load()) {
-                        tracing::error!("storage upkeep failed: {e}");
+                    match self.backend.maintain(&self.view.load()) {
+                        Ok(()) => self.counters.health.worked(),
+                        Err(e) => self.counters.health.failed(Operation::Upkeep, &e),
                     }
                     let _ = reply.send(());
                 }
@@ -145,6 +151,9 @@ impl Actor {
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         match committed {
             Ok(()) => {
+                if !changes.is_empty() {
+                    self.counters.health.worked();
+                }
                 self.counters
                     .changes
                     .fetch_add(changes.len() as u64, Ordering::Relaxed);
@@ -163,10 +172,12 @@ impl Actor {
             }
             Err(e) => {
                 self.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    "could not store {} change(s); they were not applied: {e}",
+                // Logged once per failing spell (see `health`), not once per batch.
+                tracing::debug!(
+                    "could not store {} change(s); they were not applied",
                     changes.len()
                 );
+                self.counters.health.failed(Operation::Write, &e);
                 let error = storage_error(e);
                 for (reply, _) in replies {
                     let _ = reply.send(Err(error.clone()));

@@ -11,6 +11,7 @@
 mod actor;
 pub mod apply;
 pub mod body;
+pub mod health;
 pub mod prepare;
 pub mod snapshot;
 
@@ -62,6 +63,8 @@ pub struct Counters {
     pub failed_commits: AtomicU64,
     /// Snapshots published; each change event carries the number of the one that holds it.
     pub published: AtomicU64,
+    /// How the storage is doing (`stats`: `storageHealthy`, `readOnly`, `lastStorageError`).
+    pub health: health::Health,
 }
 
 /// A committed change and the number of the snapshot that first held it.
@@ -83,9 +86,12 @@ pub type ActorThread = std::thread::JoinHandle<Result<(), StorageError>>;
 /// Loads the rooms from `backend` and starts the actor on its own thread.
 pub fn start(mut backend: Box<dyn Backend>) -> Result<(StoreHandle, ActorThread), StorageError> {
     let rooms = backend.load()?;
+    let counters = Arc::new(Counters::default());
+    if let Some(e) = backend.start_warning() {
+        counters.health.read_only_at_start(&e);
+    }
     let view = Arc::new(ArcSwap::from_pointee(Snapshot { rooms }));
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    let counters = Arc::new(Counters::default());
     let (events, _) = broadcast::channel(EVENT_BUFFER);
     let handle = StoreHandle {
         commands: tx,

@@ -25,6 +25,8 @@ pub struct Bed {
     args: Vec<String>,
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// How the last run ended, once it has.
+    exit: Option<ExitStatus>,
     runs: usize,
 }
 
@@ -37,8 +39,7 @@ impl Drop for Bed {
 impl Bed {
     /// A bed whose storage directory starts as a copy of `seed` (absent: empty).
     pub fn new(seed: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Bed {
-        let tmp = tempfile::Builder::new()
-            .prefix("mm-sweep-")
+        let tmp = keep_if_asked(tempfile::Builder::new().prefix("mm-sweep-"))
             .tempdir()
             .expect("create a temp dir");
         let storage = tmp.path().join("rooms");
@@ -55,17 +56,26 @@ impl Bed {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             child: None,
+            exit: None,
             runs: 0,
         }
     }
 
-    /// Starts the daemon; with `stopped`, it stops itself (SIGSTOP) just before `exec`, so a
-    /// fault can be attached before its first system call.
+    /// Starts the daemon; with `stopped`, a shell that stops itself (SIGSTOP) and then `exec`s
+    /// the daemon in the same process, so a fault can be attached before the daemon's first
+    /// system call. (A `pre_exec` hook cannot stop: `spawn` waits for the `exec`.)
     pub fn spawn(&mut self, stopped: bool) {
         assert!(self.child.is_none(), "the daemon still runs");
         self.runs += 1;
+        self.exit = None;
         let log = fs::File::create(self.log()).expect("create the daemon's log");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = if stopped {
+            let mut sh = Command::new("/bin/sh");
+            sh.args(["-c", "kill -STOP $$; exec \"$0\" \"$@\"", BIN]);
+            sh
+        } else {
+            Command::new(BIN)
+        };
         cmd.args(["--storage-type", "file", "--storage-path"])
             .arg(&self.storage)
             .arg("--socket")
@@ -77,13 +87,10 @@ impl Bed {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: prctl and raise are async-signal-safe.
+        // SAFETY: prctl is async-signal-safe. The daemon does not outlive the test.
         unsafe {
-            cmd.pre_exec(move || {
+            cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if stopped {
-                    libc::raise(libc::SIGSTOP);
-                }
                 Ok(())
             });
         }
@@ -108,11 +115,12 @@ impl Bed {
         );
     }
 
-    /// Waits until the socket answers a connection (true), or the daemon exits (false).
+    /// Waits until the daemon answers a ping (true), or the daemon exits (false).
     pub fn wait_ready(&mut self, timeout: Duration) -> bool {
         let start = Instant::now();
         loop {
-            if Conn::connect(&self.socket).is_ok() {
+            // A ping, not a connection: the socket may be bound before the rooms are loaded.
+            if answers_ping(&self.socket) {
                 return true;
             }
             if self.exited().is_some() {
@@ -141,15 +149,15 @@ impl Bed {
         assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill({sig})");
     }
 
-    /// The exit status if the daemon has exited (then it is forgotten).
+    /// The exit status if the daemon has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        let status = self
-            .child
-            .as_mut()?
-            .try_wait()
-            .expect("wait for the daemon")?;
-        self.child = None;
-        Some(status)
+        if let Some(child) = self.child.as_mut() {
+            self.exit = child.try_wait().expect("wait for the daemon");
+            if self.exit.is_some() {
+                self.child = None;
+            }
+        }
+        self.exit
     }
 
     /// Waits for the daemon to exit on its own.
@@ -176,7 +184,7 @@ impl Bed {
     }
 
     pub fn running(&mut self) -> bool {
-        self.child.is_some() && self.exited().is_none()
+        self.exited().is_none() && self.child.is_some()
     }
 
     fn log(&self) -> PathBuf {
@@ -218,6 +226,15 @@ impl Drop for Fault {
 
 impl Fault {
     pub fn attach(bed: &Bed, syscalls: &str, errno: &str, when: &str) -> Fault {
+        Fault::inject(bed, syscalls, &format!("error={errno}"), when)
+    }
+
+    /// A crash at an exact call: the daemon is killed (SIGKILL) when it makes it.
+    pub fn crash_at(bed: &Bed, syscalls: &str, when: &str) -> Fault {
+        Fault::inject(bed, syscalls, "signal=KILL", when)
+    }
+
+    fn inject(bed: &Bed, syscalls: &str, action: &str, when: &str) -> Fault {
         let pid = bed.pid();
         let out = bed.tmp.path().join(format!("strace-{}.txt", bed.runs));
         let mut cmd = Command::new("strace");
@@ -227,7 +244,7 @@ impl Fault {
             .arg("-e")
             .arg(format!("trace={syscalls}"))
             .arg("-e")
-            .arg(format!("inject={syscalls}:error={errno}:when={when}"));
+            .arg(format!("inject={syscalls}:{action}:when={when}"));
         for path in watched_paths(&bed.storage, pid) {
             cmd.arg("-P").arg(path);
         }
@@ -329,4 +346,21 @@ pub fn temp_files(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn answers_ping(socket: &Path) -> bool {
+    let Ok(mut c) = Conn::connect(socket) else {
+        return false;
+    };
+    c.set_read_timeout(Duration::from_secs(5));
+    c.try_send(&serde_json::json!({"op": "ping"})).is_ok()
+        && c.try_read_line().is_some_and(|l| l.contains("\"ok\":true"))
+}
+
+/// `FAULT_SWEEP_KEEP=1` keeps every case's directories (to look at a failure).
+pub fn keep_if_asked<'a, 'b>(
+    builder: &'b mut tempfile::Builder<'a, 'a>,
+) -> &'b mut tempfile::Builder<'a, 'a> {
+    let keep = std::env::var_os("FAULT_SWEEP_KEEP").is_some();
+    builder.disable_cleanup(keep)
 }

@@ -263,7 +263,7 @@ pub fn check_rooms(c: &mut Conn, model: &Model) -> Result<(), String> {
                 "room {name}: the clients were told {}, the daemon serves {}",
                 describe(want),
                 describe(&got)
-            ));
+            ) + &differences(want, &got));
         }
     }
     Ok(())
@@ -310,4 +310,40 @@ fn describe(state: &Option<(Value, u64)>) -> String {
             body["ratings"].as_object().map_or(0, |r| r.len())
         ),
     }
+}
+
+/// Which top-level fields, and which ratings, differ.
+fn differences(a: &Option<(Value, u64)>, b: &Option<(Value, u64)>) -> String {
+    let (Some((a, _)), Some((b, _))) = (a, b) else {
+        return String::new();
+    };
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for key in a.keys().chain(b.keys()) {
+        if a.get(key) != b.get(key) && key != "ratings" {
+            out += &format!("; field {key}: {:?} vs {:?}", a.get(key), b.get(key));
+        }
+    }
+    let ratings = |o: &serde_json::Map<String, Value>| {
+        o.get("ratings")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (ra, rb) = (ratings(a), ratings(b));
+    let only_a: Vec<&String> = ra.keys().filter(|k| !rb.contains_key(*k)).take(5).collect();
+    let only_b: Vec<&String> = rb.keys().filter(|k| !ra.contains_key(*k)).take(5).collect();
+    let changed: Vec<&String> = ra
+        .keys()
+        .filter(|k| rb.get(*k).is_some_and(|v| Some(v) != ra.get(*k)))
+        .take(5)
+        .collect();
+    if !only_a.is_empty() || !only_b.is_empty() || !changed.is_empty() {
+        out += &format!(
+            "; ratings only told: {only_a:?}, only served: {only_b:?}, changed: {changed:?}"
+        );
+    }
+    out
 }

@@ -164,15 +164,16 @@ impl FoldJob {
             rooms: entries.collect(),
         };
         let next_path = self.path(INDEX_NEXT);
-        if self.fs.stat(&next_path).ok().flatten().is_some() {
-            self.fs
-                .remove(&next_path)
-                .map_err(|e| StorageError::io("remove", &next_path, e))?;
-        }
         let index_bytes = serde_json::to_vec(&index).unwrap_or_default();
-        self.fs
-            .write_new_synced(&next_path, &index_bytes)
-            .map_err(|e| StorageError::io("write", &next_path, e))?;
+        // Replaced, never removed first: a `.index.next` left by a failed fold describes files
+        // it replaced, and must do so until this one takes its place.
+        write_atomically(
+            &*self.fs,
+            &self.dir,
+            INDEX_NEXT,
+            &index_bytes,
+            &mut done.strays,
+        )?;
 
         // 2. The room files.
         for (name, target, bytes) in &writes {

@@ -41,8 +41,8 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             .name("read-cache".into())
             .spawn(move || Cache::read(&*fs, &dir))
     };
-    let index = read_index(b, INDEX);
-    let next = read_index(b, INDEX_NEXT);
+    let index = read_index(b, INDEX)?;
+    let next = read_index(b, INDEX_NEXT)?;
     let entries =
         b.fs.read_dir(&b.dir)
             .map_err(|e| StorageError::io("list the storage directory", &b.dir, e))?;
@@ -288,13 +288,13 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     // A disk that takes no writes (full, failing) still serves what it holds: read-only,
     // until a commit finds it writable again.
     if let Err(e) = b.rotate() {
-        tracing::error!("{e}; serving the rooms read-only until the disk takes writes again");
+        b.start_warning = Some(e);
     }
     let indexed = index.as_ref().map_or(0, |i| i.rooms.len());
     if index_stale || index_matches != indexed {
         b.index_owed = true;
         if let Err(e) = b.write_owed_index(&snapshot) {
-            tracing::error!("{e}; serving the rooms read-only until the disk takes writes again");
+            b.start_warning = Some(e);
         }
     }
     if !b.dirty.is_empty() || !b.old_journals.is_empty() {
@@ -469,20 +469,16 @@ fn lock(b: &mut FileBackend) -> Result<(), StorageError> {
     }
 }
 
-fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
+/// A damaged index is left out (revisions restart from the room files); one that cannot be
+/// read fails the start: a passing I/O error must not reset every revision (issue 15 sweep).
+fn read_index(b: &FileBackend, file: &str) -> Result<Option<Index>, StorageError> {
     let path = b.path(file);
     let bytes = match b.fs.read(&path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::warn!(
-                "cannot read {}: {e}; revisions restart from the room files",
-                path.display()
-            );
-            return None;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("read the index", path, e)),
     };
-    match serde_json::from_slice(&bytes) {
+    Ok(match serde_json::from_slice(&bytes) {
         Ok(index) => Some(index),
         Err(e) => {
             if file == INDEX {
@@ -493,7 +489,7 @@ fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
             }
             None
         }
-    }
+    })
 }
 
 /// `f` over `items` on every core (at most 8 threads), in order, keeping the `Some`s. Start-up

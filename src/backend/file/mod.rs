@@ -154,8 +154,15 @@ pub struct FileBackend {
     /// `.index` must be written before the next commit: start-up found new or hand-edited
     /// files and could not write it (so that a crash cannot count one edit twice).
     index_owed: bool,
+    /// Why start-up serves read-only (see [`Backend::start_warning`]).
+    start_warning: Option<StorageError>,
     /// What the next fold needs free on the disk (see [`space`]).
     headroom: space::Headroom,
+    /// A failed fold replaced or removed room files: `.index` no longer describes them, and
+    /// the next fold's `.index.next` will describe their next state, not this one. `.index` is
+    /// written before that fold starts, or a crash in between would take the daemon's own
+    /// files for hand edits (and replay their changes a second time).
+    index_behind: bool,
     /// Tests: folds, journal deletions and the cache writer run on the calling thread, so a
     /// simulated disk sees the same calls in the same order every run.
     inline: bool,
@@ -195,6 +202,8 @@ impl FileBackend {
             strays: Vec::new(),
             index_owed: false,
             headroom: space::Headroom::default(),
+            start_warning: None,
+            index_behind: false,
             inline: false,
         }
     }
@@ -319,6 +328,13 @@ impl FileBackend {
         if !self.index_owed {
             return Ok(());
         }
+        self.write_index(rooms)?;
+        self.index_owed = false;
+        Ok(())
+    }
+
+    /// Writes `.index` for the room files as they are now (a fold with nothing to write).
+    fn write_index(&self, rooms: &Snapshot) -> Result<(), StorageError> {
         let index_only = FoldJob {
             fs: self.fs.clone(),
             dir: self.dir.clone(),
@@ -329,9 +345,7 @@ impl FileBackend {
             closing: false,
             strays: Vec::new(),
         };
-        index_only.run().result?;
-        self.index_owed = false;
-        Ok(())
+        index_only.run().result
     }
 
     /// Appends `changes` to the journal (starting one if needed), syncing them when `sync`.
@@ -427,6 +441,10 @@ impl FileBackend {
             // Nothing was lost (its rooms are dirty again and the journals stay): retry now.
             tracing::warn!("the previous fold failed ({e}); folding again");
         }
+        if self.index_behind {
+            self.write_index(rooms)?;
+            self.index_behind = false;
+        }
         // Everything up to here goes into the room files; later changes into a new journal.
         let covers_before = match self.rotate() {
             Ok(()) => self.generation,
@@ -499,6 +517,7 @@ impl FileBackend {
         rooms: &Snapshot,
     ) -> Result<(), StorageError> {
         // What the fold did write or remove is on disk even if it failed later: record it.
+        let changed_files = !done.written.is_empty() || !done.removed.is_empty();
         for (name, record) in done.written {
             self.files.insert(name, record);
         }
@@ -509,6 +528,7 @@ impl FileBackend {
         self.headroom.fold_ended(done.result.is_ok());
         if let Err(e) = done.result {
             // Nothing is lost: the journals stay until a later fold succeeds.
+            self.index_behind |= changed_files;
             self.dirty.extend(done.dirty);
             return Err(e);
         }
@@ -636,9 +656,6 @@ impl Backend for FileBackend {
             return Err(e);
         }
         self.headroom.charge(changes, rooms);
-        if self.headroom.short(&*self.fs, &self.dir, 0) {
-            self.fold_due();
-        }
         let names = changes.iter().map(|c| c.room_name().clone());
         if strict {
             self.dirty.extend(names);
@@ -667,6 +684,18 @@ impl Backend for FileBackend {
     fn maintain(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
         self.sync_journal(rooms)?;
         self.finish_fold(rooms, false)?;
+        // After an error (or a start on a disk that took no writes): a journal for the next
+        // commit, which also tells whether the disk takes writes again.
+        if self.journal.is_none() {
+            self.write_owed_index(rooms)?;
+            self.rotate()?;
+        }
+        self.headroom.count_dirty(&self.dirty, rooms);
+        if let Some(full) = self.headroom.full(&*self.fs, &self.dir) {
+            // Deleted rooms' files and covered journals go at the next fold.
+            self.fold_due();
+            return Err(full);
+        }
         if self.folding.is_some() {
             return Ok(());
         }
@@ -687,6 +716,10 @@ impl Backend for FileBackend {
     fn reload(&mut self, rooms: &Snapshot) -> Result<Reloaded, StorageError> {
         self.finish_fold(rooms, true)?;
         reload::reload(self, rooms)
+    }
+
+    fn start_warning(&mut self) -> Option<StorageError> {
+        self.start_warning.take()
     }
 
     fn close(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {

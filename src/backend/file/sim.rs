@@ -43,6 +43,9 @@ struct State {
     /// Calls made so far (see the module docs).
     calls: u64,
     fault: Option<Fault>,
+    /// Take a power-loss image just before this call (see [`SimFs::crash_at`]).
+    crash_at: Option<u64>,
+    crash_image: Option<SimFs>,
 }
 
 /// Which calls fail, and with which OS error (`libc::EIO`, `libc::ENOSPC`, ...).
@@ -89,6 +92,20 @@ impl SimFs {
         });
     }
 
+    /// Keeps the disk as a power loss just before call `n` (numbered as for faults) would
+    /// leave it, for [`SimFs::take_crash_image`]; `seed` as for [`SimFs::power_loss`].
+    pub fn crash_at(&self, n: u64) {
+        self.with(|s| {
+            s.crash_at = Some(n);
+            s.crash_image = None;
+        });
+    }
+
+    /// The image [`SimFs::crash_at`] asked for, once its call was reached.
+    pub fn take_crash_image(&self) -> Option<SimFs> {
+        self.with(|s| s.crash_image.take())
+    }
+
     /// The disk works again.
     pub fn clear_fault(&self) {
         self.with(|s| s.fault = None);
@@ -107,49 +124,7 @@ impl SimFs {
     /// The disk as found after a power loss now. `seed` picks how much of each unsynced tail
     /// happened to reach the disk.
     pub fn power_loss(&self, seed: u64) -> SimFs {
-        let mut rng = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        self.with(|s| {
-            let inodes = s
-                .inodes
-                .iter()
-                .map(|inode| {
-                    let unsynced = inode.data.len().saturating_sub(inode.synced);
-                    let kept = if unsynced == 0 {
-                        0
-                    } else {
-                        (next() as usize) % (unsynced + 1)
-                    };
-                    let len = (inode.synced + kept).min(inode.data.len());
-                    Inode {
-                        data: inode.data[..len].to_vec(),
-                        synced: len,
-                        version: inode.version,
-                    }
-                })
-                .collect();
-            let after = State {
-                inodes,
-                names: s.durable_names.clone(),
-                durable_names: s.durable_names.clone(),
-                dirs: s.dirs.clone(),
-                failing_syncs: 0,
-                failing_file_writes: 0,
-                clock: s.clock,
-                calls: 0,
-                fault: None,
-            };
-            SimFs {
-                state: Arc::new(Mutex::new(after)),
-            }
-        })
+        self.with(|s| s.power_loss(seed))
     }
 
     /// Every file the program sees under `dir`, with its contents.
@@ -168,6 +143,53 @@ impl SimFs {
 }
 
 impl State {
+    /// See [`SimFs::power_loss`].
+    fn power_loss(&self, seed: u64) -> SimFs {
+        let mut rng = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let inodes = self
+            .inodes
+            .iter()
+            .map(|inode| {
+                let unsynced = inode.data.len().saturating_sub(inode.synced);
+                let kept = if unsynced == 0 {
+                    0
+                } else {
+                    (next() as usize) % (unsynced + 1)
+                };
+                let len = (inode.synced + kept).min(inode.data.len());
+                Inode {
+                    data: inode.data[..len].to_vec(),
+                    synced: len,
+                    version: inode.version,
+                }
+            })
+            .collect();
+        let after = State {
+            inodes,
+            names: self.durable_names.clone(),
+            durable_names: self.durable_names.clone(),
+            dirs: self.dirs.clone(),
+            failing_syncs: 0,
+            failing_file_writes: 0,
+            clock: self.clock,
+            calls: 0,
+            fault: None,
+            crash_at: None,
+            crash_image: None,
+        };
+        SimFs {
+            state: Arc::new(Mutex::new(after)),
+        }
+    }
+
     fn inode_of(&self, path: &Path) -> io::Result<usize> {
         self.names.get(path).copied().ok_or_else(not_found)
     }
@@ -181,6 +203,9 @@ impl State {
     fn call(&mut self, op: &str) -> io::Result<()> {
         let n = self.calls;
         self.calls += 1;
+        if self.crash_at == Some(n) {
+            self.crash_image = Some(self.power_loss(n));
+        }
         if std::env::var_os("SIM_TRACE").is_some() {
             eprintln!("sim call {n}: {op}");
         }

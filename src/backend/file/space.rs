@@ -45,41 +45,69 @@ pub(super) struct Headroom {
     folding: u64,
     /// Whether `need` counts the rooms start-up found dirty (counted at the first commit).
     counted: bool,
+    /// Bytes that may still be written before the file system is asked again: asking costs a
+    /// system call, which a relaxed-mode batch without an fsync would notice.
+    spare: u64,
 }
 
 impl Headroom {
     /// Refuses `changes` when the disk would be left with less free than the folds need.
     pub fn check(
-        &self,
+        &mut self,
         fs: &dyn Fs,
         dir: &Path,
         changes: &[Change],
         batch_bytes: u64,
     ) -> Result<(), StorageError> {
         let deletions_only = changes.iter().all(|c| matches!(c, Change::Delete { .. }));
+        // A batch costs its journal record now and about as much again at the next fold.
+        let cost = batch_bytes.saturating_mul(3);
         if deletions_only {
             return Ok(());
         }
-        match self.shortage(fs, dir, batch_bytes) {
+        if let Some(left) = self.spare.checked_sub(cost) {
+            self.spare = left;
+            return Ok(());
+        }
+        match self.full_with(fs, dir, batch_bytes) {
             None => Ok(()),
-            Some((free, need)) => Err(StorageError::Full {
-                dir: dir.to_owned(),
-                free_bytes: free.bytes,
-                free_inodes: free.inodes,
-                need_bytes: need,
-            }),
+            Some(full) => Err(full),
         }
     }
 
-    /// True when writing `extra` bytes would leave less free than the folds need.
-    pub fn short(&self, fs: &dyn Fs, dir: &Path, extra: u64) -> bool {
-        self.shortage(fs, dir, extra).is_some()
+    /// The error a write would get now, if the disk is too full for it.
+    pub fn full(&mut self, fs: &dyn Fs, dir: &Path) -> Option<StorageError> {
+        self.full_with(fs, dir, 0)
+    }
+
+    /// Asks the file system; notes how much may be written before asking again.
+    fn full_with(&mut self, fs: &dyn Fs, dir: &Path, extra: u64) -> Option<StorageError> {
+        let Some((free, need)) = self.shortage(fs, dir, extra) else {
+            // Half of what is left beyond the need: others may be filling the disk too, and
+            // the upkeep tick asks again every second.
+            self.spare = match fs.free_space(dir) {
+                Ok(Some(free)) => free.bytes.saturating_sub(self.needed(extra)) / 2,
+                _ => u64::MAX,
+            };
+            return None;
+        };
+        self.spare = 0;
+        Some(StorageError::Full {
+            dir: dir.to_owned(),
+            free_bytes: free.bytes,
+            free_inodes: free.inodes,
+            need_bytes: need,
+        })
+    }
+
+    fn needed(&self, extra: u64) -> u64 {
+        self.need + self.folding + MARGIN + extra
     }
 
     /// What is free and what is needed, when that is too little.
     fn shortage(&self, fs: &dyn Fs, dir: &Path, extra: u64) -> Option<(FreeSpace, u64)> {
         let free = fs.free_space(dir).ok().flatten()?;
-        let need = self.need + self.folding + MARGIN + extra;
+        let need = self.needed(extra);
         (free.bytes < need || free.inodes < MARGIN_INODES).then_some((free, need))
     }
 

@@ -122,6 +122,42 @@ fn summary(view: &View) -> Vec<(String, u64)> {
     view.iter().map(|(n, r, _)| (n.clone(), *r)).collect()
 }
 
+/// Where a case's power loss strikes: a call after the fault's first, spread over the next 40
+/// by the case, so that crashes land inside the folds and starts that follow a failure.
+fn crash_point(case: &Case) -> u64 {
+    let mix = case
+        .fault
+        .from
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(case.seed.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    case.fault.from.saturating_add(1 + (mix >> 33) % 40)
+}
+
+/// If the power loss struck during step `n`: a daemon starting on that disk serves (strict)
+/// the rooms as they were before the step or after it, and (both modes) starts at all, with
+/// every room file whole.
+fn crashed_in_between(
+    fs: &SimFs,
+    strict: bool,
+    before: &View,
+    after: &View,
+    n: usize,
+) -> Result<(), String> {
+    let Some(image) = fs.take_crash_image() else {
+        return Ok(());
+    };
+    let recovered = recover(&image).map_err(|e| format!("power loss in step {n}: {e}"))?;
+    if strict && &recovered != before && &recovered != after {
+        return Err(format!(
+            "power loss in step {n}: recovered {:?}, served {:?} before it and {:?} after",
+            summary(&recovered),
+            summary(before),
+            summary(after)
+        ));
+    }
+    Ok(())
+}
+
 /// A refusal must be `storage`, name the directory and carry the OS error.
 fn refusal_is_storage(error: &StoreError) -> Result<(), String> {
     match error {
@@ -132,6 +168,14 @@ fn refusal_is_storage(error: &StoreError) -> Result<(), String> {
         StoreError::Refused(_) => Ok(()),
         other => Err(format!("not a storage error naming the file: {other:?}")),
     }
+}
+
+/// One step of the workload.
+enum Step {
+    Write(Mutation),
+    Tick,
+    Flush,
+    Reload,
 }
 
 struct Case {
@@ -178,6 +222,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn run_case(base: &SimFs, case: &Case, runtime: &tokio::runtime::Runtime) -> Result<u64, String> {
     let fs = base.power_loss(0);
     fs.set_fault(case.fault);
+    fs.crash_at(crash_point(case));
     let strict = case.durability == Durability::Strict;
     let run = match start(&fs, case.durability) {
         Ok(run) => run,
@@ -193,34 +238,41 @@ fn run_case(base: &SimFs, case: &Case, runtime: &tokio::runtime::Runtime) -> Res
     let served = || view_of(&store.snapshot().rooms);
     let seed = case.seed;
     runtime.block_on(async {
-        let script: Vec<Mutation> = vec![save("d", 200), rate("a", 1), rate("b", 2), delete("c")];
-        for mutation in script {
-            if let Err(e) = store.mutate(mutation).await {
-                refusal_is_storage(&e)?;
+        let script = [
+            Step::Write(save("d", 200)),
+            Step::Write(rate("a", 1)),
+            Step::Write(rate("b", 2)),
+            Step::Write(delete("c")),
+            Step::Tick,
+            Step::Write(save("e", 3000)),
+            Step::Write(rate("d", 3)),
+            Step::Write(rate("a", 4)),
+            Step::Flush,
+            Step::Reload,
+            Step::Tick,
+            Step::Write(rate("a", 5)),
+            Step::Write(delete("b")),
+            Step::Write(save("f", 100)),
+            Step::Tick,
+        ];
+        for (n, step) in script.into_iter().enumerate() {
+            let write = matches!(step, Step::Write(_));
+            let before = served();
+            let flushed = match step {
+                Step::Write(mutation) => store.mutate(mutation).await.map(|_| false),
+                Step::Tick => store.tick().await.map(|()| false),
+                Step::Flush => store.flush().await.map(|()| true),
+                Step::Reload => store.reload().await.map(|_| false),
+            };
+            if let Err(e) = &flushed {
+                refusal_is_storage(e)?;
             }
-        }
-        let _ = store.tick().await;
-        for mutation in [save("e", 3000), rate("d", 3), rate("a", 4)] {
-            if let Err(e) = store.mutate(mutation).await {
-                refusal_is_storage(&e)?;
+            crashed_in_between(&fs, strict, &before, &served(), n)?;
+            // Strict: a power loss after a fold, a reload or a flush (and after the last
+            // write, below) keeps exactly what was served. Relaxed: once a flush said so.
+            if (strict && !write) || flushed == Ok(true) {
+                survives_power_loss(&fs, seed, &served(), &format!("after step {n}"))?;
             }
-        }
-        match store.flush().await {
-            Ok(()) => survives_power_loss(&fs, seed, &served(), "after a flush")?,
-            Err(e) => refusal_is_storage(&e)?,
-        }
-        if let Err(e) = store.reload().await {
-            refusal_is_storage(&e)?;
-        }
-        let _ = store.tick().await;
-        for mutation in [rate("a", 5), delete("b"), save("f", 100)] {
-            if let Err(e) = store.mutate(mutation).await {
-                refusal_is_storage(&e)?;
-            }
-        }
-        let _ = store.tick().await;
-        if strict {
-            survives_power_loss(&fs, seed, &served(), "during the fault")?;
         }
         fs.clear_fault();
 
@@ -229,15 +281,18 @@ fn run_case(base: &SimFs, case: &Case, runtime: &tokio::runtime::Runtime) -> Res
             .into_iter()
             .enumerate()
         {
+            let before = served();
             if let Err(e) = store.mutate(mutation).await {
                 return Err(format!("write {n} after the fault was refused: {e:?}"));
             }
+            crashed_in_between(&fs, strict, &before, &served(), 100 + n)?;
         }
         store
             .flush()
             .await
             .map_err(|e| format!("flush after the fault: {e:?}"))?;
         let _ = store.tick().await;
+        crashed_in_between(&fs, strict, &served(), &served(), 200)?;
         survives_power_loss(&fs, seed, &served(), "after the fault")
     })?;
     let last = served();
@@ -246,6 +301,7 @@ fn run_case(base: &SimFs, case: &Case, runtime: &tokio::runtime::Runtime) -> Res
         .join()
         .map_err(|_| "the actor panicked".to_string())?
         .map_err(|e| format!("the clean stop failed: {e}"))?;
+    crashed_in_between(&fs, strict, &last, &last, usize::MAX)?;
     let files = fs.files(&dir());
     if let Some((tmp, _)) = files.iter().find(|(f, _)| f.starts_with(".tmp-")) {
         return Err(format!("{tmp} left after a clean stop"));

@@ -400,3 +400,32 @@ fn temporary_files_of_failed_folds_do_not_pile_up() {
     actor.join().unwrap().unwrap();
     assert_eq!(tmp(&fs), 0, "a clean stop leaves no temporary file");
 }
+
+/// An `.index` that could not be read (an I/O error, not a damaged file) was taken as missing:
+/// every revision restarted at 1 from the room files (sweep: calls 2..5 of a start, strict).
+#[test]
+fn an_unreadable_index_fails_the_start_instead_of_resetting_revisions() {
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(inline_backend(&fs, Durability::Strict))).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        store.mutate(save("r")).await.unwrap();
+        store.mutate(rate("r", 0)).await.unwrap();
+    });
+    drop(store);
+    actor.join().unwrap().unwrap();
+    // Calls of a start: 0 create the directory, 1 lock, 2 read `.index`.
+    fs.set_fault(fault(2, Some(1)));
+    let failed = inline_backend(&fs, Durability::Strict).load();
+    fs.clear_fault();
+    assert!(
+        matches!(&failed, Err(e) if e.to_string().contains(".index")),
+        "{:?}",
+        failed.map(|rooms| rooms.get("r").map(|r| r.revision))
+    );
+    let rooms = inline_backend(&fs, Durability::Strict).load().unwrap();
+    assert_eq!(rooms["r"].revision, 2);
+}

@@ -1,0 +1,128 @@
+//! How the storage is doing, for `stats`, systemd's `STATUS=` and the log.
+//!
+//! The actor reports every commit, flush and upkeep outcome here. The log gets one line when
+//! the storage starts failing, one reminder a minute while it goes on failing (with how many
+//! operations failed since), and one line when it works again; the individual failures are
+//! only logged at debug level, so a failing disk under load does not flood the log.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::backend::StorageError;
+
+/// How often a failing storage is mentioned again in the log.
+const REMINDER: Duration = Duration::from_secs(60);
+
+/// What `stats` shows of the storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageHealth {
+    /// False from a failed commit, flush or upkeep until the next upkeep tick or commit works.
+    pub healthy: bool,
+    /// Writes are being refused (the last write attempt failed, or start-up could not start a
+    /// journal, and the storage has not worked since); reads are served all along.
+    pub read_only: bool,
+    /// The last storage error, kept after recovery.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct State {
+    shown: StorageHealth,
+    /// When the storage started failing.
+    since: Option<Instant>,
+    failures: u64,
+    reminded: Instant,
+}
+
+/// Shared between the actor (which reports) and everything that shows it.
+#[derive(Debug)]
+pub struct Health {
+    state: Mutex<State>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            state: Mutex::new(State {
+                shown: StorageHealth {
+                    healthy: true,
+                    ..StorageHealth::default()
+                },
+                since: None,
+                failures: 0,
+                reminded: Instant::now(),
+            }),
+        }
+    }
+}
+
+/// What failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A write (its writers were told `storage`): writes are refused until the storage works.
+    Write,
+    /// Upkeep or a flush: writes may still work.
+    Upkeep,
+}
+
+impl Health {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current state.
+    pub fn get(&self) -> StorageHealth {
+        self.lock().shown.clone()
+    }
+
+    /// The storage failed (`what`).
+    pub fn failed(&self, what: Operation, error: &StorageError) {
+        let mut state = self.lock();
+        let message = error.to_string();
+        state.failures += 1;
+        if what == Operation::Write {
+            state.shown.read_only = true;
+        }
+        if state.shown.healthy {
+            state.shown.healthy = false;
+            state.since = Some(Instant::now());
+            state.reminded = Instant::now();
+            tracing::error!(
+                "storage is failing: {message}; writes that fail are answered `storage`, reads go on, and the daemon retries by itself"
+            );
+        } else if state.reminded.elapsed() >= REMINDER {
+            state.reminded = Instant::now();
+            let since = state.since.map_or(Duration::ZERO, |s| s.elapsed());
+            tracing::warn!(
+                "storage still failing after {}s ({} failed operations): {message}",
+                since.as_secs(),
+                state.failures
+            );
+        } else {
+            tracing::debug!("storage failure: {message}");
+        }
+        state.shown.last_error = Some(message);
+    }
+
+    /// Start-up could not prepare for writes (no journal): serving read-only.
+    pub fn read_only_at_start(&self, error: &StorageError) {
+        self.failed(Operation::Write, error);
+    }
+
+    /// A write or an upkeep tick worked: the storage takes writes again.
+    pub fn worked(&self) {
+        let mut state = self.lock();
+        if state.shown.healthy {
+            return;
+        }
+        let since = state.since.take().map_or(Duration::ZERO, |s| s.elapsed());
+        tracing::info!(
+            "storage works again after {:.1}s ({} failed operations); writes are accepted",
+            since.as_secs_f64(),
+            state.failures
+        );
+        state.failures = 0;
+        state.shown.healthy = true;
+        state.shown.read_only = false;
+    }
+}
