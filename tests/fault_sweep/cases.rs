@@ -172,20 +172,29 @@ pub fn full() -> Vec<Case> {
     cases
 }
 
-/// A few minutes' worth for CI: every call once with EIO until the fault ends, in the first
-/// phase where it happens, plus the disk-full and read-only errors of the write path and both
-/// durability modes.
+/// About a minute's worth for CI: every call with each of its errors until the fault ends, in
+/// the first phase where it happens, and a burst in the last; plus the disk-full and read-only
+/// errors of the write path and both durability modes.
 pub fn short() -> Vec<Case> {
-    let mut cases: Vec<Case> = CALLS
-        .iter()
-        .map(|&(syscalls, _, phases)| Case {
-            phase: phases[0],
-            syscalls,
-            errno: "EIO",
-            mode: Mode::Until(1),
-            relaxed: false,
-        })
-        .collect();
+    let mut cases = Vec::new();
+    for &(syscalls, errnos, phases) in CALLS {
+        for &errno in errnos {
+            cases.push(Case {
+                phase: phases[0],
+                syscalls,
+                errno,
+                mode: Mode::Until(1),
+                relaxed: false,
+            });
+            cases.push(Case {
+                phase: phases[phases.len() - 1],
+                syscalls,
+                errno,
+                mode: Mode::Burst(1, 6),
+                relaxed: false,
+            });
+        }
+    }
     let more = [
         (
             Phase::Workload,

@@ -176,6 +176,31 @@ impl Bed {
         }
     }
 
+    /// Stops every thread of the daemon (SIGSTOP) and waits until they all are: the directory
+    /// then holds what a `kill -9` at this moment would leave.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+        let pid = self.pid();
+        wait_for(
+            "the daemon's threads to stop",
+            Duration::from_secs(10),
+            || {
+                fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+                    tasks.flatten().all(|t| {
+                        matches!(
+                            proc_state_of(&t.path().join("stat")).as_str(),
+                            "T" | "t" | "Z" | "X"
+                        )
+                    })
+                })
+            },
+        );
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -234,7 +259,40 @@ impl Fault {
         Fault::inject(bed, syscalls, "signal=KILL", when)
     }
 
+    /// `attach` on the given files only.
+    pub fn attach_to(
+        bed: &Bed,
+        paths: &[PathBuf],
+        syscalls: &str,
+        errno: &str,
+        when: &str,
+    ) -> Fault {
+        Fault::inject_on(
+            bed,
+            paths.to_vec(),
+            syscalls,
+            &format!("error={errno}"),
+            when,
+        )
+    }
+
     fn inject(bed: &Bed, syscalls: &str, action: &str, when: &str) -> Fault {
+        Fault::inject_on(
+            bed,
+            watched_paths(&bed.storage, bed.pid()),
+            syscalls,
+            action,
+            when,
+        )
+    }
+
+    fn inject_on(
+        bed: &Bed,
+        paths: Vec<PathBuf>,
+        syscalls: &str,
+        action: &str,
+        when: &str,
+    ) -> Fault {
         let pid = bed.pid();
         let out = bed.tmp.path().join(format!("strace-{}.txt", bed.runs));
         let mut cmd = Command::new("strace");
@@ -245,7 +303,7 @@ impl Fault {
             .arg(format!("trace={syscalls}"))
             .arg("-e")
             .arg(format!("inject={syscalls}:{action}:when={when}"));
-        for path in watched_paths(&bed.storage, pid) {
+        for path in paths {
             cmd.arg("-P").arg(path);
         }
         let strace = cmd
@@ -306,7 +364,12 @@ fn traced(pid: i32) -> bool {
 }
 
 fn proc_state(pid: i32) -> String {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    proc_state_of(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// The state letter of a `/proc/.../stat` file.
+fn proc_state_of(stat: &Path) -> String {
+    let stat = fs::read_to_string(stat).unwrap_or_default();
     stat.rsplit(')')
         .next()
         .and_then(|rest| rest.split_whitespace().next())

@@ -82,13 +82,18 @@ fn snapshot(bed: &Bed) -> tempfile::TempDir {
     let dir = harness::keep_if_asked(tempfile::Builder::new().prefix("mm-image-"))
         .tempdir()
         .expect("create a temp dir");
-    let status = std::process::Command::new("cp")
+    let out = std::process::Command::new("cp")
         .arg("-a")
         .arg(bed.storage.join("."))
         .arg(dir.path())
-        .status()
+        .output()
         .expect("run cp");
-    assert!(status.success(), "copy the seed");
+    assert!(
+        out.status.success(),
+        "copy {}: {}",
+        bed.storage.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir
 }
 
@@ -207,9 +212,9 @@ fn run_case(case: &Case) -> Outcome {
         bed.connect().ok(serde_json::json!({"op": "flush"}));
     }
     // What a `kill -9` now would leave: the directory copied while the daemon is stopped.
-    bed.signal(libc::SIGSTOP);
+    bed.freeze();
     let crash = snapshot(&bed);
-    bed.signal(libc::SIGCONT);
+    bed.thaw();
     let own_temps = harness::temp_files(crash.path())
         .into_iter()
         .filter(|n| !n.starts_with(".tmp-clock-") && !n.starts_with(".tmp-cache-"))
@@ -313,7 +318,8 @@ fn sweep(cases: Vec<Case>) {
     let started = Instant::now();
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
-    let injected_cases = AtomicUsize::new(0);
+    // Per case: how many calls strace failed, or `None` if the case broke a promise.
+    let results = Mutex::new(vec![None; cases.len()]);
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| loop {
@@ -324,9 +330,7 @@ fn sweep(cases: Vec<Case>) {
                 let t = Instant::now();
                 match std::thread::spawn(move || run_case(&case)).join() {
                     Ok(o) => {
-                        if o.injected > 0 {
-                            injected_cases.fetch_add(1, Ordering::Relaxed);
-                        }
+                        results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(o.injected);
                         eprintln!(
                             "ok   {:<44} injected {:>3}  acked {:>4}  refused {:>3}  healed in {:>4} ms  ({:.1} s)",
                             cases[i].name(),
@@ -354,10 +358,12 @@ fn sweep(cases: Vec<Case>) {
         }
     });
     let failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    eprintln!("{}", summary(&cases, &results));
     eprintln!(
         "fault sweep: {} cases ({} with an injected fault), {} failed, in {:.0} s",
         cases.len(),
-        injected_cases.load(Ordering::Relaxed),
+        results.iter().filter(|r| r.is_some_and(|n| n > 0)).count(),
         failures.len(),
         started.elapsed().as_secs_f64()
     );
@@ -368,6 +374,45 @@ fn sweep(cases: Vec<Case>) {
         cases.len(),
         failures.join("\n\n")
     );
+}
+
+/// The README's table: per system call, its errors and phases, cases run, cases in which strace
+/// failed at least one call, and cases passed.
+fn summary(cases: &[Case], results: &[Option<usize>]) -> String {
+    let mut out = String::from(
+        "| call | errors | phases | cases (strict + relaxed) | with a failed call | passed |\n|---|---|---|---|---|---|\n",
+    );
+    for &(call, errnos, phases) in
+        cases::CALLS
+            .iter()
+            .chain(&[("fsync,fdatasync", &["EIO"][..], &[Phase::Workload][..])])
+    {
+        let mine: Vec<(&Case, &Option<usize>)> = cases
+            .iter()
+            .zip(results)
+            .filter(|(c, _)| c.syscalls == call)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let relaxed = mine.iter().filter(|(c, _)| c.relaxed).count();
+        let words: Vec<String> = phases
+            .iter()
+            .map(|p| format!("{p:?}").to_lowercase())
+            .collect();
+        out += &format!(
+            "| `{call}` | {} | {} | {} ({} + {relaxed}) | {} | {} |\n",
+            errnos.join(", "),
+            words.join(", "),
+            mine.len(),
+            mine.len() - relaxed,
+            mine.iter()
+                .filter(|(_, r)| r.is_some_and(|n| n > 0))
+                .count(),
+            mine.iter().filter(|(_, r)| r.is_some()).count(),
+        );
+    }
+    out
 }
 
 #[test]
@@ -452,4 +497,42 @@ fn regression_a_crash_after_a_failed_fold_takes_its_files_for_hand_edits() {
     if let Err(e) = workload::check_files(&bed.storage, &model) {
         panic!("{e}");
     }
+}
+
+/// Found by the sweep (startup/read/EIO/until@1+): a room file that could not be read at start
+/// was moved to `.quarantine/` as if it were not a valid room, so a passing I/O error took
+/// every room out of service.
+#[test]
+fn regression_an_io_error_reading_room_files_at_start_quarantines_them() {
+    regression(Case {
+        phase: Phase::Startup,
+        syscalls: "read",
+        errno: "EIO",
+        mode: Mode::Until(1),
+        relaxed: false,
+    });
+}
+
+/// Found while reading the start-up path the sweep covers: `.index` that could not be read
+/// (EIO) was treated as missing, so revisions restarted from the room files and the journal's
+/// ratings were replayed onto files that already held them.
+#[test]
+fn regression_an_unreadable_index_restarts_revisions() {
+    let seeds = seeds();
+    let mut bed = Bed::new(Some(seeds.journaled.path()), &[], &[]);
+    bed.spawn(true);
+    let index = [bed.storage.join(".index")];
+    let fault = Fault::attach_to(&bed, &index, "read", "EIO", "1+");
+    bed.signal(libc::SIGCONT);
+    let ready = bed.wait_ready(Duration::from_secs(30));
+    assert!(fault.end() > 0, ".index was not read");
+    if !ready {
+        let status = bed.wait_exit(Duration::from_secs(10));
+        refused_start(&bed, status);
+        bed.start();
+    }
+    if let Err(e) = workload::check_rooms(&mut bed.connect(), &seeds.journaled_model) {
+        panic!("{e}\nstderr:\n{}", bed.stderr());
+    }
+    stop_cleanly(&mut bed);
 }

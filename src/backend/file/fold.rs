@@ -4,7 +4,8 @@
 //! wrote to each file), so it can run on its own thread while the actor goes on appending to a
 //! journal started just before it. Its steps, each safe to be cut short by a crash:
 //! 1. write `.index.next`: the index as it will be, so files already replaced are recognised as
-//!    the daemon's own rather than as hand edits;
+//!    the daemon's own rather than as hand edits (replacing, atomically, one a failed fold left:
+//!    the backend has first written `.index` for the files that fold did replace);
 //! 2. replace each dirty room's file atomically (temp file, fsync, rename), remove deleted ones;
 //! 3. fsync the directory; 4. rename `.index.next` over `.index` and fsync the directory.
 //!

@@ -334,7 +334,7 @@ impl FileBackend {
     }
 
     /// Writes `.index` for the room files as they are now (a fold with nothing to write).
-    fn write_index(&self, rooms: &Snapshot) -> Result<(), StorageError> {
+    fn write_index(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
         let index_only = FoldJob {
             fs: self.fs.clone(),
             dir: self.dir.clone(),
@@ -343,9 +343,12 @@ impl FileBackend {
             files: self.files.clone(),
             lsn: self.next_lsn - 1,
             closing: false,
-            strays: Vec::new(),
+            strays: std::mem::take(&mut self.strays),
         };
-        index_only.run().result
+        let done = index_only.run();
+        // Its temporary file, if the disk would not let it go, is removed by a later fold.
+        self.strays.extend(done.strays);
+        done.result
     }
 
     /// Appends `changes` to the journal (starting one if needed), syncing them when `sync`.
@@ -452,7 +455,9 @@ impl FileBackend {
             Err(e) if closing => {
                 tracing::warn!("{e}; folding every journal into the room files instead");
                 self.journal = None;
-                self.old_journals.insert(self.generation);
+                if self.generation > 0 {
+                    self.old_journals.insert(self.generation);
+                }
                 u64::MAX
             }
             Err(e) => return Err(e),
