@@ -28,9 +28,10 @@ use crate::store::apply::{self, Change};
 use crate::store::snapshot::{RoomEntry, RoomMap, Snapshot};
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
-    let existed = b.fs.stat(&b.dir).ok().flatten().is_some();
-    b.fs.create_private_dir(&b.dir)
-        .map_err(|e| dir_error(&b.dir, existed, e))?;
+    b.fs.create_private_dir(&b.dir).map_err(|e| {
+        let existed = b.fs.stat(&b.dir).ok().flatten().is_some();
+        dir_error(&b.dir, existed, e)
+    })?;
     lock(b)?;
     tracing::info!("Using file storage at: {}", b.dir.display());
 
