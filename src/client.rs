@@ -149,7 +149,10 @@ impl Client {
 
     /// Sends one request and waits for its response. Returns the whole success object as the
     /// daemon sent it (`ok` and any `id` included), or [`ClientError::Remote`] for an error one.
-    pub fn call(&mut self, request: &Value) -> Result<Value, ClientError> {
+    ///
+    /// `request` is usually a [`Value`]; any `Serialize` works, e.g. a struct holding a room as
+    /// a borrowed [`RawValue`] so that its text reaches the daemon exactly as written.
+    pub fn call<R: Serialize + ?Sized>(&mut self, request: &R) -> Result<Value, ClientError> {
         if let Err(error) = write_request(&mut self.writer, request) {
             return Err(send_failed(&mut self.reader, &self.socket, error));
         }

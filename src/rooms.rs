@@ -114,6 +114,14 @@ impl Rooms {
         }
     }
 
+    /// Brings every room file up to date with the rooms (`file`); as `flush` elsewhere.
+    pub async fn fold(&self) -> Result<(), StoreError> {
+        match self {
+            Rooms::Local(store) => store.fold().await,
+            Rooms::Remote(remote) => remote.ping().await,
+        }
+    }
+
     /// Re-reads room files changed by hand (SIGHUP); Redis has none.
     pub async fn reload(&self) -> Result<usize, StoreError> {
         match self {

@@ -192,6 +192,10 @@ impl Service {
                 self.rooms.flush().await?;
                 Response::ok(id).finish()
             }
+            Request::Fold => {
+                self.rooms.fold().await?;
+                Response::ok(id).finish()
+            }
             Request::Watch { .. } => error_line(
                 id,
                 &ErrorReply::bad_request("watch: only allowed as a connection's last request"),

@@ -459,25 +459,34 @@ fn bad_input_never_changes_stored_data() {
 }
 
 #[test]
-fn sighup_edit_replaces_changes_not_yet_folded_into_the_file() {
+fn sighup_refuses_an_edit_of_a_file_behind_the_journal() {
     let mut d = daemon_with_rooms(&["r"]);
     let mut c = d.connect();
-    assert_eq!(c.rate("r", "later", "u", "like"), (3, true)); // maybe only in the journal yet
+    assert_eq!(c.rate("r", "later", "u", "like"), (3, true)); // only in the journal yet
+    let latest = c.get("r").unwrap();
     write_room_file(&d.room_path("r"), &edited("r"));
     d.sighup();
-    d.wait_for("the edit to be loaded", || {
-        c.get("r").unwrap().0 == edited("r")
-    });
-    assert_eq!(c.get("r").unwrap().1, 4);
-    drop(c);
-    d.stop();
+    let aside = wait_quarantined(&d, "r.json");
     assert_eq!(
-        read_json_file(&d.room_path("r")),
+        read_json_file(&aside),
         edited("r"),
-        "the journal overwrote the edit"
+        "the edit is kept aside"
     );
-    d.restart();
-    assert_eq!(d.connect().get("r"), Some((edited("r"), 4)));
+    d.wait_log("refused the hand edit of room \"r\"");
+    d.wait_for("the file to be written again", || {
+        fs::read(d.room_path("r"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            == Some(latest.0.clone())
+    });
+    assert_eq!(
+        c.get("r").unwrap(),
+        latest,
+        "the acknowledged rating was undone"
+    );
+    drop(c);
+    d.stop_and_restart();
+    assert_eq!(d.connect().get("r").unwrap(), latest);
 }
 
 #[test]
@@ -747,16 +756,20 @@ fn sighup_after_removing_a_file_with_pending_changes_removes_the_room_for_good()
 }
 
 #[test]
-fn sighup_takes_a_hand_written_file_for_a_room_not_yet_on_disk() {
+fn sighup_sets_aside_a_hand_written_file_for_a_room_not_yet_on_disk() {
     let mut d = Daemon::start(Backend::File);
     let mut c = d.connect();
-    c.save(&room("fresh")); // its file may not exist yet
+    c.save(&room("fresh")); // its file does not exist yet: the edit was not made on it
     write_room_file(&d.room_path("fresh"), &edited("fresh"));
     sighup_and_wait(&d, &mut c);
-    assert_eq!(c.get("fresh"), Some((edited("fresh"), 2)));
+    assert_eq!(c.get("fresh"), Some((room("fresh"), 1)));
+    assert_eq!(
+        read_json_file(&wait_quarantined(&d, "fresh.json")),
+        edited("fresh")
+    );
     drop(c);
     d.stop();
-    assert_eq!(read_json_file(&d.room_path("fresh")), edited("fresh"));
+    assert_eq!(read_json_file(&d.room_path("fresh")), room("fresh"));
 }
 
 #[test]

@@ -79,6 +79,13 @@ pub trait Backend: Send {
         Ok(())
     }
 
+    /// Brings the backing files up to date with `rooms` now, so that an operator can edit
+    /// them by hand (for `file`: every room file then holds its room's latest state, except
+    /// files already changed by hand, which are left alone with a warning). Implies `sync`.
+    fn fold(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
+        self.sync(rooms)
+    }
+
     /// Re-reads the backing files after an operator edited them (SIGHUP).
     fn reload(&mut self, _rooms: &Snapshot) -> Result<Reloaded, StorageError> {
         Ok(Reloaded::default())

@@ -63,6 +63,9 @@ pub enum Request {
     Ping,
     Stats,
     Flush,
+    /// Not in PROTOCOL.md's table: brings every room file up to date (README "Backups and
+    /// hand edits"); other backends answer as for `flush`.
+    Fold,
     Watch {
         room_names: Option<Vec<RoomName>>,
     },
@@ -296,6 +299,7 @@ fn decode_fields(mut f: Fields, room: Option<RoomArgument>) -> Result<Request, E
         "ping" => Request::Ping,
         "stats" => Request::Stats,
         "flush" => Request::Flush,
+        "fold" => Request::Fold,
         "watch" => Request::Watch {
             room_names: match f.remove("roomNames") {
                 None => None,

@@ -40,6 +40,10 @@ pub(super) enum Command {
     Flush {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Bring every room's file up to date, so an operator may edit it by hand.
+    Fold {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Re-read the backend's files (SIGHUP); replies with the number of rooms that changed.
     Reload {
         reply: oneshot::Sender<Result<usize, StoreError>>,
@@ -100,6 +104,11 @@ impl Actor {
                 Command::Flush { reply } => {
                     rooms = self.commit(rooms, &mut pending);
                     let result = self.backend.sync(&self.view.load()).map_err(storage_error);
+                    let _ = reply.send(result);
+                }
+                Command::Fold { reply } => {
+                    rooms = self.commit(rooms, &mut pending);
+                    let result = self.backend.fold(&self.view.load()).map_err(storage_error);
                     let _ = reply.send(result);
                 }
                 Command::Reload { reply } => {

@@ -147,6 +147,13 @@ impl StoreHandle {
         rx.await.unwrap_or(Err(StoreError::Stopped))
     }
 
+    /// Returns once every room's file holds its latest state (see [`Backend::fold`]).
+    pub async fn fold(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Fold { reply }).await?;
+        rx.await.unwrap_or(Err(StoreError::Stopped))
+    }
+
     /// Re-reads the backend's files; returns how many rooms changed.
     pub async fn reload(&self) -> Result<usize, StoreError> {
         let (reply, rx) = oneshot::channel();

@@ -500,6 +500,7 @@ mod tests {
                     crc: crc32fast::hash(&bytes),
                     stat: Some(stat),
                     lsn: 0,
+                    revision: 1,
                 },
             ));
             let entry = RoomEntry::cold(

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::fs::Fs;
 use super::journal::{Index, IndexEntry, Lsn, INDEX_FORMAT};
-use super::{names, FileRecord, INDEX, INDEX_NEXT, QUARANTINE, TMP_PREFIX};
+use super::{names, quarantine, FileRecord, INDEX, INDEX_NEXT, TMP_PREFIX};
 use crate::backend::StorageError;
 use crate::room::RoomName;
 use crate::store::snapshot::Snapshot;
@@ -84,12 +84,18 @@ impl FoldJob {
                     done.skipped.push(name.clone());
                     continue;
                 }
-                quarantine(
+                let moved = quarantine::quarantine(
                     &*self.fs,
                     &self.dir,
                     &record.file,
                     "it was changed by hand and no SIGHUP loaded it",
                 );
+                if !moved {
+                    // Overwriting it would lose the edit: the room's state stays in the
+                    // journal (re-logged for skipped rooms), the edit in its file.
+                    done.skipped.push(name.clone());
+                    continue;
+                }
             }
             let target = names::file_name(name);
             if let Some(old) = record.filter(|r| r.file != target) {
@@ -161,6 +167,7 @@ impl FoldJob {
                 crc,
                 stat: self.fs.stat(&self.path(target)).ok().flatten(),
                 lsn: self.lsn,
+                revision: self.rooms.get(name.as_str()).map_or(0, |e| e.revision),
             };
             done.written.push(((*name).clone(), record));
         }
@@ -218,52 +225,4 @@ fn write_atomically(
     }
     fs.rename(&tmp_path, &dir.join(target))
         .map_err(|e| StorageError::io("rename a temporary file to", dir.join(target), e))
-}
-
-/// `<file>.<stamp>`, or when that exceeds a file name's 255 bytes, `<stamp>-<start of file>`.
-fn quarantine_name(file: &str, stamp: i64) -> String {
-    let name = format!("{file}.{stamp}");
-    if name.len() <= 255 {
-        return name;
-    }
-    let mut keep = 255 - stamp.to_string().len() - 1;
-    while !file.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    format!("{stamp}-{}", &file[..keep])
-}
-
-/// Moves `file` into `.quarantine/`, with a warning saying why; never deletes it.
-pub(super) fn quarantine(fs: &dyn Fs, dir: &Path, file: &str, why: &str) {
-    let quarantine = dir.join(QUARANTINE);
-    let target = quarantine.join(quarantine_name(file, crate::room::now_millis()));
-    let moved = fs
-        .create_private_dir(&quarantine)
-        .and_then(|()| fs.rename(&dir.join(file), &target));
-    match moved {
-        Ok(()) => tracing::warn!(
-            "moved room file {} to {} because {why}; fix it, move it back and send SIGHUP",
-            dir.join(file).display(),
-            target.display()
-        ),
-        Err(e) => tracing::error!(
-            "room file {} is unusable ({why}) and could not be moved to {}: {e}",
-            dir.join(file).display(),
-            quarantine.display()
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn quarantine_names_fit_in_a_file_name() {
-        assert_eq!(super::quarantine_name("a.json", 5), "a.json.5");
-        let long = format!("{}.json", "é".repeat(125));
-        let name = super::quarantine_name(&long, 1_764_000_000_000);
-        assert!(
-            name.len() <= 255 && name.starts_with("1764000000000-é"),
-            "{name}"
-        );
-    }
 }

@@ -4,10 +4,14 @@
 //! model what survives a power loss (only what was synced). [`RealFs`] is the one used in
 //! production. Its rules: files are created 0600 whatever the umask, never through a symlink
 //! (`O_NOFOLLOW`), and a new file is fully written and fsync'd before it is renamed into place.
+//! Nothing is opened for reading unless it is a regular file (a FIFO in place of a room file
+//! would block the reader forever), and nothing is chmod'ed through a path that could be a
+//! symlink: modes are changed on an open descriptor.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What kind of directory entry, without following symlinks.
@@ -83,6 +87,18 @@ pub trait Fs: Send + Sync {
     /// Takes an exclusive lock on `path` (created 0600 if needed), held while the returned
     /// guard lives; `Ok(None)` when another process holds it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
+    /// Moves `dir/file` into the subdirectory `dir/subdir` (created 0700 if missing) as
+    /// `new_name`, after making it 0600. Follows no symlink: a `subdir` that is a symlink, or
+    /// not a directory, is refused (`ELOOP`, `ENOTDIR`) and nothing is moved or chmod'ed.
+    fn set_aside(&self, dir: &Path, subdir: &str, file: &str, new_name: &str) -> io::Result<()> {
+        self.create_private_dir(&dir.join(subdir))?;
+        self.rename(&dir.join(file), &dir.join(subdir).join(new_name))
+    }
+    /// Makes the regular file `path` 0600 if it is not (a room file someone else wrote, e.g.
+    /// MovieMatch with 0644); `Ok(true)` when its mode changed.
+    fn make_private(&self, _path: &Path) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Keeps a lock taken by [`Fs::try_lock`] until dropped.
@@ -99,6 +115,8 @@ impl Fs for RealFs {
     fn create_private_dir(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR))
+            // Another user's directory: whether it can be written at all matters first.
+            .map_err(|e| writable(dir).err().unwrap_or(e))
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
@@ -127,21 +145,14 @@ impl Fs for RealFs {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
+        let mut file = open_regular(path)?;
         let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
         file.read_to_end(&mut bytes)?;
         Ok(bytes)
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
-        Ok(Box::new(file))
+        Ok(Box::new(open_regular(path)?))
     }
 
     fn stat(&self, path: &Path) -> io::Result<Option<FileStat>> {
@@ -198,6 +209,80 @@ impl Fs for RealFs {
     fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
         RealFs::lock_file(path)
     }
+
+    fn set_aside(&self, dir: &Path, subdir: &str, file: &str, new_name: &str) -> io::Result<()> {
+        let sub = dir.join(subdir);
+        match std::fs::DirBuilder::new().mode(PRIVATE_DIR).create(&sub) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        // Opened without following a symlink, then used only through its descriptor: if `sub`
+        // is swapped for a symlink after this, nothing moves or changes outside `dir`.
+        let sub_dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&sub)?;
+        sub_dir.set_permissions(std::fs::Permissions::from_mode(PRIVATE_DIR))?;
+        let from = dir.join(file);
+        open_regular(&from)?.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+        let from_c = c_path(&from)?;
+        let to_c = c_path(Path::new(new_name))?;
+        // SAFETY: both strings are NUL-terminated and live across the call; the descriptor is
+        // open.
+        let renamed = unsafe {
+            libc::renameat(
+                libc::AT_FDCWD,
+                from_c.as_ptr(),
+                sub_dir.as_raw_fd(),
+                to_c.as_ptr(),
+            )
+        };
+        if renamed != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        sub_dir.sync_all()
+    }
+
+    fn make_private(&self, path: &Path) -> io::Result<bool> {
+        let file = open_regular(path)?;
+        if file.metadata()?.mode() & 0o7777 == PRIVATE_FILE {
+            return Ok(false);
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+        Ok(true)
+    }
+}
+
+/// Opens `path` for reading if it is a regular file: not through a symlink, and without
+/// blocking when it is a FIFO (which is then refused, as are sockets and devices).
+fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// `Ok` if this process may create and remove entries in `dir`.
+fn writable(dir: &Path) -> io::Result<()> {
+    let path = c_path(dir)?;
+    // SAFETY: a NUL-terminated path that lives across the call.
+    match unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
 }
 
 impl RealFs {

@@ -9,39 +9,43 @@
 //! rooms the replay changed are folded in the background at the first tick, which then deletes
 //! the old journals.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::cache::{self, Cache};
+use super::claims::{self, Claimant};
 use super::fold::FoldJob;
 use super::fs::{EntryKind, FileStat};
 use super::journal::{self, Index, IndexEntry, Lsn};
 use super::{
-    fold, names, FileBackend, FileRecord, INDEX, INDEX_NEXT, JOURNAL_PREFIX, LOCK, QUARANTINE,
-    TMP_PREFIX,
+    names, quarantine, FileBackend, FileRecord, INDEX, INDEX_NEXT, JOURNAL_PREFIX, LOCK,
+    QUARANTINE, TMP_PREFIX,
 };
-use crate::backend::{Reloaded, StorageError};
-use crate::room::{now_millis, EpochMillis, RoomName};
+use crate::backend::StorageError;
+use crate::room::{now_millis, EpochMillis, Revision, RoomName};
 use crate::store::apply::{self, Change, PreparedRoom};
 use crate::store::snapshot::{RoomEntry, RoomMap, Snapshot};
 
 /// A room file as read from disk.
-struct ReadFile {
-    file: String,
-    len: u64,
-    crc: u32,
-    stat: Option<FileStat>,
+pub(super) struct ReadFile {
+    pub file: String,
+    pub len: u64,
+    pub crc: u32,
+    pub stat: Option<FileStat>,
     /// The room, already encoded compactly: the parsed tree is dropped on the reading thread,
     /// so loading many rooms never holds many trees at once.
-    room: Result<PreparedRoom, String>,
+    pub room: Result<PreparedRoom, String>,
     /// Whether `room` came from `.cache` rather than from parsing the file: `Some(true)` when
     /// the file's stat showed it unchanged, `Some(false)` when its content had to.
-    cached: Option<bool>,
+    pub cached: Option<bool>,
+    /// Whether its mode was changed to 0600 (it was readable by others).
+    pub made_private: bool,
 }
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
+    let existed = b.fs.stat(&b.dir).ok().flatten().is_some();
     b.fs.create_private_dir(&b.dir)
-        .map_err(|e| StorageError::io("create the storage directory", &b.dir, e))?;
+        .map_err(|e| dir_error(&b.dir, existed, e))?;
     lock(b)?;
     tracing::info!("Using file storage at: {}", b.dir.display());
 
@@ -125,6 +129,17 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     };
     let decided = par_map(&reads, |read| Some(known.room(read)));
     let mut rooms = RoomMap::new();
+    // Rooms whose file (so far) is fresh: new, or changed since the daemon last saw it.
+    let mut fresh: HashSet<RoomName> = HashSet::new();
+    // Rooms for which a file the daemon knew lost to another: its revision and LSN.
+    let mut replaced: HashMap<RoomName, (Revision, Lsn)> = HashMap::new();
+    let private = reads.iter().filter(|r| r.made_private).count();
+    if private > 0 {
+        tracing::info!(
+            "made {private} room file(s) in {} private (0600): they were readable by others, and room files hold passwords",
+            b.dir.display()
+        );
+    }
     for (read, room) in reads.into_iter().zip(decided) {
         cache_hits += usize::from(read.cached.is_some());
         // A room found by content, not stat, is cached again with its stat.
@@ -132,30 +147,37 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         let (entry, lsn, origin) = match room {
             Ok(room) => room,
             Err(why) => {
-                fold::quarantine(&*b.fs, &b.dir, &read.file, &why);
+                quarantine::quarantine(&*b.fs, &b.dir, &read.file, &why);
                 index_stale = true;
                 continue;
             }
         };
         let name = entry.name.clone();
         let canonical = names::file_name(&name);
+        let is_fresh = matches!(origin, Origin::New | Origin::EditedByHand);
         if let Some(other) = b.files.get(&name) {
             index_stale = true;
-            // Two files claim one room: keep the one at the room's own file name.
-            let loser = if read.file == canonical {
-                other.file.clone()
+            // Two files hold one room: the newest write wins (see `claims`).
+            let this = Claimant::new(&read.file, &name, is_fresh, read.stat);
+            let that = Claimant::new(&other.file, &name, fresh.contains(&name), other.stat);
+            let (loser_known, revision, loser_lsn) = if claims::prefer(&this, &that) {
+                claims::set_aside_loser(&*b.fs, &b.dir, &name, &this, &that);
+                (!that.fresh, other.revision, other.lsn)
             } else {
-                read.file.clone()
-            };
-            fold::quarantine(
-                &*b.fs,
-                &b.dir,
-                &loser,
-                &format!("another file also holds room {name:?}"),
-            );
-            if loser == read.file {
+                claims::set_aside_loser(&*b.fs, &b.dir, &name, &that, &this);
+                if !this.fresh {
+                    note_replaced(&mut replaced, &name, (entry.revision, lsn));
+                }
                 continue;
+            };
+            if loser_known {
+                note_replaced(&mut replaced, &name, (revision, loser_lsn));
             }
+        }
+        if is_fresh {
+            fresh.insert(name.clone());
+        } else {
+            fresh.remove(&name);
         }
         match origin {
             Origin::NextIndex => {}
@@ -173,6 +195,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         if read.file != canonical {
             b.dirty.insert(name.clone());
         }
+        let revision = entry.revision;
         rooms.insert(name.clone(), entry);
         base_lsn.insert(name.clone(), lsn);
         let record = FileRecord {
@@ -181,8 +204,32 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             crc: read.crc,
             stat: read.stat,
             lsn,
+            revision,
         };
         b.files.insert(name, record);
+    }
+
+    // A fresh file that won over a version the daemon knew replaces it: its revision goes
+    // above that one, and journal records that version already held are not replayed.
+    for (name, (revision, lsn)) in replaced {
+        let Some(record) = b.files.get_mut(&name).filter(|_| fresh.contains(&name)) else {
+            continue;
+        };
+        let Some(entry) = rooms.get(name.as_str()).filter(|e| e.revision <= revision) else {
+            continue;
+        };
+        let entry = RoomEntry::cold(
+            name.clone(),
+            entry.facts.clone(),
+            entry.encoded().clone(),
+            entry.rating_count,
+            revision + 1,
+            entry.updated_at,
+        );
+        record.revision = revision + 1;
+        record.lsn = record.lsn.max(lsn);
+        base_lsn.insert(name.clone(), record.lsn);
+        rooms.insert(name, Arc::new(entry));
     }
 
     // Replay what the journals hold beyond each room's file.
@@ -392,6 +439,27 @@ fn in_parallel(
     }
 }
 
+/// Why the storage directory cannot be used, and what to do: an existing directory is not
+/// "cannot create".
+fn dir_error(dir: &std::path::Path, existed: bool, e: std::io::Error) -> StorageError {
+    if !existed {
+        return StorageError::io("create the storage directory", dir, e);
+    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let message = match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EROFS) => format!(
+            "cannot write to the storage directory {}: {e}; give the daemon's user (uid {uid}) write access to it (e.g. chown it to that user), or choose another storagePath",
+            dir.display()
+        ),
+        _ => format!(
+            "cannot make the storage directory {} private (mode 0700): {e}; it must belong to the daemon's user (uid {uid}): chown it to that user, or choose another storagePath",
+            dir.display()
+        ),
+    };
+    StorageError::Unusable { message }
+}
+
 fn lock(b: &mut FileBackend) -> Result<(), StorageError> {
     let path = b.path(LOCK);
     match b.fs.try_lock(&path) {
@@ -469,8 +537,17 @@ pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R>
     })
 }
 
+/// Makes a room file the daemon did not write (MovieMatch writes 0644) 0600: it holds
+/// passwords. True if its mode changed.
+fn made_private(fs: &dyn super::Fs, path: &std::path::Path) -> bool {
+    fs.make_private(path).unwrap_or_else(|e| {
+        tracing::warn!("cannot make room file {} 0600: {e}", path.display());
+        false
+    })
+}
+
 /// Reads one room file whose `stat` was just taken.
-fn read_file(
+pub(super) fn read_file(
     fs: &dyn super::Fs,
     dir: &std::path::Path,
     file: &str,
@@ -485,12 +562,21 @@ fn read_file(
             crc,
             stat,
             cached: Some(true),
+            made_private: false,
             room: Ok(room),
         };
     }
     let (bytes, read) = match fs.read(&path) {
         Ok(bytes) => (bytes, Ok(())),
         Err(e) => (Vec::new(), Err(format!("it cannot be read ({e})"))),
+    };
+    // A file the daemon did not write (MovieMatch writes 0644) holds passwords: make it 0600.
+    // Files taken from the cache by their stat were read, so checked, at an earlier start.
+    let made_private = read.is_ok() && made_private(fs, &path);
+    let stat = if made_private {
+        fs.stat(&path).ok().flatten()
+    } else {
+        stat
     };
     let (len, crc) = (bytes.len() as u64, crc32fast::hash(&bytes));
     let cached = read.is_ok().then(|| cache.get(file, len, crc)).flatten();
@@ -500,6 +586,7 @@ fn read_file(
         crc,
         stat,
         cached: cached.is_some().then_some(false),
+        made_private,
         room: read.and_then(|()| match cached {
             Some(room) => Ok(room),
             None => {
@@ -509,89 +596,13 @@ fn read_file(
     }
 }
 
-/// SIGHUP: compares every room file with what the daemon last wrote or read there.
-pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, StorageError> {
-    let entries =
-        b.fs.read_dir(&b.dir)
-            .map_err(|e| StorageError::io("list the storage directory", &b.dir, e))?;
-    let by_file: HashMap<String, RoomName> = b
-        .files
-        .iter()
-        .map(|(name, r)| (r.file.clone(), name.clone()))
-        .collect();
-    let mut changes = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let now = now_millis();
-    for entry in entries {
-        if entry.kind != EntryKind::File || !names::is_room_file(&entry.name) {
-            continue;
-        }
-        let file = entry.name;
-        seen.insert(file.clone());
-        let owner = by_file.get(&file).cloned();
-        if let Some(record) = owner.as_ref().and_then(|n| b.files.get(n)) {
-            if !fold::edited_by_hand(&*b.fs, &b.dir, record) {
-                continue;
-            }
-        }
-        let stat = b.fs.stat(&b.path(&file)).ok().flatten();
-        let read = read_file(&*b.fs, &b.dir, &file, stat, &Cache::default());
-        let room = match read.room {
-            Ok(room) => room,
-            Err(why) => {
-                fold::quarantine(&*b.fs, &b.dir, &file, &why);
-                if let Some(name) = owner {
-                    // The room keeps its state; its file is written again right away (the
-                    // file is gone on purpose, so it is not a removal to honour).
-                    b.files.remove(&name);
-                    b.dirty.insert(name);
-                    b.fold_soon = true;
-                }
-                continue;
-            }
-        };
-        let name = room.name.clone();
-        let revision = rooms.get(name.as_str()).map_or(0, |e| e.revision) + 1;
-        tracing::info!(
-            "reloaded room {name:?} from {} (revision {revision})",
-            b.path(&file).display()
-        );
-        if file != names::file_name(&name) {
-            b.dirty.insert(name.clone());
-        }
-        let lsn = b.next_lsn;
-        b.files.insert(
-            name.clone(),
-            FileRecord {
-                file,
-                len: read.len,
-                crc: read.crc,
-                stat: read.stat,
-                lsn,
-            },
-        );
-        changes.push(Change::Put {
-            name,
-            revision,
-            at: now,
-            room: room.encoded,
-        });
-    }
-    let removed: Vec<RoomName> = b
-        .files
-        .iter()
-        .filter(|(name, r)| !seen.contains(&r.file) && rooms.get(name.as_str()).is_some())
-        .map(|(name, _)| name.clone())
-        .collect();
-    for name in removed {
-        tracing::info!("room file of {name:?} was removed by hand; deleting the room");
-        b.files.remove(&name);
-        changes.push(Change::Delete { name });
-    }
-    if changes.is_empty() && b.fold_soon {
-        // Nothing to commit, so fold now to write back the quarantined rooms' files.
-        b.fold_soon = false;
-        b.start_fold(rooms, false, false)?;
-    }
-    Ok(Reloaded { changes })
+/// Notes that a version of `name` the daemon knew (at `known`: revision, LSN) lost to another
+/// file; the largest is kept.
+fn note_replaced(
+    replaced: &mut HashMap<RoomName, (Revision, Lsn)>,
+    name: &RoomName,
+    known: (Revision, Lsn),
+) {
+    let noted = replaced.entry(name.clone()).or_insert(known);
+    *noted = (noted.0.max(known.0), noted.1.max(known.1));
 }

@@ -27,6 +27,7 @@
 //! the rooms changed since the last good sync are logged again, whole, in the new journal.
 
 mod cache;
+mod claims;
 mod fold;
 mod fs;
 mod journal;
@@ -35,6 +36,8 @@ pub mod names;
 mod prealloc;
 #[cfg(test)]
 mod proptests;
+mod quarantine;
+mod reload;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -52,7 +55,7 @@ pub use self::fs::{Fs, RealFs};
 use self::journal::Lsn;
 use super::{Backend, Reloaded, StorageError};
 use crate::config::Durability;
-use crate::room::RoomName;
+use crate::room::{Revision, RoomName};
 use crate::store::apply::Change;
 use crate::store::snapshot::{RoomMap, Snapshot};
 
@@ -77,6 +80,8 @@ struct FileRecord {
     stat: Option<FileStat>,
     /// The last change the file holds.
     lsn: Lsn,
+    /// The room's revision the file holds (for logs about hand edits).
+    revision: Revision,
 }
 
 /// A fold running on its own thread, and the journals it makes obsolete.
@@ -501,9 +506,14 @@ impl Backend for FileBackend {
         Ok(())
     }
 
+    fn fold(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
+        self.sync_journal(rooms)?;
+        self.start_fold(rooms, false, false)
+    }
+
     fn reload(&mut self, rooms: &Snapshot) -> Result<Reloaded, StorageError> {
         self.finish_fold(rooms, true)?;
-        load::reload(self, rooms)
+        reload::reload(self, rooms)
     }
 
     fn close(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {

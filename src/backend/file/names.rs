@@ -10,6 +10,12 @@
 //! begins a percent-encoded name; and SHA-256 names differ for different names (a collision
 //! would be the first ever found). No output contains `/` or starts with `.`, so a room file is
 //! always directly inside the storage directory and never one of the daemon's own dot-files.
+//!
+//! MovieMatch's own `FileStorage` names a room's file differently: every character outside
+//! `[A-Za-z0-9_-]` becomes `_` (not injective: `x.y` and `x y` share `x_y.json`). For plain
+//! names both are the same file. [`claim`] tells which of the two, if either, a file is for a
+//! room, so that a directory MovieMatch wrote (or wrote again, after a downgrade) is taken over
+//! without a stray copy ever winning.
 
 use sha2::{Digest, Sha256};
 
@@ -47,6 +53,43 @@ pub fn file_name(name: &RoomName) -> String {
     let digest = Sha256::digest(name.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("~={hex}{SUFFIX}")
+}
+
+/// The file name MovieMatch's `FileStorage` gives the room `name`: each character outside
+/// `[A-Za-z0-9_-]` replaced by `_`, one per UTF-16 code unit (JavaScript's
+/// `name.replace(/[^a-zA-Z0-9_-]/g, "_")` sees an emoji as two), then `.json`.
+pub fn movie_match_file_name(name: &RoomName) -> String {
+    let mut file = String::with_capacity(name.as_str().len() + SUFFIX.len());
+    for c in name.as_str().chars() {
+        if c.is_ascii() && is_plain_byte(c as u8) {
+            file.push(c);
+        } else {
+            file.extend(std::iter::repeat_n('_', c.len_utf16()));
+        }
+    }
+    file.push_str(SUFFIX);
+    file
+}
+
+/// Whose name a file holding a room has: the room's own file (the daemon's name for it, or
+/// MovieMatch's), or an unrelated one (a copy, a backup, a hand-written file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Claim {
+    Unrelated,
+    MovieMatch,
+    /// The daemon's own name (for plain names, MovieMatch's too).
+    Own,
+}
+
+/// How `file` is named for the room `name` it holds.
+pub fn claim(file: &str, name: &RoomName) -> Claim {
+    if file == file_name(name) {
+        Claim::Own
+    } else if file == movie_match_file_name(name) {
+        Claim::MovieMatch
+    } else {
+        Claim::Unrelated
+    }
 }
 
 /// True for a directory entry that should hold a room: `*.json`, not one of our dot-files.
@@ -148,6 +191,19 @@ mod tests {
             file_name(&name(&"x".repeat(251))),
             file_name(&name(&"x".repeat(252)))
         );
+    }
+
+    #[test]
+    fn movie_match_names_and_claims() {
+        assert_eq!(movie_match_file_name(&name("film.club")), "film_club.json");
+        assert_eq!(movie_match_file_name(&name("🎬 x")), "___x.json");
+        assert_eq!(
+            claim("film_club.json", &name("film.club")),
+            Claim::MovieMatch
+        );
+        assert_eq!(claim("~film%2Eclub.json", &name("film.club")), Claim::Own);
+        assert_eq!(claim("film_club.json", &name("film_club")), Claim::Own);
+        assert_eq!(claim("x_y-copy.json", &name("x.y")), Claim::Unrelated);
     }
 
     #[test]

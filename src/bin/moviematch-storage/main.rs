@@ -10,6 +10,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod edit;
 mod progress;
 mod streams;
 
@@ -37,7 +38,9 @@ Exit codes:
   4  bad arguments, or the input file could not be read or is not JSON (for `import`: a line
      that is not a valid room; nothing was imported)
   5  `watch` fell behind and the daemon dropped it (after printing {\"event\":\"overflow\"}):
-     re-read the rooms you care about and watch again";
+     re-read the rooms you care about and watch again
+  6  `edit`: the room changed or was deleted while you edited it, so your version was not
+     saved (it is kept in the file named on stderr); run `edit` again";
 
 #[derive(Parser)]
 #[command(
@@ -97,6 +100,18 @@ enum Command {
     },
     /// Return once every acknowledged change is on stable storage
     Flush,
+    /// Write every room's latest state into its file now (file backend), before editing
+    /// room files by hand; then edit, then send the daemon SIGHUP
+    Fold,
+    /// Edit a room in $VISUAL or $EDITOR (default vi) and save it, unless it changed meanwhile
+    ///
+    /// Fetches the room, opens it as pretty JSON in a private temporary file, and saves what
+    /// you write back only if nobody changed the room in the meantime (expectedRevision); if
+    /// somebody did, offers to edit again on the latest version (without a terminal: exit 6,
+    /// your version kept in the file named on stderr). Unchanged: nothing is saved. Prints
+    /// {"revision":N}; exit 1 when the room does not exist, 4 when your version is not a valid
+    /// room (kept in the file named).
+    Edit { name: String },
     /// Record a user's rating of a media in a room
     ///
     /// A user rates a media once: a second rating is ignored and prints {"added":false}.
@@ -299,6 +314,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Export => return export(&cli.socket),
         Command::Import { file } => return import(&cli.socket, file.as_ref()),
         Command::Watch { names } => return watch(&cli.socket, names),
+        Command::Edit { name } => return edit::edit(&cli.socket, name),
         Command::Migrate {
             from,
             to,
@@ -356,6 +372,7 @@ fn request_for(command: &Command) -> Result<Value, Failure> {
             "expectedRevision": expected_revision,
         }),
         Command::Flush => json!({"op": "flush"}),
+        Command::Fold => json!({"op": "fold"}),
         Command::Rate {
             name,
             media,
@@ -394,6 +411,7 @@ fn request_for(command: &Command) -> Result<Value, Failure> {
         Command::Export
         | Command::Import { .. }
         | Command::Watch { .. }
+        | Command::Edit { .. }
         | Command::Migrate { .. } => {
             unreachable!("streaming commands are run by their own functions")
         }
