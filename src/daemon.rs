@@ -55,11 +55,32 @@ pub enum DaemonError {
 pub fn open_backend(config: &Config) -> Option<Box<dyn Backend>> {
     match config.storage_type {
         StorageType::Memory => Some(Box::new(MemoryBackend)),
-        StorageType::File => Some(Box::new(FileBackend::new(
-            &config.storage_path,
-            config.durability,
-        ))),
+        StorageType::File => {
+            let backend = FileBackend::new(&config.storage_path, config.durability);
+            Some(Box::new(match test_fold_interval() {
+                Some(interval) => backend.with_fold_interval(interval),
+                None => backend,
+            }))
+        }
         StorageType::Redis => None,
+    }
+}
+
+/// Hidden, for tests only (not a setting): `STORAGED_TEST_FOLD_INTERVAL_MS` replaces the 60 s
+/// for which rooms may stay dirty before a background fold, so that the fault-injection sweep
+/// (tests/fault_sweep) can make a fold happen at the next upkeep tick and fail calls inside it.
+const TEST_FOLD_INTERVAL_ENV: &str = "STORAGED_TEST_FOLD_INTERVAL_MS";
+
+fn test_fold_interval() -> Option<Duration> {
+    let text = std::env::var(TEST_FOLD_INTERVAL_ENV).ok()?;
+    match text.trim().parse::<u64>() {
+        Ok(ms) => Some(Duration::from_millis(ms)),
+        Err(_) => {
+            tracing::warn!(
+                "ignoring {TEST_FOLD_INTERVAL_ENV}={text:?}: not a number of milliseconds"
+            );
+            None
+        }
     }
 }
 

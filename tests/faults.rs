@@ -19,11 +19,16 @@ struct SmallDisk {
 
 impl SmallDisk {
     fn new(size: &str) -> SmallDisk {
+        SmallDisk::with_options(&format!("size={size}"))
+    }
+
+    /// A tmpfs mounted with `options` (`size=..,nr_inodes=..`).
+    fn with_options(options: &str) -> SmallDisk {
         let tmp = tempfile::tempdir().unwrap();
         let mount = tmp.path().join("disk");
         std::fs::create_dir(&mount).unwrap();
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(&mount)
             .status()
             .expect("run mount");
@@ -72,9 +77,14 @@ fn a_full_disk_gives_storage_errors_keeps_data_and_recovers_when_space_returns()
         cause.contains("No space left"),
         "cause should be the OS error: {error:?}"
     );
+    // Refused before the journal is written, while every room file can still be written:
+    // the message names the storage directory.
     assert!(
-        error["message"].as_str().unwrap().contains(".journal-"),
-        "message names the file: {error:?}"
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains(&d.storage().display().to_string()),
+        "message names the directory: {error:?}"
     );
     assert!(saved.len() > 5, "only {} rooms fit", saved.len());
 
@@ -103,6 +113,73 @@ fn a_full_disk_gives_storage_errors_keeps_data_and_recovers_when_space_returns()
     let mut c = d.connect();
     let listed = c.ok(json!({"op": "listRooms", "summary": true}));
     assert_eq!(listed["rooms"].as_array().unwrap().len(), saved.len());
+}
+
+/// Issue 15: on a disk filled through `saveRoom`, deleting rooms through the daemon must give
+/// writes back (before, the fold kept failing for want of space and a 300 KB save still failed
+/// 75 s later), and a clean stop must write every room file.
+#[test]
+fn deleting_rooms_on_a_full_disk_makes_room_and_the_stop_writes_every_file() {
+    let disk = SmallDisk::new("8m");
+    let mut d = Daemon::builder(Backend::File)
+        .storage(disk.mount.join("rooms"))
+        .start();
+    let mut c = d.connect();
+    let mut saved = Vec::new();
+    let refused = loop {
+        let name = format!("f{:03}", saved.len());
+        let resp = c.call(json!({"op": "saveRoom", "room": padded_room(&name, 40)}));
+        if resp["ok"] != true {
+            break resp;
+        }
+        saved.push(name);
+        assert!(saved.len() < 400, "the disk never filled up");
+    };
+    let error = assert_err(&refused, "storage");
+    assert!(
+        error["cause"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space left"),
+        "{error:?}"
+    );
+    assert!(saved.len() > 20, "only {} rooms fit", saved.len());
+
+    // Delete every other room through the daemon: writes come back by themselves.
+    let (deleted, kept): (Vec<_>, Vec<_>) = saved.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    for (_, name) in &deleted {
+        c.ok(json!({"op": "deleteRoom", "roomName": name}));
+    }
+    let start = Instant::now();
+    let big = padded_room("big", 300);
+    let mut resp = json!(null);
+    while start.elapsed() < Duration::from_secs(10) {
+        resp = c.call(json!({"op": "saveRoom", "room": big}));
+        if resp["ok"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        resp["ok"], true,
+        "a 300 KB room after deleting half: {resp}"
+    );
+    let waited = start.elapsed();
+    drop(c);
+
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    let mut expected: Vec<String> = kept.iter().map(|(_, n)| format!("{n}.json")).collect();
+    expected.push("big.json".into());
+    expected.sort();
+    assert_eq!(room_files(d.storage()), expected);
+    for name in &expected {
+        read_json_file(&d.storage().join(name));
+    }
+    eprintln!(
+        "writes came back {waited:?} after deleting {} of {} rooms",
+        deleted.len(),
+        saved.len()
+    );
 }
 
 /// The daemon under strace, failing the `first..=last` fdatasync calls with EIO.
@@ -254,4 +331,112 @@ fn a_failed_fdatasync_is_a_storage_error_and_the_change_never_appears() {
     let ratings = room["room"]["ratings"].as_object().unwrap();
     assert_eq!(ratings.keys().cloned().collect::<Vec<_>>(), acked);
     assert_eq!(revision(&room), 1 + acked.len() as u64);
+}
+
+/// strace attached to `pid` for as long as it lives, failing every sync call with EIO.
+struct FailingSyncs(Child);
+
+impl FailingSyncs {
+    fn attach(pid: i32) -> FailingSyncs {
+        let syncs = "fsync,fdatasync,syncfs,sync_file_range";
+        let strace = Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-p", &pid.to_string()])
+            .args(["-e", &format!("trace={syncs}")])
+            .args(["-e", &format!("inject={syncs}:error=EIO")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("strace is needed for this test (apt-get install strace)");
+        FailingSyncs(strace)
+    }
+
+    /// Detaches (SIGINT lets strace let go of the daemon's threads) and waits for it to end.
+    fn detach(mut self) {
+        // SAFETY: kill(2) on the strace we started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for FailingSyncs {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 15's wedge, as an operator met it: one burst of failing syncs, and every later
+/// `saveRoom` answered "cannot create the journal .journal-2: File exists" until a restart,
+/// and SIGTERM exited 1. Now the next write after the burst succeeds and the stop is clean.
+#[test]
+fn a_burst_of_failing_syncs_heals_by_itself_and_the_stop_is_clean() {
+    let mut d = Daemon::builder(Backend::File).start();
+    let mut c = d.connect();
+    c.ok(json!({"op": "saveRoom", "room": bare_room("before")}));
+
+    let strace = FailingSyncs::attach(d.pid());
+    // Attached once a save fails; then five more saves during the burst, all refused.
+    let mut n = 0;
+    wait_until("strace to fail the daemon's syncs", || {
+        n += 1;
+        let resp = c.call(json!({"op": "saveRoom", "room": bare_room(&format!("probe{n}"))}));
+        if resp["ok"] == true {
+            std::thread::sleep(Duration::from_millis(20));
+            return false;
+        }
+        true
+    });
+    let acked_probes: Vec<String> = (1..n).map(|i| format!("probe{i}")).collect();
+    for i in 0..5 {
+        let resp = c.call(json!({"op": "saveRoom", "room": bare_room(&format!("during{i}"))}));
+        let error = assert_err(&resp, "storage");
+        assert!(
+            error["cause"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Input/output error"),
+            "{resp}"
+        );
+    }
+    strace.detach();
+
+    // Within 2 s, with no restart, writes succeed again.
+    let healed = Instant::now();
+    let mut resp = json!(null);
+    while healed.elapsed() < Duration::from_secs(2) {
+        resp = c.call(json!({"op": "saveRoom", "room": bare_room("after")}));
+        if resp["ok"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(resp["ok"], true, "still refused after the burst: {resp}");
+    c.ok(json!({"op": "addRating", "roomName": "after", "mediaId": "m", "userName": "u", "rating": "like"}));
+    drop(c);
+
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    let files = room_files(d.storage());
+    for name in acked_probes
+        .iter()
+        .map(String::as_str)
+        .chain(["before", "after"])
+    {
+        assert!(
+            files.contains(&format!("{name}.json")),
+            "{name}.json: {files:?}"
+        );
+    }
+    assert!(
+        !files.iter().any(|f| f.starts_with("during")),
+        "a refused room was stored: {files:?}"
+    );
+    let after = read_json_file(&d.storage().join("after.json"));
+    assert_eq!(after["ratings"]["m"][0][0], "u");
+    let leftovers: Vec<String> = std::fs::read_dir(d.storage())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| f.starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

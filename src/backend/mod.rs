@@ -32,6 +32,13 @@ pub enum StorageError {
     Locked { dir: PathBuf, lock: PathBuf },
     #[error("{message}")]
     Unusable { message: String },
+    #[error("the disk holding {} is nearly full ({free_bytes} bytes and {free_inodes} inodes free; {need_bytes} bytes are kept free so that every room file can be written): delete rooms or free space, and writes resume by themselves", dir.display())]
+    Full {
+        dir: PathBuf,
+        free_bytes: u64,
+        free_inodes: u64,
+        need_bytes: u64,
+    },
 }
 
 impl StorageError {
@@ -43,10 +50,24 @@ impl StorageError {
         }
     }
 
+    /// True when the disk (or its inodes, or a quota) is full.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+            StorageError::Full { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The underlying OS error's text, for the protocol's `cause` field.
     pub fn cause(&self) -> Option<String> {
         match self {
             StorageError::Io { source, .. } => Some(source.to_string()),
+            StorageError::Full { .. } => {
+                Some(std::io::Error::from_raw_os_error(libc::ENOSPC).to_string())
+            }
             _ => None,
         }
     }

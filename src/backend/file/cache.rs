@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -46,7 +46,7 @@ const COARSE_RACY_NS: i128 = 3_000_000_000;
 /// now), so a clock that differs from the system's cannot fool it; call it before reading the
 /// stats.
 pub(super) fn trust_stats_before(fs: &dyn Fs, dir: &Path) -> i128 {
-    let probe = dir.join(format!("{TMP_PREFIX}clock-{}", std::process::id()));
+    let [_, probe] = temp_files(dir);
     let now = fs
         .open_append(&probe)
         .ok()
@@ -257,18 +257,22 @@ pub(super) fn write(
     files: &[(RoomName, FileRecord)],
     trust_before: i128,
 ) -> std::io::Result<usize> {
-    let tmp = dir.join(format!("{TMP_PREFIX}cache-{}", std::process::id()));
-    let result = write_to(fs, &tmp, rooms, files, trust_before);
-    match result {
-        Ok(count) => {
-            fs.rename(&tmp, &dir.join(CACHE))?;
-            Ok(count)
-        }
-        Err(e) => {
-            let _ = fs.remove(&tmp);
-            Err(e)
-        }
+    let [tmp, _] = temp_files(dir);
+    let result = write_to(fs, &tmp, rooms, files, trust_before)
+        .and_then(|count| fs.rename(&tmp, &dir.join(CACHE)).map(|()| count));
+    if result.is_err() {
+        let _ = fs.remove(&tmp);
     }
+    result
+}
+
+/// The temporary files this module may leave behind when the disk fails (removed at close).
+pub(super) fn temp_files(dir: &Path) -> [PathBuf; 2] {
+    let pid = std::process::id();
+    [
+        dir.join(format!("{TMP_PREFIX}cache-{pid}")),
+        dir.join(format!("{TMP_PREFIX}clock-{pid}")),
+    ]
 }
 
 fn write_to(

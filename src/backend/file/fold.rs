@@ -37,6 +37,8 @@ pub(super) struct FoldJob {
     pub lsn: Lsn,
     /// At a clean stop a hand-edited file is quarantined and overwritten instead of skipped.
     pub closing: bool,
+    /// Temporary files an earlier fold could not remove: removed first.
+    pub strays: Vec<PathBuf>,
 }
 
 /// What a fold did, for the backend to merge into its records.
@@ -50,6 +52,8 @@ pub(super) struct FoldDone {
     pub skipped: Vec<RoomName>,
     /// The job's dirty set, to restore if the fold failed.
     pub dirty: BTreeSet<RoomName>,
+    /// Temporary files this fold could not remove (the disk failed twice in a row).
+    pub strays: Vec<PathBuf>,
 }
 
 impl FoldJob {
@@ -60,7 +64,15 @@ impl FoldJob {
             removed: Vec::new(),
             skipped: Vec::new(),
             dirty: BTreeSet::new(),
+            strays: Vec::new(),
         };
+        for path in &self.strays {
+            match self.fs.remove(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => done.strays.push(path.clone()),
+            }
+        }
         done.result = self.write(&mut done);
         done.dirty = self.dirty;
         done
@@ -73,6 +85,9 @@ impl FoldJob {
     fn write(&self, done: &mut FoldDone) -> Result<(), StorageError> {
         let mut writes: Vec<(&RoomName, String, Vec<u8>)> = Vec::new();
         let mut removals: Vec<(&RoomName, String)> = Vec::new();
+        // Files of deleted rooms: removed first, so that a full disk gets their space back
+        // before new files are written (their rooms are gone whatever a crash leaves).
+        let mut deletions: Vec<(&RoomName, String)> = Vec::new();
         for name in &self.dirty {
             let record = self.files.get(name);
             if let Some(record) = record.filter(|r| edited_by_hand(&*self.fs, &self.dir, r)) {
@@ -107,11 +122,13 @@ impl FoldJob {
                 }
                 None => {
                     if let Some(record) = record.filter(|r| r.file == target) {
-                        removals.push((name, record.file.clone()));
+                        deletions.push((name, record.file.clone()));
                     }
                 }
             }
         }
+
+        self.remove_files(&deletions, done)?;
 
         // 1. The index as it will be.
         let written: HashMap<&RoomName, (&str, u64, u32)> = writes
@@ -159,7 +176,7 @@ impl FoldJob {
 
         // 2. The room files.
         for (name, target, bytes) in &writes {
-            write_atomically(&*self.fs, &self.dir, target, bytes)?;
+            write_atomically(&*self.fs, &self.dir, target, bytes, &mut done.strays)?;
             let (_, len, crc) = written[name];
             let record = FileRecord {
                 file: target.clone(),
@@ -171,7 +188,24 @@ impl FoldJob {
             };
             done.written.push(((*name).clone(), record));
         }
-        for (name, file) in &removals {
+        self.remove_files(&removals, done)?;
+        // 3 and 4.
+        sync_dir(&*self.fs, &self.dir)?;
+        self.fs
+            .rename(&next_path, &self.path(INDEX))
+            .map_err(|e| StorageError::io("rename .index.next to", self.path(INDEX), e))?;
+        sync_dir(&*self.fs, &self.dir)
+    }
+}
+
+impl FoldJob {
+    /// Removes room files, noting those of rooms that no longer exist.
+    fn remove_files(
+        &self,
+        files: &[(&RoomName, String)],
+        done: &mut FoldDone,
+    ) -> Result<(), StorageError> {
+        for (name, file) in files {
             match self.fs.remove(&self.path(file)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -181,12 +215,7 @@ impl FoldJob {
                 done.removed.push((*name).clone());
             }
         }
-        // 3 and 4.
-        sync_dir(&*self.fs, &self.dir)?;
-        self.fs
-            .rename(&next_path, &self.path(INDEX))
-            .map_err(|e| StorageError::io("rename .index.next to", self.path(INDEX), e))?;
-        sync_dir(&*self.fs, &self.dir)
+        Ok(())
     }
 }
 
@@ -216,13 +245,24 @@ fn write_atomically(
     dir: &Path,
     target: &str,
     bytes: &[u8],
+    strays: &mut Vec<PathBuf>,
 ) -> Result<(), StorageError> {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp_path = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
-    if let Err(e) = fs.write_new_synced(&tmp_path, bytes) {
-        let _ = fs.remove(&tmp_path);
-        return Err(StorageError::io("write", dir.join(target), e));
+    let written = fs
+        .write_new_synced(&tmp_path, bytes)
+        .map_err(|e| StorageError::io("write", dir.join(target), e))
+        .and_then(|()| {
+            fs.rename(&tmp_path, &dir.join(target))
+                .map_err(|e| StorageError::io("rename a temporary file to", dir.join(target), e))
+        });
+    if written.is_err() {
+        // Its pages failed to sync or it was never renamed: never used again.
+        match fs.remove(&tmp_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => strays.push(tmp_path),
+        }
     }
-    fs.rename(&tmp_path, &dir.join(target))
-        .map_err(|e| StorageError::io("rename a temporary file to", dir.join(target), e))
+    written
 }

@@ -41,6 +41,13 @@ pub struct FileStat {
     pub ino: u64,
 }
 
+/// Free space on a file system, as an unprivileged process may use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeSpace {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
 /// A file opened for appending, such as the journal.
 pub trait AppendFile: Send {
     /// Appends all of `bytes` (not yet durable).
@@ -83,6 +90,10 @@ pub trait Fs: Send + Sync {
     /// ([`super::prealloc`]); recovery reads zeros as the end of the journal.
     fn create_journal(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
         self.open_append(path)
+    }
+    /// Free bytes and inodes on the file system holding `dir`; `None` when not known.
+    fn free_space(&self, _dir: &Path) -> io::Result<Option<FreeSpace>> {
+        Ok(None)
     }
     /// Takes an exclusive lock on `path` (created 0600 if needed), held while the returned
     /// guard lives; `Ok(None)` when another process holds it.
@@ -250,6 +261,29 @@ impl Fs for RealFs {
         }
         file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
         Ok(true)
+    }
+
+    fn free_space(&self, dir: &Path) -> io::Result<Option<FreeSpace>> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+        // SAFETY: statvfs reads a NUL-terminated path and fills the struct it is given.
+        if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: statvfs succeeded, so it filled the struct.
+        let stat = unsafe { stat.assume_init() };
+        // A file system without inode counts (btrfs) reports 0 of 0: not a shortage.
+        let inodes = if stat.f_files == 0 {
+            u64::MAX
+        } else {
+            stat.f_favail
+        };
+        Ok(Some(FreeSpace {
+            bytes: stat.f_bavail.saturating_mul(stat.f_frsize),
+            inodes,
+        }))
     }
 }
 

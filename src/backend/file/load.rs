@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use super::cache::{self, Cache};
 use super::claims::{self, Claimant};
-use super::fold::FoldJob;
 use super::fs::{EntryKind, FileStat};
 use super::journal::{self, Index, IndexEntry, Lsn};
 use super::{
@@ -40,6 +39,9 @@ pub(super) struct ReadFile {
     pub cached: Option<bool>,
     /// Whether its mode was changed to 0600 (it was readable by others).
     pub made_private: bool,
+    /// The read failed: the disk, not the file, is at fault, so the start fails rather than
+    /// set the room aside (a passing I/O error must not take a room out of service).
+    pub unreadable: Option<std::io::Error>,
 }
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
@@ -140,7 +142,18 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             b.dir.display()
         );
     }
-    for (read, room) in reads.into_iter().zip(decided) {
+    for (mut read, room) in reads.into_iter().zip(decided) {
+        match read.unreadable.take() {
+            Some(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Some(e) => {
+                return Err(StorageError::io(
+                    "read the room file",
+                    b.path(&read.file),
+                    e,
+                ))
+            }
+            None => {}
+        }
         cache_hits += usize::from(read.cached.is_some());
         // A room found by content, not stat, is cached again with its stat.
         cache_stale |= read.cached == Some(false);
@@ -289,19 +302,17 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     // replay changed, whose changes are safe in the old journals, are rewritten by a
     // background fold at the first tick, which then deletes those journals.
     let snapshot = Snapshot { rooms };
-    b.rotate()?;
+    // A disk that takes no writes (full, failing) still serves what it holds: read-only,
+    // until a commit finds it writable again.
+    if let Err(e) = b.rotate() {
+        tracing::error!("{e}; serving the rooms read-only until the disk takes writes again");
+    }
     let indexed = index.as_ref().map_or(0, |i| i.rooms.len());
     if index_stale || index_matches != indexed {
-        let index_only = FoldJob {
-            fs: b.fs.clone(),
-            dir: b.dir.clone(),
-            rooms: snapshot.clone(),
-            dirty: Default::default(),
-            files: b.files.clone(),
-            lsn: b.next_lsn - 1,
-            closing: false,
-        };
-        index_only.run().result?;
+        b.index_owed = true;
+        if let Err(e) = b.write_owed_index(&snapshot) {
+            tracing::error!("{e}; serving the rooms read-only until the disk takes writes again");
+        }
     }
     if !b.dirty.is_empty() || !b.old_journals.is_empty() {
         b.fold_due();
@@ -564,11 +575,12 @@ pub(super) fn read_file(
             cached: Some(true),
             made_private: false,
             room: Ok(room),
+            unreadable: None,
         };
     }
-    let (bytes, read) = match fs.read(&path) {
-        Ok(bytes) => (bytes, Ok(())),
-        Err(e) => (Vec::new(), Err(format!("it cannot be read ({e})"))),
+    let (bytes, read, unreadable) = match fs.read(&path) {
+        Ok(bytes) => (bytes, Ok(()), None),
+        Err(e) => (Vec::new(), Err(format!("it cannot be read ({e})")), Some(e)),
     };
     // A file the daemon did not write (MovieMatch writes 0644) holds passwords: make it 0600.
     // Files taken from the cache by their stat were read, so checked, at an earlier start.
@@ -587,6 +599,7 @@ pub(super) fn read_file(
         stat,
         cached: cached.is_some().then_some(false),
         made_private,
+        unreadable,
         room: read.and_then(|()| match cached {
             Some(room) => Ok(room),
             None => {

@@ -40,6 +40,9 @@ mod quarantine;
 mod reload;
 #[cfg(test)]
 mod sim;
+mod space;
+#[cfg(test)]
+mod sweep;
 #[cfg(test)]
 mod tests;
 
@@ -64,6 +67,14 @@ const FOLD_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 /// Fold at least this often while rooms are dirty, so room files stay reasonably fresh.
 const FOLD_INTERVAL: Duration = Duration::from_secs(60);
 
+/// At a clean stop, how long to wait before each new try of a fold that failed (a disk that
+/// hiccuped may be back; a fold writes new files every time).
+const CLOSE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+];
+
 const INDEX: &str = ".index";
 const INDEX_NEXT: &str = ".index.next";
 const LOCK: &str = ".lock";
@@ -86,7 +97,7 @@ struct FileRecord {
 
 /// A fold running on its own thread, and the journals it makes obsolete.
 struct BackgroundFold {
-    thread: JoinHandle<FoldDone>,
+    thread: JoinHandle<Option<FoldDone>>,
     /// Journals older than this generation are covered once the fold succeeds.
     covers_before: u64,
 }
@@ -109,6 +120,10 @@ pub struct FileBackend {
     next_lsn: Lsn,
     /// The generation of the journal being appended to (or of the last one, when closed).
     generation: u64,
+    /// The highest generation ever tried: a rotation that failed half-way may have left its
+    /// file behind, so its number is never used again (that was the wedge of issue 15: every
+    /// later commit failed with "File exists").
+    spent_generation: u64,
     /// Generations of older journals still on disk, not yet covered by a fold.
     old_journals: BTreeSet<u64>,
     /// `None` after a failed write or sync: the next commit starts a new journal.
@@ -125,14 +140,24 @@ pub struct FileBackend {
     /// ...or when rooms have been dirty this long.
     fold_interval: Duration,
     /// Writing `.cache` after a start (see [`cache`]); joined at close.
-    cache_writer: Option<JoinHandle<()>>,
+    cache_writer: Option<JoinHandle<Option<()>>>,
     /// Deleting the journals the last fold covered; joined before the next deletion and at
     /// close. Unlinking a 64 MiB journal and syncing the directory took the actor milliseconds
     /// in which no commit could start; a crash before it is done only leaves journals that
     /// start-up skips (the room files hold their changes), as a crash before the unlink did.
-    removing: Option<JoinHandle<()>>,
+    removing: Option<JoinHandle<Option<Vec<u64>>>>,
     /// How many rooms the last start took from `.cache` instead of parsing their files.
     cache_hits: usize,
+    /// Temporary files a failed fold could not remove; removed by the next fold or at close.
+    strays: Vec<PathBuf>,
+    /// `.index` must be written before the next commit: start-up found new or hand-edited
+    /// files and could not write it (so that a crash cannot count one edit twice).
+    index_owed: bool,
+    /// What the next fold needs free on the disk (see [`space`]).
+    headroom: space::Headroom,
+    /// Tests: folds, journal deletions and the cache writer run on the calling thread, so a
+    /// simulated disk sees the same calls in the same order every run.
+    inline: bool,
 }
 
 impl FileBackend {
@@ -154,6 +179,7 @@ impl FileBackend {
             unsynced_lost: false,
             next_lsn: 1,
             generation: 0,
+            spent_generation: 0,
             old_journals: BTreeSet::new(),
             journal: None,
             records: Vec::new(),
@@ -165,12 +191,56 @@ impl FileBackend {
             cache_writer: None,
             removing: None,
             cache_hits: 0,
+            strays: Vec::new(),
+            index_owed: false,
+            headroom: space::Headroom::default(),
+            inline: false,
+        }
+    }
+
+    /// Runs every background job on the calling thread (see [`FileBackend::inline`]).
+    #[cfg(test)]
+    pub(crate) fn inline(mut self) -> Self {
+        self.inline = true;
+        self
+    }
+
+    /// Runs `job` on a thread named `name`, or here (`Err` with its result) when no thread
+    /// starts or the backend is `inline`. The thread's result is `None` only if it was not the
+    /// one to run the job, which cannot happen.
+    fn spawn<T: Send + 'static>(
+        &self,
+        name: &str,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<JoinHandle<Option<T>>, Option<T>> {
+        if self.inline {
+            return Err(Some(job()));
+        }
+        // Shared, so that the job is still here if the thread does not start.
+        let slot = Arc::new(std::sync::Mutex::new(Some(job)));
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || take(&theirs).map(|job| job()));
+        match spawned {
+            Ok(thread) => Ok(thread),
+            Err(e) => {
+                tracing::debug!("no thread for {name} ({e}); running it here");
+                Err(take(&slot).map(|job| job()))
+            }
         }
     }
 
     /// Changes when background folds start (tests fold often to exercise every path).
     pub fn with_fold_policy(mut self, journal_bytes: u64, interval: Duration) -> Self {
         self.fold_journal_bytes = journal_bytes;
+        self.fold_interval = interval;
+        self
+    }
+
+    /// Changes only how long rooms may stay dirty before a background fold (the fault sweep
+    /// folds every upkeep tick, so that faults land inside folds).
+    pub fn with_fold_interval(mut self, interval: Duration) -> Self {
         self.fold_interval = interval;
         self
     }
@@ -195,9 +265,8 @@ impl FileBackend {
             .map(|(name, record)| (name.clone(), record.clone()))
             .collect();
         let (fs, dir, rooms) = (self.fs.clone(), self.dir.clone(), rooms.clone());
-        let spawned = std::thread::Builder::new()
-            .name("write-cache".into())
-            .spawn(move || match cache::write(&*fs, &dir, &rooms, &files, trust_before) {
+        let spawned = self.spawn("write-cache", move || {
+            match cache::write(&*fs, &dir, &rooms, &files, trust_before) {
                 Ok(count) => tracing::debug!(
                     "wrote {} ({count} rooms) for the next start",
                     dir.join(cache::CACHE).display()
@@ -206,25 +275,61 @@ impl FileBackend {
                     "could not write {} ({e}); the next start will parse every room file, which is slower but loses nothing",
                     dir.join(cache::CACHE).display()
                 ),
-            });
+            }
+        });
         self.cache_writer = spawned.ok();
     }
 
-    /// Starts a new journal file. The old one stays until a fold covers it.
+    /// Starts a new journal file. The old one stays until a fold covers it. On failure the
+    /// current journal (if any) goes on as before, and the next try takes a new number.
     fn rotate(&mut self) -> Result<(), StorageError> {
-        let generation = self.generation + 1;
+        let generation = self.generation.max(self.spent_generation) + 1;
+        self.spent_generation = generation;
         let path = self.journal_path(generation);
-        let journal = self
+        let created = self
             .fs
             .create_journal(&path)
-            .map_err(|e| StorageError::io("create the journal", &path, e))?;
+            .map_err(|e| StorageError::io("create the journal", &path, e));
         // The new file's directory entry must be durable before anything in it is acknowledged.
-        fold::sync_dir(&*self.fs, &self.dir)?;
+        let journal = match created.and_then(|j| fold::sync_dir(&*self.fs, &self.dir).map(|()| j)) {
+            Ok(journal) => journal,
+            Err(e) => {
+                // Never used: remove it now, or let the next fold that covers it do so.
+                match self.fs.remove(&path) {
+                    Ok(()) => {}
+                    Err(gone) if gone.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => {
+                        self.old_journals.insert(generation);
+                    }
+                }
+                return Err(e);
+            }
+        };
         if self.generation > 0 {
             self.old_journals.insert(self.generation);
         }
         self.generation = generation;
         self.journal = Some(journal);
+        Ok(())
+    }
+
+    /// Writes `.index` if start-up could not (see [`FileBackend::index_owed`]).
+    fn write_owed_index(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
+        if !self.index_owed {
+            return Ok(());
+        }
+        let index_only = FoldJob {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            rooms: rooms.clone(),
+            dirty: Default::default(),
+            files: self.files.clone(),
+            lsn: self.next_lsn - 1,
+            closing: false,
+            strays: Vec::new(),
+        };
+        index_only.run().result?;
+        self.index_owed = false;
         Ok(())
     }
 
@@ -295,13 +400,16 @@ impl FileBackend {
             );
             let len = self.journal.as_ref().map_or(0, |j| j.len());
             self.abandon_journal(len);
-            self.unsynced_lost = false;
             let again: Vec<Change> = self
                 .unsynced
                 .iter()
                 .map(|name| whole_room(rooms, name))
                 .collect();
+            // Until this succeeds the changes are in no synced journal: a sync of a later
+            // journal alone must not count as theirs (issue 15, found by the fault sweep).
+            self.unsynced_lost = true;
             self.append(&again, true)?;
+            self.unsynced_lost = false;
         }
         self.unsynced.clear();
         Ok(())
@@ -319,7 +427,17 @@ impl FileBackend {
             tracing::warn!("the previous fold failed ({e}); folding again");
         }
         // Everything up to here goes into the room files; later changes into a new journal.
-        self.rotate()?;
+        let covers_before = match self.rotate() {
+            Ok(()) => self.generation,
+            // At a clean stop nothing comes later: the fold covers every journal.
+            Err(e) if closing => {
+                tracing::warn!("{e}; folding every journal into the room files instead");
+                self.journal = None;
+                self.old_journals.insert(self.generation);
+                u64::MAX
+            }
+            Err(e) => return Err(e),
+        };
         let job = FoldJob {
             fs: self.fs.clone(),
             dir: self.dir.clone(),
@@ -328,22 +446,23 @@ impl FileBackend {
             files: self.files.clone(),
             lsn: self.next_lsn - 1,
             closing,
+            strays: std::mem::take(&mut self.strays),
         };
-        let covers_before = self.generation;
+        self.headroom.fold_started();
         self.last_fold = Instant::now();
-        if background {
-            let thread = std::thread::Builder::new()
-                .name("fold".into())
-                .spawn(move || job.run())
-                .map_err(|e| StorageError::io("start a fold thread for", &self.dir, e))?;
-            self.folding = Some(BackgroundFold {
-                thread,
-                covers_before,
-            });
-            Ok(())
-        } else {
-            let done = job.run();
-            self.merge_fold(done, covers_before, rooms)
+        if !background {
+            return self.merge_fold(job.run(), covers_before, rooms);
+        }
+        match self.spawn("fold", move || job.run()) {
+            Ok(thread) => {
+                self.folding = Some(BackgroundFold {
+                    thread,
+                    covers_before,
+                });
+                Ok(())
+            }
+            Err(Some(done)) => self.merge_fold(done, covers_before, rooms),
+            Err(None) => Err(self.fold_lost(rooms)),
         }
     }
 
@@ -353,13 +472,22 @@ impl FileBackend {
             return Ok(());
         };
         match fold.thread.join() {
-            Ok(done) => self.merge_fold(done, fold.covers_before, rooms),
-            Err(_) => Err(StorageError::Unusable {
-                message: format!(
-                    "a fold of {} panicked; the journal still holds every change",
-                    self.dir.display()
-                ),
-            }),
+            Ok(Some(done)) => self.merge_fold(done, fold.covers_before, rooms),
+            _ => Err(self.fold_lost(rooms)),
+        }
+    }
+
+    /// A fold that panicked took its dirty set with it: every room is folded next time.
+    fn fold_lost(&mut self, rooms: &Snapshot) -> StorageError {
+        self.headroom.fold_ended(false);
+        self.dirty.extend(self.files.keys().cloned());
+        self.dirty
+            .extend(rooms.rooms.values().map(|e| e.name.clone()));
+        StorageError::Unusable {
+            message: format!(
+                "a fold of {} panicked; the journal still holds every change",
+                self.dir.display()
+            ),
         }
     }
 
@@ -376,6 +504,8 @@ impl FileBackend {
         for name in done.removed {
             self.files.remove(&name);
         }
+        self.strays.extend(done.strays);
+        self.headroom.fold_ended(done.result.is_ok());
         if let Err(e) = done.result {
             // Nothing is lost: the journals stay until a later fold succeeds.
             self.dirty.extend(done.dirty);
@@ -406,44 +536,64 @@ impl FileBackend {
             return;
         }
         let paths: Vec<PathBuf> = covered.iter().map(|g| self.journal_path(*g)).collect();
-        for g in covered {
-            self.old_journals.remove(&g);
+        for g in &covered {
+            self.old_journals.remove(g);
         }
         self.finish_removing();
-        let (fs, dir, to_remove) = (self.fs.clone(), self.dir.clone(), paths.clone());
-        let spawned = std::thread::Builder::new()
-            .name("journal-remove".into())
-            .spawn(move || remove_journals(&*fs, &dir, &to_remove));
-        match spawned {
+        let (fs, dir) = (self.fs.clone(), self.dir.clone());
+        let paths: Vec<(u64, PathBuf)> = covered.into_iter().zip(paths).collect();
+        match self.spawn("journal-remove", move || {
+            remove_journals(&*fs, &dir, &paths)
+        }) {
             Ok(thread) => self.removing = Some(thread),
-            Err(e) => {
-                tracing::debug!("no thread to remove old journals ({e}); removing them here");
-                remove_journals(&*self.fs, &self.dir, &paths);
-            }
+            Err(left) => self.old_journals.extend(left.into_iter().flatten()),
         }
     }
 
     /// Waits for the last deletion of journals to be done.
     fn finish_removing(&mut self) {
         if let Some(thread) = self.removing.take() {
-            let _ = thread.join();
+            // A journal that could not be removed is tried again after the next fold.
+            if let Ok(Some(left)) = thread.join() {
+                self.old_journals.extend(left);
+            }
         }
     }
 }
 
 /// Deletes journals a fold covered, then syncs the directory: not needed for correctness
 /// (replay skips what the files hold), but a power loss right after a clean stop should not
-/// bring old journals back.
-fn remove_journals(fs: &dyn Fs, dir: &Path, paths: &[PathBuf]) {
-    for path in paths {
+/// bring old journals back. Returns the generations it could not remove.
+fn remove_journals(fs: &dyn Fs, dir: &Path, paths: &[(u64, PathBuf)]) -> Vec<u64> {
+    let mut left = Vec::new();
+    for (generation, path) in paths {
         match fs.remove(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot remove {} ({e}); trying again after the next fold",
+                    path.display()
+                );
+                left.push(*generation);
+            }
         }
     }
     if let Err(e) = fold::sync_dir(fs, dir) {
         tracing::warn!("{e}");
+    }
+    left
+}
+
+fn take<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// About what `change` takes in the journal.
+fn record_size(change: &Change) -> u64 {
+    match change {
+        Change::Put { room, .. } => room.len() as u64 + 256,
+        _ => 256,
     }
 }
 
@@ -471,7 +621,23 @@ impl Backend for FileBackend {
 
     fn commit(&mut self, changes: &[Change], rooms: &Snapshot) -> Result<(), StorageError> {
         let strict = self.durability == Durability::Strict;
-        self.append(changes, strict)?;
+        self.write_owed_index(rooms)?;
+        self.headroom.count_dirty(&self.dirty, rooms);
+        let batch_bytes = changes.iter().map(record_size).sum();
+        let checked = self
+            .headroom
+            .check(&*self.fs, &self.dir, changes, batch_bytes);
+        if let Err(e) = checked.and_then(|()| self.append(changes, strict)) {
+            if e.is_out_of_space() {
+                // Deletions free space only once a fold removes their files and the journals.
+                self.fold_due();
+            }
+            return Err(e);
+        }
+        self.headroom.charge(changes, rooms);
+        if self.headroom.short(&*self.fs, &self.dir, 0) {
+            self.fold_due();
+        }
         let names = changes.iter().map(|c| c.room_name().clone());
         if strict {
             self.dirty.extend(names);
@@ -481,8 +647,14 @@ impl Backend for FileBackend {
             self.unsynced.extend(names);
         }
         if std::mem::take(&mut self.fold_soon) {
-            self.sync_journal(rooms)?;
-            self.start_fold(rooms, false, false)?;
+            // The changes are stored: a failure here only delays the fold to the next tick.
+            let folded = self
+                .sync_journal(rooms)
+                .and_then(|()| self.start_fold(rooms, false, false));
+            if let Err(e) = folded {
+                tracing::warn!("{e}; folding again at the next tick");
+                self.fold_due();
+            }
         }
         Ok(())
     }
@@ -520,9 +692,25 @@ impl Backend for FileBackend {
         if let Some(writer) = self.cache_writer.take() {
             let _ = writer.join();
         }
-        self.sync_journal(rooms)?;
-        let folded = self.start_fold(rooms, true, false);
+        // An error here, even an earlier one, loses nothing: the fold below writes every
+        // changed room from memory, with new files.
+        if let Err(e) = self.sync_journal(rooms) {
+            tracing::warn!("{e}; writing the room files from memory instead");
+        }
+        let mut folded = self.start_fold(rooms, true, false);
+        for wait in CLOSE_RETRIES {
+            let Err(e) = &folded else { break };
+            tracing::warn!(
+                "could not write every room file under {} ({e}); trying again in {wait:?}",
+                self.dir.display()
+            );
+            std::thread::sleep(wait);
+            folded = self.start_fold(rooms, true, false);
+        }
         self.finish_removing();
+        for path in self.strays.drain(..).chain(cache::temp_files(&self.dir)) {
+            let _ = self.fs.remove(&path);
+        }
         folded?;
         tracing::info!(
             "every room is in its file under {} ({} rooms)",

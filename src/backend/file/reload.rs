@@ -57,6 +57,14 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
         }
         let stat = b.fs.stat(&b.path(&file)).ok().flatten();
         let read = read_file(&*b.fs, &b.dir, &file, stat, &Cache::default());
+        if let Some(e) = &read.unreadable {
+            // The disk failed, not the file: keep the room as it is until the next SIGHUP.
+            tracing::warn!(
+                "cannot read room file {} ({e}); keeping the room as it was, send SIGHUP again",
+                b.path(&file).display()
+            );
+            continue;
+        }
         let room = match read.room {
             Ok(room) => room,
             Err(why) => {

@@ -4,7 +4,14 @@
 //! durable by syncing the file; names (creations, renames, removals) by syncing the directory.
 //! [`SimFs::power_loss`] returns a new file system holding only the durable view, with a random
 //! part of each file's unsynced tail kept (writes can be torn anywhere), so recovery code is
-//! tested against the worst the disk may do. Faults can be injected into the next syncs.
+//! tested against the worst the disk may do.
+//!
+//! Faults: every call (each [`Fs`] method and each [`AppendFile`] method) takes the next number
+//! of one counter, so a scripted workload that runs its I/O on one thread makes the same calls
+//! in the same order every time, and a [`Fault`] can fail any of them by number: one call, a
+//! burst, or every call from one on until [`SimFs::clear_fault`]. A failed call does what the
+//! kernel may do at worst: a write is torn, a failed sync drops the unsynced tail, a new file
+//! may be left behind empty.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -33,6 +40,19 @@ struct State {
     /// How many upcoming whole-file writes (`write_new_synced`: folds) fail with EIO.
     failing_file_writes: usize,
     clock: u64,
+    /// Calls made so far (see the module docs).
+    calls: u64,
+    fault: Option<Fault>,
+}
+
+/// Which calls fail, and with which OS error (`libc::EIO`, `libc::ENOSPC`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    /// The first failing call's number (0 is the first call after [`SimFs::set_fault`]).
+    pub from: u64,
+    /// How many calls fail from there; `None`: every one until the fault is cleared.
+    pub count: Option<u64>,
+    pub errno: i32,
 }
 
 /// See the module docs. Cheap to clone; clones share one disk.
@@ -59,6 +79,29 @@ impl SimFs {
     /// Makes the next `n` whole-file writes fail (what a fold does), leaving journal syncs alone.
     pub fn fail_next_file_writes(&self, n: usize) {
         self.with(|s| s.failing_file_writes = n);
+    }
+
+    /// Arms `fault`, numbering calls from 0 again.
+    pub fn set_fault(&self, fault: Fault) {
+        self.with(|s| {
+            s.calls = 0;
+            s.fault = Some(fault);
+        });
+    }
+
+    /// The disk works again.
+    pub fn clear_fault(&self) {
+        self.with(|s| s.fault = None);
+    }
+
+    /// Calls made since the last [`SimFs::set_fault`] (or since the start).
+    pub fn calls(&self) -> u64 {
+        self.with(|s| s.calls)
+    }
+
+    /// True once some call has failed because of the armed fault.
+    pub fn fault_hit(&self) -> bool {
+        self.with(|s| s.fault.is_some_and(|f| s.calls > f.from))
     }
 
     /// The disk as found after a power loss now. `seed` picks how much of each unsynced tail
@@ -100,6 +143,8 @@ impl SimFs {
                 failing_syncs: 0,
                 failing_file_writes: 0,
                 clock: s.clock,
+                calls: 0,
+                fault: None,
             };
             SimFs {
                 state: Arc::new(Mutex::new(after)),
@@ -132,6 +177,21 @@ impl State {
         self.clock
     }
 
+    /// Numbers this call and fails it if the armed fault covers it.
+    fn call(&mut self, op: &str) -> io::Result<()> {
+        let n = self.calls;
+        self.calls += 1;
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!("sim call {n}: {op}");
+        }
+        match self.fault {
+            Some(f) if n >= f.from && f.count.is_none_or(|count| n < f.from + count) => {
+                Err(io::Error::from_raw_os_error(f.errno))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn sync_fails(&mut self) -> bool {
         if self.failing_syncs > 0 {
             self.failing_syncs -= 1;
@@ -143,12 +203,16 @@ impl State {
 
 impl Fs for SimFs {
     fn create_private_dir(&self, dir: &Path) -> io::Result<()> {
-        self.with(|s| s.dirs.insert(dir.to_owned()));
-        Ok(())
+        self.with(|s| {
+            s.call("create_private_dir")?;
+            s.dirs.insert(dir.to_owned());
+            Ok(())
+        })
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         self.with(|s| {
+            s.call("read_dir")?;
             let mut entries: Vec<DirEntry> = s
                 .names
                 .keys()
@@ -175,11 +239,15 @@ impl Fs for SimFs {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.with(|s| Ok(s.inodes[s.inode_of(path)?].data.clone()))
+        self.with(|s| {
+            s.call("read")?;
+            Ok(s.inodes[s.inode_of(path)?].data.clone())
+        })
     }
 
     fn stat(&self, path: &Path) -> io::Result<Option<FileStat>> {
         self.with(|s| {
+            s.call("stat")?;
             Ok(s.names.get(path).map(|&i| FileStat {
                 len: s.inodes[i].data.len() as u64,
                 mtime_ns: i128::from(s.inodes[i].version),
@@ -191,10 +259,21 @@ impl Fs for SimFs {
 
     fn write_new_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         self.with(|s| {
+            let injected = s.call("write_new_synced");
             if s.names.contains_key(path) {
                 return Err(io::Error::from(io::ErrorKind::AlreadyExists));
             }
             let version = s.tick();
+            if let Err(e) = injected {
+                // Created, and then the write or the sync failed: an unsynced part is left.
+                s.inodes.push(Inode {
+                    data: bytes[..bytes.len() / 2].to_vec(),
+                    synced: 0,
+                    version,
+                });
+                s.names.insert(path.to_owned(), s.inodes.len() - 1);
+                return Err(e);
+            }
             let fails = s.sync_fails() || {
                 let fail = s.failing_file_writes > 0;
                 s.failing_file_writes = s.failing_file_writes.saturating_sub(1);
@@ -216,6 +295,7 @@ impl Fs for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.with(|s| {
+            s.call("rename")?;
             let inode = s.names.remove(from).ok_or_else(not_found)?;
             s.names.insert(to.to_owned(), inode);
             Ok(())
@@ -223,11 +303,15 @@ impl Fs for SimFs {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.with(|s| s.names.remove(path).map(|_| ()).ok_or_else(not_found))
+        self.with(|s| {
+            s.call("remove")?;
+            s.names.remove(path).map(|_| ()).ok_or_else(not_found)
+        })
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.with(|s| {
+            s.call("sync_dir")?;
             s.durable_names.retain(|p, _| p.parent() != Some(dir));
             let entries: Vec<(PathBuf, usize)> = s
                 .names
@@ -241,9 +325,10 @@ impl Fs for SimFs {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        let inode = self.with(|s| {
+        let inode = self.with(|s| -> io::Result<usize> {
+            s.call("open_append")?;
             if let Some(&i) = s.names.get(path) {
-                return i;
+                return Ok(i);
             }
             let version = s.tick();
             s.inodes.push(Inode {
@@ -252,15 +337,23 @@ impl Fs for SimFs {
                 version,
             });
             s.names.insert(path.to_owned(), s.inodes.len() - 1);
-            s.inodes.len() - 1
-        });
+            Ok(s.inodes.len() - 1)
+        })?;
         Ok(Box::new(SimAppendFile {
             fs: self.clone(),
             inode,
         }))
     }
 
+    fn create_journal(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        if self.with(|s| s.names.contains_key(path)) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        self.open_append(path)
+    }
+
     fn try_lock(&self, _path: &Path) -> io::Result<Option<LockGuard>> {
+        self.with(|s| s.call("try_lock"))?;
         Ok(Some(Box::new(())))
     }
 }
@@ -273,22 +366,32 @@ struct SimAppendFile {
 impl AppendFile for SimAppendFile {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.fs.with(|s| {
+            let injected = s.call("append");
             let version = s.tick();
             let inode = &mut s.inodes[self.inode];
-            inode.data.extend_from_slice(bytes);
+            // A failed write may still have written a part.
+            let written = if injected.is_ok() {
+                bytes
+            } else {
+                &bytes[..bytes.len() / 2]
+            };
+            inode.data.extend_from_slice(written);
             inode.version = version;
-        });
-        Ok(())
+            injected
+        })
     }
 
     fn sync(&mut self) -> io::Result<()> {
         self.fs.with(|s| {
-            if s.sync_fails() {
+            let injected = s.call("sync");
+            if injected.is_err() || s.sync_fails() {
                 // Like Linux after a failed fsync: the dirty pages may be dropped; model the
                 // worst case, the unsynced tail is gone for good.
                 let inode = &mut s.inodes[self.inode];
                 inode.data.truncate(inode.synced);
-                return Err(io::Error::from_raw_os_error(libc::EIO));
+                return Err(injected
+                    .err()
+                    .unwrap_or_else(|| io::Error::from_raw_os_error(libc::EIO)));
             }
             let inode = &mut s.inodes[self.inode];
             inode.synced = inode.data.len();
@@ -298,6 +401,7 @@ impl AppendFile for SimAppendFile {
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.fs.with(|s| {
+            s.call("truncate")?;
             let inode = &mut s.inodes[self.inode];
             inode.data.truncate(len as usize);
             inode.synced = inode.synced.min(inode.data.len());

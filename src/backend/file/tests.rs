@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::sim::SimFs;
+use super::sim::{Fault, SimFs};
 use super::FileBackend;
 use crate::backend::Backend;
 use crate::config::Durability;
@@ -259,4 +259,144 @@ fn a_clean_stop_leaves_only_room_files_that_hold_everything() {
             );
         }
     }
+}
+
+// ---- Regressions found by the fault sweep (`sweep.rs`) and issue 15 ----
+
+fn inline_backend(fs: &SimFs, durability: Durability) -> FileBackend {
+    backend(fs, durability).inline()
+}
+
+fn fault(from: u64, count: Option<u64>) -> Fault {
+    Fault {
+        from,
+        count,
+        errno: libc::EIO,
+    }
+}
+
+/// Issue 15's wedge: a rotation whose directory sync failed left `.journal-N` behind and did
+/// not move on, so every later commit failed with "File exists" until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_journal_rotation_does_not_wedge_later_commits() {
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(inline_backend(&fs, Durability::Strict))).unwrap();
+    store.mutate(save("r")).await.unwrap();
+    // The sync of the next batch fails (the journal is abandoned), then the directory sync
+    // of the new journal: calls 0 append, 1 sync, 2 truncate, 3 create, 4 sync_dir.
+    fs.fail_next_syncs(1);
+    fs.set_fault(fault(4, Some(1)));
+    assert!(store.mutate(rate("r", 0)).await.is_err());
+    let failed = store.mutate(rate("r", 1)).await;
+    assert!(
+        matches!(&failed, Err(StoreError::Storage { message, .. }) if message.contains("fsync the directory")),
+        "{failed:?}"
+    );
+    fs.clear_fault();
+    assert_eq!(
+        store.mutate(rate("r", 2)).await,
+        Ok(Outcome::Rated {
+            revision: 2,
+            added: true
+        })
+    );
+    drop(store);
+    tokio::task::spawn_blocking(move || actor.join())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a clean stop after the fault succeeds");
+    let rooms = recover(&fs.power_loss(1));
+    assert_eq!(ratings_of(&rooms, "r"), vec!["m2".to_string()]);
+}
+
+/// Relaxed mode: when logging the rooms again after a failed sync failed too, a later sync
+/// of a new journal was taken as covering them, and a flush acknowledged changes that a
+/// power loss then took away (sweep: relaxed, calls 25..28).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_relog_is_not_covered_by_a_later_sync() {
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(inline_backend(&fs, Durability::Relaxed))).unwrap();
+    store.mutate(save("r")).await.unwrap();
+    store.flush().await.unwrap();
+    store.mutate(rate("r", 0)).await.unwrap();
+    // 0 sync fails (the rating's page is lost), 1 truncate, 2 create the new journal.
+    fs.set_fault(fault(0, Some(3)));
+    assert!(store.flush().await.is_err());
+    fs.clear_fault();
+    store.mutate(save("other")).await.unwrap();
+    store.flush().await.unwrap();
+    let rooms = recover(&fs.power_loss(5));
+    assert_eq!(ratings_of(&rooms, "r"), vec!["m0".to_string()]);
+    drop(store);
+    let _ = tokio::task::spawn_blocking(move || actor.join()).await;
+}
+
+/// A room file that could not be read at start (a disk error, not a bad file) was moved to
+/// `.quarantine` and its room left out of service (sweep: calls 10..13 of a start).
+#[test]
+fn an_unreadable_room_file_fails_the_start_and_is_not_set_aside() {
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(inline_backend(&fs, Durability::Strict))).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async { store.mutate(save("kept")).await.unwrap() });
+    drop(store);
+    actor.join().unwrap().unwrap();
+    let reads = (0..40).find(|&from| {
+        fs.set_fault(Fault {
+            from,
+            count: None,
+            errno: libc::EIO,
+        });
+        let mut b = inline_backend(&fs, Durability::Strict);
+        let loaded = b.load();
+        fs.clear_fault();
+        matches!(&loaded, Err(e) if e.to_string().contains("kept.json"))
+    });
+    assert!(
+        reads.is_some(),
+        "a failed read of kept.json fails the start"
+    );
+    let rooms = inline_backend(&fs, Durability::Strict).load().unwrap();
+    assert!(rooms.get("kept").is_some(), "the room is still there");
+    assert!(
+        !fs.files(&dir().join(".quarantine")).iter().any(|_| true),
+        "nothing was set aside"
+    );
+}
+
+/// A fold whose temporary file could be neither synced nor removed left `.tmp-*` files that
+/// piled up; the next fold removes them, and a clean stop leaves none.
+#[test]
+fn temporary_files_of_failed_folds_do_not_pile_up() {
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(inline_backend(&fs, Durability::Strict))).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        store.mutate(save("a")).await.unwrap();
+        // Two failures at every point of the tick's fold: among them, a room file's write and
+        // then the removal of its temporary file.
+        for from in 0..12 {
+            fs.set_fault(fault(from, Some(2)));
+            let _ = store.tick().await;
+            fs.clear_fault();
+            store.mutate(rate("a", from as usize)).await.unwrap();
+        }
+    });
+    let tmp = |fs: &SimFs| {
+        fs.files(&dir())
+            .into_iter()
+            .filter(|(f, _)| f.starts_with(".tmp-"))
+            .count()
+    };
+    assert!(tmp(&fs) <= 1, "{} temporary files piled up", tmp(&fs));
+    drop(store);
+    actor.join().unwrap().unwrap();
+    assert_eq!(tmp(&fs), 0, "a clean stop leaves no temporary file");
 }
