@@ -230,3 +230,53 @@ fn fold_makes_every_room_file_current_so_a_hand_edit_is_applied() {
     d.wait_for("the edit to be applied", || c.get("r").unwrap().0 == edited);
     assert_eq!(c.get("r").unwrap().1, 3);
 }
+
+#[test]
+fn on_a_terminal_a_conflict_offers_to_edit_again_on_the_latest_version() {
+    let d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    // The first round races a rating; the second edits the latest version.
+    let rounds = d.dir().join("rounds");
+    let script = editor(
+        &d,
+        "twice.sh",
+        &format!(
+            "echo x >> {rounds}\nif [ $(wc -l < {rounds}) -eq 1 ]; then {CLI} --socket {sock} rate r m2 someone like >/dev/null; fi\nsed -i 's/\"john_doe\"/\"edited\"/' \"$1\"",
+            rounds = rounds.display(),
+            sock = d.socket().display()
+        ),
+    );
+    // `script` gives the command a terminal; "y" answers the question.
+    let command = format!(
+        "EDITOR={} TMPDIR={} {CLI} --socket {} edit r",
+        script.display(),
+        d.dir().display(),
+        d.socket().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("VISUAL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"y\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("changed while you edited it"), "{shown}");
+    assert!(
+        shown.contains("Edit again on the latest version?"),
+        "{shown}"
+    );
+    let (now, revision) = c.get("r").unwrap();
+    assert_eq!(revision, 3);
+    assert_eq!(now["creatorPlexUsername"], "edited");
+    assert_eq!(
+        now["ratings"]["m2"][0][0], "someone",
+        "the racing rating was lost"
+    );
+}

@@ -1,8 +1,9 @@
-//! Reading the storage directory: recovery at start, and re-reading on SIGHUP.
+//! Reading the storage directory at start: recovery (SIGHUP is `reload`).
 //!
 //! Start: lock the directory, clean temp files, read `.index` (and `.index.next` if a fold was
 //! cut short), read every room file in parallel (or take it from `.cache` when its stat or bytes
-//! are unchanged), quarantine what is not a valid room, give each
+//! are unchanged), quarantine what is not a valid room (and the losers when several files
+//! hold one room: see `claims`), give each
 //! room its revision (from the index when the file is the daemon's own write, +1 when it was
 //! edited by hand, 1 when new), replay journal records newer than each file, write the index
 //! if files were new or edited, and start a new journal. No room file is rewritten at start:
@@ -14,35 +15,17 @@ use std::sync::Arc;
 
 use super::cache::{self, Cache};
 use super::claims::{self, Claimant};
-use super::fs::{EntryKind, FileStat};
+use super::fs::EntryKind;
 use super::journal::{self, Index, IndexEntry, Lsn};
+use super::read::{read_files, ReadFile};
 use super::{
     names, quarantine, FileBackend, FileRecord, INDEX, INDEX_NEXT, JOURNAL_PREFIX, LOCK,
     QUARANTINE, TMP_PREFIX,
 };
 use crate::backend::StorageError;
 use crate::room::{now_millis, EpochMillis, Revision, RoomName};
-use crate::store::apply::{self, Change, PreparedRoom};
+use crate::store::apply::{self, Change};
 use crate::store::snapshot::{RoomEntry, RoomMap, Snapshot};
-
-/// A room file as read from disk.
-pub(super) struct ReadFile {
-    pub file: String,
-    pub len: u64,
-    pub crc: u32,
-    pub stat: Option<FileStat>,
-    /// The room, already encoded compactly: the parsed tree is dropped on the reading thread,
-    /// so loading many rooms never holds many trees at once.
-    pub room: Result<PreparedRoom, String>,
-    /// Whether `room` came from `.cache` rather than from parsing the file: `Some(true)` when
-    /// the file's stat showed it unchanged, `Some(false)` when its content had to.
-    pub cached: Option<bool>,
-    /// Whether its mode was changed to 0600 (it was readable by others).
-    pub made_private: bool,
-    /// The read failed: the disk, not the file, is at fault, so the start fails rather than
-    /// set the room aside (a passing I/O error must not take a room out of service).
-    pub unreadable: Option<std::io::Error>,
-}
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     let existed = b.fs.stat(&b.dir).ok().flatten().is_some();
@@ -513,21 +496,6 @@ fn read_index(b: &FileBackend, file: &str) -> Option<Index> {
     }
 }
 
-/// Reads, checks and parses room files on every core (start-up time is mostly this), taking
-/// what `cache` holds for a file with exactly the same stat or bytes instead of parsing it.
-fn read_files(
-    b: &FileBackend,
-    files: Vec<String>,
-    stats: Vec<Option<FileStat>>,
-    cache: &Cache,
-) -> Vec<ReadFile> {
-    let (fs, dir) = (&*b.fs, &b.dir);
-    let files: Vec<(String, Option<FileStat>)> = files.into_iter().zip(stats).collect();
-    par_map(&files, |(f, stat)| {
-        Some(read_file(fs, dir, f, *stat, cache))
-    })
-}
-
 /// `f` over `items` on every core (at most 8 threads), in order, keeping the `Some`s. Start-up
 /// time is mostly per-room work like this.
 pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R> + Sync) -> Vec<R> {
@@ -546,67 +514,6 @@ pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R>
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
     })
-}
-
-/// Makes a room file the daemon did not write (MovieMatch writes 0644) 0600: it holds
-/// passwords. True if its mode changed.
-fn made_private(fs: &dyn super::Fs, path: &std::path::Path) -> bool {
-    fs.make_private(path).unwrap_or_else(|e| {
-        tracing::warn!("cannot make room file {} 0600: {e}", path.display());
-        false
-    })
-}
-
-/// Reads one room file whose `stat` was just taken.
-pub(super) fn read_file(
-    fs: &dyn super::Fs,
-    dir: &std::path::Path,
-    file: &str,
-    stat: Option<FileStat>,
-    cache: &Cache,
-) -> ReadFile {
-    let path = dir.join(file);
-    if let Some((len, crc, room)) = stat.and_then(|s| cache.get_by_stat(file, s)) {
-        return ReadFile {
-            file: file.to_owned(),
-            len,
-            crc,
-            stat,
-            cached: Some(true),
-            made_private: false,
-            room: Ok(room),
-            unreadable: None,
-        };
-    }
-    let (bytes, read, unreadable) = match fs.read(&path) {
-        Ok(bytes) => (bytes, Ok(()), None),
-        Err(e) => (Vec::new(), Err(format!("it cannot be read ({e})")), Some(e)),
-    };
-    // A file the daemon did not write (MovieMatch writes 0644) holds passwords: make it 0600.
-    // Files taken from the cache by their stat were read, so checked, at an earlier start.
-    let made_private = read.is_ok() && made_private(fs, &path);
-    let stat = if made_private {
-        fs.stat(&path).ok().flatten()
-    } else {
-        stat
-    };
-    let (len, crc) = (bytes.len() as u64, crc32fast::hash(&bytes));
-    let cached = read.is_ok().then(|| cache.get(file, len, crc)).flatten();
-    ReadFile {
-        file: file.to_owned(),
-        len,
-        crc,
-        stat,
-        cached: cached.is_some().then_some(false),
-        made_private,
-        unreadable,
-        room: read.and_then(|()| match cached {
-            Some(room) => Ok(room),
-            None => {
-                PreparedRoom::from_json(&bytes).map_err(|e| format!("it is not a valid room ({e})"))
-            }
-        }),
-    }
 }
 
 /// Notes that a version of `name` the daemon knew (at `known`: revision, LSN) lost to another

@@ -37,6 +37,7 @@ mod prealloc;
 #[cfg(test)]
 mod proptests;
 mod quarantine;
+mod read;
 mod reload;
 #[cfg(test)]
 mod sim;

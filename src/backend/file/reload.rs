@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::fs::EntryKind;
-use super::load::read_file;
+use super::read::read_file;
 use super::{cache::Cache, fold, names, quarantine, FileBackend, FileRecord};
 use crate::backend::{Reloaded, StorageError};
 use crate::room::{now_millis, RoomName};
