@@ -102,7 +102,7 @@ impl Actor {
                     rooms = self.commit(rooms, &mut pending);
                     let synced = self.backend.sync(&self.view.load());
                     match &synced {
-                        Ok(()) => self.counters.health.worked(),
+                        Ok(()) => self.counters.health.worked(Operation::Write),
                         Err(e) => self.counters.health.failed(Operation::Write, e),
                     }
                     let _ = reply.send(synced.map_err(storage_error));
@@ -115,7 +115,7 @@ impl Actor {
                 Command::Tick { reply } => {
                     rooms = self.commit(rooms, &mut pending);
                     match self.backend.maintain(&self.view.load()) {
-                        Ok(()) => self.counters.health.worked(),
+                        Ok(()) => self.counters.health.worked(Operation::Upkeep),
                         Err(e) => self.counters.health.failed(Operation::Upkeep, &e),
                     }
                     let _ = reply.send(());
@@ -143,7 +143,7 @@ impl Actor {
         match committed {
             Ok(()) => {
                 if !changes.is_empty() {
-                    self.counters.health.worked();
+                    self.counters.health.worked(Operation::Write);
                 }
                 self.counters
                     .changes

@@ -16,7 +16,8 @@ const REMINDER: Duration = Duration::from_secs(60);
 /// What `stats` shows of the storage.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StorageHealth {
-    /// False from a failed commit, flush or upkeep until the next upkeep tick or commit works.
+    /// False from a failed commit, flush or upkeep until the next upkeep tick works (after a
+    /// failed commit or flush only: until the next one works).
     pub healthy: bool,
     /// Writes are being refused (the last write attempt failed, or start-up could not start a
     /// journal, and the storage has not worked since); reads are served all along.
@@ -28,6 +29,10 @@ pub struct StorageHealth {
 #[derive(Debug)]
 struct State {
     shown: StorageHealth,
+    /// The last write (commit, flush) failed.
+    writes_failing: bool,
+    /// The last upkeep tick failed.
+    upkeep_failing: bool,
     /// When the storage started failing.
     since: Option<Instant>,
     failures: u64,
@@ -48,6 +53,8 @@ impl Default for Health {
                     healthy: true,
                     ..StorageHealth::default()
                 },
+                writes_failing: false,
+                upkeep_failing: false,
                 since: None,
                 failures: 0,
                 reminded: Instant::now(),
@@ -80,8 +87,12 @@ impl Health {
         let mut state = self.lock();
         let message = error.to_string();
         state.failures += 1;
-        if what == Operation::Write {
-            state.shown.read_only = true;
+        match what {
+            Operation::Write => {
+                state.writes_failing = true;
+                state.shown.read_only = true;
+            }
+            Operation::Upkeep => state.upkeep_failing = true,
         }
         if state.shown.healthy {
             state.shown.healthy = false;
@@ -109,10 +120,20 @@ impl Health {
         self.failed(Operation::Write, error);
     }
 
-    /// A write or an upkeep tick worked: the storage takes writes again.
-    pub fn worked(&self) {
+    /// `what` worked. An upkeep tick that works also proves writes would (it starts a journal
+    /// and checks the free space); a write that works says nothing of failing folds, so the
+    /// state does not flip at every commit while the upkeep keeps failing.
+    pub fn worked(&self, what: Operation) {
         let mut state = self.lock();
         if state.shown.healthy {
+            return;
+        }
+        state.writes_failing = false;
+        state.shown.read_only = false;
+        if what == Operation::Upkeep {
+            state.upkeep_failing = false;
+        }
+        if state.upkeep_failing {
             return;
         }
         let since = state.since.take().map_or(Duration::ZERO, |s| s.elapsed());
@@ -124,5 +145,47 @@ impl Health {
         state.failures = 0;
         state.shown.healthy = true;
         state.shown.read_only = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Health, Operation};
+    use crate::backend::StorageError;
+
+    fn error() -> StorageError {
+        StorageError::io(
+            "write",
+            "/rooms/a.json",
+            std::io::Error::from_raw_os_error(libc::EIO),
+        )
+    }
+
+    #[test]
+    fn commits_that_work_while_folds_fail_do_not_flip_the_state() {
+        let health = Health::default();
+        health.failed(Operation::Upkeep, &error());
+        for _ in 0..3 {
+            health.worked(Operation::Write);
+            assert!(!health.get().healthy, "the upkeep still fails");
+            assert!(!health.get().read_only, "writes work");
+            health.failed(Operation::Upkeep, &error());
+        }
+        health.worked(Operation::Upkeep);
+        let now = health.get();
+        assert!(now.healthy && !now.read_only);
+        assert!(now.last_error.is_some_and(|e| e.contains("/rooms/a.json")));
+    }
+
+    #[test]
+    fn a_failed_write_is_read_only_until_a_write_or_a_tick_works() {
+        let health = Health::default();
+        health.failed(Operation::Write, &error());
+        assert!(health.get().read_only && !health.get().healthy);
+        health.worked(Operation::Upkeep);
+        assert!(health.get().healthy && !health.get().read_only);
+        health.failed(Operation::Write, &error());
+        health.worked(Operation::Write);
+        assert!(health.get().healthy);
     }
 }

@@ -449,7 +449,9 @@ impl FileBackend {
             Err(e) if closing => {
                 tracing::warn!("{e}; folding every journal into the room files instead");
                 self.journal = None;
-                self.old_journals.insert(self.generation);
+                if self.generation > 0 {
+                    self.old_journals.insert(self.generation);
+                }
                 u64::MAX
             }
             Err(e) => return Err(e),
