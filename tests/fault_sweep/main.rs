@@ -52,9 +52,20 @@ struct Seeds {
     journaled_model: Model,
 }
 
+static SEEDS: OnceLock<Seeds> = OnceLock::new();
+
+/// A static is never dropped: the seed directories are removed when the test process exits.
+extern "C" fn remove_seeds() {
+    if let Some(seeds) = SEEDS.get() {
+        let _ = std::fs::remove_dir_all(seeds.files.path());
+        let _ = std::fs::remove_dir_all(seeds.journaled.path());
+    }
+}
+
 fn seeds() -> &'static Seeds {
-    static SEEDS: OnceLock<Seeds> = OnceLock::new();
     SEEDS.get_or_init(|| {
+        // SAFETY: registers a plain function with no captured state.
+        unsafe { libc::atexit(remove_seeds) };
         let mut bed = Bed::new(None, &[], &[]);
         bed.start();
         let model = Model::seed(&mut bed.connect());
