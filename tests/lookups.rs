@@ -13,6 +13,7 @@ for_each_backend!(
     unstorable_names_are_answered_as_missing_rooms,
     unstorable_names_change_nothing,
     lookups_still_check_their_other_arguments,
+    half_surrogate_pairs_are_unstorable_names,
 );
 
 /// One name of each kind section 4 refuses.
@@ -150,4 +151,76 @@ fn lookups_still_check_their_other_arguments(b: Backend) {
     for request in bad.as_array().expect("an array") {
         c.err(request.clone(), "bad_request");
     }
+}
+
+/// `request` as one line with the string `"HALF"` written as `escaped` (a JSON string body):
+/// serde_json can write no lone surrogate escape, `JSON.stringify` writes them.
+fn line_with(request: &Value, escaped: &str) -> Vec<u8> {
+    let line = request
+        .to_string()
+        .replace("\"HALF\"", &format!("\"{escaped}\""));
+    assert_ne!(line, request.to_string(), "{request} has no \"HALF\"");
+    format!("{line}\n").into_bytes()
+}
+
+fn half_surrogate_pairs_are_unstorable_names(b: Backend) {
+    let d = Daemon::start(b);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    // Each lone half is masked as U+0000, which the not_found message then shows.
+    for (escaped, masked) in [
+        (r"\ud800", "\u{0}"),
+        (r"a\udc00b", "a\u{0}b"),
+        (r"\udbff\ud800\udc00", "\u{0}\u{10000}"),
+    ] {
+        let answers = lookups("HALF")
+            .into_iter()
+            .zip(missing_room_answers(masked));
+        for (request, want) in answers {
+            c.send_raw(&line_with(&request, escaped));
+            assert_eq!(c.read_json(), want, "{request} with {escaped}");
+        }
+        // Other strings with a half do not matter when the room name is answered as missing.
+        let rate = json!({"op": "addRating", "roomName": "HALF", "mediaId": "m\u{0}",
+                          "userName": "u", "rating": "like"});
+        let line = String::from_utf8(line_with(&rate, escaped)).expect("UTF-8");
+        c.send_raw(line.replace(r"m\u0000", escaped).as_bytes());
+        assert_err(&c.read_json(), "not_found");
+        let mut watcher = d.connect();
+        let watch = json!({"op": "watch", "roomNames": ["HALF"]});
+        watcher.send_raw(&line_with(&watch, escaped));
+        assert_eq!(watcher.read_json(), json!({"ok": true}));
+        let mut c2 = d.connect();
+        c2.send_raw(&line_with(
+            &json!({"op": "saveRoom", "room": room("HALF")}),
+            escaped,
+        ));
+        let error = assert_err(&c2.read_json(), "invalid_room").clone();
+        let message = error["message"].as_str().expect("a message");
+        assert!(message.starts_with("roomName: "), "{message}");
+        assert!(message.contains("surrogate"), "{message}");
+    }
+    // On a room that exists, a half in another string can be neither stored nor matched.
+    let mut c = d.connect();
+    for (request, field) in [
+        (
+            json!({"op": "addRating", "roomName": "r", "mediaId": "HALF", "userName": "u",
+                "rating": "like"}),
+            "mediaId",
+        ),
+        (
+            json!({"op": "setProgress", "roomName": "r", "userName": "HALF", "progress": 1}),
+            "userName",
+        ),
+        (
+            json!({"op": "verifyPassword", "roomName": "r", "password": "HALF"}),
+            "password",
+        ),
+    ] {
+        c.send_raw(&line_with(&request, r"\udfff"));
+        let error = assert_err(&c.read_json(), "bad_request").clone();
+        let message = error["message"].as_str().expect("a message");
+        assert!(message.starts_with(&format!("{field}: ")), "{message}");
+    }
+    assert_eq!(c.get("r"), Some((room("r"), 1)));
 }
