@@ -14,6 +14,7 @@ for_each_backend!(
     unstorable_names_change_nothing,
     lookups_still_check_their_other_arguments,
     half_surrogate_pairs_are_unstorable_names,
+    error_messages_quote_at_most_256_bytes_of_a_name,
 );
 
 /// One name of each kind section 4 refuses.
@@ -51,10 +52,23 @@ fn lookups(name: &str) -> Vec<Value> {
     ]
 }
 
+/// `text` as an error message quotes it: JSON-quoted, cut after 256 bytes (at a character's
+/// end) with its length added.
+fn quoted(text: &str) -> String {
+    if text.len() <= 256 {
+        return json!(text).to_string();
+    }
+    let end = (0..=256)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}... ({} bytes)", json!(text[..end]), text.len())
+}
+
 /// The protocol's answer for a missing room `name`, request by request of [`lookups`].
 fn missing_room_answers(name: &str) -> Vec<Value> {
     let not_found = json!({"ok": false, "error": {"code": "not_found",
-        "message": format!("room {} does not exist", json!(name))}});
+        "message": format!("room {} does not exist", quoted(name))}});
     vec![
         json!({"ok": true, "room": null}),
         json!({"ok": true, "exists": false}),
@@ -223,4 +237,60 @@ fn half_surrogate_pairs_are_unstorable_names(b: Backend) {
         assert!(message.starts_with(&format!("{field}: ")), "{message}");
     }
     assert_eq!(c.get("r"), Some((room("r"), 1)));
+}
+
+fn error_messages_quote_at_most_256_bytes_of_a_name(b: Backend) {
+    let d = Daemon::start(b);
+    let mut c = d.connect();
+    let huge = format!("é{}", "x".repeat(8 << 20));
+    let cut = format!("\"é{}\"... ({} bytes)", "x".repeat(254), huge.len());
+    for (request, code, message) in [
+        (
+            json!({"op": "getRoom", "roomName": huge}),
+            "",
+            String::new(),
+        ),
+        (
+            json!({"op": "hasRoom", "roomName": huge}),
+            "",
+            String::new(),
+        ),
+        (
+            json!({"op": "verifyPassword", "roomName": huge, "password": "p"}),
+            "not_found",
+            format!("room {cut} does not exist"),
+        ),
+        (
+            json!({"op": "setProgress", "roomName": huge, "userName": "u", "progress": 1}),
+            "not_found",
+            format!("room {cut} does not exist"),
+        ),
+        (
+            json!({"op": huge}),
+            "bad_request",
+            format!("op: unknown operation {cut}"),
+        ),
+        (
+            json!({"op": "ping", huge.clone(): 1}),
+            "bad_request",
+            format!("{cut}: unknown argument for ping"),
+        ),
+        (
+            json!({"op": "saveRoom", "room": with(room("r"), json!({"ratings": {huge.clone(): 1}}))}),
+            "invalid_room",
+            format!("ratings[{cut}]: expected an array of [userName, rating, timestamp]"),
+        ),
+    ] {
+        let answer = c.call(request);
+        let line = answer.to_string();
+        assert!(
+            line.len() < 1024,
+            "{} bytes: {}...",
+            line.len(),
+            &line[..300]
+        );
+        if !code.is_empty() {
+            assert_eq!(assert_err(&answer, code)["message"], json!(message));
+        }
+    }
 }

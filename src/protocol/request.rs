@@ -227,8 +227,11 @@ fn decode_with(line: &[u8], fast: bool) -> Result<Envelope, Rejected> {
                 }
                 _ => {
                     return Err(reject(
-                        ErrorReply::new(ErrorCode::BadJson, format!("{key}: invalid JSON"))
-                            .with_cause(e.to_string()),
+                        ErrorReply::new(
+                            ErrorCode::BadJson,
+                            format!("{}: invalid JSON", room::quoted(&key)),
+                        )
+                        .with_cause(e.to_string()),
                         id,
                     ))
                 }
@@ -402,7 +405,7 @@ fn decode_op(mut f: Fields, room: Option<RoomArgument>) -> Result<Request, Error
             },
         },
         other => {
-            let quoted = serde_json::to_string(other).unwrap_or_default();
+            let quoted = room::quoted(other);
             return Err(ErrorReply::bad_request(format!(
                 "op: unknown operation {quoted}"
             )));
@@ -414,7 +417,7 @@ fn decode_op(mut f: Fields, room: Option<RoomArgument>) -> Result<Request, Error
         )));
     }
     if let Some(unknown) = f.first_key() {
-        let quoted = serde_json::to_string(unknown).unwrap_or_default();
+        let quoted = room::quoted(unknown);
         return Err(ErrorReply::bad_request(format!(
             "{quoted}: unknown argument for {op}"
         )));
