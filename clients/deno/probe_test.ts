@@ -9,6 +9,7 @@ import {
   Daemon,
   FakeServer,
   rejects,
+  room,
   sleep,
   withDaemon,
 } from "./test_util.ts";
@@ -18,6 +19,34 @@ function assertStorageError(e: unknown, code: string): StorageError {
   assertEquals(e.code, code, `error code (message: ${e.message})`);
   return e;
 }
+
+// ----- names with half a surrogate pair -----
+
+Deno.test("names with half a surrogate pair are missing rooms, and saveRoom names roomName", async () => {
+  await withDaemon(async (daemon) => {
+    const storage = new SocketStorage({ socketPath: daemon.socketPath });
+    try {
+      await storage.saveRoom(room("r"));
+      for (const name of ["\ud800", "a\udc00b", "r\udfff"]) {
+        assertEquals(await storage.getRoom(name), null, JSON.stringify(name));
+        assertEquals(await storage.hasRoom(name), false);
+        await storage.deleteRoom(name);
+        assertStorageError(await rejects(storage.verifyPassword(name, "p")), "not_found");
+        assertStorageError(
+          await rejects(storage.addRating(name, "\ud800", "u", "like")),
+          "not_found",
+        );
+        const e = assertStorageError(await rejects(storage.saveRoom(room(name))), "invalid_room");
+        assert(e.message.startsWith("roomName: "), e.message);
+      }
+      const watch = await storage.watch(["\ud800", "r"]);
+      await watch.close();
+      assertEquals(await storage.listRooms(), [room("r")]);
+    } finally {
+      await storage.close();
+    }
+  });
+});
 
 // ----- a closed client -----
 
