@@ -11,7 +11,9 @@
  * - One connection carries every request; requests are pipelined and answers are matched by `id`.
  * - The connection is opened lazily and re-opened after it died (e.g. the daemon restarted), so a
  *   request made after the daemon came back works.
- * - A request in flight when the connection dies fails with `StorageError` code `"connection"`.
+ * - A request in flight when the connection dies fails with `StorageError` code `"connection"`;
+ *   after `close()`, calls fail with `"closed"`. An answer without its operation's fields (or
+ *   not JSON, not UTF-8) fails with `"protocol"` and drops the connection.
  *   Mutations (`saveRoom*`, `deleteRoom*`, `addRating`, `setProgress`, `deleteRooms`) are NEVER
  *   retried: the daemon may or may not have applied them. Reads (`getRoom*`, `hasRoom`,
  *   `listRooms*`, `verifyPassword`, `ping`, `stats`) and `flush` are retried once on a fresh
@@ -1169,6 +1171,7 @@ export class RoomWatch implements AsyncIterableIterator<WatchEvent> {
     } catch (e) {
       if (this.#closed) return { done: true, value: undefined };
       this.#finish();
+      if (e instanceof StorageError) throw e; // invalid UTF-8: protocol
       throw failure("connection", `the watch connection failed: ${describe(e)}`, e);
     }
     if (this.#closed) return { done: true, value: undefined };

@@ -239,6 +239,26 @@ Deno.test("an invalid answer is a protocol error and drops the connection", asyn
   }
 });
 
+Deno.test("a watch event that is not UTF-8 or not an event is a protocol error", async () => {
+  for (const bad of [new Uint8Array([0x7b, 0xff, 0x7d, 0x0a]), '{"nope":1}\n', "[]\n"]) {
+    const server = await FakeServer.start(async (_n, lines, conn) => {
+      for await (const line of lines) {
+        await conn.write(new TextEncoder().encode(`{"id":${JSON.parse(line).id},"ok":true}\n`));
+        await sleep(100); // after the acknowledgement was read: an event
+        await conn.write(typeof bad === "string" ? new TextEncoder().encode(bad) : bad);
+      }
+    });
+    const storage = new SocketStorage({ socketPath: server.path, timeoutMs: 2000 });
+    try {
+      const watch = await storage.watch();
+      assertStorageError(await rejects(watch.next()), "protocol");
+    } finally {
+      await storage.close();
+      await server.close();
+    }
+  }
+});
+
 Deno.test("valid answers of the fake server's kind still resolve on one connection", async () => {
   const server = await answering([
     `{"id":ID,"ok":true,"room":null}`,
