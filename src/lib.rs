@@ -8,7 +8,8 @@
 //! Module map (each module's own docs say what it owns and what it never does):
 //!
 //! - [`protocol`]: the wire contract: framing ([`protocol::codec`]), typed requests
-//!   ([`protocol::request`]), response lines and error codes.
+//!   ([`protocol::request`], half surrogate pairs masked by `protocol::surrogate`), response
+//!   lines and error codes.
 //! - [`room`]: room names, validation with field paths, timestamps.
 //! - [`scan`]: a one-pass JSON scanner for the hot paths that only check big JSON and keep
 //!   its text (a `saveRoom` line, a room file); serde_json decides whatever it does not take.

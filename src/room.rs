@@ -133,8 +133,25 @@ fn fail<T>(path: impl Into<String>, expected: impl Into<String>) -> Result<T, Ro
 
 /// `ratings["plex://movie/1"]`: a key as it appears in a field path, JSON-quoted.
 fn key_path(parent: &str, key: &str) -> String {
-    let quoted = serde_json::to_string(key).unwrap_or_else(|_| format!("\"{key}\""));
-    format!("{parent}[{quoted}]")
+    format!("{parent}[{}]", quoted(key))
+}
+
+/// How much of a client's string an error message quotes: a room name has at most 255 bytes,
+/// and a 16 MB one no room can have must not come back as a 16 MB message.
+const QUOTED_BYTES: usize = 256;
+
+/// `text` JSON-quoted for an error message: whole up to [`QUOTED_BYTES`], else its first bytes
+/// (to a character boundary) and its length, `"xxxx…"... (20000 bytes)`.
+pub fn quoted(text: &str) -> String {
+    let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    if text.len() <= QUOTED_BYTES {
+        return json(text);
+    }
+    let mut end = QUOTED_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", json(&text[..end]), text.len())
 }
 
 fn require_str<'a>(doc: &'a RoomDoc, field: &str) -> Result<&'a str, RoomError> {

@@ -371,7 +371,7 @@ fn missing_room_answer(id: &RequestId, request: &Request) -> Option<Bytes> {
 }
 
 fn not_found(name: &str) -> ErrorReply {
-    let quoted = serde_json::to_string(name).unwrap_or_default();
+    let quoted = crate::room::quoted(name);
     ErrorReply::new(ErrorCode::NotFound, format!("room {quoted} does not exist"))
 }
 

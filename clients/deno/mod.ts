@@ -11,7 +11,9 @@
  * - One connection carries every request; requests are pipelined and answers are matched by `id`.
  * - The connection is opened lazily and re-opened after it died (e.g. the daemon restarted), so a
  *   request made after the daemon came back works.
- * - A request in flight when the connection dies fails with `StorageError` code `"connection"`.
+ * - A request in flight when the connection dies fails with `StorageError` code `"connection"`;
+ *   after `close()`, calls fail with `"closed"`. An answer without its operation's fields (or
+ *   not JSON, not UTF-8) fails with `"protocol"` and drops the connection.
  *   Mutations (`saveRoom*`, `deleteRoom*`, `addRating`, `setProgress`, `deleteRooms`) are NEVER
  *   retried: the daemon may or may not have applied them. Reads (`getRoom*`, `hasRoom`,
  *   `listRooms*`, `verifyPassword`, `ping`, `stats`) and `flush` are retried once on a fresh
@@ -244,15 +246,18 @@ export type StorageErrorCode =
   | "storage"
   | "shutting_down"
   | "busy"
-  /** Client side: cannot connect, the connection died, or the client is closed. */
+  /** Client side: cannot connect, or the connection died (the daemon stopped or restarted). */
   | "connection"
+  /** Client side: `close()` was called on this client; it makes no more requests. */
+  | "closed"
   /** Client side: no answer within `timeoutMs`. */
   | "timeout"
   /** Client side: the daemon sent something that is not a valid answer. */
   | "protocol"
   /**
    * Client side: an argument the client cannot send (not encodable as JSON, e.g. a BigInt or a
-   * cycle) or an invalid option; nothing was sent.
+   * cycle; an invalid `Date`; a timestamp, progress or revision that is not an integer >= 0) or
+   * an invalid option; nothing was sent.
    */
   | "invalid_argument";
 
@@ -270,7 +275,7 @@ export interface StorageErrorDetails {
  */
 export class StorageError extends Error {
   override name = "StorageError";
-  /** The daemon's error code, or a client-side one (`"connection"`, `"timeout"`, ...). */
+  /** The daemon's error code, or a client-side one (`"connection"`, `"closed"`, ...). */
   readonly code: StorageErrorCode | string;
   /** With `"conflict"`: the room's current revision (0 = the room does not exist). */
   readonly revision?: number;
@@ -312,6 +317,48 @@ function encodeRequest(request: Record<string, unknown>): string {
   }
 }
 
+/** `value` as an options object: `undefined` is `{}`; anything else but an object is refused. */
+function optionsArg<T extends object>(
+  value: T | undefined,
+  what: string,
+): Partial<T> {
+  if (value === undefined) return {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw failure("invalid_argument", `${what}: expected an object, got ${shown(value)}`);
+  }
+  return value;
+}
+
+/** An optional integer >= 0 (a revision, a count): JSON would send NaN or Infinity as `null`,
+ * which the daemon reads as absent, so they are refused here instead of changing the meaning. */
+function countArg(value: unknown, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw failure("invalid_argument", `${what}: expected an integer >= 0, got ${shown(value)}`);
+  }
+  return value;
+}
+
+/** A `Date` or an RFC 3339 string, as sent; an invalid `Date` (`new Date(NaN)`) is refused. */
+function timestampArg(value: Date | string, what: string): string {
+  if (value instanceof Date) {
+    if (Number.isNaN(value.getTime())) {
+      throw failure("invalid_argument", `${what}: an invalid Date`);
+    }
+    return value.toISOString();
+  }
+  if (typeof value !== "string") {
+    throw failure("invalid_argument", `${what}: expected a Date or a string, got ${shown(value)}`);
+  }
+  return value;
+}
+
+function shown(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value.slice(0, 100));
+  if (value instanceof Date) return "a Date";
+  return typeof value === "bigint" ? `${value}n` : String(value);
+}
+
 /** Rooms come back as MovieMatch types them: a numeric `creatorPlexUserId` (the daemon keeps
  * one as sent) becomes a string. */
 function asMovieMatchRoom<T>(room: T): T {
@@ -350,6 +397,23 @@ function defaultSocketPath(): string {
   return DEFAULT_SOCKET;
 }
 
+// deno-lint-ignore no-explicit-any
+function isObject(value: unknown): value is Record<string, any> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isBoolean(value: unknown): value is boolean {
+  return typeof value === "boolean";
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+function isRevision(value: unknown): value is number {
+  return isCount(value) && value > 0;
+}
+
 function describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -357,7 +421,7 @@ function describe(e: unknown): string {
 /** Cuts a byte stream into lines, decoding UTF-8 as a stream (a character may span reads). */
 class LineReader {
   #conn: Deno.UnixConn;
-  #decoder = new TextDecoder();
+  #decoder = new TextDecoder("utf-8", { fatal: true });
   #buffer = new Uint8Array(READ_CHUNK);
   #parts: string[] = [];
   #lines: string[] = [];
@@ -376,11 +440,17 @@ class LineReader {
       if (n === null) {
         this.#eof = true;
         // An unterminated last line is not a response: drop it.
-        this.#decoder.decode();
+        this.#decoder = new TextDecoder("utf-8", { fatal: true });
         this.#parts = [];
         return null;
       }
-      this.#push(this.#decoder.decode(this.#buffer.subarray(0, n), { stream: true }));
+      let text: string;
+      try {
+        text = this.#decoder.decode(this.#buffer.subarray(0, n), { stream: true });
+      } catch (e) {
+        throw failure("protocol", "the storage daemon sent invalid UTF-8", e);
+      }
+      this.#push(text);
     }
     const line = this.#lines[this.#head++];
     if (this.#head === this.#lines.length) {
@@ -428,11 +498,16 @@ async function openSocket(path: string): Promise<Deno.UnixConn> {
 
 function errorFromReply(reply: Reply): StorageError {
   const error = reply.error;
-  if (typeof error !== "object" || error === null || typeof error.code !== "string") {
+  const valid = reply.ok === false && isObject(error) && typeof error.code === "string" &&
+    ["string", "undefined"].includes(typeof error.message) &&
+    ["string", "undefined"].includes(typeof error.cause) &&
+    ["number", "undefined"].includes(typeof error.revision);
+  if (!valid) {
     return failure(
       "protocol",
-      "the daemon sent a failure without an error code",
-      JSON.stringify(reply),
+      "the storage daemon sent an invalid answer (neither ok:true nor a failure with a code, " +
+        "a message and a text cause)",
+      JSON.stringify(reply).slice(0, 300),
     );
   }
   const revision = typeof error.revision === "number"
@@ -527,9 +602,9 @@ class RequestConnection {
     });
   }
 
-  /** Closes the socket; requests in flight fail with `connection`. */
-  async close(reason = "the client was closed"): Promise<void> {
-    this.#die(reason);
+  /** Closes the socket; requests in flight fail with `code`. */
+  async close(reason: string, code: StorageErrorCode): Promise<void> {
+    this.#die(reason, undefined, code);
     await this.done;
     await this.#pumping;
   }
@@ -564,6 +639,7 @@ class RequestConnection {
     const reader = new LineReader(this.#conn);
     let reason = "the storage daemon closed the connection";
     let cause: unknown;
+    let code: StorageErrorCode = "connection";
     try {
       for (;;) {
         const line = await reader.readLine();
@@ -574,8 +650,9 @@ class RequestConnection {
     } catch (e) {
       reason = `reading from the storage daemon failed: ${describe(e)}`;
       cause = e;
+      if (e instanceof StorageError) code = e.code as StorageErrorCode;
     }
-    this.#die(reason, cause);
+    this.#die(reason, cause, code);
   }
 
   #dispatch(line: string): void {
@@ -583,11 +660,11 @@ class RequestConnection {
     try {
       reply = JSON.parse(line);
     } catch (e) {
-      this.#die(`the storage daemon sent invalid JSON: ${describe(e)}`, e);
+      this.#die(`the storage daemon sent invalid JSON: ${describe(e)}`, e, "protocol");
       return;
     }
-    if (typeof reply !== "object" || reply === null || Array.isArray(reply)) {
-      this.#die("the storage daemon sent a line that is not a JSON object");
+    if (!isObject(reply)) {
+      this.#die("the storage daemon sent a line that is not a JSON object", undefined, "protocol");
       return;
     }
     let id: number | undefined;
@@ -605,11 +682,16 @@ class RequestConnection {
     if (entry.abandoned) return;
     this.#waiting--;
     this.#updateReference();
-    if (reply.ok === true) entry.resolve(reply);
-    else entry.reject(errorFromReply(reply));
+    if (reply.ok === true) {
+      entry.resolve(reply);
+      return;
+    }
+    const error = errorFromReply(reply);
+    entry.reject(error);
+    if (error.code === "protocol") this.#die(error.message, undefined, "protocol");
   }
 
-  #die(reason: string, cause?: unknown): void {
+  #die(reason: string, cause?: unknown, code: StorageErrorCode = "connection"): void {
     if (this.#dead) return;
     this.#dead = true;
     try {
@@ -620,7 +702,7 @@ class RequestConnection {
     for (const entry of this.#pending.values()) {
       clearTimeout(entry.timer);
       if (!entry.abandoned) {
-        entry.reject(failure("connection", reason, cause));
+        entry.reject(failure(code, reason, cause));
       }
     }
     this.#pending.clear();
@@ -634,10 +716,6 @@ class RequestConnection {
 // ---------------------------------------------------------------------------------------------
 
 const encoder = new TextEncoder();
-
-function toTimestamp(value: Date | string): string {
-  return value instanceof Date ? value.toISOString() : value;
-}
 
 /**
  * MovieMatch's storage, kept by `moviematch-storaged`.
@@ -661,11 +739,18 @@ export class SocketStorage implements Storage {
   #watches = new Set<RoomWatch>();
   #closed = false;
 
-  constructor(options: SocketStorageOptions = {}) {
+  constructor(options?: SocketStorageOptions) {
+    options = optionsArg(options, "SocketStorage options");
+    if (options.socketPath !== undefined && typeof options.socketPath !== "string") {
+      throw failure(
+        "invalid_argument",
+        `socketPath must be a string, got ${shown(options.socketPath)}`,
+      );
+    }
     this.socketPath = options.socketPath ?? defaultSocketPath();
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.listPageSize = options.listPageSize ?? DEFAULT_PAGE_SIZE;
-    if (!(this.timeoutMs > 0)) {
+    if (typeof this.timeoutMs !== "number" || !(this.timeoutMs > 0)) {
       throw failure("invalid_argument", `timeoutMs must be positive, got ${this.timeoutMs}`);
     }
     if (!Number.isInteger(this.listPageSize) || this.listPageSize < 1) {
@@ -694,7 +779,7 @@ export class SocketStorage implements Storage {
    */
   async deleteRoom(
     roomName: string,
-    options: { expectedRevision?: number } = {},
+    options?: { expectedRevision?: number },
   ): Promise<void> {
     await this.deleteRoomWithResult(roomName, options);
   }
@@ -714,7 +799,7 @@ export class SocketStorage implements Storage {
   /** Whether the room exists. */
   async hasRoom(roomName: string): Promise<boolean> {
     const reply = await this.#call({ op: "hasRoom", roomName }, true);
-    return reply.exists === true;
+    return this.#answer(reply, "exists", isBoolean);
   }
 
   // ----- revisions -----
@@ -725,32 +810,41 @@ export class SocketStorage implements Storage {
    */
   async saveRoomWithRevision(
     room: SerializedRoom,
-    options: { expectedRevision?: number } = {},
+    options?: { expectedRevision?: number },
   ): Promise<number> {
-    const reply = await this.#call(
-      { op: "saveRoom", room, expectedRevision: options.expectedRevision },
-      false,
-    );
-    return reply.revision;
+    const { expectedRevision } = optionsArg(options, "saveRoom options");
+    const reply = await this.#call({
+      op: "saveRoom",
+      room,
+      expectedRevision: countArg(expectedRevision, "expectedRevision"),
+    }, false);
+    return this.#answer(reply, "revision", isRevision);
   }
 
   /** The room and its revision, or null when it does not exist. */
   async getRoomWithRevision(roomName: string): Promise<RoomWithRevision | null> {
     const reply = await this.#call({ op: "getRoom", roomName }, true);
-    if (reply.room === null || reply.room === undefined) return null;
-    return { room: asMovieMatchRoom(reply.room), revision: reply.revision };
+    if (this.#answer(reply, "room", (room) => room === null || isObject(room)) === null) {
+      return null;
+    }
+    return {
+      room: asMovieMatchRoom(reply.room),
+      revision: this.#answer(reply, "revision", isRevision),
+    };
   }
 
   /** `deleteRoom` that tells whether a room was deleted (false: there was none). */
   async deleteRoomWithResult(
     roomName: string,
-    options: { expectedRevision?: number } = {},
+    options?: { expectedRevision?: number },
   ): Promise<boolean> {
-    const reply = await this.#call(
-      { op: "deleteRoom", roomName, expectedRevision: options.expectedRevision },
-      false,
-    );
-    return reply.deleted === true;
+    const { expectedRevision } = optionsArg(options, "deleteRoom options");
+    const reply = await this.#call({
+      op: "deleteRoom",
+      roomName,
+      expectedRevision: countArg(expectedRevision, "expectedRevision"),
+    }, false);
+    return this.#answer(reply, "deleted", isBoolean);
   }
 
   // ----- atomic updates -----
@@ -774,30 +868,41 @@ export class SocketStorage implements Storage {
       mediaId,
       userName,
       rating,
-      timestamp: timestamp instanceof Date ? timestamp.getTime() : timestamp,
+      timestamp: countArg(
+        timestamp instanceof Date ? timestamp.getTime() : timestamp,
+        "addRating timestamp (epoch ms)",
+      ),
     }, false);
-    return { revision: reply.revision, added: reply.added === true };
+    return {
+      revision: this.#answer(reply, "revision", isRevision),
+      added: this.#answer(reply, "added", isBoolean),
+    };
   }
 
   /** Sets `userProgress[userName]` atomically; returns the new revision. `"not_found"` if no room. */
   async setProgress(roomName: string, userName: string, progress: number): Promise<number> {
-    const reply = await this.#call({ op: "setProgress", roomName, userName, progress }, false);
-    return reply.revision;
+    const reply = await this.#call({
+      op: "setProgress",
+      roomName,
+      userName,
+      progress: countArg(progress === undefined ? null : progress, "progress"),
+    }, false);
+    return this.#answer(reply, "revision", isRevision);
   }
 
   /** Whether `password` opens the room (a room without password accepts any). `"not_found"` if no room. */
   async verifyPassword(roomName: string, password: string): Promise<boolean> {
     const reply = await this.#call({ op: "verifyPassword", roomName, password }, true);
-    return reply.valid === true;
+    return this.#answer(reply, "valid", isBoolean);
   }
 
   /** Deletes every room created strictly before `createdBefore`; returns how many. */
   async deleteRooms(createdBefore: Date | string): Promise<number> {
     const reply = await this.#call(
-      { op: "deleteRooms", createdBefore: toTimestamp(createdBefore) },
+      { op: "deleteRooms", createdBefore: timestampArg(createdBefore, "createdBefore") },
       false,
     );
-    return reply.deleted;
+    return this.#answer(reply, "deleted", isCount);
   }
 
   // ----- listing -----
@@ -813,24 +918,30 @@ export class SocketStorage implements Storage {
     filters?: ListRoomsFilters,
   ): Promise<RoomsPage<SerializedRoom | RoomSummary>>;
   async listRoomsPage(
-    filters: ListRoomsFilters = {},
+    filters?: ListRoomsFilters,
   ): Promise<RoomsPage<SerializedRoom | RoomSummary>> {
+    filters = optionsArg(filters, "listRoomsPage filters");
     const reply = await this.#call({
       op: "listRooms",
       creatorPlexUserId: filters.creatorPlexUserId,
       creatorPlexUsername: filters.creatorPlexUsername,
       createdBefore: filters.createdBefore === undefined
         ? undefined
-        : toTimestamp(filters.createdBefore),
+        : timestampArg(filters.createdBefore, "createdBefore"),
       createdAfter: filters.createdAfter === undefined
         ? undefined
-        : toTimestamp(filters.createdAfter),
+        : timestampArg(filters.createdAfter, "createdAfter"),
       after: filters.after,
-      limit: filters.limit,
+      limit: countArg(filters.limit, "limit"),
       summary: filters.summary,
     }, true);
-    const rooms: (SerializedRoom | RoomSummary)[] = reply.rooms ?? [];
-    return { rooms: rooms.map(asMovieMatchRoom), next: reply.next ?? null };
+    const rooms: (SerializedRoom | RoomSummary)[] = this.#answer(
+      reply,
+      "rooms",
+      (rooms) => Array.isArray(rooms) && rooms.every(isObject),
+    );
+    const next = this.#answer(reply, "next", (next) => next === null || typeof next === "string");
+    return { rooms: rooms.map(asMovieMatchRoom), next };
   }
 
   // ----- daemon -----
@@ -838,7 +949,7 @@ export class SocketStorage implements Storage {
   /** Checks the daemon answers; returns its protocol version (1). */
   async ping(): Promise<number> {
     const reply = await this.#call({ op: "ping" }, true);
-    return reply.protocol;
+    return this.#answer(reply, "protocol", isRevision);
   }
 
   /** The daemon's counters. */
@@ -864,7 +975,7 @@ export class SocketStorage implements Storage {
    * `StorageError` `"connection"`: changes may have been missed, so re-read and watch again.
    */
   async watch(roomNames?: string[]): Promise<RoomWatch> {
-    if (this.#closed) throw failure("connection", "the client is closed");
+    if (this.#closed) throw failure("closed", "the client is closed");
     const id = this.#nextId++;
     const line = encoder.encode(encodeRequest({ id, op: "watch", roomNames }) + "\n");
     let conn: Deno.UnixConn | undefined;
@@ -882,7 +993,15 @@ export class SocketStorage implements Storage {
         if (ackLine === null) {
           throw failure("connection", "the storage daemon closed the watch connection");
         }
-        const ack: Reply = JSON.parse(ackLine);
+        let ack: unknown;
+        try {
+          ack = JSON.parse(ackLine);
+        } catch (e) {
+          throw failure("protocol", "the storage daemon sent invalid JSON", e);
+        }
+        if (!isObject(ack)) {
+          throw failure("protocol", "the storage daemon sent a line that is not a JSON object");
+        }
         if (ack.ok !== true) throw errorFromReply(ack);
       } catch (e) {
         throw e instanceof StorageError
@@ -911,22 +1030,22 @@ export class SocketStorage implements Storage {
     }
     if (this.#closed) {
       await watch.close();
-      throw failure("connection", "the client is closed");
+      throw failure("closed", "the client is closed");
     }
     this.#watches.add(watch);
     return watch;
   }
 
   /**
-   * Closes the request connection and every watch. Requests in flight fail with
-   * `"connection"`; later calls fail with `"connection"` too.
+   * Closes the request connection and every watch. Requests in flight fail with `"closed"`, and
+   * so does every later call (`"connection"` would mean "the daemon went away: retry").
    */
   async close(): Promise<void> {
     this.#closed = true;
     const connecting = this.#connecting;
     if (connecting) await connecting.catch(() => {});
     await Promise.all([
-      ...[...this.#connections].map((c) => c.close()),
+      ...[...this.#connections].map((c) => c.close("the client was closed", "closed")),
       ...[...this.#watches].map((w) => w.close()),
     ]);
     this.#conn = null;
@@ -934,8 +1053,19 @@ export class SocketStorage implements Storage {
 
   // ----- plumbing -----
 
+  /** `reply[key]` when `valid` accepts it; else the daemon sent something that is no answer to
+   * this request: the connection is dropped (its stream can no longer be trusted) and the call
+   * fails with `protocol`. */
+  #answer<K extends string>(reply: Reply, key: K, valid: (value: unknown) => boolean) {
+    const value = reply[key];
+    if (valid(value)) return value;
+    const reason = `the storage daemon sent an invalid answer (${key}: ${shown(value)})`;
+    this.#conn?.close(reason, "protocol");
+    throw failure("protocol", reason, JSON.stringify(reply).slice(0, 300));
+  }
+
   async #connection(): Promise<RequestConnection> {
-    if (this.#closed) throw failure("connection", "the client is closed");
+    if (this.#closed) throw failure("closed", "the client is closed");
     if (this.#conn && !this.#conn.dead) return this.#conn;
     if (!this.#connecting) {
       this.#connecting = (async () => {
@@ -1041,6 +1171,7 @@ export class RoomWatch implements AsyncIterableIterator<WatchEvent> {
     } catch (e) {
       if (this.#closed) return { done: true, value: undefined };
       this.#finish();
+      if (e instanceof StorageError) throw e; // invalid UTF-8: protocol
       throw failure("connection", `the watch connection failed: ${describe(e)}`, e);
     }
     if (this.#closed) return { done: true, value: undefined };
@@ -1057,6 +1188,10 @@ export class RoomWatch implements AsyncIterableIterator<WatchEvent> {
     } catch (e) {
       this.#finish();
       throw failure("protocol", "the storage daemon sent an invalid event", e);
+    }
+    if (!isObject(event) || typeof event.event !== "string") {
+      this.#finish();
+      throw failure("protocol", `the storage daemon sent an invalid event: ${line.slice(0, 200)}`);
     }
     if (event.event === "overflow") this.#finish();
     return { done: false, value: event };

@@ -367,7 +367,8 @@ Deno.test("daemon errors surface as StorageError with the daemon's code", async 
       "bad_request",
     );
     assert(e.message.includes("rating"), e.message);
-    assertStorageError(await rejects(storage.setProgress("r", "u", -1)), "bad_request");
+    // a progress the daemon would refuse is refused before sending (see probe_test.ts)
+    assertStorageError(await rejects(storage.setProgress("r", "u", -1)), "invalid_argument");
     assertStorageError(
       await rejects(storage.watch(["ok", 1 as unknown as string])),
       "bad_request",
@@ -392,12 +393,12 @@ Deno.test("a daemon that is not running gives StorageError connection", async ()
   }
 });
 
-Deno.test("calls after close() fail with connection", async () => {
+Deno.test("calls after close() fail with closed", async () => {
   await withDaemon(async (daemon) => {
     const storage = new SocketStorage({ socketPath: daemon.socketPath });
     assertEquals(await storage.ping(), 1);
     await storage.close();
-    assertStorageError(await rejects(storage.ping()), "connection");
+    assertStorageError(await rejects(storage.ping()), "closed");
   });
 });
 

@@ -96,6 +96,7 @@ export class Daemon {
   #child: Deno.ChildProcess;
   #log: Promise<string>;
   #ownsDir: boolean;
+  #killed = false;
 
   private constructor(dir: string, ownsDir: boolean, child: Deno.ChildProcess) {
     this.dir = dir;
@@ -137,8 +138,9 @@ export class Daemon {
     return daemon;
   }
 
-  /** SIGTERM, then waits; fails unless it exits 0. Keeps the directory. */
+  /** SIGTERM, then waits; fails unless it exits 0 (or was killed). Keeps the directory. */
   async stop(): Promise<void> {
+    if (this.#killed) return;
     try {
       this.#child.kill("SIGTERM");
     } catch { /* exited already */ }
@@ -147,6 +149,16 @@ export class Daemon {
     if (status.code !== 0) {
       throw new Error(`the daemon exited with ${status.code}:\n${log}`);
     }
+  }
+
+  /** SIGKILL, as a crash: nothing is answered or closed cleanly. Keeps the directory. */
+  async kill(): Promise<void> {
+    this.#killed = true;
+    try {
+      this.#child.kill("SIGKILL");
+    } catch { /* exited already */ }
+    await this.#child.status;
+    await this.#log;
   }
 
   /** Stops the daemon and removes its directory (if it made it). */

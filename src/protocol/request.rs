@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{ErrorCode, ErrorReply, RequestId};
+use super::{surrogate, ErrorCode, ErrorReply, RequestId};
 use crate::room::{self, EpochMillis, Rating, Revision, RoomName};
 use crate::scan::Scanner;
 use crate::store::prepare::{self, PreparedRoom};
@@ -80,7 +80,8 @@ pub enum Request {
 pub enum RoomLookup {
     /// A name a room can have (section 4); the room may or may not exist.
     Storable(RoomName),
-    /// Empty, over 255 bytes, or with a control character: no room has it, or ever will.
+    /// Empty, over 255 bytes, or with a control character (half a surrogate pair is masked
+    /// as one): no room has it, or ever will.
     Unstorable(String),
 }
 
@@ -109,6 +110,19 @@ impl RoomLookup {
 }
 
 impl Request {
+    /// The room a lookup is about (`None` for `saveRoom` and the operations on no one room).
+    pub fn lookup(&self) -> Option<&RoomLookup> {
+        match self {
+            Request::GetRoom { room_name }
+            | Request::HasRoom { room_name }
+            | Request::DeleteRoom { room_name, .. }
+            | Request::AddRating { room_name, .. }
+            | Request::SetProgress { room_name, .. }
+            | Request::VerifyPassword { room_name, .. } => Some(room_name),
+            _ => None,
+        }
+    }
+
     /// True for operations that change rooms and so go through the storage actor.
     pub fn is_mutation(&self) -> bool {
         matches!(
@@ -144,16 +158,20 @@ pub struct Rejected {
 /// The arguments besides `id` and `room`, in key order, `null` ones left out. A few at most,
 /// so a list: no hashing, and the first unknown one reported is the first in key order.
 #[derive(Default)]
-struct Fields<'a>(Vec<(Cow<'a, str>, Value)>);
+struct Fields<'a> {
+    values: Vec<(Cow<'a, str>, Value)>,
+    /// The arguments that held a lone surrogate escape, masked in `values` ([`surrogate`]).
+    unpaired: Vec<Cow<'a, str>>,
+}
 
 impl Fields<'_> {
     fn remove(&mut self, key: &str) -> Option<Value> {
-        let at = self.0.iter().position(|(k, _)| k == key)?;
-        Some(self.0.remove(at).1)
+        let at = self.values.iter().position(|(k, _)| k == key)?;
+        Some(self.values.remove(at).1)
     }
 
     fn first_key(&self) -> Option<&str> {
-        self.0.first().map(|(key, _)| &**key)
+        self.values.first().map(|(key, _)| &**key)
     }
 }
 
@@ -203,14 +221,24 @@ fn decode_with(line: &[u8], fast: bool) -> Result<Envelope, Rejected> {
     for (Key(key), raw) in object {
         match serde_json::from_str::<Value>(raw) {
             Ok(Value::Null) => {}
-            Ok(value) => fields.0.push((key, value)),
-            Err(e) => {
-                return Err(reject(
-                    ErrorReply::new(ErrorCode::BadJson, format!("{key}: invalid JSON"))
+            Ok(value) => fields.values.push((key, value)),
+            // Valid JSON serde_json cannot decode: a string with half a surrogate pair.
+            Err(e) => match surrogate::mask(raw).map(|m| serde_json::from_str::<Value>(&m)) {
+                Some(Ok(value)) => {
+                    fields.unpaired.push(key.clone());
+                    fields.values.push((key, value));
+                }
+                _ => {
+                    return Err(reject(
+                        ErrorReply::new(
+                            ErrorCode::BadJson,
+                            format!("{}: invalid JSON", room::quoted(&key)),
+                        )
                         .with_cause(e.to_string()),
-                    id,
-                ))
-            }
+                        id,
+                    ))
+                }
+            },
         }
     }
     match decode_fields(fields, room) {
@@ -283,6 +311,25 @@ fn parse_line(line: &[u8]) -> Result<Members<'_>, Rejected> {
 }
 
 fn decode_fields(mut f: Fields, room: Option<RoomArgument>) -> Result<Request, ErrorReply> {
+    let unpaired = std::mem::take(&mut f.unpaired);
+    let request = decode_op(f, room)?;
+    // A masked room name is unstorable and answered as missing; so is every request whose
+    // room name is, whatever else it holds. Any other string with half a surrogate pair could
+    // never be stored nor match a stored one: refused, naming it.
+    let answered_as_missing = matches!(request.lookup(), Some(RoomLookup::Unstorable(_)));
+    let refused = unpaired
+        .iter()
+        .find(|key| !matches!(&***key, "roomName" | "roomNames") && !answered_as_missing);
+    match refused {
+        Some(key) => Err(ErrorReply::bad_request(format!(
+            "{key}: holds a lone UTF-16 surrogate escape (half a pair, such as \\ud800), \
+             which no room can store; send well-formed text"
+        ))),
+        None => Ok(request),
+    }
+}
+
+fn decode_op(mut f: Fields, room: Option<RoomArgument>) -> Result<Request, ErrorReply> {
     let op = match f.remove("op") {
         Some(Value::String(op)) => op,
         None => return Err(ErrorReply::bad_request("op: required")),
@@ -374,7 +421,7 @@ fn decode_fields(mut f: Fields, room: Option<RoomArgument>) -> Result<Request, E
             },
         },
         other => {
-            let quoted = serde_json::to_string(other).unwrap_or_default();
+            let quoted = room::quoted(other);
             return Err(ErrorReply::bad_request(format!(
                 "op: unknown operation {quoted}"
             )));
@@ -386,7 +433,7 @@ fn decode_fields(mut f: Fields, room: Option<RoomArgument>) -> Result<Request, E
         )));
     }
     if let Some(unknown) = f.first_key() {
-        let quoted = serde_json::to_string(unknown).unwrap_or_default();
+        let quoted = room::quoted(unknown);
         return Err(ErrorReply::bad_request(format!(
             "{quoted}: unknown argument for {op}"
         )));

@@ -8,12 +8,15 @@
 //! [`room::validate`], which decides, and says exactly what is wrong.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use super::body::RoomBody;
 use super::snapshot::{self, RoomEntry, RoomFacts};
+use crate::protocol::surrogate;
 use crate::room::{self, RoomError, RoomName, ValidRoom};
 use crate::scan::Scanner;
 
@@ -74,11 +77,31 @@ impl PreparedRoom {
 
 /// The full validator, which decides and says exactly what is wrong.
 fn slow(json: &[u8]) -> Result<PreparedRoom, RoomError> {
-    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| RoomError {
-        path: "room".into(),
-        expected: format!("expected a JSON object ({e})"),
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| {
+        lone_surrogate(json).unwrap_or_else(|| RoomError {
+            path: "room".into(),
+            expected: format!("expected a JSON object ({e})"),
+        })
     })?;
     room::validate(value).map(|room| PreparedRoom::from_text(room, json))
+}
+
+/// The error for a room that is valid JSON but holds half a surrogate pair (`"\ud800"`, as
+/// `JSON.stringify` writes it), which no stored room can: it names `roomName` when that is
+/// where it is, since such a room name is one no room can have (PROTOCOL.md section 4).
+fn lone_surrogate(json: &[u8]) -> Option<RoomError> {
+    let text = std::str::from_utf8(json).ok()?;
+    surrogate::mask(text)?;
+    let members: BTreeMap<Cow<str>, &RawValue> = serde_json::from_str(text).ok()?;
+    let in_name = members
+        .get("roomName")
+        .is_some_and(|raw| surrogate::mask(raw.get()).is_some());
+    Some(RoomError {
+        path: if in_name { "roomName" } else { "room" }.into(),
+        expected: "holds a lone UTF-16 surrogate escape (half a pair, such as \\ud800), which \
+                   cannot be stored; send well-formed text"
+            .into(),
+    })
 }
 
 /// The fast path: the room at the scanner's place, checked and prepared in the one pass that
