@@ -285,6 +285,11 @@ fn clients_that_do_not_read_a_listing_hold_no_copy_of_the_rooms() {
         "closed the connection of pid {} uid 0: it read nothing for 3s",
         std::process::id()
     ));
+    // Every stalled connection is closed (the log line above is rate-limited, so count them by
+    // `stats`: only `c` is left), before one of them starts reading.
+    d.wait_for("the stalled connections to be closed", || {
+        c.call(json!({"op": "stats"}))["connections"] == json!(1)
+    });
     // A closed connection still delivers what the socket held, then ends.
     let s = &mut stalled[0];
     s.set_read_timeout(Duration::from_secs(5));
