@@ -267,6 +267,55 @@ fn a_restart_without_free_inodes_serves_read_only_and_heals_by_itself() {
     );
 }
 
+/// Issue 15: the inode reserve was not enforced. On a tmpfs with 40 inodes, 60 new rooms were
+/// acknowledged, the clean stop exited 1 ("cannot write .index.next") with 33 files, and after
+/// a restart `deleteRoom` was refused. New rooms are now refused "nearly full" while every
+/// acknowledged one can still get its file, and deletions work after a restart.
+#[test]
+fn new_rooms_are_refused_before_the_inodes_a_clean_stop_needs_run_out() {
+    let disk = SmallDisk::with_options("size=8m,nr_inodes=40");
+    let mut d = Daemon::builder(Backend::File)
+        .storage(disk.mount.join("rooms"))
+        .start();
+    let mut c = d.connect();
+    let mut saved = Vec::new();
+    let mut refused = None;
+    for i in 0..60 {
+        let name = format!("i{i:03}");
+        let resp = c.call(json!({"op": "saveRoom", "room": bare_room(&name)}));
+        if resp["ok"] == true {
+            assert!(refused.is_none(), "accepted after a refusal: {resp}");
+            saved.push(name);
+        } else {
+            refused.get_or_insert(resp);
+        }
+    }
+    let refused = refused.expect("60 new rooms on 40 inodes were all acknowledged");
+    let error = assert_err(&refused, "storage");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nearly full"),
+        "{error:?}"
+    );
+    assert!(saved.len() > 5, "only {} rooms fit", saved.len());
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    let mut expected: Vec<String> = saved.iter().map(|n| format!("{n}.json")).collect();
+    expected.sort();
+    assert_eq!(room_files(d.storage()), expected);
+
+    d.restart();
+    let mut c = d.connect();
+    for name in &saved[..saved.len() / 2] {
+        c.ok(json!({"op": "deleteRoom", "roomName": name}));
+    }
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    assert_eq!(room_files(d.storage()), expected[saved.len() / 2..]);
+}
+
 /// The daemon under strace, failing the `first..=last` fdatasync calls with EIO.
 struct Traced {
     strace: Child,

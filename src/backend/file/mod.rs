@@ -648,11 +648,15 @@ impl Backend for FileBackend {
     fn commit(&mut self, changes: &[Change], rooms: &Snapshot) -> Result<(), StorageError> {
         let strict = self.durability == Durability::Strict;
         self.write_owed_index(rooms)?;
-        self.headroom.count_dirty(&self.dirty, rooms);
+        let files = &self.files;
+        self.headroom
+            .count_dirty(&self.dirty, rooms, |n| files.contains_key(n));
         let batch_bytes = changes.iter().map(record_size).sum();
         let checked = self
             .headroom
-            .check(&*self.fs, &self.dir, changes, batch_bytes);
+            .check(&*self.fs, &self.dir, changes, batch_bytes, |n| {
+                files.contains_key(n)
+            });
         if let Err(e) = checked.and_then(|()| self.append(changes, strict)) {
             if e.is_out_of_space() {
                 // Deletions free space only once a fold removes their files and the journals.
@@ -660,7 +664,9 @@ impl Backend for FileBackend {
             }
             return Err(e);
         }
-        self.headroom.charge(changes, rooms);
+        let files = &self.files;
+        self.headroom
+            .charge(changes, rooms, |n| files.contains_key(n));
         let names = changes.iter().map(|c| c.room_name().clone());
         if strict {
             self.dirty.extend(names);
@@ -695,7 +701,9 @@ impl Backend for FileBackend {
             self.write_owed_index(rooms)?;
             self.rotate()?;
         }
-        self.headroom.count_dirty(&self.dirty, rooms);
+        let files = &self.files;
+        self.headroom
+            .count_dirty(&self.dirty, rooms, |n| files.contains_key(n));
         if let Some(full) = self.headroom.full(&*self.fs, &self.dir) {
             // Deleted rooms' files and covered journals go at the next fold.
             self.fold_due();
