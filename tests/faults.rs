@@ -316,6 +316,67 @@ fn new_rooms_are_refused_before_the_inodes_a_clean_stop_needs_run_out() {
     assert_eq!(room_files(d.storage()), expected[saved.len() / 2..]);
 }
 
+/// Issue 15: on a disk filled from outside while the daemon was stopped, the start said
+/// `readOnly: false` and `deleteRoom` failed ("cannot append to .journal-3"). The start now
+/// serves read-only, saying so, and a deletion still works (by removing the room's file).
+#[test]
+fn a_start_on_a_disk_filled_from_outside_is_read_only_and_deletes_still_work() {
+    let disk = SmallDisk::new("4m");
+    let mut d = Daemon::builder(Backend::File)
+        .storage(disk.mount.join("rooms"))
+        .start();
+    let mut c = d.connect();
+    for name in ["a", "b", "c"] {
+        c.ok(json!({"op": "saveRoom", "room": bare_room(name)}));
+    }
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    let filler = disk.mount.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[0u8; 65536]).is_ok() {}
+        let mut small = [0u8; 512];
+        while f.write_all(&small[..1]).is_ok() {
+            small[0] = 0;
+        }
+    }
+
+    d.restart();
+    let mut c = d.connect();
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(stats["readOnly"], true, "{stats}");
+    assert_eq!(stats["storageHealthy"], false, "{stats}");
+    c.ok(json!({"op": "deleteRoom", "roomName": "a"}));
+    assert_eq!(
+        c.ok(json!({"op": "hasRoom", "roomName": "a"}))["exists"],
+        false
+    );
+    let refused = c.call(json!({"op": "saveRoom", "room": bare_room("d")}));
+    assert_err(&refused, "storage");
+
+    std::fs::remove_file(&filler).unwrap();
+    let start = Instant::now();
+    let mut resp = json!(null);
+    while start.elapsed() < Duration::from_secs(5) {
+        resp = c.call(json!({"op": "saveRoom", "room": bare_room("d")}));
+        if resp["ok"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(resp["ok"], true, "space is back: {resp}");
+    drop(c);
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    assert_eq!(room_files(d.storage()), ["b.json", "c.json", "d.json"]);
+    d.restart();
+    let mut c = d.connect();
+    assert_eq!(
+        c.ok(json!({"op": "hasRoom", "roomName": "a"}))["exists"],
+        false
+    );
+}
+
 /// The daemon under strace, failing the `first..=last` fdatasync calls with EIO.
 struct Traced {
     strace: Child,

@@ -118,6 +118,9 @@ impl Health {
     /// Start-up could not prepare for writes (no journal): serving read-only.
     pub fn read_only_at_start(&self, error: &StorageError) {
         self.failed(Operation::Write, error);
+        // Only an upkeep tick that works proves the disk takes writes again: a deletion that
+        // works (it may only remove a file) does not.
+        self.lock().upkeep_failing = true;
     }
 
     /// `what` worked. An upkeep tick that works also proves writes would (it starts a journal

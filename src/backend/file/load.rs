@@ -255,6 +255,9 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             for (lsn, change) in chunk {
                 last_lsn = last_lsn.max(*lsn);
                 let name = change.room_name();
+                if !b.in_start_journals.contains(name) {
+                    b.in_start_journals.insert(name.clone());
+                }
                 if *lsn <= base_lsn.get(name).copied().unwrap_or(0) {
                     continue;
                 }
@@ -279,6 +282,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     b.next_lsn = last_lsn + 1;
     b.generation = journals.last().copied().unwrap_or(0);
     b.old_journals = journals.into_iter().collect();
+    b.start_generation = b.generation;
 
     // Serve at once. New changes go to a new journal. The index learns now of new and
     // hand-edited files (so a crash cannot count one edit twice), and is left as it is when it
@@ -290,6 +294,13 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     // until a commit finds it writable again.
     if let Err(e) = b.rotate() {
         b.start_warning = Some(e);
+    }
+    // A disk filled from outside while the daemon was stopped: read-only from the start.
+    let files = &b.files;
+    b.headroom
+        .count_dirty(&b.dirty, &snapshot, |n| files.contains_key(n));
+    if let Some(full) = b.headroom.full(&*b.fs, &b.dir) {
+        b.start_warning.get_or_insert(full);
     }
     let indexed = index.as_ref().map_or(0, |i| i.rooms.len());
     if index_stale || index_matches != indexed {

@@ -127,6 +127,10 @@ pub struct FileBackend {
     spent_generation: u64,
     /// Generations of older journals still on disk, not yet covered by a fold.
     old_journals: BTreeSet<u64>,
+    /// The last journal start-up found, and every room its journals hold a record of (even one
+    /// its file already held): such a room cannot be deleted by removing its file alone.
+    start_generation: u64,
+    in_start_journals: std::collections::HashSet<RoomName>,
     /// `None` after a failed write or sync: the next commit starts a new journal.
     journal: Option<Box<dyn AppendFile>>,
     /// The records of the batch being appended, kept between batches so that a batch of
@@ -189,6 +193,8 @@ impl FileBackend {
             generation: 0,
             spent_generation: 0,
             old_journals: BTreeSet::new(),
+            start_generation: 0,
+            in_start_journals: Default::default(),
             journal: None,
             records: Vec::new(),
             folding: None,
@@ -547,6 +553,69 @@ impl FileBackend {
         Ok(())
     }
 
+    /// A batch of deletions the disk had no room to journal (it was filled from outside):
+    /// deletes the rooms by removing their files, when a file holds each room's whole story
+    /// (the room is not dirty, and no journal left from before the last fold holds a record of
+    /// it, so no record could bring it back at a start). Removing a file needs no space. `Ok(false)` when that
+    /// does not apply; on an error, the rooms whose file may be gone are written again from
+    /// memory by the next fold.
+    fn unlink_deleted(
+        &mut self,
+        changes: &[Change],
+        rooms: &Snapshot,
+    ) -> Result<bool, StorageError> {
+        // A journal being removed still holds records of rooms that are not dirty.
+        self.finish_removing();
+        if self.old_journals.is_empty() {
+            self.in_start_journals = Default::default();
+        }
+        let whole_story = |name: &RoomName| {
+            !self.in_start_journals.contains(name)
+                && !self.dirty.contains(name)
+                && !self.unsynced.contains(name)
+                && self
+                    .files
+                    .get(name)
+                    .is_some_and(|r| !fold::edited_by_hand(&*self.fs, &self.dir, r))
+        };
+        let applies = self.folding.is_none()
+            && self
+                .old_journals
+                .iter()
+                .all(|&g| g <= self.start_generation)
+            && changes
+                .iter()
+                .all(|c| matches!(c, Change::Delete { name } if whole_story(name)));
+        if !applies {
+            return Ok(false);
+        }
+        for change in changes {
+            let name = change.room_name();
+            let Some(record) = self.files.remove(name) else {
+                continue;
+            };
+            let path = self.path(&record.file);
+            match self.fs.remove(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    self.files.insert(name.clone(), record);
+                    return Err(StorageError::io("remove the deleted room's file", &path, e));
+                }
+            }
+            // Until the removal is durable the room must get its file back if this fails.
+            self.dirty.insert(name.clone());
+        }
+        fold::sync_dir(&*self.fs, &self.dir)?;
+        for change in changes {
+            self.dirty.remove(change.room_name());
+        }
+        let files = &self.files;
+        self.headroom
+            .charge(changes, rooms, |n| files.contains_key(n));
+        Ok(true)
+    }
+
     /// Makes the next upkeep tick start a fold.
     fn fold_due(&mut self) {
         self.last_fold = Instant::now()
@@ -658,6 +727,10 @@ impl Backend for FileBackend {
                 files.contains_key(n)
             });
         if let Err(e) = checked.and_then(|()| self.append(changes, strict)) {
+            if e.is_out_of_space() && self.unlink_deleted(changes, rooms)? {
+                tracing::debug!("{e}; removed the deleted rooms' files instead of journaling");
+                return Ok(());
+            }
             if e.is_out_of_space() {
                 // Deletions free space only once a fold removes their files and the journals.
                 self.fold_due();
