@@ -533,7 +533,11 @@ struct FailingSyncs(Child);
 
 impl FailingSyncs {
     fn attach(pid: i32) -> FailingSyncs {
-        let syncs = "fsync,fdatasync,syncfs,sync_file_range";
+        FailingSyncs::calls(pid, "fsync,fdatasync,syncfs,sync_file_range")
+    }
+
+    /// Fails every one of `syncs` (any system calls, comma-separated) with EIO.
+    fn calls(pid: i32, syncs: &str) -> FailingSyncs {
         let strace = Command::new("strace")
             .args(["-f", "-qq", "-o", "/dev/null", "-p", &pid.to_string()])
             .args(["-e", &format!("trace={syncs}")])
@@ -634,4 +638,65 @@ fn a_burst_of_failing_syncs_heals_by_itself_and_the_stop_is_clean() {
         .filter(|f| f.starts_with(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Issue 15: during a lasting write fault (pwrite64 EIO), each failed commit logged a WARN,
+/// "storage is failing" / "works again" alternated every second (a tick that only started a
+/// journal counted as working), and each failed commit left a journal behind (1632 in 20 s).
+/// Now: one line when it starts, none per failure, "works again" only after a write works,
+/// and no pile of journals.
+#[test]
+fn a_lasting_write_fault_is_logged_once_and_leaves_no_pile_of_journals() {
+    let mut d = Daemon::builder(Backend::File).start();
+    let mut c = d.connect();
+    c.ok(json!({"op": "saveRoom", "room": bare_room("before")}));
+    let strace = FailingSyncs::calls(d.pid(), "pwrite64");
+    wait_until("strace to fail the daemon's writes", || {
+        let resp = c.call(json!({"op": "saveRoom", "room": bare_room("probe")}));
+        std::thread::sleep(Duration::from_millis(20));
+        resp["ok"] != true
+    });
+    // Long enough for three upkeep ticks.
+    let start = Instant::now();
+    let mut failed = 0;
+    while start.elapsed() < Duration::from_millis(3500) {
+        let resp = c.call(json!({"op": "saveRoom", "room": bare_room(&format!("d{failed}"))}));
+        assert_err(&resp, "storage");
+        failed += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(stats["storageHealthy"], false, "{stats}");
+    assert_eq!(stats["readOnly"], true, "{stats}");
+    let journals = std::fs::read_dir(d.storage())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| f.starts_with(".journal-"))
+        .count();
+    strace.detach();
+    let log = d.stderr();
+    assert_eq!(log.matches("storage is failing").count(), 1, "{log}");
+    assert_eq!(log.matches("storage works again").count(), 0, "{log}");
+    assert!(!log.contains("closed after a storage error"), "{log}");
+    assert!(
+        journals <= 3,
+        "{journals} journals after {failed} failed commits"
+    );
+
+    let healed = Instant::now();
+    let mut resp = json!(null);
+    while healed.elapsed() < Duration::from_secs(3) {
+        resp = c.call(json!({"op": "saveRoom", "room": bare_room("after")}));
+        if resp["ok"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(resp["ok"], true, "still refused after the fault: {resp}");
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(stats["storageHealthy"], true, "{stats}");
+    drop(c);
+    assert_eq!(d.stderr().matches("storage works again").count(), 1);
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    eprintln!("{failed} failed commits, {journals} journals");
 }

@@ -106,8 +106,8 @@ impl Actor {
                     rooms = self.commit(rooms, &mut pending);
                     let synced = self.backend.sync(&self.view.load());
                     match &synced {
-                        Ok(()) => self.counters.health.worked(Operation::Write),
-                        Err(e) => self.counters.health.failed(Operation::Write, e),
+                        Ok(()) => self.counters.health.worked(Operation::Sync),
+                        Err(e) => self.counters.health.failed(Operation::Sync, e),
                     }
                     let _ = reply.send(synced.map_err(storage_error));
                 }

@@ -16,8 +16,8 @@ const REMINDER: Duration = Duration::from_secs(60);
 /// What `stats` shows of the storage.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StorageHealth {
-    /// False from a failed commit, flush or upkeep until the next upkeep tick works (after a
-    /// failed commit or flush only: until the next one works).
+    /// False from a failed commit, flush or upkeep until each that failed works again (see
+    /// [`Health::worked`]).
     pub healthy: bool,
     /// Writes are being refused (the last write attempt failed, or start-up could not start a
     /// journal, and the storage has not worked since); reads are served all along.
@@ -29,8 +29,13 @@ pub struct StorageHealth {
 #[derive(Debug)]
 struct State {
     shown: StorageHealth,
-    /// The last write (commit, flush) failed.
+    /// The last write (commit) failed.
     writes_failing: bool,
+    /// ...and only because the disk was too full to take it: an upkeep tick that finds room
+    /// again proves it would work now (it asks the same question).
+    write_refused_for_space: bool,
+    /// The last flush (sync of relaxed-mode changes) failed.
+    sync_failing: bool,
     /// The last upkeep tick failed.
     upkeep_failing: bool,
     /// When the storage started failing.
@@ -54,6 +59,8 @@ impl Default for Health {
                     ..StorageHealth::default()
                 },
                 writes_failing: false,
+                write_refused_for_space: false,
+                sync_failing: false,
                 upkeep_failing: false,
                 since: None,
                 failures: 0,
@@ -68,6 +75,9 @@ impl Default for Health {
 pub enum Operation {
     /// A write (its writers were told `storage`): writes are refused until the storage works.
     Write,
+    /// A flush: syncing relaxed-mode changes. Only a flush that works clears it (a flush
+    /// after a failed one always syncs: the rooms are logged again until one works).
+    Sync,
     /// Upkeep or a flush: writes may still work.
     Upkeep,
 }
@@ -90,6 +100,11 @@ impl Health {
         match what {
             Operation::Write => {
                 state.writes_failing = true;
+                state.write_refused_for_space = matches!(error, StorageError::Full { .. });
+                state.shown.read_only = true;
+            }
+            Operation::Sync => {
+                state.sync_failing = true;
                 state.shown.read_only = true;
             }
             Operation::Upkeep => state.upkeep_failing = true,
@@ -118,25 +133,36 @@ impl Health {
     /// Start-up could not prepare for writes (no journal): serving read-only.
     pub fn read_only_at_start(&self, error: &StorageError) {
         self.failed(Operation::Write, error);
+        // The tick's new journal or free-space check is what the start could not do.
+        self.lock().write_refused_for_space = true;
         // Only an upkeep tick that works proves the disk takes writes again: a deletion that
         // works (it may only remove a file) does not.
         self.lock().upkeep_failing = true;
     }
 
-    /// `what` worked. An upkeep tick that works also proves writes would (it starts a journal
-    /// and checks the free space); a write that works says nothing of failing folds, so the
-    /// state does not flip at every commit while the upkeep keeps failing.
+    /// `what` worked. Each kind of failure is cleared only by what proves it over: a failed
+    /// write by a write that works (an upkeep tick may write nothing: issue 15, where a tick
+    /// that only started a journal said "works again" every second while every commit
+    /// failed), or by a tick when the write was only refused for want of space; a failed
+    /// flush by a flush; a failed tick by a tick. So the state does not flip at every commit
+    /// or tick while something keeps failing.
     pub fn worked(&self, what: Operation) {
         let mut state = self.lock();
         if state.shown.healthy {
             return;
         }
-        state.writes_failing = false;
-        state.shown.read_only = false;
-        if what == Operation::Upkeep {
-            state.upkeep_failing = false;
+        match what {
+            Operation::Write => state.writes_failing = false,
+            Operation::Sync => state.sync_failing = false,
+            Operation::Upkeep => {
+                state.upkeep_failing = false;
+                if state.write_refused_for_space {
+                    state.writes_failing = false;
+                }
+            }
         }
-        if state.upkeep_failing {
+        state.shown.read_only = state.writes_failing || state.sync_failing;
+        if state.writes_failing || state.sync_failing || state.upkeep_failing {
             return;
         }
         let since = state.since.take().map_or(Duration::ZERO, |s| s.elapsed());
@@ -181,14 +207,41 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_is_read_only_until_a_write_or_a_tick_works() {
+    fn a_failed_write_is_read_only_until_a_write_works() {
         let health = Health::default();
         health.failed(Operation::Write, &error());
         assert!(health.get().read_only && !health.get().healthy);
         health.worked(Operation::Upkeep);
-        assert!(health.get().healthy && !health.get().read_only);
-        health.failed(Operation::Write, &error());
+        assert!(
+            health.get().read_only && !health.get().healthy,
+            "a tick proves nothing of writes"
+        );
         health.worked(Operation::Write);
+        assert!(health.get().healthy && !health.get().read_only);
+    }
+
+    #[test]
+    fn a_write_refused_for_space_is_cleared_by_a_tick_that_finds_room() {
+        let health = Health::default();
+        let full = StorageError::Full {
+            dir: "/rooms".into(),
+            free_bytes: 0,
+            free_inodes: 0,
+            need_bytes: 1,
+        };
+        health.failed(Operation::Write, &full);
+        health.worked(Operation::Upkeep);
+        assert!(health.get().healthy && !health.get().read_only);
+    }
+
+    #[test]
+    fn a_failed_flush_is_only_cleared_by_a_flush() {
+        let health = Health::default();
+        health.failed(Operation::Sync, &error());
+        health.worked(Operation::Write);
+        health.worked(Operation::Upkeep);
+        assert!(!health.get().healthy);
+        health.worked(Operation::Sync);
         assert!(health.get().healthy);
     }
 }

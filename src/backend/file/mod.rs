@@ -133,6 +133,8 @@ pub struct FileBackend {
     in_start_journals: std::collections::HashSet<RoomName>,
     /// `None` after a failed write or sync: the next commit starts a new journal.
     journal: Option<Box<dyn AppendFile>>,
+    /// The journal closed after an error held nothing and is gone: no fold need cover it.
+    journal_removed: bool,
     /// The records of the batch being appended, kept between batches so that a batch of
     /// whole rooms does not grow a new buffer every time.
     records: Vec<u8>,
@@ -196,6 +198,7 @@ impl FileBackend {
             start_generation: 0,
             in_start_journals: Default::default(),
             journal: None,
+            journal_removed: false,
             records: Vec::new(),
             folding: None,
             last_fold: Instant::now(),
@@ -321,7 +324,7 @@ impl FileBackend {
                 return Err(e);
             }
         };
-        if self.generation > 0 {
+        if self.generation > 0 && !std::mem::take(&mut self.journal_removed) {
             self.old_journals.insert(self.generation);
         }
         self.generation = generation;
@@ -395,13 +398,20 @@ impl FileBackend {
         self.unsynced_lost |= !self.unsynced.is_empty();
         if let Some(mut journal) = self.journal.take() {
             if let Err(e) = journal.truncate(good_len) {
-                tracing::warn!("could not cut the failed batch off {}: {e}", path.display());
+                tracing::debug!("could not cut the failed batch off {}: {e}", path.display());
             }
         }
-        tracing::warn!(
+        // Debug only: `store::health` logs when the storage starts and stops failing, and a
+        // failing disk under load would make this a line per commit.
+        tracing::debug!(
             "journal {} closed after a storage error; the next change starts a new one",
             path.display()
         );
+        // A journal that holds nothing goes now, or a lasting fault leaves one per failed
+        // commit (1632 of them in 20 s, issue 15) until a fold can cover them.
+        if good_len == 0 && self.fs.remove(&path).is_ok() {
+            self.journal_removed = true;
+        }
     }
 
     /// Relaxed mode: syncs what was appended since the last sync. If that fails, the changes
@@ -418,7 +428,8 @@ impl FileBackend {
             )),
         };
         if let Err(e) = synced {
-            tracing::error!(
+            // Debug only: the error goes to `store::health`, which logs the state's changes.
+            tracing::debug!(
                 "cannot fsync {}: {e}; logging the changed rooms again",
                 path.display()
             );
@@ -461,7 +472,7 @@ impl FileBackend {
             Err(e) if closing => {
                 tracing::warn!("{e}; folding every journal into the room files instead");
                 self.journal = None;
-                if self.generation > 0 {
+                if self.generation > 0 && !self.journal_removed {
                     self.old_journals.insert(self.generation);
                 }
                 u64::MAX
