@@ -163,7 +163,7 @@ impl Client {
     /// included), checked to be an `{"ok":true,...}` envelope but not parsed into a [`Value`].
     /// For responses too large to hold twice, such as a `listRooms` of every room: the caller
     /// deserializes what it needs from the bytes, borrowing from them (e.g. `&RawValue`).
-    pub fn call_raw(&mut self, request: &Value) -> Result<Vec<u8>, ClientError> {
+    pub fn call_raw<R: Serialize + ?Sized>(&mut self, request: &R) -> Result<Vec<u8>, ClientError> {
         if let Err(error) = write_request(&mut self.writer, request) {
             return Err(send_failed(&mut self.reader, &self.socket, error));
         }
@@ -257,19 +257,27 @@ impl Watch {
     /// `{"event":"overflow"}` the daemon closes the connection: the watcher missed events and
     /// should re-read the rooms it cares about.
     pub fn next_event(&mut self) -> Result<Option<Value>, ClientError> {
+        let Some(line) = self.next_event_line()? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Value>(&line) {
+            Ok(event @ Value::Object(_)) => Ok(Some(event)),
+            _ => Err(ClientError::Protocol {
+                socket: self.client.socket.clone(),
+                reason: format!("an event that is not a JSON object: {}", excerpt(&line)),
+            }),
+        }
+    }
+
+    /// Like [`Watch::next_event`], but the event line as the daemon sent it (`\n` included),
+    /// for a caller that passes it on with every number as written.
+    pub fn next_event_line(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
         let Client { socket, reader, .. } = &mut self.client;
         let buffer = reader.fill_buf().map_err(|error| io_error(socket, error))?;
         if buffer.is_empty() {
             return Ok(None);
         }
-        let line = read_line(reader, socket)?;
-        match serde_json::from_slice::<Value>(&line) {
-            Ok(event @ Value::Object(_)) => Ok(Some(event)),
-            _ => Err(ClientError::Protocol {
-                socket: socket.clone(),
-                reason: format!("an event that is not a JSON object: {}", excerpt(&line)),
-            }),
-        }
+        read_line(reader, socket).map(Some)
     }
 
     /// Bounds each wait for the next event; see [`Client::set_timeout`].

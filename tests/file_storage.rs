@@ -805,3 +805,32 @@ fn the_start_up_cache_is_private_and_never_hides_a_hand_edit() {
     d.restart();
     assert_eq!(d.connect().get("a").unwrap().0, edited("a"));
 }
+
+/// Issue 14: a SIGHUP that cannot re-read the room files logs the error as text that names the
+/// directory and the OS error, not as a Rust debug structure.
+#[test]
+fn a_failed_sighup_is_logged_as_text() {
+    let mut d = daemon_with_rooms(&["r"]);
+    let storage = d.storage().to_owned();
+    let away = storage.with_extension("away");
+    fs::rename(&storage, &away).unwrap();
+    d.sighup();
+    d.wait_log("SIGHUP: could not re-read the room files");
+    fs::rename(&away, &storage).unwrap();
+    let log = d.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("SIGHUP: could not re-read"))
+        .unwrap();
+    assert!(
+        line.contains("could not re-read the room files: cannot ")
+            && line.contains(&storage.display().to_string())
+            && line.ends_with("No such file or directory (os error 2)"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("Storage {") && !line.contains("cause:"),
+        "{line}"
+    );
+    d.stop();
+}

@@ -63,7 +63,7 @@ async fn run(config: Config) -> anyhow_free::Result {
                 _ = hangup.recv() => match rooms.reload().await {
                     Ok(_) if rooms.backend_name() == "redis" => tracing::info!("SIGHUP: nothing to re-read: rooms live in Redis"),
                     Ok(changed) => tracing::info!("SIGHUP: re-read the room files; {changed} room(s) changed"),
-                    Err(e) => tracing::error!("SIGHUP: could not re-read the room files: {e:?}"),
+                    Err(e) => tracing::error!("SIGHUP: could not re-read the room files: {e}"),
                 },
             }
         }

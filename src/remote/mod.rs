@@ -290,7 +290,7 @@ impl RemoteStore {
                     Ok(entry) => entry,
                     Err(e) => {
                         // One damaged hash must not hide every other room.
-                        tracing::warn!("listRooms: skipping {name:?}: {e:?}");
+                        tracing::warn!("listRooms: skipping {name:?}: {e}");
                         continue;
                     }
                 };

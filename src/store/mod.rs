@@ -52,6 +52,30 @@ pub enum StoreError {
     Stopped,
 }
 
+/// For logs: the message, then the cause unless the message already ends with it (a
+/// [`StorageError`]'s text names its OS error, which is also its cause).
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Refused(Refusal::Conflict { current }) => {
+                write!(f, "conflict: the room is at revision {current}")
+            }
+            StoreError::Refused(Refusal::NotFound { name }) => {
+                write!(f, "room {:?} not found", name.as_str())
+            }
+            StoreError::Storage { message, cause } | StoreError::Unavailable { message, cause } => {
+                match cause {
+                    Some(cause) if !message.ends_with(cause.as_str()) => {
+                        write!(f, "{message}: {cause}")
+                    }
+                    _ => f.write_str(message),
+                }
+            }
+            StoreError::Stopped => f.write_str("the daemon is shutting down"),
+        }
+    }
+}
+
 /// Counters the actor keeps for `stats` and for tests that check batching.
 #[derive(Debug, Default)]
 pub struct Counters {

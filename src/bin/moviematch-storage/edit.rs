@@ -161,7 +161,7 @@ fn fetch(client: &mut Client, name: &str) -> Result<Option<(Vec<u8>, u64)>, Fail
 
 /// Valid JSON text with its whitespace changed only outside strings: indented by `indent`
 /// spaces per level as `JSON.stringify(value, null, indent)` writes it, or all on one line.
-fn reformat(json: &[u8], indent: Option<usize>) -> Vec<u8> {
+pub fn reformat(json: &[u8], indent: Option<usize>) -> Vec<u8> {
     let mut out = Vec::with_capacity(json.len() * 2);
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     let newline = |out: &mut Vec<u8>, depth: usize| {

@@ -18,6 +18,8 @@ use streams::{export, import, migrate, watch};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use moviematch_storaged::client::{Client, ClientError};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 const EXIT_CODES: &str = "\
@@ -327,9 +329,17 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     // Built before connecting, so that a bad input file never reaches the daemon.
     let request = request_for(&cli.command)?;
     let mut client = Client::connect(&cli.socket)?;
-    let response = client.call(&request)?;
-    let (result, found) = result_of(&cli.command, response);
-    print_json(&result)?;
+    // The answer is printed from its text, never from a parsed copy: a room's numbers are
+    // printed as the daemon holds them (`12345678901234567890123`, `2.50`, `-0` stay so).
+    let line = client.call_raw(&*request)?;
+    let fields: Fields = serde_json::from_slice(&line).map_err(|error| {
+        Failure::Client(ClientError::Protocol {
+            socket: cli.socket.clone(),
+            reason: format!("an answer that is not a JSON object: {error}"),
+        })
+    })?;
+    let (result, found) = result_of(&cli.command, &fields);
+    print_text(result.as_bytes())?;
     Ok(if found {
         ExitCode::SUCCESS
     } else {
@@ -339,7 +349,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 /// The request for `command`. Options left out are `null` here and dropped below, so the daemon
 /// sees only what was given.
-fn request_for(command: &Command) -> Result<Value, Failure> {
+fn request_for(command: &Command) -> Result<Box<RawValue>, Failure> {
     let request = match command {
         Command::Ping => json!({"op": "ping"}),
         Command::Stats => json!({"op": "stats"}),
@@ -358,11 +368,22 @@ fn request_for(command: &Command) -> Result<Value, Failure> {
         Command::Save {
             file,
             expected_revision,
-        } => json!({
-            "op": "saveRoom",
-            "room": read_room(file.as_ref())?,
-            "expectedRevision": expected_revision,
-        }),
+        } => {
+            #[derive(Serialize)]
+            #[serde(rename_all = "camelCase")]
+            struct SaveRoom {
+                op: &'static str,
+                room: Box<RawValue>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                expected_revision: Option<u64>,
+            }
+            let request = SaveRoom {
+                op: "saveRoom",
+                room: read_room(file.as_ref())?,
+                expected_revision: *expected_revision,
+            };
+            return to_raw_value(&request);
+        }
         Command::Delete {
             name,
             expected_revision,
@@ -416,7 +437,12 @@ fn request_for(command: &Command) -> Result<Value, Failure> {
             unreachable!("streaming commands are run by their own functions")
         }
     };
-    Ok(without_nulls(request))
+    to_raw_value(&without_nulls(request))
+}
+
+fn to_raw_value<T: Serialize>(request: &T) -> Result<Box<RawValue>, Failure> {
+    serde_json::value::to_raw_value(request)
+        .map_err(|error| Failure::Output(io::Error::other(error)))
 }
 
 fn without_nulls(request: Value) -> Value {
@@ -426,13 +452,19 @@ fn without_nulls(request: Value) -> Value {
     }
 }
 
-/// Reads the room for `save` from `file`, or stdin for `-` or none.
-fn read_room(file: Option<&PathBuf>) -> Result<Value, Failure> {
+/// Reads the room for `save` from `file`, or stdin for `-` or none: its text as written, on
+/// one line, so that every number reaches the daemon byte for byte.
+fn read_room(file: Option<&PathBuf>) -> Result<Box<RawValue>, Failure> {
     let (source, bytes) = read_input(file)?;
-    serde_json::from_slice(&bytes).map_err(|error| Failure::Input {
-        source,
-        reason: format!("not valid JSON: {error}"),
-    })
+    let invalid = |reason: String| Failure::Input {
+        source: source.clone(),
+        reason,
+    };
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+        .map_err(|error| invalid(format!("not valid JSON: {error}")))?;
+    let compact = String::from_utf8(edit::reformat(&bytes, None))
+        .map_err(|error| invalid(format!("not valid UTF-8: {error}")))?;
+    RawValue::from_string(compact).map_err(|error| invalid(format!("not valid JSON: {error}")))
 }
 
 /// The whole of `file`, or of stdin for `-` or none, with the name to report it by.
@@ -454,57 +486,87 @@ fn read_input(file: Option<&PathBuf>) -> Result<(String, Vec<u8>), Failure> {
     }
 }
 
-/// What to print for a successful `response`, and whether the answer was yes (exit 0) rather
-/// than no (exit 1, only for the commands whose help says so).
-fn result_of(command: &Command, response: Value) -> (Value, bool) {
-    let mut result = without_envelope(response);
-    let is_true = |result: &Value, field: &str| result.get(field) == Some(&Value::Bool(true));
-    match command {
-        Command::Get { with_revision, .. } => {
-            let found = result.get("room").is_some_and(|room| !room.is_null());
-            if !with_revision {
-                result = result
-                    .get_mut("room")
-                    .map(Value::take)
-                    .unwrap_or(Value::Null);
+/// The fields of an answer in the order the daemon sent them, each value as its text.
+struct Fields<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
             }
-            (result, found)
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Fields<'a>, M::Error> {
+                let mut fields = Vec::new();
+                while let Some(field) = map.next_entry::<String, &'de RawValue>()? {
+                    fields.push(field);
+                }
+                Ok(Fields(fields))
+            }
         }
-        Command::Has { .. } => {
-            let found = is_true(&result, "exists");
-            (result, found)
-        }
-        Command::VerifyPassword { .. } => {
-            let found = is_true(&result, "valid");
-            (result, found)
-        }
-        _ => (result, true),
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 
-fn without_envelope(response: Value) -> Value {
-    match response {
-        // Rebuilt rather than removed in place, which could reorder the remaining fields.
-        Value::Object(fields) => fields
-            .into_iter()
-            .filter(|(key, _)| key != "ok" && key != "id")
-            .collect(),
-        other => other,
+impl Fields<'_> {
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// The answer without `ok` and `id`, as JSON text.
+    fn without_envelope(&self) -> String {
+        let mut text = String::from("{");
+        for (key, value) in self.0.iter().filter(|(k, _)| k != "ok" && k != "id") {
+            if text.len() > 1 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::to_string(key).unwrap_or_default());
+            text.push(':');
+            text.push_str(value.get());
+        }
+        text.push('}');
+        text
+    }
+}
+
+/// What to print for a successful answer, and whether the answer was yes (exit 0) rather than
+/// no (exit 1, only for the commands whose help says so).
+fn result_of(command: &Command, answer: &Fields) -> (String, bool) {
+    let is_true = |field: &str| answer.get(field).is_some_and(|v| v.get() == "true");
+    match command {
+        Command::Get { with_revision, .. } => {
+            let room = answer.get("room").map_or("null", RawValue::get);
+            let found = room != "null";
+            if *with_revision {
+                (answer.without_envelope(), found)
+            } else {
+                (room.to_owned(), found)
+            }
+        }
+        Command::Has { .. } => (answer.without_envelope(), is_true("exists")),
+        Command::VerifyPassword { .. } => (answer.without_envelope(), is_true("valid")),
+        _ => (answer.without_envelope(), true),
     }
 }
 
 fn print_json(value: &Value) -> Result<(), Failure> {
+    print_text(value.to_string().as_bytes())
+}
+
+/// Prints JSON text: indented on a terminal, on one line otherwise, with every token (numbers,
+/// strings) exactly as in `text`.
+fn print_text(text: &[u8]) -> Result<(), Failure> {
     let stdout = io::stdout();
-    let pretty = stdout.is_terminal();
+    let indent = stdout.is_terminal().then_some(2);
     let mut out = io::BufWriter::new(stdout.lock());
-    let written = if pretty {
-        serde_json::to_writer_pretty(&mut out, value)
-    } else {
-        serde_json::to_writer(&mut out, value)
-    }
-    .map_err(io::Error::from)
-    .and_then(|()| out.write_all(b"\n"))
-    .and_then(|()| out.flush());
+    let written = out
+        .write_all(&edit::reformat(text, indent))
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
     match written {
         // The reader went away (`| head`): nothing left to tell anyone.
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),

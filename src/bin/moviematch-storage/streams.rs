@@ -39,10 +39,10 @@ pub fn export(socket: &std::path::Path) -> Result<ExitCode, Failure> {
     let mut written = || -> io::Result<()> {
         for (done, room) in rooms.iter().enumerate() {
             let text = room.get();
-            // The daemon sends compact JSON; anything else is compacted so a room stays one line.
+            // The daemon sends compact JSON; anything else is compacted so a room stays one
+            // line, with its tokens (numbers) as they are.
             if text.contains('\n') {
-                let value: Value = serde_json::from_str(text).map_err(io::Error::other)?;
-                serde_json::to_writer(&mut out, &value)?;
+                out.write_all(&crate::edit::reformat(text.as_bytes(), None))?;
             } else {
                 out.write_all(text.as_bytes())?;
             }
@@ -208,9 +208,20 @@ pub fn watch(socket: &std::path::Path, names: &[String]) -> Result<ExitCode, Fai
     let mut events = client.watch((!names.is_empty()).then_some(names))?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    while let Some(event) = events.next_event()? {
-        let printed = serde_json::to_writer(&mut out, &event)
-            .map_err(io::Error::from)
+    // Each event is printed as the daemon sent it, so numbers (progress) stay as written.
+    while let Some(line) = events.next_event_line()? {
+        #[derive(Deserialize)]
+        struct Kind {
+            event: Option<String>,
+        }
+        let Ok(kind) = serde_json::from_slice::<Kind>(&line) else {
+            return Err(Failure::Client(ClientError::Protocol {
+                socket: socket.to_owned(),
+                reason: "an event that is not a JSON object".to_owned(),
+            }));
+        };
+        let printed = out
+            .write_all(&crate::edit::reformat(&line, None))
             .and_then(|()| out.write_all(b"\n"))
             .and_then(|()| out.flush());
         match printed {
@@ -218,7 +229,7 @@ pub fn watch(socket: &std::path::Path, names: &[String]) -> Result<ExitCode, Fai
             Err(error) => return Err(Failure::Output(error)),
             Ok(()) => {}
         }
-        if event.get("event").and_then(Value::as_str) == Some("overflow") {
+        if kind.event.as_deref() == Some("overflow") {
             return Err(Failure::Overflow);
         }
     }
