@@ -287,3 +287,59 @@ fn an_unwritable_existing_directory_is_reported_as_such() {
     );
     assert_eq!(mode(&storage), 0o755);
 }
+
+/// `moviematch-storage fold` against the daemon: every room file holds its room's latest state.
+fn fold(d: &Daemon) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moviematch-storage"))
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("fold")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn removing_a_room_file_that_lags_its_room_keeps_the_room() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    fold(&d);
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    let (latest, _) = c.get("r").unwrap();
+    fs::remove_file(d.room_path("r")).unwrap();
+    d.sighup();
+    d.wait_log("refused the removal of room \"r\"");
+    let warning = d
+        .stderr()
+        .lines()
+        .find(|l| l.contains("refused the removal"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("the file held revision 1 but the room is at revision 2"),
+        "{warning}"
+    );
+    assert_eq!(c.get("r"), Some((latest.clone(), 2)));
+    d.wait_for("the room file to be written again", || {
+        d.room_path("r").exists()
+    });
+    assert_eq!(read_json_file(&d.room_path("r")), latest);
+    drop(c);
+    d.stop();
+    d.restart();
+    assert_eq!(d.connect().get("r").map(|g| g.0), Some(latest));
+
+    // A file that held the room's latest state: its removal deletes the room.
+    let mut c = d.connect();
+    fold(&d);
+    fs::remove_file(d.room_path("r")).unwrap();
+    d.sighup();
+    d.wait_for("the room to be deleted", || !c.has("r"));
+}
