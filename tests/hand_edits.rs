@@ -343,3 +343,36 @@ fn removing_a_room_file_that_lags_its_room_keeps_the_room() {
     d.sighup();
     d.wait_for("the room to be deleted", || !c.has("r"));
 }
+
+#[test]
+fn a_journal_name_someone_else_took_is_skipped_never_followed() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    let newest = dir_entries(d.storage())
+        .iter()
+        .filter_map(|n| n.strip_prefix(".journal-")?.parse::<u64>().ok())
+        .max()
+        .expect("a journal");
+    let target = d.dir().join("not-the-daemons");
+    fs::write(&target, b"keep").unwrap();
+    let planted = d.storage().join(format!(".journal-{}", newest + 1));
+    symlink(&target, &planted).unwrap();
+    fold(&d);
+    d.wait_log(&format!(
+        "{} exists but the daemon did not create it",
+        planted.display()
+    ));
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    fold(&d);
+    assert!(fs::symlink_metadata(&planted)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(&target).unwrap(), b"keep");
+    let (latest, _) = c.get("r").unwrap();
+    drop(c);
+    d.kill9();
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((latest, 2)));
+}
