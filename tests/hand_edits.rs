@@ -64,24 +64,29 @@ fn a_quarantine_symlink_is_never_followed() {
         "the others are served"
     );
     d.wait_log(".quarantine is a symlink or not a directory");
-    assert_eq!(
-        fs::read(d.storage().join("broken.json")).unwrap(),
-        broken,
-        "a file that cannot be set aside stays where it is"
-    );
+    // It is set aside in the storage directory itself instead, private, and the log says where.
+    assert!(!d.storage().join("broken.json").exists());
+    assert_eq!(set_aside_beside(&d, "broken.json"), vec![broken]);
+    d.wait_log(&format!(
+        "set it aside as {}",
+        d.storage().join(".set-aside-broken.json.").display()
+    ));
 
-    // An invalid edit on SIGHUP cannot be set aside either: the room keeps its state and the
-    // edit stays in its file (overwriting it would lose it).
+    // An invalid edit on SIGHUP is set aside there too: the room keeps its state and its file
+    // is written again.
     fs::write(d.room_path("good"), b"{ not json").unwrap();
     d.sighup();
-    d.wait_for("the reload to refuse the edit", || {
-        d.stderr()
-            .matches("is a symlink or not a directory")
-            .count()
-            >= 2
+    d.wait_for("the reload to set the edit aside", || {
+        set_aside_beside(&d, "good.json").len() == 1
     });
+    assert_eq!(
+        set_aside_beside(&d, "good.json"),
+        vec![b"{ not json".to_vec()]
+    );
     assert_eq!(c.get("good"), Some((room("good"), 1)));
-    assert_eq!(fs::read(d.room_path("good")).unwrap(), b"{ not json");
+    d.wait_for("the room file to be written again", || {
+        fs::read(d.room_path("good")).is_ok_and(|b| serde_json::from_slice::<Value>(&b).is_ok())
+    });
     drop(c);
     d.stop();
     assert_eq!(tree(&elsewhere), before, "the symlink's target changed");
@@ -95,6 +100,59 @@ fn a_quarantine_symlink_is_never_followed() {
         Some(room("good")),
         "the room's state was lost"
     );
+}
+
+/// The files set aside in the storage directory as `.set-aside-<file>.<stamp>` (0600), in order.
+fn set_aside_beside(d: &Daemon, file: &str) -> Vec<Vec<u8>> {
+    let prefix = format!(".set-aside-{file}.");
+    dir_entries(d.storage())
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .map(|n| {
+            let path = d.storage().join(n);
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            fs::read(path).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_refused_edit_is_kept_when_quarantine_is_a_symlink() {
+    let b = Daemon::builder(Backend::File);
+    let elsewhere = b.dir().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::create_dir(b.storage_path()).unwrap();
+    fs::set_permissions(b.storage_path(), fs::Permissions::from_mode(0o700)).unwrap();
+    symlink(&elsewhere, b.storage_path().join(".quarantine")).unwrap();
+    let mut d = b.start();
+    let mut c = d.connect();
+    c.save(&room("r"));
+    fold(&d);
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    let (latest, _) = c.get("r").unwrap();
+    let mut edited = read_json_file(&d.room_path("r"));
+    edited["roomType"] = json!("movie");
+    write_room_file(&d.room_path("r"), &edited);
+    d.sighup();
+    d.wait_log("refused the hand edit of room \"r\"");
+    let kept = set_aside_beside(&d, "r.json");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(serde_json::from_slice::<Value>(&kept[0]).unwrap(), edited);
+    drop(c);
+    d.stop();
+    assert_eq!(
+        read_json_file(&d.room_path("r")),
+        latest,
+        "after a clean stop"
+    );
+    d.restart();
+    assert_eq!(d.connect().get("r").map(|g| g.0), Some(latest));
+    assert_eq!(
+        set_aside_beside(&d, "r.json").len(),
+        1,
+        "the edit is still kept"
+    );
+    assert!(dir_entries(&elsewhere).is_empty());
 }
 
 #[test]
