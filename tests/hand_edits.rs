@@ -434,3 +434,105 @@ fn a_journal_name_someone_else_took_is_skipped_never_followed() {
     d.restart();
     assert_eq!(d.connect().get("r"), Some((latest, 2)));
 }
+
+/// The first line of the daemon's current run's log that contains `needle`.
+fn log_line(d: &Daemon, needle: &str) -> String {
+    let log = d.stderr();
+    log.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{log}"))
+        .to_owned()
+}
+
+#[test]
+fn an_edit_after_a_crash_that_lacks_journal_changes_is_refused_at_start() {
+    // The file is loaded at start, so the daemon knows its bytes (`.cache`): the version the
+    // edit replaced can be restored.
+    let mut d = start_seeded(|dir| write_room_file(&dir.join("r.json"), &room("r")));
+    d.wait_for("the cache", || d.storage().join(".cache").exists());
+    let mut c = d.connect();
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    let (latest, _) = c.get("r").unwrap();
+    drop(c);
+    d.kill9();
+    let mut edited = read_json_file(&d.room_path("r"));
+    assert_ne!(edited, latest, "the rating is only in the journal");
+    edited["roomType"] = json!("movie");
+    write_room_file(&d.room_path("r"), &edited);
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((latest.clone(), 2)));
+    let warning = log_line(&d, "refused the hand edit of room \"r\"");
+    let kept = quarantined_rooms(&d, "r.json");
+    assert_eq!(kept, vec![edited]);
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("the file held revision 1")
+            && warning.contains("up to revision 2")
+            && warning.contains(&format!(
+                "{}",
+                d.storage().join(".quarantine/r.json.").display()
+            )),
+        "{warning}"
+    );
+    let q = d.storage().join(".quarantine");
+    assert!(dir_entries(&q).iter().all(|n| mode(&q.join(n)) == 0o600));
+    // A crash before the room's file is written again loses nothing and changes nothing.
+    d.kill9();
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((latest.clone(), 2)));
+    d.stop();
+    assert_eq!(read_json_file(&d.room_path("r")), latest);
+}
+
+#[test]
+fn an_edit_after_a_crash_never_reuses_a_revision() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    fold(&d);
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    drop(c);
+    d.kill9();
+    let mut edited = read_json_file(&d.room_path("r"));
+    edited["roomType"] = json!("movie");
+    write_room_file(&d.room_path("r"), &edited);
+    d.restart();
+    // The version the edit replaced is gone (only the edited file holds the rest of the room):
+    // the rating is applied on top of the edit, at a revision the room never had.
+    let (served, revision) = d.connect().get("r").unwrap();
+    assert_eq!(revision, 3);
+    assert_eq!(served["roomType"], "movie");
+    assert!(
+        served["ratings"]["m2"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x[0] == json!("u"))),
+        "{served}"
+    );
+    let warning = log_line(&d, "was edited by hand");
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("held revision 1")
+            && warning.contains("up to revision 2")
+            && warning.contains("now at revision 3"),
+        "{warning}"
+    );
+    d.kill9();
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((served, 3)));
+}
+
+#[test]
+fn an_edit_before_a_start_with_nothing_newer_in_the_journal_is_taken() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    fold(&d);
+    drop(c);
+    d.kill9();
+    let mut edited = read_json_file(&d.room_path("r"));
+    edited["roomType"] = json!("movie");
+    write_room_file(&d.room_path("r"), &edited);
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((edited, 3)));
+}

@@ -42,6 +42,7 @@ mod reload;
 #[cfg(test)]
 mod sim;
 mod space;
+mod start_edits;
 #[cfg(test)]
 mod sweep;
 #[cfg(test)]
