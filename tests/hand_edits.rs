@@ -64,24 +64,29 @@ fn a_quarantine_symlink_is_never_followed() {
         "the others are served"
     );
     d.wait_log(".quarantine is a symlink or not a directory");
-    assert_eq!(
-        fs::read(d.storage().join("broken.json")).unwrap(),
-        broken,
-        "a file that cannot be set aside stays where it is"
-    );
+    // It is set aside in the storage directory itself instead, private, and the log says where.
+    assert!(!d.storage().join("broken.json").exists());
+    assert_eq!(set_aside_beside(&d, "broken.json"), vec![broken]);
+    d.wait_log(&format!(
+        "set it aside as {}",
+        d.storage().join(".set-aside-broken.json.").display()
+    ));
 
-    // An invalid edit on SIGHUP cannot be set aside either: the room keeps its state and the
-    // edit stays in its file (overwriting it would lose it).
+    // An invalid edit on SIGHUP is set aside there too: the room keeps its state and its file
+    // is written again.
     fs::write(d.room_path("good"), b"{ not json").unwrap();
     d.sighup();
-    d.wait_for("the reload to refuse the edit", || {
-        d.stderr()
-            .matches("is a symlink or not a directory")
-            .count()
-            >= 2
+    d.wait_for("the reload to set the edit aside", || {
+        set_aside_beside(&d, "good.json").len() == 1
     });
+    assert_eq!(
+        set_aside_beside(&d, "good.json"),
+        vec![b"{ not json".to_vec()]
+    );
     assert_eq!(c.get("good"), Some((room("good"), 1)));
-    assert_eq!(fs::read(d.room_path("good")).unwrap(), b"{ not json");
+    d.wait_for("the room file to be written again", || {
+        fs::read(d.room_path("good")).is_ok_and(|b| serde_json::from_slice::<Value>(&b).is_ok())
+    });
     drop(c);
     d.stop();
     assert_eq!(tree(&elsewhere), before, "the symlink's target changed");
@@ -95,6 +100,59 @@ fn a_quarantine_symlink_is_never_followed() {
         Some(room("good")),
         "the room's state was lost"
     );
+}
+
+/// The files set aside in the storage directory as `.set-aside-<file>.<stamp>` (0600), in order.
+fn set_aside_beside(d: &Daemon, file: &str) -> Vec<Vec<u8>> {
+    let prefix = format!(".set-aside-{file}.");
+    dir_entries(d.storage())
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .map(|n| {
+            let path = d.storage().join(n);
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            fs::read(path).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_refused_edit_is_kept_when_quarantine_is_a_symlink() {
+    let b = Daemon::builder(Backend::File);
+    let elsewhere = b.dir().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::create_dir(b.storage_path()).unwrap();
+    fs::set_permissions(b.storage_path(), fs::Permissions::from_mode(0o700)).unwrap();
+    symlink(&elsewhere, b.storage_path().join(".quarantine")).unwrap();
+    let mut d = b.start();
+    let mut c = d.connect();
+    c.save(&room("r"));
+    fold(&d);
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    let (latest, _) = c.get("r").unwrap();
+    let mut edited = read_json_file(&d.room_path("r"));
+    edited["roomType"] = json!("movie");
+    write_room_file(&d.room_path("r"), &edited);
+    d.sighup();
+    d.wait_log("refused the hand edit of room \"r\"");
+    let kept = set_aside_beside(&d, "r.json");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(serde_json::from_slice::<Value>(&kept[0]).unwrap(), edited);
+    drop(c);
+    d.stop();
+    assert_eq!(
+        read_json_file(&d.room_path("r")),
+        latest,
+        "after a clean stop"
+    );
+    d.restart();
+    assert_eq!(d.connect().get("r").map(|g| g.0), Some(latest));
+    assert_eq!(
+        set_aside_beside(&d, "r.json").len(),
+        1,
+        "the edit is still kept"
+    );
+    assert!(dir_entries(&elsewhere).is_empty());
 }
 
 #[test]
@@ -286,4 +344,195 @@ fn an_unwritable_existing_directory_is_reported_as_such() {
         "{stderr}"
     );
     assert_eq!(mode(&storage), 0o755);
+}
+
+/// `moviematch-storage fold` against the daemon: every room file holds its room's latest state.
+fn fold(d: &Daemon) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moviematch-storage"))
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("fold")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn removing_a_room_file_that_lags_its_room_keeps_the_room() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    fold(&d);
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    let (latest, _) = c.get("r").unwrap();
+    fs::remove_file(d.room_path("r")).unwrap();
+    d.sighup();
+    d.wait_log("refused the removal of room \"r\"");
+    let warning = d
+        .stderr()
+        .lines()
+        .find(|l| l.contains("refused the removal"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("the file held revision 1 but the room is at revision 2"),
+        "{warning}"
+    );
+    assert_eq!(c.get("r"), Some((latest.clone(), 2)));
+    d.wait_for("the room file to be written again", || {
+        d.room_path("r").exists()
+    });
+    assert_eq!(read_json_file(&d.room_path("r")), latest);
+    drop(c);
+    d.stop();
+    d.restart();
+    assert_eq!(d.connect().get("r").map(|g| g.0), Some(latest));
+
+    // A file that held the room's latest state: its removal deletes the room.
+    let mut c = d.connect();
+    fold(&d);
+    fs::remove_file(d.room_path("r")).unwrap();
+    d.sighup();
+    d.wait_for("the room to be deleted", || !c.has("r"));
+}
+
+#[test]
+fn a_journal_name_someone_else_took_is_skipped_never_followed() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    let newest = dir_entries(d.storage())
+        .iter()
+        .filter_map(|n| n.strip_prefix(".journal-")?.parse::<u64>().ok())
+        .max()
+        .expect("a journal");
+    let target = d.dir().join("not-the-daemons");
+    fs::write(&target, b"keep").unwrap();
+    let planted = d.storage().join(format!(".journal-{}", newest + 1));
+    symlink(&target, &planted).unwrap();
+    fold(&d);
+    d.wait_log(&format!(
+        "{} exists but the daemon did not create it",
+        planted.display()
+    ));
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    fold(&d);
+    assert!(fs::symlink_metadata(&planted)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(&target).unwrap(), b"keep");
+    let (latest, _) = c.get("r").unwrap();
+    drop(c);
+    d.kill9();
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((latest, 2)));
+}
+
+/// The first line of the daemon's current run's log that contains `needle`.
+fn log_line(d: &Daemon, needle: &str) -> String {
+    let log = d.stderr();
+    log.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{log}"))
+        .to_owned()
+}
+
+#[test]
+fn an_edit_after_a_crash_that_lacks_journal_changes_is_refused_at_start() {
+    // The file is loaded at start, so the daemon knows its bytes (`.cache`): the version the
+    // edit replaced can be restored.
+    let mut d = start_seeded(|dir| write_room_file(&dir.join("r.json"), &room("r")));
+    d.wait_for("the cache", || d.storage().join(".cache").exists());
+    let mut c = d.connect();
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    let (latest, _) = c.get("r").unwrap();
+    drop(c);
+    d.kill9();
+    let mut edited = read_json_file(&d.room_path("r"));
+    assert_ne!(edited, latest, "the rating is only in the journal");
+    edited["roomType"] = json!("movie");
+    write_room_file(&d.room_path("r"), &edited);
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((latest.clone(), 2)));
+    let warning = log_line(&d, "refused the hand edit of room \"r\"");
+    let kept = quarantined_rooms(&d, "r.json");
+    assert_eq!(kept, vec![edited]);
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("the file held revision 1")
+            && warning.contains("up to revision 2")
+            && warning.contains(&format!(
+                "{}",
+                d.storage().join(".quarantine/r.json.").display()
+            )),
+        "{warning}"
+    );
+    let q = d.storage().join(".quarantine");
+    assert!(dir_entries(&q).iter().all(|n| mode(&q.join(n)) == 0o600));
+    // A crash before the room's file is written again loses nothing and changes nothing.
+    d.kill9();
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((latest.clone(), 2)));
+    d.stop();
+    assert_eq!(read_json_file(&d.room_path("r")), latest);
+}
+
+#[test]
+fn an_edit_after_a_crash_never_reuses_a_revision() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    fold(&d);
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    drop(c);
+    d.kill9();
+    let mut edited = read_json_file(&d.room_path("r"));
+    edited["roomType"] = json!("movie");
+    write_room_file(&d.room_path("r"), &edited);
+    d.restart();
+    // The version the edit replaced is gone (only the edited file holds the rest of the room):
+    // the rating is applied on top of the edit, at a revision the room never had.
+    let (served, revision) = d.connect().get("r").unwrap();
+    assert_eq!(revision, 3);
+    assert_eq!(served["roomType"], "movie");
+    assert!(
+        served["ratings"]["m2"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x[0] == json!("u"))),
+        "{served}"
+    );
+    let warning = log_line(&d, "was edited by hand");
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("held revision 1")
+            && warning.contains("up to revision 2")
+            && warning.contains("now at revision 3"),
+        "{warning}"
+    );
+    d.kill9();
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((served, 3)));
+}
+
+#[test]
+fn an_edit_before_a_start_with_nothing_newer_in_the_journal_is_taken() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
+    fold(&d);
+    drop(c);
+    d.kill9();
+    let mut edited = read_json_file(&d.room_path("r"));
+    edited["roomType"] = json!("movie");
+    write_room_file(&d.room_path("r"), &edited);
+    d.restart();
+    assert_eq!(d.connect().get("r"), Some((edited, 3)));
 }

@@ -105,6 +105,11 @@ pub trait Fs: Send + Sync {
         self.create_private_dir(&dir.join(subdir))?;
         self.rename(&dir.join(file), &dir.join(subdir).join(new_name))
     }
+    /// Renames the regular file `dir/file` to `dir/new_name` after making it 0600, where
+    /// `.quarantine` cannot be used. Follows no symlink: `file` must be a regular file.
+    fn set_aside_in_place(&self, dir: &Path, file: &str, new_name: &str) -> io::Result<()> {
+        self.rename(&dir.join(file), &dir.join(new_name))
+    }
     /// Makes the regular file `path` 0600 if it is not (a room file someone else wrote, e.g.
     /// MovieMatch with 0644); `Ok(true)` when its mode changed.
     fn make_private(&self, _path: &Path) -> io::Result<bool> {
@@ -252,6 +257,32 @@ impl Fs for RealFs {
             return Err(io::Error::last_os_error());
         }
         sub_dir.sync_all()
+    }
+
+    fn set_aside_in_place(&self, dir: &Path, file: &str, new_name: &str) -> io::Result<()> {
+        // Both names are taken relative to the directory's descriptor, and `file` is checked
+        // to be a regular file (opened without following a symlink) before it is chmod'ed.
+        let dir_fd = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)?;
+        open_regular(&dir.join(file))?
+            .set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+        let (from_c, to_c) = (c_path(Path::new(file))?, c_path(Path::new(new_name))?);
+        // SAFETY: both strings are NUL-terminated and live across the call; the descriptor is
+        // open.
+        let renamed = unsafe {
+            libc::renameat(
+                dir_fd.as_raw_fd(),
+                from_c.as_ptr(),
+                dir_fd.as_raw_fd(),
+                to_c.as_ptr(),
+            )
+        };
+        if renamed != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        dir_fd.sync_all()
     }
 
     fn make_private(&self, path: &Path) -> io::Result<bool> {

@@ -5,7 +5,8 @@
 //! are unchanged), quarantine what is not a valid room (and the losers when several files
 //! hold one room: see `claims`), give each
 //! room its revision (from the index when the file is the daemon's own write, +1 when it was
-//! edited by hand, 1 when new), replay journal records newer than each file, write the index
+//! edited by hand, 1 when new), replay journal records newer than each file (a hand edit
+//! that lacks some of them is refused or merged: see `start_edits`), write the index
 //! if files were new or edited, and start a new journal. No room file is rewritten at start:
 //! rooms the replay changed are folded in the background at the first tick, which then deletes
 //! the old journals.
@@ -18,6 +19,7 @@ use super::claims::{self, Claimant};
 use super::fs::EntryKind;
 use super::journal::{self, Index, IndexEntry, Lsn};
 use super::read::{read_files, ReadFile};
+use super::start_edits::{Edited, StartEdits};
 use super::{
     names, quarantine, FileBackend, FileRecord, INDEX, INDEX_NEXT, JOURNAL_PREFIX, LOCK,
     QUARANTINE, TMP_PREFIX,
@@ -119,6 +121,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     let mut fresh: HashSet<RoomName> = HashSet::new();
     // Rooms for which a file the daemon knew lost to another: its revision and LSN.
     let mut replaced: HashMap<RoomName, (Revision, Lsn)> = HashMap::new();
+    let mut edits = StartEdits::default();
     let private = reads.iter().filter(|r| r.made_private).count();
     if private > 0 {
         tracing::info!(
@@ -181,11 +184,10 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             Origin::Index => index_matches += 1,
             Origin::EditedByHand => {
                 index_stale = true;
-                tracing::info!(
-                    "room file {} was edited by hand; room {name:?} is now at revision {}",
-                    b.path(&read.file).display(),
-                    entry.revision
-                );
+                // Taken or refused once the journal shows what changed since (`start_edits`).
+                if let Some(e) = known.index.get(read.file.as_str()) {
+                    edits.edited(name.clone(), Edited::new(e));
+                }
             }
             Origin::New => index_stale = true,
         }
@@ -262,6 +264,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
                     continue;
                 }
                 b.dirty.insert(name.clone());
+                edits.replayed(change);
                 apply::replay(&mut rooms, change);
                 replayed += 1;
             }
@@ -279,6 +282,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         .map(|e| e.name.clone())
         .collect();
     in_parallel(&mut rooms, hot, RoomEntry::cooled);
+    let rejournal = edits.settle(b, &mut rooms, &cache);
     b.next_lsn = last_lsn + 1;
     b.generation = journals.last().copied().unwrap_or(0);
     b.old_journals = journals.into_iter().collect();
@@ -294,6 +298,10 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     // until a commit finds it writable again.
     if let Err(e) = b.rotate() {
         b.start_warning = Some(e);
+    } else if !rejournal.is_empty() {
+        if let Err(e) = b.append(&rejournal, true) {
+            b.start_warning = Some(e);
+        }
     }
     // A disk filled from outside while the daemon was stopped: read-only from the start.
     let files = &b.files;

@@ -42,6 +42,7 @@ mod reload;
 #[cfg(test)]
 mod sim;
 mod space;
+mod start_edits;
 #[cfg(test)]
 mod sweep;
 #[cfg(test)]
@@ -302,16 +303,31 @@ impl FileBackend {
     /// Starts a new journal file. The old one stays until a fold covers it. On failure the
     /// current journal (if any) goes on as before, and the next try takes a new number.
     fn rotate(&mut self) -> Result<(), StorageError> {
-        let generation = self.generation.max(self.spent_generation) + 1;
+        let mut generation = self.generation.max(self.spent_generation) + 1;
+        let mut created = self.fs.create_journal(&self.journal_path(generation));
+        // A name someone else took (a file or symlink the daemon did not create): skip it,
+        // never follow or delete it. Bounded, so a directory full of them still fails.
+        for _ in 0..64 {
+            match &created {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                _ => break,
+            }
+            tracing::warn!(
+                "{} exists but the daemon did not create it; leaving it alone and using the next journal name (move it out of the storage directory)",
+                self.journal_path(generation).display()
+            );
+            generation += 1;
+            created = self.fs.create_journal(&self.journal_path(generation));
+        }
         self.spent_generation = generation;
         let path = self.journal_path(generation);
-        let created = self
-            .fs
-            .create_journal(&path)
-            .map_err(|e| StorageError::io("create the journal", &path, e));
+        // Only a file this call created may be removed below.
+        let ours = !matches!(&created, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists);
+        let created = created.map_err(|e| StorageError::io("create the journal", &path, e));
         // The new file's directory entry must be durable before anything in it is acknowledged.
         let journal = match created.and_then(|j| fold::sync_dir(&*self.fs, &self.dir).map(|()| j)) {
             Ok(journal) => journal,
+            Err(e) if !ours => return Err(e),
             Err(e) => {
                 // Never used: remove it now, or let the next fold that covers it do so.
                 match self.fs.remove(&path) {

@@ -8,7 +8,9 @@
 //! the latest state, and a warning names the room, both revisions and where the edit went.
 //! The same holds for a file that appears for a room that already exists: under the room's own
 //! name (the daemon's or MovieMatch's) it is an edit; under an unrelated name (a copy) it never
-//! replaces the room. A new file for a new room adds it; a removed file removes its room.
+//! replaces the room. A new file for a new room adds it; a removed file removes its room only
+//! if it held the room's latest state (otherwise the room keeps its state and its file is
+//! written again, with a warning naming both revisions).
 //!
 //! Never read: anything at a room file's name that is not a regular file (a FIFO would block
 //! the reader). Its room keeps its state and the file is written again by the next fold.
@@ -127,6 +129,22 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
         .map(|(name, _)| name.clone())
         .collect();
     for name in removed {
+        // Like an edit, a removal is honoured only if the file held the room's latest state:
+        // removing a file that lagged its room would delete acknowledged changes with it.
+        if b.dirty.contains(&name) {
+            let (held, file) = b.files.get(&name).map_or_else(
+                || (0, names::file_name(&name)),
+                |r| (r.revision, r.file.clone()),
+            );
+            let latest = rooms.get(name.as_str()).map_or(0, |e| e.revision);
+            tracing::warn!(
+                "refused the removal of room {:?}'s file {}: the file held revision {held} but the room is at revision {latest} (its newer changes were not yet in the file), so deleting the room would lose acknowledged changes; the room keeps revision {latest}, written to its file again; to delete the room, `moviematch-storage fold` right before removing its file",
+                name.as_str(),
+                b.path(&file).display()
+            );
+            rewrite(b, &name);
+            continue;
+        }
         tracing::info!(
             "room file of {:?} was removed by hand; deleting the room",
             name.as_str()
