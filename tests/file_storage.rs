@@ -738,21 +738,24 @@ fn sighup_does_not_undo_changes_not_yet_in_the_files() {
 }
 
 #[test]
-fn sighup_after_removing_a_file_with_pending_changes_removes_the_room_for_good() {
+fn sighup_after_removing_a_file_with_pending_changes_keeps_the_room() {
+    // The file lacked an acknowledged rating: removing it must not delete the room (issue 14).
     let mut d = daemon_with_rooms(&["r"]);
     let mut c = d.connect();
     assert_eq!(c.rate("r", "later", "u", "like"), (3, true));
+    let (latest, _) = c.get("r").unwrap();
     fs::remove_file(d.room_path("r")).unwrap();
     sighup_and_wait(&d, &mut c);
-    assert!(!c.has("r"));
+    assert_eq!(c.get("r"), Some((latest.clone(), 3)));
     drop(c);
     d.stop();
-    assert!(
-        !d.room_path("r").exists(),
-        "the removed room's file was written again"
+    assert_eq!(
+        read_json_file(&d.room_path("r")),
+        latest,
+        "the room's file was not written again"
     );
     d.restart();
-    assert!(!d.connect().has("r"));
+    assert_eq!(d.connect().get("r"), Some((latest, 3)));
 }
 
 #[test]

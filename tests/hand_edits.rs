@@ -536,3 +536,25 @@ fn an_edit_before_a_start_with_nothing_newer_in_the_journal_is_taken() {
     d.restart();
     assert_eq!(d.connect().get("r"), Some((edited, 3)));
 }
+
+#[test]
+fn an_edit_after_a_crash_of_a_room_deleted_since_is_kept_aside() {
+    let mut d = Daemon::start(Backend::File);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    fold(&d);
+    c.ok(json!({"op": "deleteRoom", "roomName": "r"}));
+    drop(c);
+    d.kill9();
+    let mut edited = read_json_file(&d.room_path("r"));
+    edited["roomType"] = json!("movie");
+    write_room_file(&d.room_path("r"), &edited);
+    d.restart();
+    assert!(!d.connect().has("r"), "the deletion was acknowledged");
+    d.stop();
+    assert_eq!(
+        quarantined_rooms(&d, "r.json"),
+        vec![edited],
+        "the edit was lost"
+    );
+}

@@ -62,6 +62,9 @@ impl StartEdits {
 
     /// Notes a journal record replayed onto its room (only kept for edited rooms).
     pub fn replayed(&mut self, change: &Change) {
+        if self.edited.is_empty() {
+            return; // the usual start: no per-record cost
+        }
         let name = change.room_name();
         if self.edited.contains_key(name) {
             self.newer
@@ -135,7 +138,13 @@ impl StartEdits {
                 // The version the edit replaced is gone: keep the edit as the base, with the
                 // journal's changes on top, at a revision no other content had.
                 let Some(entry) = rooms.get(name.as_str()) else {
-                    continue; // deleted by the journal after the file was written
+                    // The journal deleted the room after the file was written: the fold would
+                    // remove the file, so keep the edit aside instead.
+                    let why = "it was edited, but its room was deleted after the file was written";
+                    if quarantine::quarantine(&*b.fs, &b.dir, &edit.file, why) {
+                        b.files.remove(&name);
+                    }
+                    continue;
                 };
                 let entry = RoomEntry::cold(
                     name.clone(),
