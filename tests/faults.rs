@@ -700,3 +700,50 @@ fn a_lasting_write_fault_is_logged_once_and_leaves_no_pile_of_journals() {
     assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
     eprintln!("{failed} failed commits, {journals} journals");
 }
+
+/// Issue 15: a failed fold was tried again only at the next fold interval, while `stats` said
+/// `storageHealthy: true` from the next tick on. Now it is tried again after 1 s (doubling)
+/// and the storage counts as failing until a fold works.
+#[test]
+fn a_failed_fold_keeps_the_storage_unhealthy_and_is_retried_before_the_interval() {
+    let mut d = Daemon::builder(Backend::File)
+        .env("STORAGED_TEST_FOLD_INTERVAL_MS", "10000")
+        .start();
+    let mut c = d.connect();
+    c.ok(json!({"op": "saveRoom", "room": bare_room("a")}));
+    let strace = FailingSyncs::calls(d.pid(), "rename,renameat,renameat2");
+    let start = Instant::now();
+    while c.ok(json!({"op": "stats"}))["storageHealthy"] == true {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the fold never failed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let failed_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(
+        stats["storageHealthy"], false,
+        "the fold still fails: {stats}"
+    );
+    assert!(!d.storage().join("a.json").exists());
+    strace.detach();
+
+    // Tried again within the backoff (1 s, then 2 s), well before the 10 s interval.
+    while !d.storage().join("a.json").exists() {
+        assert!(
+            failed_at.elapsed() < Duration::from_secs(6),
+            "the failed fold was not tried again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(stats["storageHealthy"], true, "{stats}");
+    drop(c);
+    let log = d.stderr();
+    assert_eq!(log.matches("storage is failing").count(), 1, "{log}");
+    assert_eq!(log.matches("storage works again").count(), 1, "{log}");
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+}
