@@ -700,3 +700,98 @@ fn a_lasting_write_fault_is_logged_once_and_leaves_no_pile_of_journals() {
     assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
     eprintln!("{failed} failed commits, {journals} journals");
 }
+
+/// Issue 15: a failed fold was tried again only at the next fold interval, while `stats` said
+/// `storageHealthy: true` from the next tick on. Now it is tried again after 1 s (doubling)
+/// and the storage counts as failing until a fold works.
+#[test]
+fn a_failed_fold_keeps_the_storage_unhealthy_and_is_retried_before_the_interval() {
+    let mut d = Daemon::builder(Backend::File)
+        .env("STORAGED_TEST_FOLD_INTERVAL_MS", "10000")
+        .start();
+    let mut c = d.connect();
+    c.ok(json!({"op": "saveRoom", "room": bare_room("a")}));
+    let strace = FailingSyncs::calls(d.pid(), "rename,renameat,renameat2");
+    let start = Instant::now();
+    while c.ok(json!({"op": "stats"}))["storageHealthy"] == true {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the fold never failed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let failed_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(
+        stats["storageHealthy"], false,
+        "the fold still fails: {stats}"
+    );
+    assert!(!d.storage().join("a.json").exists());
+    strace.detach();
+
+    // Tried again within the backoff (1 s, then 2 s), well before the 10 s interval.
+    while !d.storage().join("a.json").exists() {
+        assert!(
+            failed_at.elapsed() < Duration::from_secs(6),
+            "the failed fold was not tried again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(stats["storageHealthy"], true, "{stats}");
+    drop(c);
+    let log = d.stderr();
+    assert_eq!(log.matches("storage is failing").count(), 1, "{log}");
+    assert_eq!(log.matches("storage works again").count(), 1, "{log}");
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+}
+
+/// Issue 15: in relaxed mode a lasting fsync fault logged an ERROR ("cannot fsync ...
+/// logging the changed rooms again") and two WARN lines about every second. Now one line when
+/// it starts, the failures at debug level, and one line once a sync works again.
+#[test]
+fn a_lasting_fsync_fault_in_relaxed_mode_is_logged_once() {
+    let mut d = Daemon::builder(Backend::File)
+        .args(["--durability", "relaxed"])
+        .start();
+    let mut c = d.connect();
+    c.ok(json!({"op": "saveRoom", "room": bare_room("before")}));
+    let strace = FailingSyncs::attach(d.pid());
+    let start = Instant::now();
+    let mut n = 0;
+    // Commits go on (relaxed mode acknowledges before the sync) across four upkeep ticks.
+    while start.elapsed() < Duration::from_millis(4500) {
+        c.call(json!({"op": "saveRoom", "room": bare_room(&format!("r{n}"))}));
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = c.ok(json!({"op": "stats"}));
+    assert_eq!(stats["storageHealthy"], false, "{stats}");
+    let log = d.stderr();
+    strace.detach();
+    assert_eq!(log.matches("storage is failing").count(), 1, "{log}");
+    assert_eq!(log.matches("storage works again").count(), 0, "{log}");
+    let noisy: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| !l.contains("storage is failing"))
+        .collect();
+    assert!(noisy.is_empty(), "{noisy:#?}");
+
+    let healed = Instant::now();
+    while c.ok(json!({"op": "stats"}))["storageHealthy"] != true {
+        assert!(
+            healed.elapsed() < Duration::from_secs(5),
+            "the storage never healed:\n{}",
+            d.stderr()
+        );
+        c.call(json!({"op": "saveRoom", "room": bare_room("after")}));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(c);
+    assert_eq!(d.stderr().matches("storage works again").count(), 1);
+    assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
+    assert!(room_files(d.storage()).contains(&"after.json".to_string()));
+}

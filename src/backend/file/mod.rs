@@ -77,6 +77,13 @@ const CLOSE_RETRIES: [Duration; 3] = [
     Duration::from_secs(2),
 ];
 
+/// A fold that failed is tried again at a tick after this long, doubling up to
+/// [`FOLD_RETRY_MAX`] while it keeps failing: soon enough that the room files catch up once
+/// the disk works, rarely enough that a lasting fault does not rewrite every dirty room each
+/// second.
+const FOLD_RETRY_FIRST: Duration = Duration::from_secs(1);
+const FOLD_RETRY_MAX: Duration = Duration::from_secs(30);
+
 const INDEX: &str = ".index";
 const INDEX_NEXT: &str = ".index.next";
 const LOCK: &str = ".lock";
@@ -102,6 +109,13 @@ struct BackgroundFold {
     thread: JoinHandle<Option<FoldDone>>,
     /// Journals older than this generation are covered once the fold succeeds.
     covers_before: u64,
+}
+
+/// A fold failed: tried again at `at`; until one works, every upkeep tick reports `error`.
+struct FoldRetry {
+    error: String,
+    at: Instant,
+    wait: Duration,
 }
 
 /// The `file` backend. See the module docs.
@@ -141,6 +155,8 @@ pub struct FileBackend {
     records: Vec<u8>,
     folding: Option<BackgroundFold>,
     last_fold: Instant,
+    /// After a failed fold: its error, when to try again, and the wait after that one.
+    fold_retry: Option<FoldRetry>,
     /// Set by a reload that quarantined a file: fold right after the reload's commit.
     fold_soon: bool,
     /// Fold when the journal reaches this size...
@@ -204,6 +220,7 @@ impl FileBackend {
             folding: None,
             last_fold: Instant::now(),
             fold_soon: false,
+            fold_retry: None,
             fold_journal_bytes: FOLD_JOURNAL_BYTES,
             fold_interval: FOLD_INTERVAL,
             cache_writer: None,
@@ -540,12 +557,40 @@ impl FileBackend {
         self.dirty.extend(self.files.keys().cloned());
         self.dirty
             .extend(rooms.rooms.values().map(|e| e.name.clone()));
-        StorageError::Unusable {
+        let lost = StorageError::Unusable {
             message: format!(
                 "a fold of {} panicked; the journal still holds every change",
                 self.dir.display()
             ),
-        }
+        };
+        self.fold_failed(&lost);
+        lost
+    }
+
+    /// Schedules the next try of a fold that failed (see [`FOLD_RETRY_FIRST`]).
+    fn fold_failed(&mut self, error: &StorageError) {
+        let wait = self
+            .fold_retry
+            .as_ref()
+            .map_or(FOLD_RETRY_FIRST, |r| (r.wait * 2).min(FOLD_RETRY_MAX));
+        tracing::debug!("fold failed ({error}); trying again in {wait:?}");
+        self.fold_retry = Some(FoldRetry {
+            error: error.to_string(),
+            at: Instant::now() + wait,
+            wait,
+        });
+    }
+
+    /// The error every upkeep tick reports until a fold works again.
+    fn fold_retry_error(&self) -> Option<StorageError> {
+        let retry = self.fold_retry.as_ref()?;
+        Some(StorageError::Unusable {
+            message: format!(
+                "the room files under {} are not up to date: the last fold failed ({}); it is tried again by itself, and the journals keep every change meanwhile",
+                self.dir.display(),
+                retry.error
+            ),
+        })
     }
 
     fn merge_fold(
@@ -568,8 +613,10 @@ impl FileBackend {
             // Nothing is lost: the journals stay until a later fold succeeds.
             self.index_behind |= changed_files;
             self.dirty.extend(done.dirty);
+            self.fold_failed(&e);
             return Err(e);
         }
+        self.fold_retry = None;
         if !done.skipped.is_empty() {
             // Their latest state is only in the journals about to be deleted: log it again.
             let again: Vec<Change> = done.skipped.iter().map(|n| whole_room(rooms, n)).collect();
@@ -808,6 +855,19 @@ impl Backend for FileBackend {
             // Deleted rooms' files and covered journals go at the next fold.
             self.fold_due();
             return Err(full);
+        }
+        if self
+            .fold_retry
+            .as_ref()
+            .is_some_and(|r| Instant::now() >= r.at)
+            && self.folding.is_none()
+        {
+            if let Err(e) = self.start_fold(rooms, false, true) {
+                self.fold_failed(&e);
+            }
+        }
+        if let Some(failed) = self.fold_retry_error() {
+            return Err(failed);
         }
         if self.folding.is_some() {
             return Ok(());
