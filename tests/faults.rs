@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
 struct SmallDisk {
@@ -46,7 +46,7 @@ impl Drop for SmallDisk {
     }
 }
 
-fn padded_room(name: &str, kb: usize) -> serde_json::Value {
+fn padded_room(name: &str, kb: usize) -> Value {
     with(bare_room(name), json!({"padding": "x".repeat(kb * 1024)}))
 }
 
@@ -244,15 +244,12 @@ fn a_restart_without_free_inodes_serves_read_only_and_heals_by_itself() {
     assert_err(&refused, "storage");
 
     std::fs::remove_dir_all(&junk).unwrap();
-    let start = Instant::now();
-    let mut resp = json!(null);
-    while start.elapsed() < Duration::from_secs(3) {
-        resp = c.call(json!({"op": "saveRoom", "room": bare_room("three")}));
-        if resp["ok"] == true {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let resp = call_until_ok(
+        &mut c,
+        json!({"op": "saveRoom", "room": bare_room("three")}),
+        Duration::from_secs(3),
+        Duration::from_millis(100),
+    );
     assert_eq!(resp["ok"], true, "inodes are back: {resp}");
     std::thread::sleep(Duration::from_millis(1100));
     let stats = c.ok(json!({"op": "stats"}));
@@ -356,15 +353,12 @@ fn a_start_on_a_disk_filled_from_outside_is_read_only_and_deletes_still_work() {
     assert_err(&refused, "storage");
 
     std::fs::remove_file(&filler).unwrap();
-    let start = Instant::now();
-    let mut resp = json!(null);
-    while start.elapsed() < Duration::from_secs(5) {
-        resp = c.call(json!({"op": "saveRoom", "room": bare_room("d")}));
-        if resp["ok"] == true {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let resp = call_until_ok(
+        &mut c,
+        json!({"op": "saveRoom", "room": bare_room("d")}),
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+    );
     assert_eq!(resp["ok"], true, "space is back: {resp}");
     drop(c);
     assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
@@ -794,4 +788,17 @@ fn a_lasting_fsync_fault_in_relaxed_mode_is_logged_once() {
     assert_eq!(d.stderr().matches("storage works again").count(), 1);
     assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
     assert!(room_files(d.storage()).contains(&"after.json".to_string()));
+}
+
+/// Sends `request` until it is answered `ok` or `within` has passed (`pause` between tries),
+/// and returns the last answer: how a client retries while the disk heals.
+fn call_until_ok(c: &mut Conn, request: Value, within: Duration, pause: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let resp = c.call(request.clone());
+        if resp["ok"] == true || start.elapsed() >= within {
+            return resp;
+        }
+        std::thread::sleep(pause);
+    }
 }
