@@ -181,13 +181,18 @@ impl RoomEntry {
 
     /// The same room, cold: keeps only its compact JSON (encoding it now if no reader did).
     pub fn cooled(&self) -> RoomEntry {
+        self.cooled_at(self.revision, self.updated_at)
+    }
+
+    /// The same room, cold, at another revision and change time (a hand edit taken in).
+    pub fn cooled_at(&self, revision: Revision, updated_at: EpochMillis) -> RoomEntry {
         RoomEntry::cold(
             self.name.clone(),
             self.facts.clone(),
             self.encoded().clone(),
             self.rating_count,
-            self.revision,
-            self.updated_at,
+            revision,
+            updated_at,
         )
     }
 

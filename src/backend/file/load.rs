@@ -217,14 +217,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         let Some(entry) = rooms.get(name.as_str()).filter(|e| e.revision <= revision) else {
             continue;
         };
-        let entry = RoomEntry::cold(
-            name.clone(),
-            entry.facts.clone(),
-            entry.encoded().clone(),
-            entry.rating_count,
-            revision + 1,
-            entry.updated_at,
-        );
+        let entry = entry.cooled_at(revision + 1, entry.updated_at);
         record.revision = revision + 1;
         record.lsn = record.lsn.max(lsn);
         base_lsn.insert(name.clone(), record.lsn);

@@ -146,14 +146,7 @@ impl StartEdits {
                     }
                     continue;
                 };
-                let entry = RoomEntry::cold(
-                    name.clone(),
-                    entry.facts.clone(),
-                    entry.encoded().clone(),
-                    entry.rating_count,
-                    latest + 1,
-                    now_millis(),
-                );
+                let entry = entry.cooled_at(latest + 1, now_millis());
                 rooms.insert(name.clone(), Arc::new(entry));
                 tracing::warn!(
                     "room file {} was edited by hand, but it held revision {} and the journal holds room {:?}'s changes up to revision {latest}; the version the edit replaced is gone, so those changes were applied on top of the edit and the room is now at revision {}; check it",
