@@ -388,10 +388,11 @@ async fn answer_buffered_with_shutting_down(
         ErrorCode::ShuttingDown,
         "the daemon is stopping and did not execute this request",
     );
-    // Only what is already buffered or arrives at once: a stopping daemon does not wait.
-    while let Ok(Some(Ok(frame))) =
-        tokio::time::timeout(Duration::from_millis(20), frames.next()).await
-    {
+    // Only what is already buffered or arrives within a moment: a stopping daemon does not
+    // wait, and a client that keeps sending cannot hold the stop open (a ping every 10 ms
+    // kept it from ever finishing when each line restarted the wait).
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, frames.next()).await {
         let id = match frame {
             Frame::Line(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
             Frame::Line(line) => request::decode(&line).map_or_else(|r| r.id, |e| e.id),

@@ -853,3 +853,55 @@ fn a_passed_socket_for_another_pid_is_ignored() {
     let d = b.listen_fd(fd, false).start(); // ready on its own socket
     d.connect().ping();
 }
+
+/// A client that keeps sending after SIGTERM gets `shutting_down` for what it had sent, then
+/// its connection closes, and the daemon stops: a ping every 10 ms once held the stop open for
+/// as long as the client went on (found by an outside probe).
+#[test]
+fn a_client_that_keeps_sending_cannot_hold_the_stop_open() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut d = Daemon::start(Backend::File);
+    d.connect().save(&bare_room("movie-night"));
+    let stream = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let done = done.clone();
+        thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if writer.write_all(b"{\"op\":\"ping\"}\n").is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let reader = thread::spawn(move || {
+        let mut codes = Vec::new();
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let answer: Value = serde_json::from_str(&line).unwrap();
+            codes.push(answer["error"]["code"].as_str().unwrap_or("ok").to_string());
+        }
+        codes
+    });
+    thread::sleep(Duration::from_millis(300));
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit();
+    done.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    let codes = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", d.stderr());
+    assert!(codes.iter().any(|c| c == "ok"), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| c == "ok" || c == "shutting_down"),
+        "{codes:?}"
+    );
+    assert!(
+        d.stderr().contains("every room is in its file"),
+        "stderr:\n{}",
+        d.stderr()
+    );
+}
