@@ -72,6 +72,11 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
                     }
                 }
             }
+            EntryKind::Symlink if name.starts_with('.') => tracing::warn!(
+                "not following symlink {} in the storage directory: the daemon's own files and \
+                 directories must not be symlinks; replace it with a real one",
+                b.path(&name).display()
+            ),
             EntryKind::Symlink => tracing::warn!(
                 "not following symlink {} in the storage directory; put the room file itself there",
                 b.path(&name).display()
