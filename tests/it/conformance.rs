@@ -24,9 +24,7 @@ use moviematch_storaged::store::{ActorThread, StoreError};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-#[path = "common/redis.rs"]
-mod redis_server;
-use redis_server::{Opened, RedisServer};
+use crate::harness::redis::{Opened, RedisServer};
 
 // ---- Fixtures: how the suite opens a backend ----
 

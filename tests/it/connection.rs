@@ -2,10 +2,7 @@
 //! mode from its first moment, invalid UTF-8, numbers kept as written, bounded memory per
 //! connection and per watcher, running out of descriptors, and logs that do not flood.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::harness::*;
 
 use serde_json::json;
 use std::fs;

@@ -31,9 +31,9 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 #[allow(unused_macros)]
 macro_rules! for_each_backend {
     ($($test:ident),* $(,)?) => {
-        mod memory { $( #[test] fn $test() { super::$test(crate::common::Backend::Memory) } )* }
-        mod file { $( #[test] fn $test() { super::$test(crate::common::Backend::File) } )* }
-        mod redis { $( #[test] fn $test() { super::$test(crate::common::Backend::Redis) } )* }
+        mod memory { $( #[test] fn $test() { super::$test(crate::harness::Backend::Memory) } )* }
+        mod file { $( #[test] fn $test() { super::$test(crate::harness::Backend::File) } )* }
+        mod redis { $( #[test] fn $test() { super::$test(crate::harness::Backend::Redis) } )* }
     };
 }
 

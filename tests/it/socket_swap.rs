@@ -3,10 +3,7 @@
 //! appear (inotify), renames it away and puts a symlink to any file in its place; a daemon that
 //! then chmods the private directory by path changes the mode of that file.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::harness::*;
 
 use std::ffi::CString;
 use std::fs;

@@ -7,9 +7,7 @@
 //! root (to run a client as `nobody`, and to install what is missing with apt-get). They fail
 //! with a message saying what is missing rather than skip.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};

@@ -18,32 +18,23 @@
 //! Cases: `PROPTEST_CASES` (default 256 for memory, 64 per file mode: a few seconds in all). A failure prints the
 //! shrunk sequence of operations; add it to the regression tests at the end of this file.
 
-use std::collections::BTreeMap;
-
 use moviematch_storaged::backend::file::FileBackend;
 use moviematch_storaged::backend::memory::MemoryBackend;
 use moviematch_storaged::config::Durability;
 use moviematch_storaged::protocol::request::ListQuery;
 use moviematch_storaged::remote::RemoteStore;
-use moviematch_storaged::room::{self, EpochMillis, Rating, Revision, RoomName};
+use moviematch_storaged::room::Revision;
 use moviematch_storaged::rooms::Rooms;
-use moviematch_storaged::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
-use moviematch_storaged::store::{ActorThread, StoreError};
+use moviematch_storaged::store::ActorThread;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use serde_json::{json, Value};
 
-#[path = "common/redis.rs"]
-mod redis_server;
-use redis_server::{Opened, RedisServer};
+use crate::harness::redis::{Opened, RedisServer};
 
 // ---- The operations and the model (shared with the file backend's power-loss test) ----
 
 // The power-loss operations (Crash, Tick, Flush, FailNextSync) are the file backend's own.
-#[allow(dead_code)]
-#[path = "common/model.rs"]
-mod model;
-use model::*;
+use moviematch_storaged::test_support::model::*;
 
 /// The model's mutations, and clean restarts.
 fn op() -> impl Strategy<Value = Op> {

@@ -1,10 +1,7 @@
 //! PROTOCOL.md sections 5-6 seen from outside the process: signals, durability across restarts
 //! and SIGKILL, the storage lock and the socket, file modes, configuration, room expiry.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::unix::net::UnixListener;
