@@ -1,7 +1,8 @@
 //! The integration tests: one binary (compiled and linked once), one module per subject.
 //!
-//! `harness` is shared by all of them: daemons, `redis-server`, the NDJSON client, rooms and
-//! files. The protocol model the property tests
+//! `harness` is shared by all of them, split by job: child processes (`harness::process`), the
+//! daemon (`harness::daemon`), `redis-server` (`harness::redis`), the NDJSON client
+//! (`harness::client`), and rooms, files and temp dirs (`harness::fixtures`). The protocol model the property tests
 //! share with the crate's own tests is the library's `test_support` module (feature
 //! `test-support`, on for test builds).
 //!
