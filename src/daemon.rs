@@ -70,7 +70,7 @@ pub fn open_backend(config: &Config) -> Option<Box<dyn Backend>> {
 
 /// Hidden, for tests only (not a setting): `STORAGED_TEST_FOLD_INTERVAL_MS` replaces the 60 s
 /// for which rooms may stay dirty before a background fold, so that the fault-injection sweep
-/// (tests/it/fault_sweep) can make a fold happen at the next upkeep tick and fail calls inside it.
+/// (tests/fault_sweep) can make a fold happen at the next upkeep tick and fail calls inside it.
 const TEST_FOLD_INTERVAL_ENV: &str = "STORAGED_TEST_FOLD_INTERVAL_MS";
 
 fn test_fold_interval() -> Option<Duration> {
