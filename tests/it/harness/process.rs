@@ -37,6 +37,23 @@ pub fn test_child(cmd: &mut Command) {
     }
 }
 
+/// One test of this binary, alone, as a child of the test (`test_child`): a helper that must run
+/// as another user or process. libtest knows a test by its path inside the test crate, so
+/// `module` is the caller's `module_path!()` (`it::connection`) less the crate's name; with a
+/// bare name `--exact` would match nothing and the child would pass without running anything.
+pub fn one_test_of_this_binary(module: &str, test: &str) -> Command {
+    let name = match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{test}"),
+        None => test.to_string(),
+    };
+    let exe = std::env::current_exe().expect("the path of the running test binary");
+    let mut cmd = Command::new(exe);
+    cmd.args([name.as_str(), "--exact", "--nocapture"]);
+    test_child(&mut cmd);
+    cmd
+}
+
+/// A child process that is killed (and reaped) when dropped, and also when the test's thread
 /// dies first (PR_SET_PDEATHSIG), so no test leaves a process behind.
 pub struct Proc {
     child: Option<Child>,
