@@ -43,7 +43,6 @@ pub mod protocol;
 pub mod remote;
 pub mod room;
 pub mod rooms;
-pub mod scan;
 pub mod server;
 pub mod service;
 pub mod store;

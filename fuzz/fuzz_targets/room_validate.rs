@@ -14,7 +14,7 @@
 use libfuzzer_sys::fuzz_target;
 use moviematch_storaged::room::{self, RoomName};
 use moviematch_storaged::store::apply::{self, Change, Mutation, Outcome, PreparedRoom};
-use moviematch_storaged::store::snapshot::RoomMap;
+use moviematch_storaged::room::entry::RoomMap;
 use serde_json::Value;
 
 /// See the module docs: set to `false` once the daemon enables `float_roundtrip`.

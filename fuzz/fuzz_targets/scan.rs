@@ -10,8 +10,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use moviematch_storaged::room;
-use moviematch_storaged::scan::Scanner;
-use moviematch_storaged::store::prepare;
+use moviematch_storaged::room::scan::Scanner;
+use moviematch_storaged::room::prepare;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {

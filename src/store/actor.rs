@@ -18,9 +18,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::apply::{self, Change, Mutation, Outcome};
 use super::health::Operation;
-use super::snapshot::{RoomMap, Snapshot};
 use super::{Counters, Event, StoreError};
 use crate::backend::{Backend, StorageError};
+use crate::room::entry::{RoomMap, Snapshot};
 use crate::room::{now_millis, RoomName};
 
 /// The most commands applied in one batch; bounds the latency one batch can add.

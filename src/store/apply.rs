@@ -9,9 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::body::{self, RoomBody};
-pub use super::prepare::PreparedRoom;
-use super::snapshot::{RoomEntry, RoomMap};
+use crate::room::body::{self, RoomBody};
+use crate::room::entry::{RoomEntry, RoomMap};
+pub use crate::room::prepare::PreparedRoom;
 use crate::room::{EpochMillis, Rating, Revision, RoomName};
 
 /// A change request, already validated, in the order the actor applies it.

@@ -10,10 +10,7 @@
 
 mod actor;
 pub mod apply;
-pub mod body;
 pub mod health;
-pub mod prepare;
-pub mod snapshot;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -23,8 +20,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::actor::{Actor, Command};
 use self::apply::{Change, Mutation, Outcome, Refusal};
-use self::snapshot::Snapshot;
 use crate::backend::{Backend, StorageError};
+use crate::room::entry::Snapshot;
 
 /// How many commands may wait for the actor; writers beyond this wait for room (backpressure).
 const QUEUE_DEPTH: usize = 4096;

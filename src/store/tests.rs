@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 
 use super::apply::{Mutation, Outcome, PreparedRoom, Refusal};
-use super::snapshot::{RoomMap, Snapshot};
 use super::{start, StoreError, StoreHandle};
 use crate::backend::{Backend, StorageError};
+use crate::room::entry::{RoomMap, Snapshot};
 use crate::room::{validate, Rating, RoomName};
 use crate::store::apply::Change;
 

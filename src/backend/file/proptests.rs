@@ -323,8 +323,8 @@ impl super::Fs for FailingWrites {
 #[test]
 fn a_room_deleted_after_a_failed_fold_stays_deleted() {
     use crate::backend::Backend;
+    use crate::room::entry::{RoomEntry, Snapshot};
     use crate::store::apply::Change;
-    use crate::store::snapshot::{RoomEntry, Snapshot};
 
     let fs = Arc::new(FailingWrites {
         inner: SimFs::default(),

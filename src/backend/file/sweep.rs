@@ -28,9 +28,9 @@ use super::sim::{Fault, SimFs};
 use super::FileBackend;
 use crate::backend::Backend;
 use crate::config::Durability;
+use crate::room::entry::RoomMap;
 use crate::room::{validate, Rating, RoomName};
 use crate::store::apply::{Mutation, PreparedRoom};
-use crate::store::snapshot::RoomMap;
 use crate::store::{self, ActorThread, StoreError, StoreHandle};
 
 /// How many consecutive calls a burst fails.

@@ -11,9 +11,9 @@ use super::sim::{Fault, SimFs};
 use super::FileBackend;
 use crate::backend::Backend;
 use crate::config::Durability;
+use crate::room::entry::RoomMap;
 use crate::room::{validate, Rating, RoomName};
 use crate::store::apply::{Mutation, Outcome, PreparedRoom};
-use crate::store::snapshot::RoomMap;
 use crate::store::{self, StoreError, StoreHandle};
 
 fn dir() -> PathBuf {

@@ -1,6 +1,6 @@
 //! Turning room JSON into a [`PreparedRoom`]: checked, compact, facts taken out.
 //!
-//! The fast path never builds a JSON tree: one pass of the [`crate::scan`] scanner checks the
+//! The fast path never builds a JSON tree: one pass of the [`super::scan`] scanner checks the
 //! text against PROTOCOL.md section 4 (failing on anything the full validator would refuse) and
 //! keeps the room's own bytes, with insignificant whitespace removed. Loading 100,000 room
 //! files or saving a big room is then a scan, not thousands of allocations. Anything the fast
@@ -15,10 +15,10 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::body::RoomBody;
-use super::snapshot::{self, RoomEntry, RoomFacts};
-use crate::protocol::surrogate;
+use super::entry::{self, RoomEntry, RoomFacts};
+use super::scan::Scanner;
+use super::surrogate;
 use crate::room::{self, RoomError, RoomName, ValidRoom};
-use crate::scan::Scanner;
 
 /// A validated room made ready for the actor: encoded and its facts taken out, off the actor.
 /// Cloning it is cheap (the JSON and the facts are shared).
@@ -259,7 +259,7 @@ fn prepare(view: RoomView, json: &[u8]) -> Option<PreparedRoom> {
             .map(Cow::into_owned),
         None => None,
     };
-    let summary_head = snapshot::summary_head(
+    let summary_head = entry::summary_head(
         [
             view.room_name,
             view.sort,

@@ -3,6 +3,12 @@
 //! This module owns what makes a room valid and the error messages that name the offending field
 //! path. It never touches storage or the wire: callers hand it parsed JSON and get typed values.
 
+pub mod body;
+pub mod entry;
+pub mod prepare;
+pub mod scan;
+pub(crate) mod surrogate;
+
 use std::fmt;
 
 use serde_json::{Map, Value};
