@@ -25,11 +25,11 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, StorageError};
 use crate::config::{Config, Durability, StorageType};
 use crate::remote::RemoteStore;
+use crate::room::change::Mutation;
 use crate::rooms::Rooms;
 use crate::server::{self, Limits};
 use crate::service::{Facts, Service};
 use crate::store;
-use crate::store::apply::Mutation;
 
 mod bind;
 pub use bind::bind_socket;
@@ -422,7 +422,7 @@ async fn run_expiry(rooms: Rooms, after: Duration, stop: CancellationToken) {
             _ = ticks.tick() => {
                 let idle_since = crate::room::now_millis().saturating_sub(after_ms);
                 match rooms.mutate(Mutation::Expire { idle_since }).await {
-                    Ok(crate::store::apply::Outcome::DeletedMany { count }) if count > 0 => {
+                    Ok(crate::room::change::Outcome::DeletedMany { count }) if count > 0 => {
                         tracing::info!("roomExpiry: deleted {count} room(s) unchanged for {after:?}");
                     }
                     Ok(_) => {}

@@ -18,10 +18,10 @@ use crate::backend::{Backend, StorageError};
 use crate::config::Durability;
 use crate::protocol::request::ListQuery;
 use crate::remote::RemoteStore;
+use crate::room::change::Change;
 use crate::room::entry::{RoomEntry, RoomMap, Snapshot};
 use crate::room::prepare::PreparedRoom;
 use crate::service::store_error;
-use crate::store::apply::Change;
 
 /// How many rooms are written to Redis at once, and to the file journal per commit.
 const IN_FLIGHT: usize = 64;

@@ -12,8 +12,8 @@ use tokio::sync::oneshot;
 
 use crate::protocol::request::ListQuery;
 use crate::remote::{RemoteEvent, RemoteStore};
+use crate::room::change::{Mutation, Outcome};
 use crate::room::entry::RoomEntry;
-use crate::store::apply::{Mutation, Outcome};
 use crate::store::{Counters, Event, StoreError, StoreHandle};
 use crate::watch::event_line;
 

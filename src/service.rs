@@ -16,10 +16,10 @@ use crate::config::PasswordHashing;
 use crate::password;
 use crate::protocol::request::{ListQuery, Request, RoomLookup};
 use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId, Response, PROTOCOL_VERSION};
+use crate::room::change::{Mutation, Outcome, Refusal};
 use crate::room::entry::RoomEntry;
 use crate::room::now_millis;
 use crate::rooms::{Listing, Rooms};
-use crate::store::apply::{Mutation, Outcome, Refusal};
 use crate::store::StoreError;
 
 /// Facts `stats` reports besides the rooms: name and value, as configured.

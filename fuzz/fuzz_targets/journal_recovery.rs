@@ -21,9 +21,10 @@ use libfuzzer_sys::fuzz_target;
 use moviematch_storaged::backend::file::FileBackend;
 use moviematch_storaged::backend::Backend;
 use moviematch_storaged::config::Durability;
-use moviematch_storaged::room::RoomName;
-use moviematch_storaged::store::apply::{self, Change};
+use moviematch_storaged::room::change::Change;
 use moviematch_storaged::room::entry::RoomMap;
+use moviematch_storaged::room::RoomName;
+use moviematch_storaged::store::apply;
 use serde_json::{json, Value};
 
 const NAMES: [&str; 4] = ["movie-night", "a/b", "..", "🎬 x"];

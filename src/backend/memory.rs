@@ -3,8 +3,8 @@
 //! For development and tests. Every call succeeds at once; nothing touches the disk.
 
 use super::{Backend, StorageError};
+use crate::room::change::Change;
 use crate::room::entry::{RoomMap, Snapshot};
-use crate::store::apply::Change;
 
 /// Keeps nothing: the actor's in-memory rooms are the only copy.
 #[derive(Debug, Default)]

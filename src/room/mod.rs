@@ -4,6 +4,7 @@
 //! path. It never touches storage or the wire: callers hand it parsed JSON and get typed values.
 
 pub mod body;
+pub mod change;
 pub mod entry;
 pub mod prepare;
 pub mod scan;
@@ -11,6 +12,7 @@ pub(crate) mod surrogate;
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A room as a JSON object, kept field for field (unknown fields included) in the order received.
@@ -60,6 +62,20 @@ impl fmt::Display for RoomName {
 impl std::borrow::Borrow<str> for RoomName {
     fn borrow(&self) -> &str {
         &self.0
+    }
+}
+
+/// As a JSON string; a name read back is checked again (a journal or a Redis hash may be damaged).
+impl Serialize for RoomName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RoomName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        RoomName::new(&name).map_err(serde::de::Error::custom)
     }
 }
 

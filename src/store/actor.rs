@@ -16,10 +16,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::apply::{self, Change, Mutation, Outcome};
+use super::apply;
+
 use super::health::Operation;
 use super::{Counters, Event, StoreError};
 use crate::backend::{Backend, StorageError};
+use crate::room::change::{Change, Mutation, Outcome};
 use crate::room::entry::{RoomMap, Snapshot};
 use crate::room::{now_millis, RoomName};
 

@@ -19,8 +19,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::actor::{Actor, Command};
-use self::apply::{Change, Mutation, Outcome, Refusal};
 use crate::backend::{Backend, StorageError};
+use crate::room::change::{Change, Mutation, Outcome, Refusal};
 use crate::room::entry::Snapshot;
 
 /// How many commands may wait for the actor; writers beyond this wait for room (backpressure).

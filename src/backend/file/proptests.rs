@@ -32,8 +32,9 @@ use serde_json::{json, Value};
 use super::sim::SimFs;
 use super::FileBackend;
 use crate::config::Durability;
+use crate::room::change::{Mutation, Outcome, Refusal};
+use crate::room::prepare::PreparedRoom;
 use crate::room::{self, EpochMillis, Rating, Revision, RoomName};
-use crate::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
 use crate::store::{self, ActorThread, StoreError, StoreHandle};
 
 #[path = "../../../tests/common/model.rs"]
@@ -323,8 +324,8 @@ impl super::Fs for FailingWrites {
 #[test]
 fn a_room_deleted_after_a_failed_fold_stays_deleted() {
     use crate::backend::Backend;
+    use crate::room::change::Change;
     use crate::room::entry::{RoomEntry, Snapshot};
-    use crate::store::apply::Change;
 
     let fs = Arc::new(FailingWrites {
         inner: SimFs::default(),

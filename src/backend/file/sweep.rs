@@ -28,9 +28,10 @@ use super::sim::{Fault, SimFs};
 use super::FileBackend;
 use crate::backend::Backend;
 use crate::config::Durability;
+use crate::room::change::Mutation;
 use crate::room::entry::RoomMap;
+use crate::room::prepare::PreparedRoom;
 use crate::room::{validate, Rating, RoomName};
-use crate::store::apply::{Mutation, PreparedRoom};
 use crate::store::{self, ActorThread, StoreError, StoreHandle};
 
 /// How many consecutive calls a burst fails.

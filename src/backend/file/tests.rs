@@ -11,9 +11,10 @@ use super::sim::{Fault, SimFs};
 use super::FileBackend;
 use crate::backend::Backend;
 use crate::config::Durability;
+use crate::room::change::{Mutation, Outcome};
 use crate::room::entry::RoomMap;
+use crate::room::prepare::PreparedRoom;
 use crate::room::{validate, Rating, RoomName};
-use crate::store::apply::{Mutation, Outcome, PreparedRoom};
 use crate::store::{self, StoreError, StoreHandle};
 
 fn dir() -> PathBuf {
