@@ -297,10 +297,7 @@ impl Daemon {
 /// keeps what the daemon acknowledges (README "Redis": durability is Redis's).
 async fn check_redis(remote: &RemoteStore) {
     if let Err(e) = remote.ping().await {
-        let message = crate::service::store_error(e).message;
-        tracing::warn!(
-            "{message}; serving anyway: requests get storage errors until Redis answers"
-        );
+        tracing::warn!("{e}; serving anyway: requests get storage errors until Redis answers");
         return;
     }
     match remote.persistence().await {
@@ -426,8 +423,8 @@ async fn run_expiry(rooms: Rooms, after: Duration, stop: CancellationToken) {
                         tracing::info!("roomExpiry: deleted {count} room(s) unchanged for {after:?}");
                     }
                     Ok(_) => {}
-                    Err(crate::store::StoreError::Stopped) => return,
-                    Err(e) => tracing::warn!("roomExpiry: could not delete expired rooms: {}", crate::service::store_error(e).message),
+                    Err(crate::room::StoreError::Stopped) => return,
+                    Err(e) => tracing::warn!("roomExpiry: could not delete expired rooms: {e}"),
                 }
             }
         }

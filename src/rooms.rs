@@ -14,7 +14,8 @@ use crate::protocol::request::ListQuery;
 use crate::remote::{RemoteEvent, RemoteStore};
 use crate::room::change::{Mutation, Outcome};
 use crate::room::entry::RoomEntry;
-use crate::store::{Counters, Event, StoreError, StoreHandle};
+use crate::room::StoreError;
+use crate::store::{Counters, Event, StoreHandle};
 use crate::watch::event_line;
 
 /// See the module docs. Cheap to clone.

@@ -19,8 +19,8 @@ use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId, Response, PR
 use crate::room::change::{Mutation, Outcome, Refusal};
 use crate::room::entry::RoomEntry;
 use crate::room::now_millis;
+use crate::room::StoreError;
 use crate::rooms::{Listing, Rooms};
-use crate::store::StoreError;
 
 /// Facts `stats` reports besides the rooms: name and value, as configured.
 #[derive(Debug, Clone, Default)]
@@ -370,39 +370,23 @@ fn missing_room_answer(id: &RequestId, request: &Request) -> Option<Bytes> {
     })
 }
 
+/// Also for names no room can have (a lone surrogate, a control character).
 fn not_found(name: &str) -> ErrorReply {
-    let quoted = crate::room::quoted(name);
-    ErrorReply::new(ErrorCode::NotFound, format!("room {quoted} does not exist"))
+    ErrorReply::new(ErrorCode::NotFound, crate::room::error::no_such_room(name))
 }
 
-/// The protocol's view of a store failure.
+/// The protocol's view of a store failure: its code, and the error's own text as the message.
 pub fn store_error(e: StoreError) -> ErrorReply {
-    match e {
-        StoreError::Refused(Refusal::Conflict { current }) => {
-            let mut reply = ErrorReply::new(
-                ErrorCode::Conflict,
-                format!("expectedRevision does not match: the room is at revision {current}"),
-            );
-            reply.revision = Some(current);
-            reply
-        }
-        StoreError::Refused(Refusal::NotFound { name }) => not_found(name.as_str()),
-        StoreError::Storage { message, cause } => {
-            let mut reply = ErrorReply::new(
-                ErrorCode::Storage,
-                format!("the change was not stored: {message}"),
-            );
-            reply.cause = cause;
-            reply
-        }
-        StoreError::Unavailable { message, cause } => {
-            let mut reply = ErrorReply::new(ErrorCode::Storage, message);
-            reply.cause = cause;
-            reply
-        }
-        StoreError::Stopped => ErrorReply::new(
-            ErrorCode::ShuttingDown,
-            "the daemon is stopping; the request was not executed",
-        ),
+    let code = match &e {
+        StoreError::Refused(Refusal::Conflict { .. }) => ErrorCode::Conflict,
+        StoreError::Refused(Refusal::NotFound { .. }) => ErrorCode::NotFound,
+        StoreError::Storage { .. } | StoreError::Unavailable { .. } => ErrorCode::Storage,
+        StoreError::Stopped => ErrorCode::ShuttingDown,
+    };
+    let mut reply = ErrorReply::new(code, e.to_string());
+    reply.cause = e.cause().map(str::to_owned);
+    if let StoreError::Refused(Refusal::Conflict { current }) = e {
+        reply.revision = Some(current);
     }
+    reply
 }

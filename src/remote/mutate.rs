@@ -5,8 +5,8 @@
 use super::{layout, room_name, RemoteStore};
 use crate::room::change::{Mutation, Outcome, Refusal};
 use crate::room::prepare::PreparedRoom;
+use crate::room::StoreError;
 use crate::room::{now_millis, EpochMillis, Revision, RoomName};
-use crate::store::StoreError;
 use redis::AsyncCommands;
 
 impl RemoteStore {

@@ -6,9 +6,14 @@
 pub mod body;
 pub mod change;
 pub mod entry;
+pub mod error;
 pub mod prepare;
 pub mod scan;
 pub(crate) mod surrogate;
+pub mod validate;
+
+pub use error::{RoomError, StoreError};
+pub use validate::{validate, ValidRoom};
 
 use std::fmt;
 
@@ -123,41 +128,6 @@ pub fn now_millis() -> EpochMillis {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A room that passed validation, with the facts the store indexes pulled out once.
-#[derive(Debug, Clone)]
-pub struct ValidRoom {
-    pub name: RoomName,
-    pub doc: RoomDoc,
-    pub created_at: EpochMillis,
-}
-
-/// Why a room is invalid: the field path and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomError {
-    pub path: String,
-    pub expected: String,
-}
-
-impl fmt::Display for RoomError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.expected)
-    }
-}
-
-impl std::error::Error for RoomError {}
-
-fn fail<T>(path: impl Into<String>, expected: impl Into<String>) -> Result<T, RoomError> {
-    Err(RoomError {
-        path: path.into(),
-        expected: expected.into(),
-    })
-}
-
-/// `ratings["plex://movie/1"]`: a key as it appears in a field path, JSON-quoted.
-fn key_path(parent: &str, key: &str) -> String {
-    format!("{parent}[{}]", quoted(key))
-}
-
 /// How much of a client's string an error message quotes: a room name has at most 255 bytes,
 /// and a 16 MB one no room can have must not come back as a 16 MB message.
 const QUOTED_BYTES: usize = 256;
@@ -176,240 +146,9 @@ pub fn quoted(text: &str) -> String {
     format!("{}... ({} bytes)", json(&text[..end]), text.len())
 }
 
-fn require_str<'a>(doc: &'a RoomDoc, field: &str) -> Result<&'a str, RoomError> {
-    match doc.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => fail(field, "required"),
-        Some(_) => fail(field, "expected a string"),
-    }
-}
-
-fn is_non_negative_integer(v: &Value) -> bool {
-    v.as_u64().is_some()
-}
-
-/// Validates a room object (PROTOCOL.md section 4) and returns it with its indexed facts.
-pub fn validate(value: Value) -> Result<ValidRoom, RoomError> {
-    let Value::Object(doc) = value else {
-        return fail("room", "expected an object");
-    };
-    let name = RoomName::new(require_str(&doc, "roomName")?).or_else(|e| fail("roomName", e))?;
-    match require_str(&doc, "sort")? {
-        "random" | "rating" => {}
-        _ => return fail("sort", "expected \"random\" or \"rating\""),
-    }
-    let created_at = parse_timestamp(require_str(&doc, "createdAt")?).ok_or_else(|| RoomError {
-        path: "createdAt".into(),
-        expected: "expected an RFC 3339 date-time such as \"2025-10-25T20:00:00.000Z\"".into(),
-    })?;
-    match doc.get("creatorPlexUserId") {
-        Some(Value::String(_)) => {}
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {}
-        None | Some(Value::Null) => return fail("creatorPlexUserId", "required"),
-        Some(_) => return fail("creatorPlexUserId", "expected a string or an integer"),
-    }
-    require_str(&doc, "creatorPlexUsername")?;
-    validate_optional_fields(&doc)?;
-    Ok(ValidRoom {
-        name,
-        doc,
-        created_at,
-    })
-}
-
-fn validate_optional_fields(doc: &RoomDoc) -> Result<(), RoomError> {
-    match doc.get("password") {
-        None | Some(Value::Null) | Some(Value::String(_)) => {}
-        Some(_) => return fail("password", "expected a string"),
-    }
-    if let Some(options) = present(doc, "options") {
-        let items = options
-            .as_array()
-            .ok_or_else(|| err("options", "expected an array of strings"))?;
-        for (i, item) in items.iter().enumerate() {
-            if !item.is_string() {
-                return fail(format!("options[{i}]"), "expected a string");
-            }
-        }
-    }
-    if let Some(filters) = present(doc, "filters") {
-        validate_filters(filters)?;
-    }
-    if let Some(ratings) = present(doc, "ratings") {
-        validate_ratings(ratings)?;
-    }
-    if let Some(progress) = present(doc, "userProgress") {
-        let map = progress
-            .as_object()
-            .ok_or_else(|| err("userProgress", "expected an object of userName to integer"))?;
-        for (user, p) in map {
-            if !is_non_negative_integer(p) {
-                return fail(key_path("userProgress", user), "expected an integer >= 0");
-            }
-        }
-    }
-    Ok(())
-}
-
-fn present<'a>(doc: &'a RoomDoc, field: &str) -> Option<&'a Value> {
-    doc.get(field).filter(|v| !v.is_null())
-}
-
-fn err(path: impl Into<String>, expected: impl Into<String>) -> RoomError {
-    RoomError {
-        path: path.into(),
-        expected: expected.into(),
-    }
-}
-
-fn validate_filters(filters: &Value) -> Result<(), RoomError> {
-    let items = filters
-        .as_array()
-        .ok_or_else(|| err("filters", "expected an array of {key, operator, value}"))?;
-    for (i, filter) in items.iter().enumerate() {
-        let obj = filter
-            .as_object()
-            .ok_or_else(|| err(format!("filters[{i}]"), "expected an object"))?;
-        for field in ["key", "operator"] {
-            match obj.get(field) {
-                Some(Value::String(_)) => {}
-                None => return fail(format!("filters[{i}].{field}"), "required"),
-                Some(_) => return fail(format!("filters[{i}].{field}"), "expected a string"),
-            }
-        }
-        let values = match obj.get("value") {
-            Some(Value::Array(values)) => values,
-            None => return fail(format!("filters[{i}].value"), "required"),
-            Some(_) => {
-                return fail(
-                    format!("filters[{i}].value"),
-                    "expected an array of strings",
-                )
-            }
-        };
-        for (j, v) in values.iter().enumerate() {
-            if !v.is_string() {
-                return fail(format!("filters[{i}].value[{j}]"), "expected a string");
-            }
-        }
-    }
-    Ok(())
-}
-
-fn validate_ratings(ratings: &Value) -> Result<(), RoomError> {
-    let map = ratings.as_object().ok_or_else(|| {
-        err(
-            "ratings",
-            "expected an object of media id to rating entries",
-        )
-    })?;
-    for (media, entries) in map {
-        let path = key_path("ratings", media);
-        let entries = entries
-            .as_array()
-            .ok_or_else(|| err(&path, "expected an array of [userName, rating, timestamp]"))?;
-        for (i, entry) in entries.iter().enumerate() {
-            let entry_path = format!("{path}[{i}]");
-            match entry.as_array().map(Vec::as_slice) {
-                Some([user, rating, ts]) => {
-                    if !user.is_string() {
-                        return fail(format!("{entry_path}[0]"), "expected a string (userName)");
-                    }
-                    if rating.as_str().and_then(Rating::parse).is_none() {
-                        return fail(
-                            format!("{entry_path}[1]"),
-                            "expected \"like\" or \"dislike\"",
-                        );
-                    }
-                    if !is_non_negative_integer(ts) {
-                        return fail(
-                            format!("{entry_path}[2]"),
-                            "expected an integer timestamp in epoch milliseconds >= 0",
-                        );
-                    }
-                }
-                _ => return fail(entry_path, "expected [userName, rating, timestamp]"),
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn base() -> Value {
-        json!({
-            "roomName": "movie-night",
-            "sort": "random",
-            "createdAt": "2025-10-25T20:00:00.000Z",
-            "creatorPlexUserId": "12345",
-            "creatorPlexUsername": "john_doe",
-        })
-    }
-
-    fn with(field: &str, value: Value) -> Value {
-        let mut room = base();
-        room[field] = value;
-        room
-    }
-
-    fn message(room: Value) -> String {
-        validate(room)
-            .expect_err("room should be invalid")
-            .to_string()
-    }
-
-    #[test]
-    fn a_minimal_room_is_valid() {
-        let room = validate(base()).unwrap();
-        assert_eq!(room.name.as_str(), "movie-night");
-        assert_eq!(room.created_at, 1_761_422_400_000);
-    }
-
-    #[test]
-    fn a_full_room_with_unknown_fields_is_valid() {
-        let room = json!({
-            "roomName": "🎬 a/b ..", "password": "secret", "sort": "rating",
-            "createdAt": "2025-10-25T22:00:00+02:00", "creatorPlexUserId": 13692262,
-            "creatorPlexUsername": "john", "options": ["EndOnFirstMatch"],
-            "filters": [{"key": "genre", "operator": "=", "value": ["Action"]}],
-            "ratings": {"plex://movie/1": [["john", "like", 1729890000000u64]]},
-            "userProgress": {"john": 5}, "roomType": {"future": true}
-        });
-        let valid = validate(room).unwrap();
-        assert_eq!(valid.created_at, 1_761_422_400_000);
-        assert!(valid.doc.contains_key("roomType"));
-    }
-
-    #[test]
-    fn messages_name_the_field_path() {
-        let bad_rating = with("ratings", json!({"plex://movie/1": [["john", "meh", 1]]}));
-        assert_eq!(
-            message(bad_rating),
-            r#"ratings["plex://movie/1"][0][1]: expected "like" or "dislike""#
-        );
-        assert_eq!(
-            message(with("userProgress", json!({"jane": -1}))),
-            r#"userProgress["jane"]: expected an integer >= 0"#
-        );
-        assert!(message(with(
-            "filters",
-            json!([{"key": "g", "operator": "=", "value": [1]}])
-        ))
-        .starts_with("filters[0].value[0]: "));
-        assert_eq!(
-            message(with("sort", json!("best"))),
-            r#"sort: expected "random" or "rating""#
-        );
-        assert!(message(with("createdAt", json!("yesterday"))).starts_with("createdAt: "));
-        assert_eq!(
-            message(with("creatorPlexUsername", Value::Null)),
-            "creatorPlexUsername: required"
-        );
-    }
 
     #[test]
     fn room_names_follow_the_rules() {

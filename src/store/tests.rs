@@ -7,11 +7,12 @@ use serde_json::json;
 
 use crate::room::change::{Mutation, Outcome, Refusal};
 
-use super::{start, StoreError, StoreHandle};
+use super::{start, StoreHandle};
 use crate::backend::{Backend, StorageError};
 use crate::room::change::Change;
 use crate::room::entry::{RoomMap, Snapshot};
 use crate::room::prepare::PreparedRoom;
+use crate::room::StoreError;
 use crate::room::{validate, Rating, RoomName};
 
 /// What the recording backend saw, shared with the test.

@@ -34,8 +34,9 @@ use super::FileBackend;
 use crate::config::Durability;
 use crate::room::change::{Mutation, Outcome, Refusal};
 use crate::room::prepare::PreparedRoom;
+use crate::room::StoreError;
 use crate::room::{self, EpochMillis, Rating, Revision, RoomName};
-use crate::store::{self, ActorThread, StoreError, StoreHandle};
+use crate::store::{self, ActorThread, StoreHandle};
 
 #[path = "../../../tests/common/model.rs"]
 mod model;
