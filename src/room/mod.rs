@@ -1,7 +1,17 @@
-//! The room: its name, its validation (PROTOCOL.md section 4) and the facts the store indexes.
+//! The room and its changes: what a room is, what makes it valid, the forms it is kept in, and
+//! what may happen to it.
 //!
-//! This module owns what makes a room valid and the error messages that name the offending field
-//! path. It never touches storage or the wire: callers hand it parsed JSON and get typed values.
+//! - here: [`RoomName`], [`Revision`], [`Rating`], timestamps, [`RoomDoc`];
+//! - [`validate`](mod@validate): PROTOCOL.md section 4, once: the `FIELDS` table and the validator that names
+//!   the offending field path; [`prepare`]: the one-pass fast path over the same table, built on
+//!   the [`scan`] scanner;
+//! - [`body`], [`entry`]: a room as the store keeps it (a changeable body, a published entry);
+//! - [`change`]: mutations, outcomes, refusals and the changes that are logged and replayed;
+//! - [`error`]: [`RoomError`] and [`StoreError`], whose `Display` is the protocol's message.
+//!
+//! This layer sits below the protocol, the store, the backends and `remote`, and imports none of
+//! them: it never touches storage, sockets or the wire's framing. Callers hand it JSON and get
+//! typed values.
 
 pub mod body;
 pub mod change;
