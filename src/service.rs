@@ -375,7 +375,7 @@ fn not_found(name: &str) -> ErrorReply {
     ErrorReply::new(ErrorCode::NotFound, crate::room::error::no_such_room(name))
 }
 
-/// The protocol's view of a store failure: its code, and the error's own text as the message.
+/// The protocol's view of a store failure: its code, message, cause and revision.
 pub fn store_error(e: StoreError) -> ErrorReply {
     let code = match &e {
         StoreError::Refused(Refusal::Conflict { .. }) => ErrorCode::Conflict,
@@ -383,7 +383,13 @@ pub fn store_error(e: StoreError) -> ErrorReply {
         StoreError::Storage { .. } | StoreError::Unavailable { .. } => ErrorCode::Storage,
         StoreError::Stopped => ErrorCode::ShuttingDown,
     };
-    let mut reply = ErrorReply::new(code, e.to_string());
+    // A storage failure's cause travels in its own field, so the message leaves it out.
+    let message = match &e {
+        StoreError::Storage { message, .. } => format!("the change was not stored: {message}"),
+        StoreError::Unavailable { message, .. } => message.clone(),
+        StoreError::Refused(_) | StoreError::Stopped => e.to_string(),
+    };
+    let mut reply = ErrorReply::new(code, message);
     reply.cause = e.cause().map(str::to_owned);
     if let StoreError::Refused(Refusal::Conflict { current }) = e {
         reply.revision = Some(current);

@@ -2,8 +2,9 @@
 //!
 //! [`RoomError`]: a room that is not valid, naming the field path. [`StoreError`]: why a change
 //! or a read of the rooms did not happen, whichever storage was asked (the local store or
-//! Redis). A `StoreError`'s text is the message the protocol sends (PROTOCOL.md error replies);
-//! the protocol adds only the error code, a `storage` error's cause and a conflict's revision.
+//! Redis). A refusal's text is the protocol's message; a storage failure's text is for logs and
+//! for the operator (its message, then its cause), and the protocol sends the message and the
+//! cause apart (`service::store_error`).
 
 use super::change::Refusal;
 use super::quoted;
@@ -22,15 +23,15 @@ pub enum StoreError {
     /// The mutation was refused (conflict, not found).
     #[error(transparent)]
     Refused(#[from] Refusal),
-    /// The backend failed. `cause` is the underlying error's text (an OS error), sent apart.
-    #[error("the change was not stored: {message}")]
+    /// The backend failed. `cause` is the underlying error's text (an OS error).
+    #[error("{}", with_cause(message, cause))]
     Storage {
         message: String,
         cause: Option<String>,
     },
     /// The storage could not be asked (Redis unreachable or refusing). The message is whole: it
     /// says what failed, where, and what to do.
-    #[error("{message}")]
+    #[error("{}", with_cause(message, cause))]
     Unavailable {
         message: String,
         cause: Option<String>,
@@ -38,6 +39,15 @@ pub enum StoreError {
     /// The actor has stopped: the daemon is shutting down.
     #[error("the daemon is stopping; the request was not executed")]
     Stopped,
+}
+
+/// The message, then the cause unless the message already ends with it (a `StorageError`'s
+/// text names its OS error, which is also its cause).
+fn with_cause(message: &str, cause: &Option<String>) -> String {
+    match cause {
+        Some(cause) if !message.ends_with(cause.as_str()) => format!("{message}: {cause}"),
+        _ => message.to_owned(),
+    }
 }
 
 impl StoreError {
@@ -63,10 +73,10 @@ mod tests {
     use super::*;
     use crate::room::RoomName;
 
-    /// These texts are the protocol's messages (the service sends `to_string()`): changing one
-    /// changes the wire.
+    /// A refusal's and a stop's texts are the protocol's messages; a storage failure's names
+    /// its cause once (logs, `migrate`).
     #[test]
-    fn store_errors_read_as_the_protocol_messages() {
+    fn store_errors_read_as_text() {
         let name = RoomName::new("movie \"night\"").unwrap();
         let cases = [
             (
@@ -82,14 +92,21 @@ mod tests {
                     message: "could not fsync /data/.journal".into(),
                     cause: Some("Input/output error (os error 5)".into()),
                 },
-                "the change was not stored: could not fsync /data/.journal",
+                "could not fsync /data/.journal: Input/output error (os error 5)",
             ),
             (
                 StoreError::Unavailable {
                     message: "Redis at redis://127.0.0.1/ is unreachable".into(),
                     cause: Some("connection refused".into()),
                 },
-                "Redis at redis://127.0.0.1/ is unreachable",
+                "Redis at redis://127.0.0.1/ is unreachable: connection refused",
+            ),
+            (
+                StoreError::Storage {
+                    message: "cannot read /data: No such file or directory (os error 2)".into(),
+                    cause: Some("No such file or directory (os error 2)".into()),
+                },
+                "cannot read /data: No such file or directory (os error 2)",
             ),
             (
                 StoreError::Stopped,
