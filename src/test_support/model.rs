@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use crate::room::{self, EpochMillis, Rating, Revision, RoomName};
-use crate::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
-use crate::store::StoreError;
+use crate::room::change::{Mutation, Outcome, Refusal};
+use crate::room::prepare::PreparedRoom;
+use crate::room::{self, EpochMillis, Rating, Revision, RoomName, StoreError};
 
 // ---- The operations ----
 

@@ -31,8 +31,8 @@ use serde_json::Value;
 use super::sim::SimFs;
 use super::FileBackend;
 use crate::config::Durability;
-use crate::room::{self, RoomName};
-use crate::store::{self, ActorThread, StoreError, StoreHandle};
+use crate::room::{self, RoomName, StoreError};
+use crate::store::{self, ActorThread, StoreHandle};
 use crate::test_support::model::*;
 
 /// The model's mutations, and what only this test does: restarts, power losses, upkeep ticks,
@@ -318,8 +318,8 @@ impl super::Fs for FailingWrites {
 #[test]
 fn a_room_deleted_after_a_failed_fold_stays_deleted() {
     use crate::backend::Backend;
-    use crate::store::apply::Change;
-    use crate::store::snapshot::{RoomEntry, Snapshot};
+    use crate::room::change::Change;
+    use crate::room::entry::{RoomEntry, Snapshot};
 
     let fs = Arc::new(FailingWrites {
         inner: SimFs::default(),
