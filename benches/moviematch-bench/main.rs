@@ -1,7 +1,7 @@
 //! moviematch-bench: the daemon side by side with Redis, same machine, same run, same client.
 //!
 //! `cargo bench --bench moviematch-bench -- [--quick] [--only TEXT] [--client-threads N]
-//! [--csv FILE] [--svg FILE]`
+//! [--rooms N] [--csv FILE] [--svg FILE]`
 //!
 //! Starts its own daemons (file storage in a temporary directory, strict and relaxed, and one
 //! with `storageType: redis`) and its own redis-servers on Unix sockets (`appendfsync always` and
@@ -37,6 +37,8 @@ struct Options {
     only: Option<String>,
     /// The client runtime's threads, one table each (`--client-threads 1`; default 1 and 2).
     client_threads: Vec<usize>,
+    /// Rooms of the memory, start-up and stop rows (`--rooms N`; default 100,000, 10,000 quick).
+    rooms: Option<usize>,
 }
 
 fn options() -> Options {
@@ -47,6 +49,7 @@ fn options() -> Options {
         svg: None,
         only: None,
         client_threads: vec![1, 2],
+        rooms: None,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -57,6 +60,10 @@ fn options() -> Options {
             "--client-threads" => {
                 let n = args.next().and_then(|n| n.parse().ok());
                 options.client_threads = vec![n.filter(|&n| n > 0).expect("--client-threads N")];
+            }
+            "--rooms" => {
+                let n = args.next().and_then(|n| n.parse().ok());
+                options.rooms = Some(n.filter(|&n| n > 0).expect("--rooms N"));
             }
             // `cargo bench` passes --bench; ignore anything else it adds.
             _ => {}
@@ -152,7 +159,9 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let rooms = if options.quick { 10_000 } else { 100_000 };
+        let rooms = options
+            .rooms
+            .unwrap_or(if options.quick { 10_000 } else { 100_000 });
         if wanted(only, "start-up") {
             memory::from_files(&mut report, rooms, dir.path()).await;
         }
@@ -161,7 +170,11 @@ fn main() {
         }
         if wanted(only, "stop after a burst") {
             // Few rooms in --quick: CI runs it, and each dirty room may cost a sync at a stop.
-            let rooms = if options.quick { 2_000 } else { rooms };
+            let rooms = if options.quick {
+                rooms.min(2_000)
+            } else {
+                rooms
+            };
             memory::stop_after_burst(&mut report, rooms, dir.path()).await;
         }
         if wanted(only, "growing ratings") {

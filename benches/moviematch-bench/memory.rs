@@ -192,6 +192,7 @@ pub async fn through_socket(report: &mut Report, rooms: usize, quick: bool, dir:
     let (ours, _) = procs::daemon(&ours_dir, "strict").await;
     burst(&ours, rooms, &payload).await;
     let after_burst = ours.rss_kb();
+    let burst_done = Instant::now();
     let peak = if quick {
         let mut conn = ours.connect().await;
         let fold = tokio::spawn(async move {
@@ -216,6 +217,10 @@ pub async fn through_socket(report: &mut Report, rooms: usize, quick: bool, dir:
         };
         peak_rss_until(&ours, done, Duration::from_secs(180)).await
     };
+    eprintln!(
+        "  every room file written {:.1} s after the burst",
+        burst_done.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_fold = ours.rss_kb();
     ours.stop();
