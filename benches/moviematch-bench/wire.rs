@@ -27,6 +27,8 @@ pub struct Conn {
     writer: BufWriter<OwnedWriteHalf>,
     /// The start of the reply being read (what is checked); the rest is skipped.
     head: Vec<u8>,
+    /// Bytes of replies read so far (to check that both peers answer alike).
+    received: usize,
 }
 
 /// How much of an NDJSON reply is looked at: `"ok":true` comes first in every reply.
@@ -58,6 +60,7 @@ impl Conn {
             reader: BufReader::with_capacity(256 * 1024, read),
             writer: BufWriter::with_capacity(256 * 1024, write),
             head: Vec::with_capacity(NDJSON_HEAD + 64),
+            received: 0,
         })
     }
 
@@ -85,6 +88,13 @@ impl Conn {
         }
     }
 
+    /// Reads one reply as [`Conn::recv`] does and returns its length in bytes.
+    pub async fn recv_len(&mut self) -> io::Result<usize> {
+        let before = self.received;
+        self.recv().await?;
+        Ok(self.received - before)
+    }
+
     /// The next reply line whole, for callers that check its content (NDJSON only).
     pub async fn recv_line(&mut self) -> io::Result<Vec<u8>> {
         let mut line = Vec::new();
@@ -109,6 +119,7 @@ impl Conn {
             let room = keep.saturating_sub(self.head.len()).min(used);
             self.head.extend_from_slice(&buf[..room]);
             self.reader.consume(used);
+            self.received += used;
             if done {
                 return Ok(());
             }
@@ -124,6 +135,7 @@ impl Conn {
             }
             let used = buf.len().min(n);
             self.reader.consume(used);
+            self.received += used;
             n -= used;
         }
         Ok(())

@@ -98,6 +98,21 @@ impl Work {
             b.flush().await.unwrap();
             b.recv().await.unwrap();
         }
+        if let Work::Get5k = self {
+            // Both must answer with the room, not with "none": the rows compare like with like.
+            let mut lens = Vec::new();
+            for (conn, ours) in [(&mut a, true), (&mut b, false)] {
+                conn.send(&self.fixed_request(ours, 0, &[]).expect("a read"))
+                    .await
+                    .expect("send");
+                conn.flush().await.expect("send");
+                lens.push(conn.recv_len().await.expect("a read failed"));
+            }
+            assert!(
+                lens.iter().all(|&len| len > 5 * 1024),
+                "getRoom and GET should answer with the 5 KB room; replies of {lens:?} bytes"
+            );
+        }
     }
 
     /// The request a connection sends every time, if it does not change between requests.
