@@ -191,4 +191,13 @@ fn main() {
         report.write_svg(svg).expect("write the SVG");
         println!("SVG: {}", svg.display());
     }
+    // Removed now: exit() below would leave it behind.
+    drop(dir);
+    if !report.failures.is_empty() {
+        println!("\nFailed checks:");
+        for failure in &report.failures {
+            println!("- {failure}");
+        }
+        std::process::exit(1);
+    }
 }

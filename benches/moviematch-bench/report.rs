@@ -123,6 +123,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Stamped on the throughput rows pushed while it is set.
     pub client_threads: usize,
+    /// Checks that failed: printed after the table, and the run exits 1.
+    pub failures: Vec<String>,
 }
 
 fn ms(us: u32) -> String {
@@ -130,6 +132,12 @@ fn ms(us: u32) -> String {
 }
 
 impl Report {
+    /// A check failed: the run goes on (the other rows still count) but ends in failure.
+    pub fn fail(&mut self, what: String) {
+        eprintln!("  FAILED: {what}");
+        self.failures.push(what);
+    }
+
     pub fn push(&mut self, mut row: Row) {
         eprintln!(
             "  measured: {} {} c={} d={}",
