@@ -129,11 +129,12 @@ impl Work {
         })
     }
 
-    /// A request that changes with `seq` (a rating), written into `out`.
-    fn write_request(self, ours: bool, client: usize, seq: u64, out: &mut Vec<u8>) {
+    /// A request that changes with `seq` (a rating of `key`), written into `out` without
+    /// allocating, on either protocol.
+    fn write_request(self, ours: bool, key: &str, seq: u64, out: &mut Vec<u8>) {
         out.clear();
-        let key = self.key(client);
-        let at = 1729890000000u64 + seq;
+        let mut digits = itoa::Buffer::new();
+        let at = digits.format(1729890000000u64 + seq);
         // Writing into a Vec cannot fail.
         let _ = if ours {
             writeln!(
@@ -141,12 +142,12 @@ impl Work {
                 "{{\"op\":\"addRating\",\"roomName\":\"{key}\",\"mediaId\":\"plex://movie/bench{seq}\",\"userName\":\"u\",\"rating\":\"like\",\"timestamp\":{at}}}"
             )
         } else {
-            let tuple = format!("[\"u\",\"like\",{at}]");
+            // The tuple `["u","like",AT]`, as RPUSH's third argument.
+            let tuple_len = "[\"u\",\"like\",]".len() + at.len();
             write!(
                 out,
-                "*3\r\n$5\r\nRPUSH\r\n${}\r\n{key}\r\n${}\r\n{tuple}\r\n",
+                "*3\r\n$5\r\nRPUSH\r\n${}\r\n{key}\r\n${tuple_len}\r\n[\"u\",\"like\",{at}]\r\n",
                 key.len(),
-                tuple.len()
             )
         };
     }
@@ -196,6 +197,7 @@ pub async fn measure(
     let mut tasks = Vec::new();
     for (client, mut conn) in conns.into_iter().enumerate() {
         let fixed = work.fixed_request(ours, client, &payload);
+        let key = work.key(client);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(4096);
             let mut seq = (client as u64) << 32;
@@ -207,7 +209,7 @@ pub async fn measure(
                     let request = match &fixed {
                         Some(fixed) => fixed,
                         None => {
-                            work.write_request(ours, client, seq, &mut buf);
+                            work.write_request(ours, &key, seq, &mut buf);
                             &buf
                         }
                     };
