@@ -35,3 +35,42 @@ mod socket_swap;
 mod systemd;
 mod upgrade;
 mod watch;
+
+/// With `autotests = false`, a test file put directly in `tests/` (a new one, or one a merge
+/// brought back) is never built or run, and a file in `tests/it/` without its `mod` line here
+/// neither: both would pass by not existing.
+#[test]
+fn every_test_file_is_a_module_of_this_binary() {
+    use std::path::Path;
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let entries = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .map(|e| {
+                e.expect("a directory entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    };
+    let stray: Vec<String> = entries(&tests)
+        .into_iter()
+        .filter(|n| n != "it" && (n.ends_with(".rs") || tests.join(n).is_dir()))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "tests/{stray:?} would never run: move each to tests/it/ (git mv) and add its `mod` line \
+         to tests/it/main.rs"
+    );
+    let main = std::fs::read_to_string(tests.join("it/main.rs")).expect("read tests/it/main.rs");
+    let undeclared: Vec<String> = entries(&tests.join("it"))
+        .into_iter()
+        .map(|n| n.trim_end_matches(".rs").to_string())
+        .filter(|m| m != "main" && !main.contains(&format!("mod {m};\n")))
+        .collect();
+    assert!(
+        undeclared.is_empty(),
+        "tests/it/{undeclared:?} would never run: add `mod NAME;` to tests/it/main.rs"
+    );
+}
