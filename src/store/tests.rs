@@ -229,52 +229,6 @@ async fn only_recently_changed_rooms_stay_hot() {
     }
 }
 
-/// Bytes allocated by each thread: a counting wrapper around the system allocator (this test
-/// binary only). A measure of the work a change does that, unlike a timing, a shared machine
-/// cannot disturb.
-mod allocated {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        // `const` and without a destructor: safe to touch from inside the allocator.
-        static BYTES: Cell<u64> = const { Cell::new(0) };
-    }
-
-    struct Counting;
-
-    fn count(bytes: usize) {
-        let _ = BYTES.try_with(|b| b.set(b.get() + bytes as u64));
-    }
-
-    // SAFETY: every call is passed on unchanged to `System`; only a thread-local is added to.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            count(layout.size());
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            count(layout.size());
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            count(new_size);
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
-
-    #[global_allocator]
-    static COUNTING: Counting = Counting;
-
-    /// Bytes this thread has allocated so far.
-    pub fn so_far() -> u64 {
-        BYTES.with(Cell::get)
-    }
-}
-
 #[test]
 fn a_rating_costs_the_same_however_many_ratings_the_media_has() {
     // What the actor does per rating, with the previous version of the room still held (as a
@@ -287,7 +241,7 @@ fn a_rating_costs_the_same_however_many_ratings_the_media_has() {
     let mut record = Vec::new();
     let mut rated = 0;
     let mut bytes_per_rating = |count: usize| {
-        let before = allocated::so_far();
+        let before = crate::allocated::so_far();
         for user in &users[rated..rated + count] {
             let published = rooms.clone();
             changes.clear();
@@ -298,7 +252,7 @@ fn a_rating_costs_the_same_however_many_ratings_the_media_has() {
             drop(published);
         }
         rated += count;
-        (allocated::so_far() - before) / count as u64
+        (crate::allocated::so_far() - before) / count as u64
     };
     let early = bytes_per_rating(100);
     bytes_per_rating(9_900);
