@@ -31,7 +31,7 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// and CRC before any file is replaced) to writing the files. Past this, a text is made again
 /// when its file is written: a fold of 100,000 rooms of 5 KB held 1 GB of them at once, and
 /// glibc kept most of it after the fold (issue 18).
-const KEEP_TEXTS_BYTES: usize = 32 << 20;
+const KEEP_TEXTS_BYTES: usize = 8 << 20;
 
 /// A fold that wrote this much gives the heap's free memory back afterwards (a trim of a large
 /// heap takes milliseconds; small folds need none).

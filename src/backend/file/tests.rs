@@ -432,12 +432,12 @@ fn an_unreadable_index_fails_the_start_instead_of_resetting_revisions() {
 
 #[test]
 fn a_fold_holds_a_bounded_amount_of_room_texts_at_once() {
-    // 48 rooms of 1 MB: a fold that made every file's text before writing any held all 48
-    // (60 MB with their spare capacity); a bounded one keeps 32 MB and makes the rest again.
+    // 24 rooms of 1 MB: a fold that made every file's text before writing any held all 24
+    // (30 MB with their spare capacity); a bounded one keeps 8 MB and makes the rest again.
     let tmp = tempfile::tempdir().unwrap();
     let mut rooms = RoomMap::new();
     let mut dirty = std::collections::BTreeSet::new();
-    for n in 0..48 {
+    for n in 0..24 {
         let name = format!("big-{n}");
         let room = validate(json!({
             "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
@@ -463,15 +463,15 @@ fn a_fold_holds_a_bounded_amount_of_room_texts_at_once() {
     };
     let (done, peak) = crate::allocated::peak_during(|| job.run());
     done.result.unwrap();
-    assert_eq!(done.written.len(), 48);
+    assert_eq!(done.written.len(), 24);
     for (name, record) in &done.written {
         let bytes = std::fs::read(tmp.path().join(&record.file)).unwrap();
         assert_eq!(bytes.len() as u64, record.len, "{name:?}");
         assert_eq!(crc32fast::hash(&bytes), record.crc, "{name:?}");
     }
     assert!(
-        peak < 40 << 20,
-        "the fold of 48 MB of rooms had {} MB allocated at once",
+        peak < 12 << 20,
+        "the fold of 24 MB of rooms had {} MB allocated at once",
         peak >> 20
     );
 }
