@@ -456,7 +456,7 @@ fn a_fold_holds_a_bounded_amount_of_room_texts_at_once() {
     let job = super::fold::FoldJob {
         fs: Arc::new(super::fs::RealFs),
         dir: tmp.path().to_owned(),
-        rooms: crate::store::snapshot::Snapshot { rooms },
+        rooms: crate::room::entry::Snapshot { rooms },
         dirty,
         files: Default::default(),
         lsn: 1,
