@@ -36,6 +36,8 @@
 //! - `test_support` (tests only, feature `test-support`): the protocol model the property tests
 //!   share.
 
+#[cfg(test)]
+mod allocated;
 pub mod backend;
 pub mod client;
 pub mod config;
