@@ -1,7 +1,7 @@
 //! Rooms kept in a Redis server that several daemons share (`storageType: redis`).
 //!
 //! Unlike `memory` and `file`, this daemon does not hold the authoritative copy: every request
-//! goes to Redis, reads as plain commands and mutations as the scripts of `scripts.rs`, so an
+//! goes to Redis, reads as plain commands and mutations as scripts (`script.rs`), so an
 //! operation means the same through every daemon and stays atomic across them. Nothing is
 //! cached: a daemon answers with what Redis holds at that moment, so once any daemon has sent
 //! its `ok`, every later request through any daemon sees the change.
@@ -13,13 +13,19 @@
 //!
 //! Durability is Redis's own (`appendonly`, `appendfsync`); `flush` checks that Redis answers.
 
+// Module map: `layout` (keys and the room <-> hash split), `script` (how a mutation's Lua and
+// its Rust caller are declared together), one file per mutation (`save`, `delete`, `rate`,
+// `progress`) and `mutate` (which one a `Mutation` runs), `events` (the watch subscription);
+// reads are below.
+#[macro_use]
+mod script;
+mod delete;
 mod events;
 pub mod layout;
 mod mutate;
-mod scripts;
-
-// Module map: `layout` (keys and the room <-> hash split), `scripts` (the Lua), `mutate`
-// (mutations through the scripts), `events` (the watch subscription); reads are below.
+mod progress;
+mod rate;
+mod save;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,7 +38,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::events::RemoteEvent;
 use self::layout::{Joined, Keys};
-use self::scripts::Scripts;
 use crate::backend::StorageError;
 use crate::protocol::request::ListQuery;
 use crate::room::RoomName;
@@ -61,7 +66,6 @@ struct Inner {
     url: String,
     keys: Keys,
     connection: ConnectionManager,
-    scripts: Scripts,
     events: broadcast::Sender<RemoteEvent>,
     subscribed: Arc<AtomicBool>,
     stop: CancellationToken,
@@ -140,7 +144,6 @@ impl RemoteStore {
                 url: shown,
                 keys,
                 connection,
-                scripts: Scripts::new(),
                 events,
                 subscribed,
                 stop,
