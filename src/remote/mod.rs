@@ -19,8 +19,10 @@
 // reads are below.
 #[macro_use]
 mod script;
+mod cache;
 mod delete;
 mod events;
+mod get;
 pub mod layout;
 mod mutate;
 mod progress;
@@ -36,6 +38,7 @@ use ::redis::{AsyncCommands, Client, RedisError};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use self::cache::{ReadCache, Versions};
 pub use self::events::RemoteEvent;
 use self::layout::{Joined, Keys};
 use crate::backend::StorageError;
@@ -66,6 +69,9 @@ struct Inner {
     url: String,
     keys: Keys,
     connection: ConnectionManager,
+    /// Rooms read lately, each used only once Redis says it is still current (`cache.rs`).
+    cache: ReadCache,
+    versions: Versions,
     events: broadcast::Sender<RemoteEvent>,
     subscribed: Arc<AtomicBool>,
     stop: CancellationToken,
@@ -144,6 +150,8 @@ impl RemoteStore {
                 url: shown,
                 keys,
                 connection,
+                cache: ReadCache::default(),
+                versions: Versions::new(),
                 events,
                 subscribed,
                 stop,
@@ -210,35 +218,29 @@ impl RemoteStore {
             .map_err(|e| self.failed(e))
     }
 
-    /// The room, as `getRoom` returns it.
-    pub async fn get(&self, name: &str) -> Result<Option<Arc<RoomEntry>>, StoreError> {
-        let mut c = self.connection();
-        let hash: Vec<(Vec<u8>, Vec<u8>)> = c
-            .hgetall(self.inner.keys.room(name))
-            .await
-            .map_err(|e| self.failed(e))?;
-        if hash.is_empty() {
-            return Ok(None);
-        }
-        self.entry(name, hash).map(|entry| Some(Arc::new(entry)))
-    }
-
-    fn entry(&self, name: &str, hash: Vec<(Vec<u8>, Vec<u8>)>) -> Result<RoomEntry, StoreError> {
+    /// The room in `hash`, and the version of its last whole write (`w`) if it has one.
+    fn entry(
+        &self,
+        name: &str,
+        hash: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(RoomEntry, Option<Vec<u8>>), StoreError> {
         let Joined {
             encoded,
             revision,
             updated_at,
             rating_count,
+            written,
         } = layout::join(hash).ok_or_else(|| self.corrupt(name))?;
         let prepared = PreparedRoom::from_json(&encoded).map_err(|_| self.corrupt(name))?;
-        Ok(RoomEntry::cold(
+        let entry = RoomEntry::cold(
             prepared.name,
             prepared.facts,
             encoded,
             rating_count,
             revision,
             updated_at,
-        ))
+        );
+        Ok((entry, written))
     }
 
     pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
@@ -290,7 +292,7 @@ impl RemoteStore {
                 }
                 let name = String::from_utf8_lossy(name);
                 let entry = match self.entry(&name, hash) {
-                    Ok(entry) => entry,
+                    Ok((entry, _)) => entry,
                     Err(e) => {
                         // One damaged hash must not hide every other room.
                         tracing::warn!("listRooms: skipping {name:?}: {e}");

@@ -63,13 +63,22 @@ impl RemoteStore {
         name: &RoomName,
         script: impl Script,
     ) -> Result<(String, u64), StoreError> {
-        let invocation = script.invocation(&self.inner.keys, name);
-        let mut c = self.connection();
-        let (status, value): (String, String) = invocation
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let (status, value): (String, String) = self.invoke(name.as_str(), script).await?;
         let value = value.parse().unwrap_or(0);
         Ok((status, value))
+    }
+
+    /// Runs a script on the four keys of room `name`; returns its answer.
+    pub(super) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        name: &str,
+        script: impl Script,
+    ) -> Result<T, StoreError> {
+        let invocation = script.invocation(&self.inner.keys, name);
+        let mut c = self.connection();
+        invocation
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))
     }
 }

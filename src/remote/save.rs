@@ -83,7 +83,7 @@ impl RemoteStore {
             channel: self.inner.keys.channel(),
             head: event.head,
             tail: event.tail,
-            fields: layout::split(room, now).fields,
+            fields: layout::split(room, now, &self.inner.versions.next()).fields,
         };
         let (status, value) = self.run(name, save).await?;
         match status.as_str() {
@@ -104,7 +104,7 @@ impl RemoteStore {
             revision,
             updated_at,
             created_at: room.facts.created_at,
-            fields: layout::split(room, updated_at).fields,
+            fields: layout::split(room, updated_at, &self.inner.versions.next()).fields,
         };
         self.run(&room.name, restore).await.map(drop)
     }

@@ -17,7 +17,6 @@
 use redis::ScriptInvocation;
 
 use super::layout::Keys;
-use crate::room::RoomName;
 
 /// A script and its arguments (implemented by [`script!`]).
 pub(super) trait Script {
@@ -34,13 +33,13 @@ pub(super) trait Script {
     fn push_args(self, invocation: &mut ScriptInvocation<'_>);
 
     /// Adds the four keys of room `name` and the arguments.
-    fn invocation(self, keys: &Keys, name: &RoomName) -> ScriptInvocation<'static>
+    fn invocation(self, keys: &Keys, name: &str) -> ScriptInvocation<'static>
     where
         Self: Sized,
     {
         let mut invocation = Self::script().prepare_invoke();
         invocation
-            .key(keys.room(name.as_str()))
+            .key(keys.room(name))
             .key(keys.index())
             .key(keys.changed())
             .key(keys.created());
@@ -178,7 +177,7 @@ macro_rules! ensure_object {
 #[cfg(test)]
 mod tests {
     use super::Script;
-    use crate::remote::{delete, progress, rate, save};
+    use crate::remote::{delete, get, progress, rate, save};
 
     /// Every declared script, as (name, ARGV, REST, BODY).
     fn declared() -> Vec<(
@@ -204,6 +203,7 @@ mod tests {
             one::<delete::DeleteIfBelow>("DeleteIfBelow"),
             one::<rate::AddRating>("AddRating"),
             one::<progress::SetProgress>("SetProgress"),
+            one::<get::GetUnlessSame>("GetUnlessSame"),
         ]
     }
 
