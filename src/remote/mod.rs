@@ -2,9 +2,10 @@
 //!
 //! Unlike `memory` and `file`, this daemon does not hold the authoritative copy: every request
 //! goes to Redis, reads as plain commands and mutations as scripts (`script.rs`), so an
-//! operation means the same through every daemon and stays atomic across them. Nothing is
-//! cached: a daemon answers with what Redis holds at that moment, so once any daemon has sent
-//! its `ok`, every later request through any daemon sees the change.
+//! operation means the same through every daemon and stays atomic across them. A daemon
+//! answers with what Redis holds at that moment (a room it read before is reused only once
+//! Redis said, in the same round trip, that it is still that version: `get.rs`, `cache.rs`), so
+//! once any daemon has sent its `ok`, every later request through any daemon sees the change.
 //!
 //! Connections: one multiplexed connection (the `redis` crate's `ConnectionManager`), opened
 //! lazily and re-opened by itself after Redis comes back, carries every command; a second one
