@@ -2,6 +2,8 @@
 //! it (`save.rs`, `delete.rs`, `rate.rs`, `progress.rs`; how in `script.rs`), its answer turned
 //! into an [`Outcome`] or a refusal here.
 
+use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
+
 use super::delete::By;
 use super::script::Script;
 use super::RemoteStore;
@@ -69,16 +71,24 @@ impl RemoteStore {
     }
 
     /// Runs a script on the four keys of room `name`; returns its answer.
-    pub(super) async fn invoke<T: redis::FromRedisValue>(
+    pub(super) async fn invoke<T: FromRedisValue, S: Script>(
         &self,
         name: &str,
-        script: impl Script,
+        script: S,
     ) -> Result<T, StoreError> {
-        let invocation = script.invocation(&self.inner.keys, name);
+        let command = script.command(&self.inner.keys, name);
         let mut c = self.connection();
-        invocation
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))
+        match command.query_async(&mut c).await {
+            // Redis restarted and forgot its scripts: load it and send the same command again.
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                S::script()
+                    .load_async(&mut c)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                command.query_async(&mut c).await
+            }
+            answer => answer,
+        }
+        .map_err(|e| self.failed(e))
     }
 }
