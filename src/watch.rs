@@ -27,11 +27,11 @@ use crate::logging::{limited, Level};
 use crate::protocol::codec::LineCodec;
 use crate::protocol::event::{Event, OVERFLOW};
 use crate::protocol::{error_line, RequestId, Response};
+use crate::room::change::Change;
 use crate::room::RoomName;
 use crate::rooms::{Received, Rooms};
 use crate::server::{write_timed, Peer};
 use crate::service::store_error;
-use crate::store::apply::Change;
 
 /// Events are written to the socket in batches of whole lines up to this size.
 const BATCH: usize = 64 * 1024;

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::store::snapshot::RoomEntry;
+use crate::room::entry::RoomEntry;
 
 /// At most this many bytes of rooms are held.
 pub const CACHE_BYTES: usize = 64 << 20;
@@ -145,7 +145,7 @@ impl Versions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::prepare::PreparedRoom;
+    use crate::room::prepare::PreparedRoom;
 
     fn entry(name: &str, padding: usize) -> Arc<RoomEntry> {
         let json = format!(

@@ -5,9 +5,9 @@ use redis::AsyncCommands;
 
 use super::{room_name, RemoteStore};
 use crate::protocol::event::Event;
+use crate::room::change::{Outcome, Refusal};
+use crate::room::StoreError;
 use crate::room::{EpochMillis, Revision, RoomName};
-use crate::store::apply::{Outcome, Refusal};
-use crate::store::StoreError;
 
 script! {
     /// Delete room `name` unless `expected` (a revision, or '' for any) is not its revision;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use redis::{AsyncCommands, FromRedisValue, Value};
 
 use super::RemoteStore;
-use crate::store::snapshot::RoomEntry;
-use crate::store::StoreError;
+use crate::room::entry::RoomEntry;
+use crate::room::StoreError;
 
 script! {
     /// `0` while room `room` is still at version `written` and revision `revision`; otherwise

@@ -7,9 +7,9 @@ use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 use super::delete::By;
 use super::script::Script;
 use super::RemoteStore;
+use crate::room::change::{Mutation, Outcome};
+use crate::room::StoreError;
 use crate::room::{now_millis, RoomName};
-use crate::store::apply::{Mutation, Outcome};
-use crate::store::StoreError;
 
 impl RemoteStore {
     /// Applies a mutation atomically on the server.

@@ -2,9 +2,9 @@
 
 use super::RemoteStore;
 use crate::protocol::event::Event;
+use crate::room::change::{Outcome, Refusal};
+use crate::room::StoreError;
 use crate::room::{now_millis, RoomName};
-use crate::store::apply::{Outcome, Refusal};
-use crate::store::StoreError;
 
 script! {
     /// Set `user_name`'s progress to `progress`; `now` is the change's time. Publishes

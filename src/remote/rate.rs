@@ -3,9 +3,9 @@
 
 use super::RemoteStore;
 use crate::protocol::event::Event;
+use crate::room::change::{Outcome, Refusal};
+use crate::room::StoreError;
 use crate::room::{now_millis, RoomName};
-use crate::store::apply::{Outcome, Refusal};
-use crate::store::StoreError;
 
 script! {
     /// Append `entry` (the rating as JSON) to `media_id`'s ratings unless `user_name` already

@@ -4,10 +4,10 @@
 use super::layout;
 use super::RemoteStore;
 use crate::protocol::event::Event;
+use crate::room::change::{Outcome, Refusal};
+use crate::room::prepare::PreparedRoom;
+use crate::room::StoreError;
 use crate::room::{EpochMillis, Revision};
-use crate::store::apply::{Outcome, Refusal};
-use crate::store::prepare::PreparedRoom;
-use crate::store::StoreError;
 
 script! {
     /// Create or replace room `name` unless `expected` (a revision, or '' for any) is not its
