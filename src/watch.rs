@@ -15,10 +15,10 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
+use crate::server::socket::{ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -138,8 +138,8 @@ pub fn event_line(change: &Change) -> Bytes {
 /// Acknowledges the `watch` request, then forwards events until the client closes, falls
 /// behind, or the daemon stops; logs why it ended.
 pub async fn stream_events(
-    mut out: BufWriter<OwnedWriteHalf>,
-    input: FramedRead<OwnedReadHalf, LineCodec>,
+    mut out: BufWriter<WriteHalf>,
+    input: FramedRead<ReadHalf, LineCodec>,
     rooms: &Rooms,
     id: RequestId,
     room_names: Option<Vec<RoomName>>,
@@ -159,8 +159,8 @@ pub async fn stream_events(
 }
 
 async fn watch(
-    out: &mut BufWriter<OwnedWriteHalf>,
-    mut input: FramedRead<OwnedReadHalf, LineCodec>,
+    out: &mut BufWriter<WriteHalf>,
+    mut input: FramedRead<ReadHalf, LineCodec>,
     rooms: &Rooms,
     id: RequestId,
     room_names: Option<Vec<RoomName>>,
@@ -266,7 +266,7 @@ async fn watch(
 
 /// Sends `overflow` after the rest of the batch being written (whole lines), if the socket
 /// takes it soon; the events still queued are dropped.
-async fn overflow(out: &mut OwnedWriteHalf, rest: &[u8], watcher: Watcher) {
+async fn overflow(out: &mut WriteHalf, rest: &[u8], watcher: Watcher) {
     let soon = watcher.write_timeout.min(Duration::from_secs(1));
     let _ = tokio::time::timeout(soon, async {
         out.write_all(rest).await?;
