@@ -30,7 +30,6 @@ use crate::room::RoomName;
 use crate::rooms::{Received, Rooms};
 use crate::server::{write_timed, Peer};
 use crate::service::store_error;
-use crate::store::apply::Change;
 
 const OVERFLOW: &[u8] = b"{\"event\":\"overflow\"}\n";
 
@@ -82,43 +81,6 @@ impl fmt::Display for End {
             End::Refused(message) => write!(f, "refused: {message}"),
         }
     }
-}
-
-/// The event line for a change.
-pub fn event_line(change: &Change) -> Bytes {
-    let event = match change {
-        Change::Put { name, revision, .. } => serde_json::json!({
-            "event": "saved", "roomName": name.as_str(), "revision": revision,
-        }),
-        Change::Rate {
-            name,
-            revision,
-            media_id,
-            user_name,
-            rating,
-            timestamp,
-            ..
-        } => serde_json::json!({
-            "event": "rated", "roomName": name.as_str(), "revision": revision,
-            "mediaId": media_id, "userName": user_name, "rating": rating, "timestamp": timestamp,
-        }),
-        Change::Progress {
-            name,
-            revision,
-            user_name,
-            progress,
-            ..
-        } => serde_json::json!({
-            "event": "progress", "roomName": name.as_str(), "revision": revision,
-            "userName": user_name, "progress": progress,
-        }),
-        Change::Delete { name } => {
-            serde_json::json!({"event": "deleted", "roomName": name.as_str()})
-        }
-    };
-    let mut line = serde_json::to_vec(&event).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
 }
 
 /// Acknowledges the `watch` request, then forwards events until the client closes, falls

@@ -11,6 +11,7 @@
 //! touches storage.
 
 pub mod codec;
+pub mod event;
 pub mod request;
 pub(crate) mod surrogate;
 

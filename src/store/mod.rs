@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::actor::{Actor, Command};
 use self::apply::{Change, Mutation, Outcome, Refusal};
-use self::snapshot::Snapshot;
+use self::snapshot::{RoomEntry, Snapshot};
 use crate::backend::{Backend, StorageError};
 
 /// How many commands may wait for the actor; writers beyond this wait for room (backpressure).
@@ -188,6 +188,14 @@ impl StoreHandle {
     pub async fn reload(&self) -> Result<usize, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Reload { reply }).await?;
+        rx.await.unwrap_or(Err(StoreError::Stopped))
+    }
+
+    /// Takes `rooms` in as they are (JSON, revision, last change), replacing rooms of the same
+    /// name, in one commit (`migrate`).
+    pub async fn restore(&self, rooms: Vec<Arc<RoomEntry>>) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Restore { rooms, reply }).await?;
         rx.await.unwrap_or(Err(StoreError::Stopped))
     }
 
