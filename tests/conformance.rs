@@ -149,6 +149,8 @@ macro_rules! conformance_suite {
                 concurrent_ratings_are_never_lost,
                 everything_survives_a_restart,
                 hostile_names_round_trip,
+                submitted_mutations_are_answered_in_order,
+                restore_takes_rooms_in_as_they_are,
             );
         }
     };
@@ -628,6 +630,66 @@ async fn hostile_names_round_trip(fx: &impl Fixture) {
         steps!(s; rate("a/b", "m", "a/b", Like) => rated(3, false));
         s.stop().await;
     }
+}
+
+/// `submit` queues a mutation where the rooms pipeline, and applies it at once where they do
+/// not: either way the answers come in submission order, each as `mutate` would give it.
+async fn submitted_mutations_are_answered_in_order(fx: &impl Fixture) {
+    let s = start(fx);
+    let first = s.rooms.submit(save(&room("a"))).await;
+    let second = s.rooms.submit(rate("a", "m", "john", Like)).await;
+    let third = s.rooms.submit(delete_if("a", Some(1))).await;
+    assert_eq!(first.await.expect("an answer"), saved(1));
+    assert_eq!(second.await.expect("an answer"), rated(2, true));
+    assert_eq!(third.await.expect("an answer"), conflict(2));
+    s.finish(fx).await;
+}
+
+/// `restore` (what `migrate` writes with) puts rooms in exactly as they were: JSON, revision,
+/// created and last-changed times, replacing a room of the same name; later changes continue
+/// from the restored revision, and a restart keeps them.
+async fn restore_takes_rooms_in_as_they_are(fx: &impl Fixture) {
+    let s = start(fx);
+    steps!(s;
+        save(&room("a")) => saved(1),
+        rate("a", "m", "john", Like) => rated(2, true),
+        save(&room("b")) => saved(1),
+        progress("b", "jane", 7) => progressed(2),
+        progress("b", "jane", 8) => progressed(3),
+    );
+    let every = ListQuery::default();
+    let captured = s.rooms.list(&every).await.expect("the store answers").rooms;
+    let kept = s.rooms().await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    steps!(s;
+        rate("a", "m2", "john", Dislike) => rated(3, true),
+        delete("b") => deleted(true),
+        save(&room("c")) => saved(1),
+    );
+    let mut calls = Vec::new();
+    let restored = s
+        .rooms
+        .restore(&captured, &mut |done| calls.push(done))
+        .await;
+    assert_eq!(restored, Ok(()));
+    assert_eq!(
+        calls.last(),
+        Some(&captured.len()),
+        "progress reaches every room"
+    );
+    let now = s.rooms().await;
+    assert_eq!(
+        &now[..2],
+        &kept[..],
+        "a and b are back exactly as they were"
+    );
+    assert_eq!(now.len(), 3, "c, not among the restored rooms, is kept");
+    steps!(s;
+        rate("a", "m", "john", Like) => rated(2, false),
+        rate("a", "m2", "john", Dislike) => rated(3, true),
+        progress("b", "jane", 9) => progressed(4),
+    );
+    s.finish(fx).await;
 }
 
 // ---- The file backend's own promise: after a clean stop, the room files are the rooms ----
