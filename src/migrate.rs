@@ -1,4 +1,6 @@
-//! `moviematch-storage migrate`: copies every room between backends while no daemon uses them.
+//! `moviematch-storage migrate`: copies every room between two places (a file directory, a
+//! Redis prefix) while no daemon uses them. Both ends are opened through the seam
+//! ([`crate::rooms`]): nothing here asks which backend an end has.
 //!
 //! Each room keeps its JSON byte for byte, its revision and its last-changed time, so clients
 //! holding an `expectedRevision` and `roomExpiry` see no difference. The copy is checked by

@@ -11,10 +11,10 @@
 //! ([`Rooms::reread`]), what `stats` and the start-up log say, the end of a `watch`
 //! ([`Subscription`]), and the clean stop ([`OpenRooms::close`]).
 //!
-//! - [`open`]: [`Place`] (where the rooms live) and opening and closing them;
-//! - [`running`]: what a running daemon asks of its rooms (upkeep, watchdog, SIGHUP, `stats`);
-//! - [`restore`]: what `migrate` asks of them (who serves them, taking rooms in as they are);
-//! - [`subscription`]: `watch` events, from the actor or from Redis.
+//! - `open.rs`: [`Place`] (where the rooms live) and opening and closing them;
+//! - `running.rs`: what a running daemon asks of its rooms (upkeep, watchdog, SIGHUP, `stats`);
+//! - `restore.rs`: what `migrate` asks of them (who serves them, taking rooms in as they are);
+//! - `subscription.rs`: `watch` events, from the actor or from Redis.
 
 use std::sync::Arc;
 
