@@ -494,3 +494,16 @@ fn a_redis_without_persistence_is_warned_about_at_start() {
         .as_str()
         .is_some_and(|s| s.starts_with("appendonly no")));
 }
+
+/// SIGHUP re-reads room files; with Redis there are none: the daemon says so and serves on.
+#[test]
+fn sighup_with_redis_has_nothing_to_re_read_and_serves_on() {
+    let mut daemon = Daemon::start(Backend::Redis);
+    let mut conn = daemon.connect();
+    assert_eq!(conn.save(&room("before")), 1);
+    daemon.sighup();
+    daemon.wait_log("SIGHUP: nothing to re-read: rooms live in Redis");
+    assert!(conn.has("before"));
+    assert_eq!(conn.save(&room("after")), 1);
+    assert_eq!(daemon.sigterm().code(), Some(0));
+}
