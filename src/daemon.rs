@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::StorageError;
 use crate::config::Config;
+use crate::room::change::Mutation;
 use crate::rooms::{OpenRooms, Rooms};
 use crate::server::{self, Limits};
 use crate::service::{Facts, Service};
-use crate::store::apply::Mutation;
 use crate::store::health::StorageHealth;
 
 mod bind;
@@ -290,12 +290,12 @@ async fn run_expiry(rooms: Rooms, after: Duration, stop: CancellationToken) {
             _ = ticks.tick() => {
                 let idle_since = crate::room::now_millis().saturating_sub(after_ms);
                 match rooms.mutate(Mutation::Expire { idle_since }).await {
-                    Ok(crate::store::apply::Outcome::DeletedMany { count }) if count > 0 => {
+                    Ok(crate::room::change::Outcome::DeletedMany { count }) if count > 0 => {
                         tracing::info!("roomExpiry: deleted {count} room(s) unchanged for {after:?}");
                     }
                     Ok(_) => {}
-                    Err(crate::store::StoreError::Stopped) => return,
-                    Err(e) => tracing::warn!("roomExpiry: could not delete expired rooms: {}", crate::service::store_error(e).message),
+                    Err(crate::room::StoreError::Stopped) => return,
+                    Err(e) => tracing::warn!("roomExpiry: could not delete expired rooms: {e}"),
                 }
             }
         }

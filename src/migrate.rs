@@ -19,10 +19,9 @@ use crate::backend::StorageError;
 use crate::config::Durability;
 use crate::protocol::request::ListQuery;
 use crate::remote::RemoteStore;
+use crate::room::entry::RoomEntry;
 use crate::room::RoomName;
 use crate::rooms::{OpenRooms, Place, Rooms};
-use crate::service::store_error;
-use crate::store::snapshot::RoomEntry;
 
 /// One end of a migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,9 +79,9 @@ impl From<StorageError> for MigrateError {
     }
 }
 
-impl From<crate::store::StoreError> for MigrateError {
-    fn from(e: crate::store::StoreError) -> MigrateError {
-        MigrateError(store_error(e).message)
+impl From<crate::room::StoreError> for MigrateError {
+    fn from(e: crate::room::StoreError) -> MigrateError {
+        MigrateError(e.to_string())
     }
 }
 

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use crate::store::apply::Change;
+use crate::room::change::Change;
 
 /// The event line for a change.
 pub fn event_line(change: &Change) -> Bytes {

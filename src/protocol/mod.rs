@@ -13,7 +13,6 @@
 pub mod codec;
 pub mod event;
 pub mod request;
-pub(crate) mod surrogate;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::value::RawValue;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use super::{Kept, Rooms};
-use crate::store::prepare::PreparedRoom;
-use crate::store::snapshot::RoomEntry;
-use crate::store::StoreError;
+use crate::room::entry::RoomEntry;
+use crate::room::prepare::PreparedRoom;
+use crate::room::StoreError;
 
 /// How many rooms go to the local store per commit, and to Redis at once.
 const CHUNK: usize = 1000;

@@ -9,8 +9,8 @@ use super::{Kept, Rooms};
 use crate::config::{Config, Durability};
 use crate::protocol::Response;
 use crate::remote::RemoteStore;
+use crate::room::StoreError;
 use crate::store::health::StorageHealth;
-use crate::store::StoreError;
 
 impl Rooms {
     /// How often [`Rooms::upkeep`] should run: the flush interval in relaxed mode, else once

@@ -9,7 +9,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use super::{Kept, Rooms};
 use crate::protocol::event::event_line;
 use crate::remote::RemoteEvent;
-use crate::store::{Event, StoreError};
+use crate::room::StoreError;
+use crate::store::Event;
 
 /// A `watch` subscription: every change acknowledged after it was made.
 pub struct Subscription {
