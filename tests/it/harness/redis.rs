@@ -3,7 +3,6 @@
 //!
 //! `redis-server` must be installed (`.ci/run` installs it); a test that needs it fails, never
 //! skips, when it is missing.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -2,10 +2,7 @@
 //! mode from its first moment, invalid UTF-8, numbers kept as written, bounded memory per
 //! connection and per watcher, running out of descriptors, and logs that do not flood.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::harness::*;
 
 use serde_json::json;
 use std::fs;
@@ -27,6 +24,9 @@ fn racing_connector_helper() {
         return;
     };
     let mut out = std::io::stdout();
+    // Proof for the parent that this helper, not an empty test run, is what it started.
+    let _ = writeln!(out, "RACING");
+    let _ = out.flush();
     loop {
         let Ok(mut s) = UnixStream::connect(&socket) else {
             continue;
@@ -66,21 +66,13 @@ fn the_socket_is_never_served_wider_than_its_mode() {
     fs::set_permissions(open.path(), fs::Permissions::from_mode(0o777)).unwrap();
     let socket = open.path().join("storaged.sock");
     let (uid, gid) = nobody();
-    let mut racer = Command::new(std::env::current_exe().unwrap());
+    let mut racer = one_test_of_this_binary(module_path!(), "racing_connector_helper");
     racer
-        .args(["racing_connector_helper", "--exact", "--nocapture"])
         .env(RACE_SOCKET, &socket)
         .uid(uid)
         .gid(gid)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        racer.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
     let mut racer = racer.spawn().expect("start the racing connector");
     let mut d = Daemon::builder(Backend::Memory)
         .socket(&socket)
@@ -109,6 +101,10 @@ fn the_socket_is_never_served_wider_than_its_mode() {
         .read_to_string(&mut served)
         .unwrap();
     let _ = racer.wait();
+    assert!(
+        served.lines().any(|l| l == "RACING"),
+        "the racing connector never ran: {served:?}"
+    );
     assert_eq!(
         served.lines().filter(|l| *l == "SERVED").count(),
         0,

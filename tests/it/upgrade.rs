@@ -5,9 +5,7 @@
 //! MovieMatch writes `JSON.stringify(room, null, 2)` (no final newline) to
 //! `<name with every character outside [a-zA-Z0-9_-] replaced by _>.json`, mode 0644.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -1,11 +1,16 @@
-//! The protocol model shared by the model-based property tests: `tests/model.rs` (every backend,
-//! over real storage) and `src/backend/file/proptests.rs` (the file backend under power loss).
-//! Random operations, and what each one means, written plainly: room name -> (revision, JSON).
-//!
-//! Included by both with `#[path]`; it names the crate's types through its includer's imports
-//! (`use super::*`), which are `moviematch_storaged::...` in one and `crate::...` in the other.
+//! The protocol model shared by the model-based property tests: `tests/it/model.rs` (every
+//! backend, over real storage) and `src/backend/file/proptests.rs` (the file backend under power
+//! loss). Random operations, and what each one means, written plainly: room name -> (revision,
+//! JSON).
 
-use super::*;
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use crate::room::change::{Mutation, Outcome, Refusal};
+use crate::room::prepare::PreparedRoom;
+use crate::room::{self, EpochMillis, Rating, Revision, RoomName, StoreError};
 
 // ---- The operations ----
 

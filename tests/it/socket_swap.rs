@@ -3,17 +3,14 @@
 //! appear (inotify), renames it away and puts a symlink to any file in its place; a daemon that
 //! then chmods the private directory by path changes the mode of that file.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::harness::*;
 
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const SWAP_DIR: &str = "MM_TEST_SWAP_DIR";
@@ -93,22 +90,14 @@ fn a_swapped_private_directory_changes_no_other_file() {
     fs::set_permissions(precious.path(), fs::Permissions::from_mode(0o755)).unwrap();
 
     let (uid, gid) = nobody();
-    let mut attacker = Command::new(std::env::current_exe().unwrap());
+    let mut attacker = one_test_of_this_binary(module_path!(), "swapping_attacker_helper");
     attacker
-        .args(["swapping_attacker_helper", "--exact", "--nocapture"])
         .env(SWAP_DIR, open.path())
         .env(SWAP_TARGET, &target)
         .uid(uid)
         .gid(gid)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        attacker.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
     let mut attacker = attacker.spawn().expect("start the attacker");
     let mut out = std::io::BufReader::new(attacker.stdout.take().unwrap());
     let mut line = String::new();

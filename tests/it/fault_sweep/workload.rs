@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{read_json_file, Conn};
+use crate::harness::{read_json_file, Conn};
 
 /// Every room a case uses (the fault's path list names their files).
 pub const ROOMS: &[&str] = &[
@@ -273,7 +273,7 @@ pub fn check_rooms(c: &mut Conn, model: &Model) -> Result<(), String> {
 
 /// Invariant 4: after a clean stop every room is in its file and no temporary file is left.
 pub fn check_files(storage: &Path, model: &Model) -> Result<(), String> {
-    let left = crate::harness::temp_files(storage);
+    let left = super::harness::temp_files(storage);
     if !left.is_empty() {
         return Err(format!("temporary files left after a clean stop: {left:?}"));
     }

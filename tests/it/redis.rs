@@ -1,14 +1,11 @@
 //! The Redis backend with several daemons, and with Redis going away (issue #4, PROTOCOL.md
 //! section 5): each test starts its own `redis-server` on a Unix socket in its own directory
-//! (see `common/redis.rs`) and one or two real daemons on it.
-
-#[macro_use]
-mod common;
+//! (see `harness/redis.rs`) and one or two real daemons on it.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bare_room, room, Backend, Conn, Daemon};
+use crate::harness::{bare_room, room, Backend, Conn, Daemon};
 use serde_json::{json, Value};
 
 /// A second daemon on the same Redis server, with its own socket.
@@ -323,7 +320,7 @@ fn rediss_urls_speak_tls_and_check_the_certificate() {
     make_certificates(dir.path());
     let port = free_port();
     let file = |name: &str| dir.path().join(name).display().to_string();
-    let _server = common::redis::RedisServer::start_with(
+    let _server = crate::harness::redis::RedisServer::start_with(
         &dir.path().join("redis"),
         vec![
             "--tls-port".into(),
@@ -367,7 +364,7 @@ fn rediss_urls_speak_tls_and_check_the_certificate() {
 fn a_redis_password_is_used_and_never_shown() {
     const SECRET: &str = "s3cret-pw";
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let server = common::redis::RedisServer::start_with(
+    let server = crate::harness::redis::RedisServer::start_with(
         &dir.path().join("redis"),
         vec!["--requirepass".into(), SECRET.into()],
     );
@@ -480,7 +477,7 @@ fn awkward_names_rate_once_and_read_back_as_the_memory_backend_does() {
 #[test]
 fn a_redis_without_persistence_is_warned_about_at_start() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let server = common::redis::RedisServer::start_with(
+    let server = crate::harness::redis::RedisServer::start_with(
         &dir.path().join("redis"),
         vec!["--appendonly".into(), "no".into()],
     );

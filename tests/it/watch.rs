@@ -2,9 +2,6 @@
 //! revision order per room, only after its writer got the answer, filtered by `roomNames`; a
 //! watcher that never reads is disconnected without the daemon's memory growing.
 
-#[macro_use]
-mod common;
-
 use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bare_room, revision, room, Backend, Conn, Daemon};
+use crate::harness::{bare_room, revision, room, Backend, Conn, Daemon};
 use moviematch_storaged::client::Client;
 use serde_json::{json, Value};
 
@@ -168,7 +165,7 @@ fn a_watcher_sees_every_change_of_concurrent_writers_in_revision_order(backend: 
                         expected.extend(expected_event(&request, &answer));
                     } else {
                         // Rating or progress of a room another writer just deleted.
-                        common::assert_err(&answer, "not_found");
+                        crate::harness::assert_err(&answer, "not_found");
                     }
                 }
                 expected
@@ -344,7 +341,7 @@ fn room_names_limit_a_watch_to_those_rooms(backend: Backend) {
     for bad in [json!("a"), json!([1]), json!(["", 1]), json!({"a": 1})] {
         let mut conn = daemon.connect();
         let answer = conn.call(json!({"op": "watch", "roomNames": bad}));
-        common::assert_err(&answer, "bad_request");
+        crate::harness::assert_err(&answer, "bad_request");
     }
 }
 
@@ -533,7 +530,7 @@ fn delete_rooms_sends_a_deleted_event_per_room(backend: Backend) {
     let mut writer = daemon.connect();
     let mut watch = watcher(&daemon, None);
     let old = |name: &str| {
-        common::with(
+        crate::harness::with(
             bare_room(name),
             json!({"createdAt": "2020-01-01T00:00:00.000Z"}),
         )

@@ -1,41 +1,25 @@
-//! Shared harness for the black-box tests: starts the real `moviematch-storaged` binary in its
-//! own temp dir, speaks NDJSON to it over its Unix socket, and never leaves a process behind
-//! (dropping a `Daemon` kills it).
-//!
-//! Layout of a test's temp dir: `rooms/` (storagePath), `storaged.sock`, `daemon-N.stderr` /
-//! `daemon-N.stdout` (one pair per run), `config.yaml` when a test writes one.
-#![allow(dead_code)]
+//! Daemons: the real `moviematch-storaged` binary started in its own temp dir (or a sibling's),
+//! waited on until it answers, signalled, stopped and restarted, its logs read. Dropping a
+//! `Daemon` kills it.
 
-pub mod redis;
-
-use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, Write};
 use std::os::fd::RawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
 use tempfile::TempDir;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_moviematch-storaged");
-pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
-pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
-pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+use super::client::Conn;
+use super::fixtures::{new_tmp, room_file_name};
+use super::process::{proc_status_kb, process_state, strip_ansi, test_child, BIN, EXIT_TIMEOUT};
+use super::redis;
 
-/// Runs each listed `fn name(backend: Backend)` once per backend, as `memory::name` and `file::name`.
-#[allow(unused_macros)]
-macro_rules! for_each_backend {
-    ($($test:ident),* $(,)?) => {
-        mod memory { $( #[test] fn $test() { super::$test(crate::common::Backend::Memory) } )* }
-        mod file { $( #[test] fn $test() { super::$test(crate::common::Backend::File) } )* }
-        mod redis { $( #[test] fn $test() { super::$test(crate::common::Backend::Redis) } )* }
-    };
-}
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -75,23 +59,6 @@ pub struct DaemonBuilder {
     listen_fd: Option<(RawFd, bool)>,
     /// The Redis server of a `redis` daemon, shared with its siblings.
     redis: Option<Arc<std::sync::Mutex<redis::RedisServer>>>,
-}
-
-/// Env vars of the developer's shell that must never reach the daemon.
-fn is_leaky_env(key: &str) -> bool {
-    ["STORAGE_", "REDIS_", "LISTEN_", "WATCHDOG_"]
-        .iter()
-        .any(|p| key.starts_with(p))
-        || ["NOTIFY_SOCKET", "JOURNAL_STREAM", "RUST_LOG", "LOG_LEVEL"].contains(&key)
-}
-
-fn new_tmp() -> Arc<TempDir> {
-    Arc::new(
-        tempfile::Builder::new()
-            .prefix("mm-")
-            .tempdir()
-            .expect("create temp dir"),
-    )
 }
 
 impl DaemonBuilder {
@@ -227,12 +194,8 @@ impl DaemonBuilder {
             }
         };
         cmd.current_dir(&self.cwd);
-        for (k, _) in std::env::vars_os() {
-            if k.to_str().is_some_and(is_leaky_env) {
-                cmd.env_remove(&k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
+        // Even if the test process is killed (a nextest timeout), the daemon does not outlive it.
+        test_child(&mut cmd);
         if let Some(b) = self.backend {
             cmd.arg("--storage-type").arg(b.name());
         }
@@ -253,15 +216,6 @@ impl DaemonBuilder {
         cmd.stdin(Stdio::null())
             .stdout(fs::File::create(out).unwrap())
             .stderr(fs::File::create(&log).unwrap());
-        // Even if the test process is killed (a nextest timeout), the daemon does not outlive it.
-        // (The signal comes when the thread that spawned the daemon ends: the test's own thread.)
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
         if let Some(limit) = self.file_size_limit {
             let lim = libc::rlimit {
                 rlim_cur: limit,
@@ -327,6 +281,7 @@ pub struct Exited {
     pub status: ExitStatus,
     pub stderr: String,
     /// Keeps the temp dir (and anything a test put there) while the result is looked at.
+    #[allow(dead_code)] // held, not read: dropping it removes the directory
     pub tmp: Arc<TempDir>,
 }
 
@@ -539,363 +494,6 @@ impl Drop for Daemon {
     }
 }
 
-/// The state letter of /proc/<pid>/stat ('Z': exited, not yet reaped).
-fn process_state(pid: i32) -> String {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .next()
-        .unwrap_or("?")
-        .to_string()
-}
-
-fn proc_status_kb(pid: i32, field: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Polls `cond` every 10 ms for up to 10 s.
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// One client connection: one request line out, one response line in.
-pub struct Conn {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Conn {
-    pub fn connect(path: &Path) -> io::Result<Conn> {
-        let s = UnixStream::connect(path)?;
-        s.set_read_timeout(Some(IO_TIMEOUT))?;
-        s.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(Conn {
-            writer: s.try_clone()?,
-            reader: BufReader::new(s),
-        })
-    }
-
-    pub fn set_read_timeout(&self, t: Duration) {
-        self.writer.set_read_timeout(Some(t)).unwrap();
-    }
-
-    /// A second handle on the socket, for a writer thread while this one reads.
-    pub fn writer(&self) -> UnixStream {
-        self.writer.try_clone().unwrap()
-    }
-
-    /// `send_raw` that reports a closed connection instead of panicking.
-    pub fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.writer.write_all(bytes)
-    }
-
-    pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write to daemon");
-    }
-
-    pub fn try_send(&mut self, req: &Value) -> io::Result<()> {
-        let mut line = serde_json::to_vec(req).unwrap();
-        line.push(b'\n');
-        self.writer.write_all(&line)
-    }
-
-    pub fn send(&mut self, req: &Value) {
-        let mut line = serde_json::to_vec(req).unwrap();
-        line.push(b'\n');
-        self.send_raw(&line);
-    }
-
-    /// The next line without its `\n`; `None` at EOF. Panics on timeout.
-    pub fn read_line(&mut self) -> Option<String> {
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
-            Ok(0) => None,
-            Ok(_) => {
-                assert_eq!(buf.pop(), Some(b'\n'), "response not ended by \\n: {buf:?}");
-                Some(String::from_utf8(buf).expect("response is not UTF-8"))
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => None,
-            Err(e) => panic!("reading a response: {e} (a hang or a missing response)"),
-        }
-    }
-
-    /// The next line, or `None` on EOF, error or timeout.
-    pub fn try_read_line(&mut self) -> Option<String> {
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
-            Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf).trim_end().to_string()),
-            _ => None,
-        }
-    }
-
-    /// The next line, parsed; it must be one JSON object.
-    pub fn read_json(&mut self) -> Value {
-        let line = self
-            .read_line()
-            .expect("connection closed instead of a response");
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {line}"));
-        assert!(v.is_object(), "response is not an object: {line}");
-        v
-    }
-
-    pub fn call(&mut self, req: Value) -> Value {
-        self.send(&req);
-        self.read_json()
-    }
-
-    /// `call` that must succeed; returns the response.
-    pub fn ok(&mut self, req: Value) -> Value {
-        let resp = self.call(req.clone());
-        assert_ok(&resp, &req);
-        resp
-    }
-
-    /// Sends `req`; every field of `want` must equal that field of the response (for `error`,
-    /// each field of the error object). Without `error` in `want` the response must be `ok`.
-    pub fn expect(&mut self, req: Value, want: Value) -> Value {
-        let resp = self.call(req.clone());
-        let want = want.as_object().expect("want is an object");
-        match want.get("error") {
-            Some(Value::Object(err)) => {
-                let code = err["code"].as_str().expect("error.code in want");
-                let got = assert_err(&resp, code);
-                for (k, v) in err {
-                    assert_eq!(got.get(k), Some(v), "request {req}\nerror.{k}: got {resp}");
-                }
-            }
-            _ => assert_ok(&resp, &req),
-        }
-        for (k, v) in want.iter().filter(|(k, _)| *k != "error") {
-            assert_eq!(resp.get(k), Some(v), "request {req}\nfield {k}: got {resp}");
-        }
-        resp
-    }
-
-    /// `expect` for each `[request, want]` pair of `steps`, in order.
-    pub fn script(&mut self, steps: Value) {
-        for step in steps.as_array().expect("steps is an array") {
-            self.expect(step[0].clone(), step[1].clone());
-        }
-    }
-
-    /// `call` that must fail with `code`; returns the error object.
-    pub fn err(&mut self, req: Value, code: &str) -> Map<String, Value> {
-        let resp = self.call(req.clone());
-        assert_eq!(
-            resp["ok"], false,
-            "request {req}\nshould fail with {code}: {resp}"
-        );
-        assert_err(&resp, code).clone()
-    }
-
-    /// Names of the rooms `listRooms` returns with these arguments (first page).
-    pub fn names(&mut self, args: Value) -> Vec<String> {
-        room_names(&self.list(args).0)
-    }
-
-    pub fn ping(&mut self) {
-        let r = self.ok(json!({"op": "ping"}));
-        assert_eq!(r["protocol"], 1);
-    }
-
-    pub fn save(&mut self, room: &Value) -> u64 {
-        revision(&self.ok(json!({"op": "saveRoom", "room": room})))
-    }
-
-    /// The room and its revision, or `None`.
-    pub fn get(&mut self, name: &str) -> Option<(Value, u64)> {
-        let r = self.ok(json!({"op": "getRoom", "roomName": name}));
-        if r["room"].is_null() {
-            assert!(
-                r.get("revision").is_none(),
-                "revision present for a missing room: {r}"
-            );
-            None
-        } else {
-            Some((r["room"].clone(), revision(&r)))
-        }
-    }
-
-    pub fn has(&mut self, name: &str) -> bool {
-        let r = self.ok(json!({"op": "hasRoom", "roomName": name}));
-        r["exists"]
-            .as_bool()
-            .unwrap_or_else(|| panic!("exists not a bool: {r}"))
-    }
-
-    /// `(revision, added)`
-    pub fn rate(&mut self, room: &str, media: &str, user: &str, rating: &str) -> (u64, bool) {
-        let r = self.ok(json!({"op": "addRating", "roomName": room, "mediaId": media,
-                              "userName": user, "rating": rating, "timestamp": 1_700_000_000_000u64}));
-        (
-            revision(&r),
-            r["added"]
-                .as_bool()
-                .unwrap_or_else(|| panic!("added not a bool: {r}")),
-        )
-    }
-
-    /// `listRooms` with the given extra arguments: `(rooms, next)`.
-    pub fn list(&mut self, args: Value) -> (Vec<Value>, Option<String>) {
-        let mut req = args;
-        req["op"] = json!("listRooms");
-        let r = self.ok(req);
-        let rooms = r["rooms"]
-            .as_array()
-            .unwrap_or_else(|| panic!("rooms not an array: {r}"));
-        assert!(
-            r.get("next").is_some(),
-            "next missing (must be a string or null): {r}"
-        );
-        (rooms.clone(), r["next"].as_str().map(String::from))
-    }
-}
-
-pub fn revision(resp: &Value) -> u64 {
-    let rev = resp["revision"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no revision in {resp}"));
-    assert!(rev >= 1, "revisions are positive: {resp}");
-    rev
-}
-
-pub fn assert_ok(resp: &Value, req: &Value) {
-    assert_eq!(resp["ok"], true, "request {req}\nfailed: {resp}");
-    assert!(
-        resp.get("error").is_none(),
-        "ok response with an error: {resp}"
-    );
-}
-
-/// Asserts a well-formed failure with `code`; returns the error object.
-pub fn assert_err<'a>(resp: &'a Value, code: &str) -> &'a Map<String, Value> {
-    assert_eq!(resp["ok"], false, "expected error {code}, got {resp}");
-    let err = resp["error"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no error object: {resp}"));
-    assert_eq!(
-        err.get("code").and_then(Value::as_str),
-        Some(code),
-        "wrong code in {resp}"
-    );
-    assert!(
-        err.get("message").is_some_and(Value::is_string),
-        "no message in {resp}"
-    );
-    if let Some(cause) = err.get("cause") {
-        assert!(cause.is_string(), "cause must be a string: {resp}");
-    }
-    err
-}
-
-pub fn room_names(rooms: &[Value]) -> Vec<String> {
-    rooms
-        .iter()
-        .map(|r| r["roomName"].as_str().expect("roomName").to_string())
-        .collect()
-}
-
-/// A valid room with every documented field (the example of PROTOCOL.md section 4).
-pub fn room(name: &str) -> Value {
-    json!({
-        "roomName": name,
-        "password": "secret",
-        "sort": "random",
-        "createdAt": "2025-10-25T20:00:00.000Z",
-        "creatorPlexUserId": "12345",
-        "creatorPlexUsername": "john_doe",
-        "options": ["EndOnFirstMatch"],
-        "filters": [{ "key": "genre", "operator": "=", "value": ["Action", "Comedy"] }],
-        "ratings": { "movie-123": [["john_doe", "like", 1729890000000u64]] },
-        "userProgress": { "john_doe": 5 }
-    })
-}
-
-/// `room` with `fields` set (a `null` value removes the field).
-pub fn with(mut room: Value, fields: Value) -> Value {
-    let obj = room.as_object_mut().expect("room is an object");
-    for (k, v) in fields.as_object().expect("fields is an object") {
-        if v.is_null() {
-            obj.remove(k);
-        } else {
-            obj.insert(k.clone(), v.clone());
-        }
-    }
-    room
-}
-
-/// A valid room with only the required fields.
-pub fn bare_room(name: &str) -> Value {
-    json!({
-        "roomName": name,
-        "sort": "rating",
-        "createdAt": "2025-10-26T08:30:00.000Z",
-        "creatorPlexUserId": "777",
-        "creatorPlexUsername": "jane"
-    })
-}
-
-/// The file name of a room in storagePath: `<name>.json` for plain names, else `~` + percent
-/// encoding + `.json` when that fits in 255 bytes, else `~=` + hex SHA-256 + `.json`.
-pub fn room_file_name(name: &str) -> String {
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
-    if !name.is_empty() && name.len() <= 250 && name.bytes().all(plain) {
-        return format!("{name}.json");
-    }
-    let mut enc = String::from("~");
-    for b in name.bytes() {
-        if plain(b) {
-            enc.push(b as char);
-        } else {
-            enc.push_str(&format!("%{b:02X}"));
-        }
-    }
-    enc.push_str(".json");
-    if enc.len() <= 255 {
-        enc
-    } else {
-        format!("~={:x}.json", Sha256::digest(name.as_bytes()))
-    }
-}
-
-pub fn read_json_file(path: &Path) -> Value {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-/// Writes a room file by hand, pretty-printed, as a user editing the directory would.
 /// Whether a daemon on `socket` answers a `ping` within a moment.
 fn answers_ping(socket: &Path) -> bool {
     let Ok(mut stream) = UnixStream::connect(socket) else {
@@ -907,56 +505,4 @@ fn answers_ping(socket: &Path) -> bool {
     }
     let mut line = String::new();
     io::BufReader::new(stream).read_line(&mut line).is_ok() && line.ends_with('\n')
-}
-
-pub fn write_room_file(path: &Path, room: &Value) {
-    fs::write(path, serde_json::to_string_pretty(room).unwrap() + "\n").unwrap();
-}
-
-/// Entry names of a directory, sorted (empty if it does not exist).
-pub fn dir_entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    names.sort();
-    names
-}
-
-/// Room files in storagePath: every entry not starting with `.`.
-pub fn room_files(storage: &Path) -> Vec<String> {
-    dir_entries(storage)
-        .into_iter()
-        .filter(|n| !n.starts_with('.'))
-        .collect()
-}
-
-/// Every path under `dir`, recursively, symlinks not followed.
-pub fn all_paths_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if fs::symlink_metadata(&p).unwrap().is_dir() {
-            out.extend(all_paths_under(&p));
-        }
-        out.push(p);
-    }
-    out
-}
-
-pub fn mode(path: &Path) -> u32 {
-    fs::symlink_metadata(path)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }

@@ -1,14 +1,12 @@
 //! `moviematch-storage edit` and `fold` against a real daemon: the safe ways to change a room
 //! by hand while the daemon runs (README "Backups and hand edits"). The editor is a script.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 const CLI: &str = env!("CARGO_BIN_EXE_moviematch-storage");

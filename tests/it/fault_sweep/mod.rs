@@ -26,8 +26,6 @@
 //! once (default 2). Every bug the sweep found is kept below as a named regression case.
 
 mod cases;
-#[path = "../common/mod.rs"]
-mod common;
 mod harness;
 mod workload;
 

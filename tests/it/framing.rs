@@ -1,10 +1,7 @@
 //! PROTOCOL.md section 1 (transport and framing): pipelining, line terminators, empty lines,
 //! malformed lines, oversized lines with bounded memory, and `maxConnections`.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::thread;

@@ -1,23 +1,23 @@
-//! Running under systemd, seen from outside the process: socket activation through the real
+//! Everything systemd, seen from outside the process: the READY/STOPPING/WATCHDOG notifications
+//! and socket activation as the daemon sees them (a datagram socket standing in for
+//! NOTIFY_SOCKET, a listening socket passed as fd 3), socket activation through the real
 //! `systemd-socket-activate`, access control by peer credentials (`allowedUids`/`allowedGids`)
 //! against a client running as `nobody`, and the watchdog's keep-alives (their rate, and that
 //! they stop while the process, or only its storage actor, is stopped).
 //!
-//! These tests need Debian's `systemd` package (for `systemd-socket-activate`), `socat`, and
-//! root (to run a client as `nobody`, and to install what is missing with apt-get). They fail
-//! with a message saying what is missing rather than skip.
+//! The tests of the real `systemd-socket-activate` and of peer credentials need Debian's
+//! `systemd` package, `socat`, and root (to run a client as `nobody`, and to install what is
+//! missing with apt-get). They fail with a message saying what is missing rather than skip.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -74,111 +74,13 @@ fn require_program(program: &str, package: &str) {
 fn require_root(why: &str) {
     assert!(
         is_root(),
-        "this test must run as root: {why} (run `cargo nextest run --test systemd` as root)"
+        "this test must run as root: {why} (run `cargo nextest run -E 'test(/^systemd::/)'` as root)"
     );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------------------
-
-/// Env vars of the developer's shell that must never reach a daemon under test.
-fn is_leaky_env(key: &str) -> bool {
-    ["STORAGE_", "REDIS_", "LISTEN_", "WATCHDOG_"]
-        .iter()
-        .any(|p| key.starts_with(p))
-        || ["NOTIFY_SOCKET", "JOURNAL_STREAM", "RUST_LOG", "LOG_LEVEL"].contains(&key)
-}
-
-/// A child process that is killed (and reaped) when dropped, and also when the test's thread
-/// dies first (PR_SET_PDEATHSIG), so no test leaves a process behind.
-struct Proc {
-    child: Option<Child>,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, dir: &Path, name: &str) -> Proc {
-        for (k, _) in std::env::vars_os() {
-            if k.to_str().is_some_and(is_leaky_env) {
-                cmd.env_remove(&k);
-            }
-        }
-        let stderr = dir.join(format!("{name}.stderr"));
-        cmd.env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(dir.join(format!("{name}.stdout"))).unwrap())
-            .stderr(fs::File::create(&stderr).unwrap());
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        Proc {
-            child: Some(child),
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("process already reaped").id() as i32
-    }
-
-    fn stderr(&self) -> String {
-        strip_ansi(&fs::read_to_string(&self.stderr).unwrap_or_default())
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child, not reaped yet.
-        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill({sig})");
-    }
-
-    /// Waits for the exit, killing the process and failing after `EXIT_TIMEOUT`.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        let child = self.child.as_mut().expect("process already reaped");
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            if start.elapsed() > EXIT_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.child = None;
-                panic!(
-                    "process did not exit within {EXIT_TIMEOUT:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGTERM, then the clean exit (code 0) the daemon promises.
-    fn stop(&mut self) {
-        self.signal(libc::SIGTERM);
-        let status = self.wait_exit();
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "SIGTERM: {status}; stderr:\n{}",
-            self.stderr()
-        );
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn temp_dir() -> TempDir {
     tempfile::Builder::new()
@@ -694,4 +596,95 @@ fn watchdog_keep_alives_stop_while_only_the_storage_actor_is_stuck() {
     c.save(&room("after"));
     drop(c);
     sigterm_sends_stopping(d, &notify);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications and socket activation, without systemd: a datagram socket stands in for
+// NOTIFY_SOCKET, and the harness passes a listening socket as fd 3
+// ---------------------------------------------------------------------------------------------
+
+/// A datagram socket standing in for systemd's NOTIFY_SOCKET.
+fn notify_socket(dir: &std::path::Path) -> (std::os::unix::net::UnixDatagram, String) {
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (sock, path.to_str().unwrap().to_string())
+}
+
+/// Receives notifications until one contains `what`.
+fn expect_notification(sock: &std::os::unix::net::UnixDatagram, what: &str) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {what} from the daemon: {e}"));
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == what)
+        {
+            return;
+        }
+    }
+}
+
+#[test]
+fn systemd_notify_ready_stopping_and_watchdog() {
+    let b = Daemon::builder(Backend::File);
+    let (sock, path) = notify_socket(b.dir());
+    let mut d = b
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000")
+        .start();
+    expect_notification(&sock, "READY=1");
+    d.connect().ping();
+    for _ in 0..3 {
+        expect_notification(&sock, "WATCHDOG=1");
+    }
+    d.signal(libc::SIGTERM);
+    expect_notification(&sock, "STOPPING=1");
+    assert_eq!(d.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn socket_activation_serves_the_passed_socket_and_binds_none() {
+    let b = Daemon::builder(Backend::File);
+    let passed = b.dir().join("activated.sock");
+    let listener = UnixListener::bind(&passed).unwrap();
+    let own = b.socket_path().to_path_buf();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let mut d = b.listen_fd(fd, true).spawn();
+    let fd3 = std::fs::read_link(format!("/proc/{}/fd/3", d.pid())).unwrap();
+    assert!(
+        fd3.to_str().unwrap().starts_with("socket:"),
+        "harness: fd 3 is {fd3:?}"
+    );
+    drop(listener); // from now on only the daemon holds the passed socket
+    d.wait_for("an answer on the passed socket", || {
+        let Ok(mut c) = Conn::connect(&passed) else {
+            return false;
+        };
+        c.set_read_timeout(Duration::from_millis(500));
+        c.try_send(&json!({"op": "ping"})).is_ok() && c.try_read_line().is_some()
+    });
+    Conn::connect(&passed).unwrap().save(&room("r"));
+    assert!(
+        !own.exists(),
+        "a socket was bound although systemd passed one"
+    );
+    d.stop();
+    assert!(
+        passed.exists(),
+        "the daemon removed a socket file it did not create"
+    );
+}
+
+#[test]
+fn a_passed_socket_for_another_pid_is_ignored() {
+    let b = Daemon::builder(Backend::Memory);
+    let passed = b.dir().join("activated.sock");
+    let listener = UnixListener::bind(&passed).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let d = b.listen_fd(fd, false).start(); // ready on its own socket
+    d.connect().ping();
 }

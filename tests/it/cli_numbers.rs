@@ -3,13 +3,11 @@
 //! `-9223372036854775809`) reach the daemon and the terminal exactly as written, through every
 //! command that sends or prints rooms: save (file and stdin), get, list, export, import.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{Backend, Conn, Daemon};
+use crate::harness::{Backend, Conn, Daemon};
 
 const CLI: &str = env!("CARGO_BIN_EXE_moviematch-storage");
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Conn, BIN};
+use crate::harness::{Conn, BIN};
 
 /// How many `.tmp-<pid>-<n>` names, `.journal-<g>` generations and `/proc/self/fd/<n>` paths the
 /// fault covers. strace's `-P` matches paths (and descriptors open on them) exactly, so every
@@ -340,7 +340,7 @@ fn watched_paths(storage: &Path, pid: i32) -> Vec<PathBuf> {
     paths.extend((0..TMP_NAMES).map(|n| storage.join(format!(".tmp-{pid}-{n}"))));
     paths.extend((1..=JOURNALS).map(|g| storage.join(format!(".journal-{g}"))));
     paths.extend(
-        crate::workload::ROOMS
+        super::workload::ROOMS
             .iter()
             .map(|r| storage.join(format!("{r}.json"))),
     );

@@ -3,10 +3,7 @@
 //!
 //! Most tests are scripts of `[request, expected response fields]` pairs, run in order.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 

@@ -25,9 +25,7 @@ use moviematch_storaged::rooms::{OpenRooms, Place, Rooms};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-#[path = "common/redis.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+use crate::harness::redis::RedisServer;
 
 // ---- Fixtures: how the suite opens a backend ----
 

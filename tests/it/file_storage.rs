@@ -2,9 +2,7 @@
 //! file per room, an injective name encoding that never leaves storagePath, hand-written and
 //! hand-edited files, quarantine, symlinks, SIGHUP reloads, crash leftovers.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

@@ -18,33 +18,22 @@
 //! Cases: `PROPTEST_CASES` (default 256 for memory, 64 per file mode: a few seconds in all). A failure prints the
 //! shrunk sequence of operations; add it to the regression tests at the end of this file.
 
-use std::collections::BTreeMap;
-
 use moviematch_storaged::backend::file::FileBackend;
 use moviematch_storaged::backend::memory::MemoryBackend;
 use moviematch_storaged::config::Durability;
 use moviematch_storaged::protocol::request::ListQuery;
 use moviematch_storaged::remote::RemoteStore;
-use moviematch_storaged::room::change::{Mutation, Outcome, Refusal};
-use moviematch_storaged::room::prepare::PreparedRoom;
-use moviematch_storaged::room::StoreError;
-use moviematch_storaged::room::{self, EpochMillis, Rating, Revision, RoomName};
+use moviematch_storaged::room::Revision;
 use moviematch_storaged::rooms::{OpenRooms, Place, Rooms};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use serde_json::{json, Value};
 
-#[path = "common/redis.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+use crate::harness::redis::RedisServer;
 
 // ---- The operations and the model (shared with the file backend's power-loss test) ----
 
 // The power-loss operations (Crash, Tick, Flush, FailNextSync) are the file backend's own.
-#[allow(dead_code)]
-#[path = "common/model.rs"]
-mod model;
-use model::*;
+use moviematch_storaged::test_support::model::*;
 
 /// The model's mutations, and clean restarts.
 fn op() -> impl Strategy<Value = Op> {

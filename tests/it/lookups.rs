@@ -3,10 +3,7 @@
 //! bytes, a control character) is answered exactly as a missing room is. MovieMatch looks up the
 //! names its users type, and its own storage answers `null`/`false` for those.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 for_each_backend!(

@@ -2,14 +2,12 @@
 //! times over one storage directory. Every acknowledged change must survive, and every room file
 //! must parse, whenever the daemon dies.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 const WRITERS: usize = 8;

@@ -2,13 +2,11 @@
 //! failing fdatasync calls (`strace --inject`). A failed write is a `storage` error, never `ok`;
 //! the previous data stays intact; the daemon keeps serving and recovers by itself.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.

@@ -1,8 +1,6 @@
 //! The `moviematch-storage` commands that stream (`export`, `import`, `watch`) against the real
 //! daemon, and the socat cookbook (`tests/socat-cookbook.md`), whose every `sh` block is run.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -10,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bare_room, room, room_names, with, Backend, Conn, Daemon};
+use crate::harness::{bare_room, room, room_names, with, Backend, Conn, Daemon};
 use serde_json::{json, Value};
 
 const CLI: &str = env!("CARGO_BIN_EXE_moviematch-storage");
@@ -179,7 +177,7 @@ fn export_is_one_snapshot_while_a_writer_keeps_changing_rooms() {
             }
         })
     };
-    common::wait_until("the writer's first round", || {
+    crate::harness::wait_until("the writer's first round", || {
         rounds.load(Ordering::SeqCst) > 0
     });
     for attempt in 0..10 {
@@ -329,7 +327,7 @@ fn watch_prints_the_changes_another_client_makes_in_order() {
 
     let name = "movie night";
     let mut expected = Vec::new();
-    let r1 = common::revision(&conn.ok(json!({"op": "saveRoom", "room": room(name)})));
+    let r1 = crate::harness::revision(&conn.ok(json!({"op": "saveRoom", "room": room(name)})));
     expected.push(json!({"event": "saved", "roomName": name, "revision": r1}));
     conn.save(&bare_room("not watched"));
     let rated = conn.ok(
@@ -434,7 +432,7 @@ fn every_socat_cookbook_snippet_runs_against_the_daemon() {
     assert!(blocks.len() >= 6, "expected at least 6 sh blocks");
     let workdir = daemon.dir().join("cookbook");
     std::fs::create_dir(&workdir).expect("cookbook dir");
-    common::write_room_file(&workdir.join("room.json"), &room("movie-night"));
+    crate::harness::write_room_file(&workdir.join("room.json"), &room("movie-night"));
     let mut ops_seen = Vec::new();
     for block in &blocks {
         let output = Command::new("bash")

@@ -2,9 +2,7 @@
 //! "Backups and hand edits"): edits applied on SIGHUP only when nothing acknowledged is lost,
 //! `.quarantine` never followed, odd files in place of room files, unwritable directories.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

@@ -1,10 +1,7 @@
 //! PROTOCOL.md sections 5-6 seen from outside the process: signals, durability across restarts
 //! and SIGKILL, the storage lock and the socket, file modes, configuration, room expiry.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::unix::net::UnixListener;
@@ -766,92 +763,6 @@ fn argon2_password_hashing_stores_only_a_hash() {
     }
     d.restart();
     d.connect().script(script);
-}
-
-/// A datagram socket standing in for systemd's NOTIFY_SOCKET.
-fn notify_socket(dir: &std::path::Path) -> (std::os::unix::net::UnixDatagram, String) {
-    let path = dir.join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    (sock, path.to_str().unwrap().to_string())
-}
-
-/// Receives notifications until one contains `what`.
-fn expect_notification(sock: &std::os::unix::net::UnixDatagram, what: &str) {
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = sock
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no {what} from the daemon: {e}"));
-        if String::from_utf8_lossy(&buf[..n])
-            .lines()
-            .any(|l| l == what)
-        {
-            return;
-        }
-    }
-}
-
-#[test]
-fn systemd_notify_ready_stopping_and_watchdog() {
-    let b = Daemon::builder(Backend::File);
-    let (sock, path) = notify_socket(b.dir());
-    let mut d = b
-        .env("NOTIFY_SOCKET", &path)
-        .env("WATCHDOG_USEC", "200000")
-        .start();
-    expect_notification(&sock, "READY=1");
-    d.connect().ping();
-    for _ in 0..3 {
-        expect_notification(&sock, "WATCHDOG=1");
-    }
-    d.signal(libc::SIGTERM);
-    expect_notification(&sock, "STOPPING=1");
-    assert_eq!(d.wait_exit().code(), Some(0));
-}
-
-#[test]
-fn socket_activation_serves_the_passed_socket_and_binds_none() {
-    let b = Daemon::builder(Backend::File);
-    let passed = b.dir().join("activated.sock");
-    let listener = UnixListener::bind(&passed).unwrap();
-    let own = b.socket_path().to_path_buf();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-    let mut d = b.listen_fd(fd, true).spawn();
-    let fd3 = std::fs::read_link(format!("/proc/{}/fd/3", d.pid())).unwrap();
-    assert!(
-        fd3.to_str().unwrap().starts_with("socket:"),
-        "harness: fd 3 is {fd3:?}"
-    );
-    drop(listener); // from now on only the daemon holds the passed socket
-    d.wait_for("an answer on the passed socket", || {
-        let Ok(mut c) = Conn::connect(&passed) else {
-            return false;
-        };
-        c.set_read_timeout(Duration::from_millis(500));
-        c.try_send(&json!({"op": "ping"})).is_ok() && c.try_read_line().is_some()
-    });
-    Conn::connect(&passed).unwrap().save(&room("r"));
-    assert!(
-        !own.exists(),
-        "a socket was bound although systemd passed one"
-    );
-    d.stop();
-    assert!(
-        passed.exists(),
-        "the daemon removed a socket file it did not create"
-    );
-}
-
-#[test]
-fn a_passed_socket_for_another_pid_is_ignored() {
-    let b = Daemon::builder(Backend::Memory);
-    let passed = b.dir().join("activated.sock");
-    let listener = UnixListener::bind(&passed).unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-    let d = b.listen_fd(fd, false).start(); // ready on its own socket
-    d.connect().ping();
 }
 
 /// A client that keeps sending after SIGTERM gets `shutting_down` for what it had sent, then
