@@ -74,10 +74,11 @@ pub enum Pending {
 
 impl Service {
     /// Starts a request: queues mutations at once (so pipelined writes share commits), defers
-    /// everything else to [`Service::answer`]. With Redis every request is deferred: a
-    /// connection's requests then run one after the other, which keeps them in order.
+    /// everything else to [`Service::answer`]. Where the rooms do not pipeline (Redis: see
+    /// [`Rooms::pipelines`]) every request is deferred: a connection's requests then run one
+    /// after the other, which keeps them in order.
     pub async fn begin(&self, id: RequestId, request: Request) -> Pending {
-        if matches!(self.rooms, Rooms::Remote(_)) || !request.is_mutation() {
+        if !request.is_mutation() || !self.rooms.pipelines() {
             return Pending::Deferred { id, request };
         }
         let mutation = match self.mutation(request).await {
@@ -85,12 +86,9 @@ impl Service {
             Err(Ok(request)) => return Pending::Deferred { id, request },
             Err(Err(reply)) => return Pending::Ready(error_line(&id, &reply)),
         };
-        match self.rooms.submit(mutation).await {
-            Some(reply) => Pending::Mutation { id, reply },
-            None => Pending::Ready(error_line(
-                &id,
-                &ErrorReply::bad_request("internal: this store does not queue mutations"),
-            )),
+        Pending::Mutation {
+            id,
+            reply: self.rooms.submit(mutation).await,
         }
     }
 
@@ -266,35 +264,7 @@ impl Service {
         for (name, value) in &self.facts.settings {
             response = response.str(name, value);
         }
-        if let Rooms::Remote(remote) = &self.rooms {
-            response = response.bool("watchSubscribed", remote.subscribed());
-            // Asked only of a Redis that just answered, so `stats` stays quick during an outage.
-            let persistence = match reachable {
-                true => remote.persistence().await,
-                false => None,
-            };
-            response = match persistence {
-                Some(settings) => response.str("redisPersistence", &settings),
-                None => response.raw("redisPersistence", b"null"),
-            };
-        }
-        if let Some(counters) = self.rooms.counters() {
-            response = response
-                .u64("commits", counters.batches.load(Ordering::Relaxed))
-                .u64("changes", counters.changes.load(Ordering::Relaxed))
-                .u64(
-                    "failedCommits",
-                    counters.failed_commits.load(Ordering::Relaxed),
-                );
-            let health = counters.health.get();
-            response = response
-                .bool("storageHealthy", health.healthy)
-                .bool("readOnly", health.read_only);
-            response = match &health.last_error {
-                Some(error) => response.str("lastStorageError", error),
-                None => response.raw("lastStorageError", b"null"),
-            };
-        }
+        response = self.rooms.stats(response, reachable).await;
         response.finish()
     }
 }

@@ -25,9 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logging::{limited, Level};
 use crate::protocol::codec::LineCodec;
-use crate::protocol::event::{Event, OVERFLOW};
+use crate::protocol::event::OVERFLOW;
 use crate::protocol::{error_line, RequestId, Response};
-use crate::room::change::Change;
 use crate::room::RoomName;
 use crate::rooms::{Received, Rooms};
 use crate::server::{write_timed, Peer};
@@ -81,58 +80,6 @@ impl fmt::Display for End {
             End::Refused(message) => write!(f, "refused: {message}"),
         }
     }
-}
-
-/// The event line for a local change (Redis rooms' lines come encoded from the scripts, by the
-/// same encoder).
-pub fn event_line(change: &Change) -> Bytes {
-    let (event, revision) = match change {
-        Change::Put { name, revision, .. } => (
-            Event::Saved {
-                room_name: name.as_str(),
-            },
-            *revision,
-        ),
-        Change::Rate {
-            name,
-            revision,
-            media_id,
-            user_name,
-            rating,
-            timestamp,
-            ..
-        } => (
-            Event::Rated {
-                room_name: name.as_str(),
-                media_id,
-                user_name,
-                rating,
-                timestamp: *timestamp,
-            },
-            *revision,
-        ),
-        Change::Progress {
-            name,
-            revision,
-            user_name,
-            progress,
-            ..
-        } => (
-            Event::Progress {
-                room_name: name.as_str(),
-                user_name,
-                progress: *progress,
-            },
-            *revision,
-        ),
-        Change::Delete { name } => (
-            Event::Deleted {
-                room_name: name.as_str(),
-            },
-            0,
-        ),
-    };
-    event.line(revision)
 }
 
 /// Acknowledges the `watch` request, then forwards events until the client closes, falls

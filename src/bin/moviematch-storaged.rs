@@ -60,11 +60,7 @@ async fn run(config: Config) -> anyhow_free::Result {
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break; }
                 _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                _ = hangup.recv() => match rooms.reload().await {
-                    Ok(_) if rooms.backend_name() == "redis" => tracing::info!("SIGHUP: nothing to re-read: rooms live in Redis"),
-                    Ok(changed) => tracing::info!("SIGHUP: re-read the room files; {changed} room(s) changed"),
-                    Err(e) => tracing::error!("SIGHUP: could not re-read the room files: {e}"),
-                },
+                _ = hangup.recv() => rooms.reread().await,
             }
         }
         systemd::stopping();
