@@ -14,6 +14,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::prealloc::PreallocatedFile;
+
 /// What kind of directory entry, without following symlinks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -215,11 +217,7 @@ impl Fs for RealFs {
     fn create_journal(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
         // Exclusive, so not O_APPEND: appends are positioned writes below the zero-filled part.
         let file = create_private(path, true)?;
-        Ok(Box::new(super::prealloc::PreallocatedFile::new(
-            file,
-            0,
-            path.to_owned(),
-        )))
+        Ok(Box::new(PreallocatedFile::new(file, 0, path.to_owned())))
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
@@ -410,6 +408,25 @@ impl AppendFile for RealAppendFile {
 
     fn len(&self) -> u64 {
         self.len
+    }
+}
+
+/// The journal on the real file system ([`super::prealloc`]).
+impl AppendFile for PreallocatedFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        PreallocatedFile::append(self, bytes)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        PreallocatedFile::sync(self)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        PreallocatedFile::truncate(self, len)
+    }
+
+    fn len(&self) -> u64 {
+        PreallocatedFile::len(self)
     }
 }
 

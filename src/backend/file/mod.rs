@@ -33,6 +33,7 @@ mod fs;
 mod journal;
 mod load;
 pub mod names;
+mod par;
 mod prealloc;
 #[cfg(test)]
 mod proptests;
