@@ -103,7 +103,7 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
         if file != names::file_name(&name) {
             b.dirty.insert(name.clone());
         }
-        let lsn = b.next_lsn;
+        let lsn = b.journal.next_lsn();
         b.files.insert(
             name.clone(),
             FileRecord {
