@@ -29,6 +29,7 @@
 mod cache;
 mod claims;
 mod fold;
+mod folding;
 mod fs;
 mod journal;
 mod journal_file;
@@ -55,13 +56,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use self::fold::{FoldDone, FoldJob};
+use self::folding::Folds;
 use self::fs::FileStat;
 pub use self::fs::{Fs, RealFs};
 use self::journal::Lsn;
-use self::journal_file::{whole_room, Journal};
+use self::journal_file::Journal;
 use super::{Backend, Reloaded, StorageError};
 use crate::config::Durability;
 use crate::room::{Revision, RoomName};
@@ -80,13 +81,6 @@ const CLOSE_RETRIES: [Duration; 3] = [
     Duration::from_millis(500),
     Duration::from_secs(2),
 ];
-
-/// A fold that failed is tried again at a tick after this long, doubling up to
-/// [`FOLD_RETRY_MAX`] while it keeps failing: soon enough that the room files catch up once
-/// the disk works, rarely enough that a lasting fault does not rewrite every dirty room each
-/// second.
-const FOLD_RETRY_FIRST: Duration = Duration::from_secs(1);
-const FOLD_RETRY_MAX: Duration = Duration::from_secs(30);
 
 const INDEX: &str = ".index";
 const INDEX_NEXT: &str = ".index.next";
@@ -108,20 +102,6 @@ struct FileRecord {
     revision: Revision,
 }
 
-/// A fold running on its own thread, and the journals it makes obsolete.
-struct BackgroundFold {
-    thread: JoinHandle<Option<FoldDone>>,
-    /// Journals older than this generation are covered once the fold succeeds.
-    covers_before: u64,
-}
-
-/// A fold failed: tried again at `at`; until one works, every upkeep tick reports `error`.
-struct FoldRetry {
-    error: String,
-    at: Instant,
-    wait: Duration,
-}
-
 /// The `file` backend. See the module docs.
 pub struct FileBackend {
     fs: Arc<dyn Fs>,
@@ -134,16 +114,8 @@ pub struct FileBackend {
     dirty: BTreeSet<RoomName>,
     /// The journal being appended to, and the older ones a fold has yet to cover.
     journal: Journal,
-    folding: Option<BackgroundFold>,
-    last_fold: Instant,
-    /// After a failed fold: its error, when to try again, and the wait after that one.
-    fold_retry: Option<FoldRetry>,
-    /// Set by a reload that quarantined a file: fold right after the reload's commit.
-    fold_soon: bool,
-    /// Fold when the journal reaches this size...
-    fold_journal_bytes: u64,
-    /// ...or when rooms have been dirty this long.
-    fold_interval: Duration,
+    /// When folds run, the one running, and the retries of one that failed.
+    folds: Folds,
     /// Writing `.cache` after a start (see [`cache`]); joined at close.
     cache_writer: Option<JoinHandle<Option<()>>>,
     /// How many rooms the last start took from `.cache` instead of parsing their files.
@@ -182,12 +154,7 @@ impl FileBackend {
             files: HashMap::new(),
             dirty: BTreeSet::new(),
             journal: Journal::new(fs.clone(), dir.clone()),
-            folding: None,
-            last_fold: Instant::now(),
-            fold_soon: false,
-            fold_retry: None,
-            fold_journal_bytes: FOLD_JOURNAL_BYTES,
-            fold_interval: FOLD_INTERVAL,
+            folds: Folds::new(FOLD_JOURNAL_BYTES, FOLD_INTERVAL),
             cache_writer: None,
             cache_hits: 0,
             strays: Vec::new(),
@@ -211,15 +178,15 @@ impl FileBackend {
 
     /// Changes when background folds start (tests fold often to exercise every path).
     pub fn with_fold_policy(mut self, journal_bytes: u64, interval: Duration) -> Self {
-        self.fold_journal_bytes = journal_bytes;
-        self.fold_interval = interval;
+        self.folds.journal_bytes = journal_bytes;
+        self.folds.interval = interval;
         self
     }
 
     /// Changes only how long rooms may stay dirty before a background fold (the fault sweep
     /// folds every upkeep tick, so that faults land inside folds).
     pub fn with_fold_interval(mut self, interval: Duration) -> Self {
-        self.fold_interval = interval;
+        self.folds.interval = interval;
         self
     }
 
@@ -254,175 +221,6 @@ impl FileBackend {
         self.cache_writer = spawned.ok();
     }
 
-    /// Writes `.index` if start-up could not (see [`FileBackend::index_owed`]).
-    fn write_owed_index(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
-        if !self.index_owed {
-            return Ok(());
-        }
-        self.write_index(rooms)?;
-        self.index_owed = false;
-        Ok(())
-    }
-
-    /// Writes `.index` for the room files as they are now (a fold with nothing to write).
-    fn write_index(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
-        let index_only = FoldJob {
-            fs: self.fs.clone(),
-            dir: self.dir.clone(),
-            rooms: rooms.clone(),
-            dirty: Default::default(),
-            files: self.files.clone(),
-            lsn: self.journal.next_lsn() - 1,
-            closing: false,
-            strays: std::mem::take(&mut self.strays),
-        };
-        let done = index_only.run();
-        // Its temporary file, if the disk would not let it go, is removed by a later fold.
-        self.strays.extend(done.strays);
-        done.result
-    }
-
-    /// Starts a fold of everything dirty, on this thread (`background: false`) or another.
-    fn start_fold(
-        &mut self,
-        rooms: &Snapshot,
-        closing: bool,
-        background: bool,
-    ) -> Result<(), StorageError> {
-        if let Err(e) = self.finish_fold(rooms, true) {
-            // Nothing was lost (its rooms are dirty again and the journals stay): retry now.
-            tracing::warn!("the previous fold failed ({e}); folding again");
-        }
-        if self.index_behind {
-            self.write_index(rooms)?;
-            self.index_behind = false;
-        }
-        // Everything up to here goes into the room files; later changes into a new journal.
-        let covers_before = match self.journal.rotate() {
-            Ok(()) => self.journal.generation(),
-            // At a clean stop nothing comes later: the fold covers every journal.
-            Err(e) if closing => {
-                tracing::warn!("{e}; folding every journal into the room files instead");
-                self.journal.retire();
-                u64::MAX
-            }
-            Err(e) => return Err(e),
-        };
-        let job = FoldJob {
-            fs: self.fs.clone(),
-            dir: self.dir.clone(),
-            rooms: rooms.clone(),
-            dirty: std::mem::take(&mut self.dirty),
-            files: self.files.clone(),
-            lsn: self.journal.next_lsn() - 1,
-            closing,
-            strays: std::mem::take(&mut self.strays),
-        };
-        self.headroom.fold_started();
-        self.last_fold = Instant::now();
-        if !background {
-            return self.merge_fold(job.run(), covers_before, rooms);
-        }
-        match threads::spawn(self.inline, "fold", move || job.run()) {
-            Ok(thread) => {
-                self.folding = Some(BackgroundFold {
-                    thread,
-                    covers_before,
-                });
-                Ok(())
-            }
-            Err(Some(done)) => self.merge_fold(done, covers_before, rooms),
-            Err(None) => Err(self.fold_lost(rooms)),
-        }
-    }
-
-    /// Takes in the result of a background fold if it has ended (or, with `wait`, once it has).
-    fn finish_fold(&mut self, rooms: &Snapshot, wait: bool) -> Result<(), StorageError> {
-        let Some(fold) = self.folding.take_if(|f| wait || f.thread.is_finished()) else {
-            return Ok(());
-        };
-        match fold.thread.join() {
-            Ok(Some(done)) => self.merge_fold(done, fold.covers_before, rooms),
-            _ => Err(self.fold_lost(rooms)),
-        }
-    }
-
-    /// A fold that panicked took its dirty set with it: every room is folded next time.
-    fn fold_lost(&mut self, rooms: &Snapshot) -> StorageError {
-        self.headroom.fold_ended(false);
-        self.dirty.extend(self.files.keys().cloned());
-        self.dirty
-            .extend(rooms.rooms.values().map(|e| e.name.clone()));
-        let lost = StorageError::Unusable {
-            message: format!(
-                "a fold of {} panicked; the journal still holds every change",
-                self.dir.display()
-            ),
-        };
-        self.fold_failed(&lost);
-        lost
-    }
-
-    /// Schedules the next try of a fold that failed (see [`FOLD_RETRY_FIRST`]).
-    fn fold_failed(&mut self, error: &StorageError) {
-        let wait = self
-            .fold_retry
-            .as_ref()
-            .map_or(FOLD_RETRY_FIRST, |r| (r.wait * 2).min(FOLD_RETRY_MAX));
-        tracing::debug!("fold failed ({error}); trying again in {wait:?}");
-        self.fold_retry = Some(FoldRetry {
-            error: error.to_string(),
-            at: Instant::now() + wait,
-            wait,
-        });
-    }
-
-    /// The error every upkeep tick reports until a fold works again.
-    fn fold_retry_error(&self) -> Option<StorageError> {
-        let retry = self.fold_retry.as_ref()?;
-        Some(StorageError::Unusable {
-            message: format!(
-                "the room files under {} are not up to date: the last fold failed ({}); it is tried again by itself, and the journals keep every change meanwhile",
-                self.dir.display(),
-                retry.error
-            ),
-        })
-    }
-
-    fn merge_fold(
-        &mut self,
-        done: FoldDone,
-        covers_before: u64,
-        rooms: &Snapshot,
-    ) -> Result<(), StorageError> {
-        // What the fold did write or remove is on disk even if it failed later: record it.
-        let changed_files = !done.written.is_empty() || !done.removed.is_empty();
-        for (name, record) in done.written {
-            self.files.insert(name, record);
-        }
-        for name in done.removed {
-            self.files.remove(&name);
-        }
-        self.strays.extend(done.strays);
-        self.headroom.fold_ended(done.result.is_ok());
-        if let Err(e) = done.result {
-            // Nothing is lost: the journals stay until a later fold succeeds.
-            self.index_behind |= changed_files;
-            self.dirty.extend(done.dirty);
-            self.fold_failed(&e);
-            return Err(e);
-        }
-        self.fold_retry = None;
-        if !done.skipped.is_empty() {
-            // Their latest state is only in the journals about to be deleted: log it again.
-            let again: Vec<Change> = done.skipped.iter().map(|n| whole_room(rooms, n)).collect();
-            self.dirty.extend(done.skipped);
-            self.journal.append(&again, true)?;
-        }
-        self.journal.drop_covered(covers_before);
-        Ok(())
-    }
-
     /// A batch of deletions the disk had no room to journal (it was filled from outside):
     /// deletes the rooms by removing their files, when a file holds each room's whole story
     /// (the room is not dirty, and no journal left from before the last fold holds a record of
@@ -434,7 +232,7 @@ impl FileBackend {
         changes: &[Change],
         rooms: &Snapshot,
     ) -> Result<bool, StorageError> {
-        if self.folding.is_some() {
+        if self.folds.running.is_some() {
             return Ok(false);
         }
         let (dirty, files, fs, dir) = (&self.dirty, &self.files, &*self.fs, &self.dir);
@@ -479,13 +277,6 @@ impl FileBackend {
         self.headroom
             .charge(changes, rooms, |n| files.contains_key(n));
         Ok(true)
-    }
-
-    /// Makes the next upkeep tick start a fold.
-    fn fold_due(&mut self) {
-        self.last_fold = Instant::now()
-            .checked_sub(self.fold_interval)
-            .unwrap_or_else(Instant::now);
     }
 }
 
@@ -540,7 +331,7 @@ impl Backend for FileBackend {
             self.dirty.extend(names.iter().cloned());
             self.journal.unsynced(names);
         }
-        if std::mem::take(&mut self.fold_soon) {
+        if std::mem::take(&mut self.folds.soon) {
             // The changes are stored: a failure here only delays the fold to the next tick.
             let folded = self
                 .journal
@@ -575,12 +366,7 @@ impl Backend for FileBackend {
             self.fold_due();
             return Err(full);
         }
-        if self
-            .fold_retry
-            .as_ref()
-            .is_some_and(|r| Instant::now() >= r.at)
-            && self.folding.is_none()
-        {
+        if self.folds.retry_due() {
             if let Err(e) = self.start_fold(rooms, false, true) {
                 self.fold_failed(&e);
             }
@@ -588,13 +374,13 @@ impl Backend for FileBackend {
         if let Some(failed) = self.fold_retry_error() {
             return Err(failed);
         }
-        if self.folding.is_some() {
+        if self.folds.running.is_some() {
             return Ok(());
         }
         let journal_len = self.journal.len();
         let behind = !self.dirty.is_empty() || self.journal.has_old();
-        let stale = behind && self.last_fold.elapsed() >= self.fold_interval;
-        if journal_len >= self.fold_journal_bytes || stale {
+        let stale = behind && self.folds.last.elapsed() >= self.folds.interval;
+        if journal_len >= self.folds.journal_bytes || stale {
             self.start_fold(rooms, false, true)?;
         }
         Ok(())
