@@ -426,15 +426,9 @@ struct SyncfsBatch {
 
 impl WriteBatch for SyncfsBatch {
     fn write_new(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut file = create_private(path, true)?;
-        file.write_all(bytes)?;
-        // Starts the write-back now, so the disk works while the next files are written and
-        // the final syncfs has little left to do. Only a hint: syncfs below is what counts.
-        // SAFETY: the descriptor is open; the call reads no memory.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-        Ok(())
+        // No write-back is started per file (sync_file_range took a fifth of a stop with
+        // 100,000 rooms, in small writes): the syncfs writes them all, merged.
+        create_private(path, true)?.write_all(bytes)
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -540,5 +534,20 @@ impl AppendFile for PreallocatedFile {
 impl std::fmt::Debug for RealAppendFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AppendFile({})", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn syncfs_is_trusted_from_linux_5_8_on() {
+        assert!(kernel_at_least("5.8.0", (5, 8)));
+        assert!(kernel_at_least("6.1.0-18-amd64", (5, 8)));
+        assert!(kernel_at_least("5.10", (5, 8)));
+        assert!(!kernel_at_least("5.7.19-arch1-1", (5, 8)));
+        assert!(!kernel_at_least("4.19.0", (5, 8)));
+        assert!(!kernel_at_least("", (5, 8)));
     }
 }
