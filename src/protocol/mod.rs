@@ -12,7 +12,6 @@
 
 pub mod codec;
 pub mod request;
-pub(crate) mod surrogate;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::value::RawValue;

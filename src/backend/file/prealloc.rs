@@ -298,8 +298,8 @@ mod tests {
 
     use super::{PreallocatedFile, CHUNK};
     use crate::backend::file::journal;
+    use crate::room::change::Change;
     use crate::room::RoomName;
-    use crate::store::apply::Change;
 
     fn record(lsn: u64) -> Vec<u8> {
         let mut bytes = Vec::new();
