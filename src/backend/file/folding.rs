@@ -9,8 +9,8 @@ use super::fold::{FoldDone, FoldJob};
 use super::journal_file::whole_room;
 use super::{threads, FileBackend};
 use crate::backend::StorageError;
-use crate::store::apply::Change;
-use crate::store::snapshot::Snapshot;
+use crate::room::change::Change;
+use crate::room::entry::Snapshot;
 
 /// A fold that failed is tried again at a tick after this long, doubling up to
 /// [`FOLD_RETRY_MAX`] while it keeps failing: soon enough that the room files catch up once

@@ -19,9 +19,9 @@ use super::journal::{self, Lsn};
 use super::threads;
 use super::JOURNAL_PREFIX;
 use crate::backend::StorageError;
+use crate::room::change::Change;
+use crate::room::entry::Snapshot;
 use crate::room::RoomName;
-use crate::store::apply::Change;
-use crate::store::snapshot::Snapshot;
 
 /// See the module docs.
 pub(super) struct Journal {
