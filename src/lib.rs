@@ -34,6 +34,8 @@
 //! - [`systemd`]: readiness, watchdog and socket activation under systemd.
 //! - [`client`]: a small blocking client for the NDJSON protocol (used by the CLI and tests).
 
+#[cfg(test)]
+mod allocated;
 pub mod backend;
 pub mod client;
 pub mod config;

@@ -32,6 +32,19 @@ use crate::room::RoomName;
 /// Makes temp file names unique within the process, across folds and threads.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A fold that wrote this much gives the heap's free memory back afterwards (a trim of a large
+/// heap takes milliseconds; small folds need none).
+const RELEASE_AFTER_BYTES: u64 = 8 << 20;
+
+/// Returns the heap's free pages to the OS, in every arena.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory; no pointer is invalidated.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// One fold's inputs.
 pub(super) struct FoldJob {
     pub fs: Arc<dyn Fs>,
@@ -64,6 +77,23 @@ pub(super) struct FoldDone {
 
 impl FoldJob {
     pub fn run(self) -> FoldDone {
+        let done = self.fold();
+        // The job (its texts, its copy of the file index) is gone now. glibc keeps freed
+        // memory in the arena of the thread that used it, and a fold's thread is new each
+        // time: without this a fold of 100,000 rooms left RSS 1 GB higher for good (issue 18).
+        let bytes = done.written.iter().map(|(_, r)| r.len).sum::<u64>();
+        if bytes >= RELEASE_AFTER_BYTES {
+            release_free_memory();
+        }
+        tracing::debug!(
+            "fold wrote {} room file(s), {} KiB",
+            done.written.len(),
+            bytes >> 10
+        );
+        done
+    }
+
+    fn fold(self) -> FoldDone {
         let mut done = FoldDone {
             result: Ok(()),
             written: Vec::new(),
@@ -200,10 +230,10 @@ impl FoldJob {
             };
             let (_, len, crc) = written[name];
             let record = FileRecord {
-                file: target.clone(),
+                stat: self.fs.stat(&self.path(&target)).ok().flatten(),
+                file: target,
                 len,
                 crc,
-                stat: self.fs.stat(&self.path(&target)).ok().flatten(),
                 lsn: self.lsn,
                 revision: self.rooms.get(name.as_str()).map_or(0, |e| e.revision),
             };
