@@ -33,6 +33,8 @@
 //! - [`logging`]: tracing to stderr, journald-friendly.
 //! - [`systemd`]: readiness, watchdog and socket activation under systemd.
 //! - [`client`]: a small blocking client for the NDJSON protocol (used by the CLI and tests).
+//! - `test_support` (tests only, feature `test-support`): the protocol model the property tests
+//!   share.
 
 #[cfg(test)]
 mod allocated;
@@ -51,4 +53,6 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod systemd;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod watch;
