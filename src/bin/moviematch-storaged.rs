@@ -9,6 +9,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // Before any thread starts: a thread keeps the arena it first allocated in.
+    let heap_warning = moviematch_storaged::daemon::limit_malloc_arenas();
     let loaded = match Config::load(std::env::args_os(), &|key| std::env::var(key).ok()) {
         Ok(loaded) => loaded,
         Err(ConfigError::Cli(e)) => e.exit(),
@@ -21,7 +23,7 @@ fn main() -> ExitCode {
     if let Some(file) = &loaded.config_file {
         tracing::info!("configuration file: {}", file.display());
     }
-    for warning in &loaded.warnings {
+    for warning in loaded.warnings.iter().chain(&heap_warning) {
         tracing::warn!("{warning}");
     }
     moviematch_storaged::daemon::raise_open_file_limit();
