@@ -127,17 +127,24 @@ operations!(
 /// A request as a client sends it: `{"op": NAME, …arguments}`. Serialize it (e.g. with
 /// [`crate::client::Client::call`]); [`crate::client::Client::request`] also reads the typed
 /// reply.
+/// `Op` is the operation or a reference to it.
 #[derive(Serialize)]
-pub struct Call<'a, Op> {
+pub struct Call<Op> {
     op: &'static str,
     #[serde(flatten)]
-    args: &'a Op,
+    args: Op,
 }
 
-impl<'a, Op: Operation> Call<'a, Op> {
-    pub fn new(args: &'a Op) -> Call<'a, Op> {
+impl<Op: Operation> Call<Op> {
+    pub fn new(args: Op) -> Call<Op> {
         Call { op: Op::NAME, args }
     }
+}
+
+impl<Op: Operation> Operation for &Op {
+    const NAME: &'static str = Op::NAME;
+    const MUTATES: bool = Op::MUTATES;
+    type Reply = Op::Reply;
 }
 
 /// The `roomName` of any operation but `saveRoom`: any string (PROTOCOL.md section 3, "Names
