@@ -7,9 +7,10 @@
 //!
 //! Module map (each module's own docs say what it owns and what it never does):
 //!
-//! - [`protocol`]: the wire contract: framing ([`protocol::codec`]), typed requests
-//!   ([`protocol::request`], half surrogate pairs masked by `protocol::surrogate`), response
-//!   lines and error codes.
+//! - [`protocol`]: the wire contract, shared by the daemon and its clients: framing
+//!   ([`protocol::codec`]), decoding a line ([`protocol::decode`], half surrogate pairs masked
+//!   by `protocol::surrogate`), one type per operation ([`protocol::request`]), response lines
+//!   and reply types ([`protocol::response`]), error codes.
 //! - [`room`]: room names, validation with field paths, timestamps.
 //! - [`scan`]: a one-pass JSON scanner for the hot paths that only check big JSON and keep
 //!   its text (a `saveRoom` line, a room file); serde_json decides whatever it does not take.
@@ -30,7 +31,8 @@
 //! - [`migrate`]: copying every room between backends offline (`moviematch-storage migrate`).
 //! - [`logging`]: tracing to stderr, journald-friendly.
 //! - [`systemd`]: readiness, watchdog and socket activation under systemd.
-//! - [`client`]: a small blocking client for the NDJSON protocol (used by the CLI and tests).
+//! - [`client`]: a small blocking client that sends [`protocol::request`] types and reads
+//!   [`protocol::response`] types (used by the CLI and tests).
 
 pub mod backend;
 pub mod client;
