@@ -8,7 +8,7 @@ use crate::protocol::ErrorReply;
 use crate::room::EpochMillis;
 use crate::store::apply::Mutation;
 
-/// `deleteRooms`: every room created before an instant. `Instant` as in [`ListRooms`].
+/// `deleteRooms`: every room created before an instant. `Instant` as in [`super::ListRooms`].
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteRooms<Instant = EpochMillis> {

@@ -6,7 +6,7 @@
 //! from a request line ([`Decode`]) and the [`Mutation`] it asks the store for. Clients build
 //! the same structs and serialize them with [`Call`] (`{"op":…,…arguments}`), so the field
 //! names are written once. Adding an operation is its file, its `mod` and `pub use` lines, and
-//! one line in [`operations!`].
+//! one line in `operations!`.
 //!
 //! Where the daemon keeps a checked form a client cannot build (a prepared room, an instant
 //! parsed from RFC 3339 text), the struct takes that part as a type parameter whose default is
