@@ -25,11 +25,11 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, StorageError};
 use crate::config::{Config, Durability, StorageType};
 use crate::remote::RemoteStore;
+use crate::room::change::Mutation;
 use crate::rooms::Rooms;
 use crate::server::{self, Limits};
 use crate::service::{Facts, Service};
 use crate::store;
-use crate::store::apply::Mutation;
 
 mod bind;
 pub use bind::bind_socket;
@@ -297,10 +297,7 @@ impl Daemon {
 /// keeps what the daemon acknowledges (README "Redis": durability is Redis's).
 async fn check_redis(remote: &RemoteStore) {
     if let Err(e) = remote.ping().await {
-        let message = crate::service::store_error(e).message;
-        tracing::warn!(
-            "{message}; serving anyway: requests get storage errors until Redis answers"
-        );
+        tracing::warn!("{e}; serving anyway: requests get storage errors until Redis answers");
         return;
     }
     match remote.persistence().await {
@@ -422,12 +419,12 @@ async fn run_expiry(rooms: Rooms, after: Duration, stop: CancellationToken) {
             _ = ticks.tick() => {
                 let idle_since = crate::room::now_millis().saturating_sub(after_ms);
                 match rooms.mutate(Mutation::Expire { idle_since }).await {
-                    Ok(crate::store::apply::Outcome::DeletedMany { count }) if count > 0 => {
+                    Ok(crate::room::change::Outcome::DeletedMany { count }) if count > 0 => {
                         tracing::info!("roomExpiry: deleted {count} room(s) unchanged for {after:?}");
                     }
                     Ok(_) => {}
-                    Err(crate::store::StoreError::Stopped) => return,
-                    Err(e) => tracing::warn!("roomExpiry: could not delete expired rooms: {}", crate::service::store_error(e).message),
+                    Err(crate::room::StoreError::Stopped) => return,
+                    Err(e) => tracing::warn!("roomExpiry: could not delete expired rooms: {e}"),
                 }
             }
         }

@@ -9,14 +9,16 @@
 //!
 //! - [`protocol`]: the wire contract, shared by the daemon and its clients: framing
 //!   ([`protocol::codec`]), decoding a line ([`protocol::decode`], half surrogate pairs masked
-//!   by `protocol::surrogate`), one type per operation ([`protocol::request`]), response lines
+//!   by `room::surrogate`), one type per operation ([`protocol::request`]), response lines
 //!   and reply types ([`protocol::response`]), error codes.
-//! - [`room`]: room names, validation with field paths, timestamps.
-//! - [`scan`]: a one-pass JSON scanner for the hot paths that only check big JSON and keep
-//!   its text (a `saveRoom` line, a room file); serde_json decides whatever it does not take.
+//! - [`room`]: the room and its changes, below everything else: names, the section-4 rules in
+//!   one table ([`room::validate`](mod@room::validate)) read by the validator and by the
+//!   one-pass fast path ([`room::prepare`], over the [`room::scan`] scanner), the stored forms
+//!   ([`room::body`], [`room::entry`]), mutations and changes ([`room::change`]), and the
+//!   errors ([`room::error`]).
 //! - [`service`]: what each operation means: requests in, response lines out.
-//! - [`store`]: the storage actor, its handle, the immutable snapshot reads are served from, and
-//!   the pure functions that apply a mutation ([`store::apply`]).
+//! - [`store`]: the storage actor, its handle, and the pure functions that apply a mutation
+//!   ([`store::apply`]).
 //! - [`backend`]: the contract for keeping rooms across restarts, and its implementations:
 //!   [`backend::memory`], [`backend::file`] (room files + journal).
 //! - [`remote`]: rooms in a Redis server shared by several daemons (`storageType: redis`):
@@ -45,7 +47,6 @@ pub mod protocol;
 pub mod remote;
 pub mod room;
 pub mod rooms;
-pub mod scan;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -18,10 +18,9 @@ use crate::backend::{Backend, StorageError};
 use crate::config::Durability;
 use crate::protocol::request::ListQuery;
 use crate::remote::RemoteStore;
-use crate::service::store_error;
-use crate::store::apply::Change;
-use crate::store::prepare::PreparedRoom;
-use crate::store::snapshot::{RoomEntry, RoomMap, Snapshot};
+use crate::room::change::Change;
+use crate::room::entry::{RoomEntry, RoomMap, Snapshot};
+use crate::room::prepare::PreparedRoom;
 
 /// How many rooms are written to Redis at once, and to the file journal per commit.
 const IN_FLIGHT: usize = 64;
@@ -83,9 +82,9 @@ impl From<StorageError> for MigrateError {
     }
 }
 
-impl From<crate::store::StoreError> for MigrateError {
-    fn from(e: crate::store::StoreError) -> MigrateError {
-        MigrateError(store_error(e).message)
+impl From<crate::room::StoreError> for MigrateError {
+    fn from(e: crate::room::StoreError) -> MigrateError {
+        MigrateError(e.to_string())
     }
 }
 

@@ -11,9 +11,9 @@ use argon2::Argon2;
 use serde_json::Value;
 
 use crate::protocol::{ErrorCode, ErrorReply};
+use crate::room::body::RoomBody;
+use crate::room::prepare::PreparedRoom;
 use crate::room::RoomDoc;
-use crate::store::body::RoomBody;
-use crate::store::prepare::PreparedRoom;
 
 fn is_phc(stored: &str) -> bool {
     stored.starts_with("$argon2")

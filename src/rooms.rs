@@ -12,9 +12,10 @@ use tokio::sync::oneshot;
 
 use crate::protocol::request::ListQuery;
 use crate::remote::{RemoteEvent, RemoteStore};
-use crate::store::apply::{Mutation, Outcome};
-use crate::store::snapshot::RoomEntry;
-use crate::store::{Counters, Event, StoreError, StoreHandle};
+use crate::room::change::{Mutation, Outcome};
+use crate::room::entry::RoomEntry;
+use crate::room::StoreError;
+use crate::store::{Counters, Event, StoreHandle};
 use crate::watch::event_line;
 
 /// See the module docs. Cheap to clone.
@@ -166,7 +167,7 @@ pub fn matches(query: &ListQuery, entry: &RoomEntry) -> bool {
             .is_none_or(|t| entry.facts.created_at > t)
 }
 
-fn list_local(rooms: &crate::store::snapshot::RoomMap, query: &ListQuery) -> Listing {
+fn list_local(rooms: &crate::room::entry::RoomMap, query: &ListQuery) -> Listing {
     use std::ops::Bound;
     let lower = match &query.after {
         Some(after) => Bound::Excluded(after.as_str()),

@@ -18,10 +18,10 @@ use crate::protocol::request::{
     DeleteRoom, GetRoom, HasRoom, ListQuery, Request, RoomLookup, VerifyPassword,
 };
 use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId, Response, PROTOCOL_VERSION};
+use crate::room::change::{Mutation, Outcome, Refusal};
+use crate::room::entry::RoomEntry;
+use crate::room::StoreError;
 use crate::rooms::{Listing, Rooms};
-use crate::store::apply::{Mutation, Outcome, Refusal};
-use crate::store::snapshot::RoomEntry;
-use crate::store::StoreError;
 
 /// Facts `stats` reports besides the rooms: name and value, as configured.
 #[derive(Debug, Clone, Default)]
@@ -335,39 +335,29 @@ fn missing_room_answer(id: &RequestId, request: &Request) -> Option<Bytes> {
     })
 }
 
+/// Also for names no room can have (a lone surrogate, a control character).
 fn not_found(name: &str) -> ErrorReply {
-    let quoted = crate::room::quoted(name);
-    ErrorReply::new(ErrorCode::NotFound, format!("room {quoted} does not exist"))
+    ErrorReply::new(ErrorCode::NotFound, crate::room::error::no_such_room(name))
 }
 
-/// The protocol's view of a store failure.
+/// The protocol's view of a store failure: its code, message, cause and revision.
 pub fn store_error(e: StoreError) -> ErrorReply {
-    match e {
-        StoreError::Refused(Refusal::Conflict { current }) => {
-            let mut reply = ErrorReply::new(
-                ErrorCode::Conflict,
-                format!("expectedRevision does not match: the room is at revision {current}"),
-            );
-            reply.revision = Some(current);
-            reply
-        }
-        StoreError::Refused(Refusal::NotFound { name }) => not_found(name.as_str()),
-        StoreError::Storage { message, cause } => {
-            let mut reply = ErrorReply::new(
-                ErrorCode::Storage,
-                format!("the change was not stored: {message}"),
-            );
-            reply.cause = cause;
-            reply
-        }
-        StoreError::Unavailable { message, cause } => {
-            let mut reply = ErrorReply::new(ErrorCode::Storage, message);
-            reply.cause = cause;
-            reply
-        }
-        StoreError::Stopped => ErrorReply::new(
-            ErrorCode::ShuttingDown,
-            "the daemon is stopping; the request was not executed",
-        ),
+    let code = match &e {
+        StoreError::Refused(Refusal::Conflict { .. }) => ErrorCode::Conflict,
+        StoreError::Refused(Refusal::NotFound { .. }) => ErrorCode::NotFound,
+        StoreError::Storage { .. } | StoreError::Unavailable { .. } => ErrorCode::Storage,
+        StoreError::Stopped => ErrorCode::ShuttingDown,
+    };
+    // A storage failure's cause travels in its own field, so the message leaves it out.
+    let message = match &e {
+        StoreError::Storage { message, .. } => format!("the change was not stored: {message}"),
+        StoreError::Unavailable { message, .. } => message.clone(),
+        StoreError::Refused(_) | StoreError::Stopped => e.to_string(),
+    };
+    let mut reply = ErrorReply::new(code, message);
+    reply.cause = e.cause().map(str::to_owned);
+    if let StoreError::Refused(Refusal::Conflict { current }) = e {
+        reply.revision = Some(current);
     }
+    reply
 }

@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 use crate::logging::{limited, Level};
 use crate::protocol::codec::LineCodec;
 use crate::protocol::{error_line, RequestId, Response};
+use crate::room::change::Change;
 use crate::room::RoomName;
 use crate::rooms::{Received, Rooms};
 use crate::server::{write_timed, Peer};
 use crate::service::store_error;
-use crate::store::apply::Change;
 
 const OVERFLOW: &[u8] = b"{\"event\":\"overflow\"}\n";
 

@@ -16,11 +16,13 @@ use moviematch_storaged::backend::Backend;
 use moviematch_storaged::config::Durability;
 use moviematch_storaged::protocol::request::ListQuery;
 use moviematch_storaged::remote::RemoteStore;
+use moviematch_storaged::room::change::{Mutation, Outcome, Refusal};
+use moviematch_storaged::room::prepare::PreparedRoom;
 use moviematch_storaged::room::Rating::{self, Dislike, Like};
+use moviematch_storaged::room::StoreError;
 use moviematch_storaged::room::{self, now_millis, EpochMillis, Revision, RoomName};
 use moviematch_storaged::rooms::Rooms;
-use moviematch_storaged::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
-use moviematch_storaged::store::{ActorThread, StoreError};
+use moviematch_storaged::store::ActorThread;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 

@@ -21,9 +21,10 @@ use libfuzzer_sys::fuzz_target;
 use moviematch_storaged::backend::file::FileBackend;
 use moviematch_storaged::backend::Backend;
 use moviematch_storaged::config::Durability;
+use moviematch_storaged::room::change::Change;
+use moviematch_storaged::room::entry::RoomMap;
 use moviematch_storaged::room::RoomName;
-use moviematch_storaged::store::apply::{self, Change};
-use moviematch_storaged::store::snapshot::RoomMap;
+use moviematch_storaged::store::apply;
 use serde_json::{json, Value};
 
 const NAMES: [&str; 4] = ["movie-night", "a/b", "..", "🎬 x"];
@@ -111,7 +112,7 @@ fn load(dir: &Path) -> Rooms {
     let rooms = backend
         .load()
         .expect("recovery never fails on a damaged journal");
-    let snapshot = moviematch_storaged::store::snapshot::Snapshot {
+    let snapshot = moviematch_storaged::room::entry::Snapshot {
         rooms: rooms.clone(),
     };
     backend.close(&snapshot).expect("a clean stop");

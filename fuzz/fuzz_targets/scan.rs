@@ -10,8 +10,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use moviematch_storaged::room;
-use moviematch_storaged::scan::Scanner;
-use moviematch_storaged::store::prepare;
+use moviematch_storaged::room::prepare;
+use moviematch_storaged::room::scan::Scanner;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
@@ -40,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
     let full = prepare::PreparedRoom::new(valid);
     assert_eq!(prepared.rating_count, full.rating_count);
     assert_eq!(prepared.facts.password, full.facts.password);
-    assert_eq!(prepared.facts.creator_plex_user_id, full.facts.creator_plex_user_id);
+    assert_eq!(
+        prepared.facts.creator_plex_user_id,
+        full.facts.creator_plex_user_id
+    );
     let compact: Value = serde_json::from_slice(&prepared.encoded).expect("compact JSON");
     assert_eq!(compact, value);
 });

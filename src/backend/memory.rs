@@ -3,8 +3,8 @@
 //! For development and tests. Every call succeeds at once; nothing touches the disk.
 
 use super::{Backend, StorageError};
-use crate::store::apply::Change;
-use crate::store::snapshot::{RoomMap, Snapshot};
+use crate::room::change::Change;
+use crate::room::entry::{RoomMap, Snapshot};
 
 /// Keeps nothing: the actor's in-memory rooms are the only copy.
 #[derive(Debug, Default)]

@@ -14,8 +14,8 @@ pub mod memory;
 
 use std::path::PathBuf;
 
-use crate::store::apply::Change;
-use crate::store::snapshot::{RoomMap, Snapshot};
+use crate::room::change::Change;
+use crate::room::entry::{RoomMap, Snapshot};
 
 /// A backend failure, naming what it was doing and where, and what to do about it.
 #[derive(Debug, thiserror::Error)]

@@ -14,10 +14,11 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::request::{Request, RoomLookup};
-use super::{surrogate, ErrorCode, ErrorReply, RequestId};
+use super::{ErrorCode, ErrorReply, RequestId};
+use crate::room::prepare::{self, PreparedRoom};
+use crate::room::scan::Scanner;
+use crate::room::surrogate;
 use crate::room::{self, EpochMillis};
-use crate::scan::Scanner;
-use crate::store::prepare::{self, PreparedRoom};
 
 /// A decoded request: its `id` and what it asks for.
 #[derive(Debug)]

@@ -16,7 +16,6 @@ pub mod codec;
 pub mod decode;
 pub mod request;
 pub mod response;
-pub(crate) mod surrogate;
 
 use serde_json::value::RawValue;
 

@@ -33,8 +33,8 @@ use bytes::Bytes;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::room::prepare::PreparedRoom;
 use crate::room::{EpochMillis, Revision};
-use crate::store::prepare::PreparedRoom;
 
 /// The placeholder that stands in `doc` for a structured `ratings` / `userProgress`.
 const PLACEHOLDER: &str = "0";

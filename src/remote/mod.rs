@@ -35,10 +35,11 @@ use self::layout::{Joined, Keys};
 use self::scripts::Scripts;
 use crate::backend::StorageError;
 use crate::protocol::request::ListQuery;
+use crate::room::entry::RoomEntry;
+use crate::room::prepare::PreparedRoom;
 use crate::room::RoomName;
-use crate::store::prepare::PreparedRoom;
-use crate::store::snapshot::RoomEntry;
-use crate::store::{StoreError, EVENT_BUFFER};
+use crate::room::StoreError;
+use crate::store::EVENT_BUFFER;
 
 /// How long one command may take before the request gets a `storage` error.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);

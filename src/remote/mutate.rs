@@ -3,10 +3,10 @@
 //! turned into an [`Outcome`] or a refusal.
 
 use super::{layout, room_name, RemoteStore};
+use crate::room::change::{Mutation, Outcome, Refusal};
+use crate::room::prepare::PreparedRoom;
+use crate::room::StoreError;
 use crate::room::{now_millis, EpochMillis, Revision, RoomName};
-use crate::store::apply::{Mutation, Outcome, Refusal};
-use crate::store::prepare::PreparedRoom;
-use crate::store::StoreError;
 use redis::AsyncCommands;
 
 impl RemoteStore {

@@ -16,11 +16,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::apply::{self, Change, Mutation, Outcome};
+use super::apply;
+
 use super::health::Operation;
-use super::snapshot::{RoomMap, Snapshot};
-use super::{Counters, Event, StoreError};
+use super::{Counters, Event};
 use crate::backend::{Backend, StorageError};
+use crate::room::change::{Change, Mutation, Outcome};
+use crate::room::entry::{RoomMap, Snapshot};
+use crate::room::StoreError;
 use crate::room::{now_millis, RoomName};
 
 /// The most commands applied in one batch; bounds the latency one batch can add.

@@ -10,10 +10,7 @@
 
 mod actor;
 pub mod apply;
-pub mod body;
 pub mod health;
-pub mod prepare;
-pub mod snapshot;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -22,59 +19,16 @@ use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::actor::{Actor, Command};
-use self::apply::{Change, Mutation, Outcome, Refusal};
-use self::snapshot::Snapshot;
 use crate::backend::{Backend, StorageError};
+use crate::room::change::{Change, Mutation, Outcome};
+use crate::room::entry::Snapshot;
+use crate::room::StoreError;
 
 /// How many commands may wait for the actor; writers beyond this wait for room (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 
 /// How many change events a watcher may fall behind before it is told `overflow`.
 pub const EVENT_BUFFER: usize = 4096;
-
-/// Why the store did not do what was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
-    /// The mutation was refused (conflict, not found); nothing changed.
-    Refused(Refusal),
-    /// The backend failed; nothing changed.
-    Storage {
-        message: String,
-        cause: Option<String>,
-    },
-    /// The storage could not be asked (Redis unreachable or refusing); nothing changed. The
-    /// message is whole: it says what failed, where, and what to do.
-    Unavailable {
-        message: String,
-        cause: Option<String>,
-    },
-    /// The actor has stopped: the daemon is shutting down.
-    Stopped,
-}
-
-/// For logs: the message, then the cause unless the message already ends with it (a
-/// [`StorageError`]'s text names its OS error, which is also its cause).
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::Refused(Refusal::Conflict { current }) => {
-                write!(f, "conflict: the room is at revision {current}")
-            }
-            StoreError::Refused(Refusal::NotFound { name }) => {
-                write!(f, "room {:?} not found", name.as_str())
-            }
-            StoreError::Storage { message, cause } | StoreError::Unavailable { message, cause } => {
-                match cause {
-                    Some(cause) if !message.ends_with(cause.as_str()) => {
-                        write!(f, "{message}: {cause}")
-                    }
-                    _ => f.write_str(message),
-                }
-            }
-            StoreError::Stopped => f.write_str("the daemon is shutting down"),
-        }
-    }
-}
 
 /// Counters the actor keeps for `stats` and for tests that check batching.
 #[derive(Debug, Default)]

@@ -5,12 +5,15 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use super::apply::{Mutation, Outcome, PreparedRoom, Refusal};
-use super::snapshot::{RoomMap, Snapshot};
-use super::{start, StoreError, StoreHandle};
+use crate::room::change::{Mutation, Outcome, Refusal};
+
+use super::{start, StoreHandle};
 use crate::backend::{Backend, StorageError};
+use crate::room::change::Change;
+use crate::room::entry::{RoomMap, Snapshot};
+use crate::room::prepare::PreparedRoom;
+use crate::room::StoreError;
 use crate::room::{validate, Rating, RoomName};
-use crate::store::apply::Change;
 
 /// What the recording backend saw, shared with the test.
 #[derive(Default)]

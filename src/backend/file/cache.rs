@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use super::fs::{FileStat, Fs};
 use super::load::par_map;
 use super::{FileRecord, TMP_PREFIX};
+use crate::room::entry::{RoomFacts, RoomMap};
+use crate::room::prepare::PreparedRoom;
 use crate::room::{EpochMillis, RoomName};
-use crate::store::prepare::PreparedRoom;
-use crate::store::snapshot::{RoomFacts, RoomMap};
 
 pub(super) const CACHE: &str = ".cache";
 const MAGIC: &[u8] = b"moviematch-storaged room cache 1\n";
@@ -341,8 +341,8 @@ mod tests {
     use crate::backend::file::{names, FileBackend};
     use crate::backend::Backend;
     use crate::config::Durability;
+    use crate::room::entry::Snapshot;
     use crate::room::RoomName;
-    use crate::store::snapshot::Snapshot;
 
     fn dir() -> PathBuf {
         PathBuf::from("/sim/rooms")
@@ -475,8 +475,8 @@ mod tests {
     fn a_stat_taken_within_a_clock_tick_of_the_last_write_is_not_trusted() {
         use crate::backend::file::fs::FileStat;
         use crate::backend::file::FileRecord;
-        use crate::store::prepare::PreparedRoom;
-        use crate::store::snapshot::{RoomEntry, RoomMap};
+        use crate::room::entry::{RoomEntry, RoomMap};
+        use crate::room::prepare::PreparedRoom;
 
         let fs = SimFs::default();
         fs.create_private_dir(&dir()).unwrap();

@@ -21,8 +21,8 @@ use super::fs::Fs;
 use super::journal::{Index, IndexEntry, Lsn, INDEX_FORMAT};
 use super::{names, quarantine, FileRecord, INDEX, INDEX_NEXT, TMP_PREFIX};
 use crate::backend::StorageError;
+use crate::room::entry::Snapshot;
 use crate::room::RoomName;
-use crate::store::snapshot::Snapshot;
 
 /// Makes temp file names unique within the process, across folds and threads.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);

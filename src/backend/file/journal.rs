@@ -13,8 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::room::change::Change;
 use crate::room::{EpochMillis, Revision, RoomName};
-use crate::store::apply::Change;
 
 /// A log sequence number: every change gets the next one, across restarts.
 pub type Lsn = u64;

@@ -25,9 +25,10 @@ use super::{
     QUARANTINE, TMP_PREFIX,
 };
 use crate::backend::StorageError;
+use crate::room::change::Change;
+use crate::room::entry::{RoomEntry, RoomMap, Snapshot};
 use crate::room::{now_millis, EpochMillis, Revision, RoomName};
-use crate::store::apply::{self, Change};
-use crate::store::snapshot::{RoomEntry, RoomMap, Snapshot};
+use crate::store::apply;
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     b.fs.create_private_dir(&b.dir).map_err(|e| {

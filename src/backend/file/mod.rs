@@ -60,9 +60,9 @@ pub use self::fs::{Fs, RealFs};
 use self::journal::Lsn;
 use super::{Backend, Reloaded, StorageError};
 use crate::config::Durability;
+use crate::room::change::Change;
+use crate::room::entry::{RoomMap, Snapshot};
 use crate::room::{Revision, RoomName};
-use crate::store::apply::Change;
-use crate::store::snapshot::{RoomMap, Snapshot};
 
 /// Fold when the journal holds this much (bounds replay time at start).
 const FOLD_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;

@@ -295,8 +295,8 @@ mod tests {
     use super::CHUNK;
     use crate::backend::file::fs::{AppendFile, Fs, RealFs};
     use crate::backend::file::journal;
+    use crate::room::change::Change;
     use crate::room::RoomName;
-    use crate::store::apply::Change;
 
     fn record(lsn: u64) -> Vec<u8> {
         let mut bytes = Vec::new();

@@ -32,9 +32,11 @@ use serde_json::{json, Value};
 use super::sim::SimFs;
 use super::FileBackend;
 use crate::config::Durability;
+use crate::room::change::{Mutation, Outcome, Refusal};
+use crate::room::prepare::PreparedRoom;
+use crate::room::StoreError;
 use crate::room::{self, EpochMillis, Rating, Revision, RoomName};
-use crate::store::apply::{Mutation, Outcome, PreparedRoom, Refusal};
-use crate::store::{self, ActorThread, StoreError, StoreHandle};
+use crate::store::{self, ActorThread, StoreHandle};
 
 #[path = "../../../tests/common/model.rs"]
 mod model;
@@ -323,8 +325,8 @@ impl super::Fs for FailingWrites {
 #[test]
 fn a_room_deleted_after_a_failed_fold_stays_deleted() {
     use crate::backend::Backend;
-    use crate::store::apply::Change;
-    use crate::store::snapshot::{RoomEntry, Snapshot};
+    use crate::room::change::Change;
+    use crate::room::entry::{RoomEntry, Snapshot};
 
     let fs = Arc::new(FailingWrites {
         inner: SimFs::default(),

@@ -6,7 +6,7 @@ use super::cache::Cache;
 use super::fs::FileStat;
 use super::load::par_map;
 use super::FileBackend;
-use crate::store::apply::PreparedRoom;
+use crate::room::prepare::PreparedRoom;
 
 /// A room file as read from disk.
 pub(super) struct ReadFile {

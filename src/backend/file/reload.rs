@@ -21,9 +21,9 @@ use super::fs::EntryKind;
 use super::read::read_file;
 use super::{cache::Cache, fold, names, quarantine, FileBackend, FileRecord};
 use crate::backend::{Reloaded, StorageError};
+use crate::room::change::Change;
+use crate::room::entry::Snapshot;
 use crate::room::{now_millis, RoomName};
-use crate::store::apply::Change;
-use crate::store::snapshot::Snapshot;
 
 /// Compares every room file with what the daemon last wrote or read there; see the module docs.
 pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, StorageError> {

@@ -22,9 +22,9 @@ use std::path::Path;
 
 use super::fs::{FreeSpace, Fs};
 use crate::backend::StorageError;
+use crate::room::change::Change;
+use crate::room::entry::{RoomEntry, Snapshot};
 use crate::room::RoomName;
-use crate::store::apply::Change;
-use crate::store::snapshot::{RoomEntry, Snapshot};
 
 /// Kept free beyond what the next fold needs: the index, the directory, rounding.
 pub(super) const MARGIN: u64 = 1 << 20;

@@ -23,9 +23,10 @@ use std::sync::Arc;
 use super::cache::Cache;
 use super::journal::IndexEntry;
 use super::{quarantine, FileBackend};
+use crate::room::change::Change;
+use crate::room::entry::{RoomEntry, RoomMap};
 use crate::room::{now_millis, EpochMillis, Revision, RoomName};
-use crate::store::apply::{self, Change};
-use crate::store::snapshot::{RoomEntry, RoomMap};
+use crate::store::apply;
 
 /// A room file edited by hand, as `.index` knew it before the edit.
 pub(super) struct Edited {

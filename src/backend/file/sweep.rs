@@ -28,10 +28,12 @@ use super::sim::{Fault, SimFs};
 use super::FileBackend;
 use crate::backend::Backend;
 use crate::config::Durability;
+use crate::room::change::Mutation;
+use crate::room::entry::RoomMap;
+use crate::room::prepare::PreparedRoom;
+use crate::room::StoreError;
 use crate::room::{validate, Rating, RoomName};
-use crate::store::apply::{Mutation, PreparedRoom};
-use crate::store::snapshot::RoomMap;
-use crate::store::{self, ActorThread, StoreError, StoreHandle};
+use crate::store::{self, ActorThread, StoreHandle};
 
 /// How many consecutive calls a burst fails.
 const BURST: u64 = 3;

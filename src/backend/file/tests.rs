@@ -11,10 +11,12 @@ use super::sim::{Fault, SimFs};
 use super::FileBackend;
 use crate::backend::Backend;
 use crate::config::Durability;
+use crate::room::change::{Mutation, Outcome};
+use crate::room::entry::RoomMap;
+use crate::room::prepare::PreparedRoom;
+use crate::room::StoreError;
 use crate::room::{validate, Rating, RoomName};
-use crate::store::apply::{Mutation, Outcome, PreparedRoom};
-use crate::store::snapshot::RoomMap;
-use crate::store::{self, StoreError, StoreHandle};
+use crate::store::{self, StoreHandle};
 
 fn dir() -> PathBuf {
     PathBuf::from("/sim/rooms")

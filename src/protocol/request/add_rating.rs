@@ -5,8 +5,8 @@ use serde::{Serialize, Serializer};
 use super::{Args, Decode, Operation, RoomLookup};
 use crate::protocol::response::Rated;
 use crate::protocol::ErrorReply;
+use crate::room::change::Mutation;
 use crate::room::{now_millis, Rating};
-use crate::store::apply::Mutation;
 
 /// `addRating`: appends a user's rating of a media, once per user and media.
 #[derive(Debug, Serialize)]

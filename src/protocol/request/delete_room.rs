@@ -5,8 +5,8 @@ use serde::Serialize;
 use super::{Args, Decode, Operation, RoomLookup};
 use crate::protocol::response::Deleted;
 use crate::protocol::ErrorReply;
+use crate::room::change::Mutation;
 use crate::room::Revision;
-use crate::store::apply::Mutation;
 
 /// `deleteRoom`: deleting a missing room is a success that deleted nothing.
 #[derive(Debug, Serialize)]

@@ -5,8 +5,8 @@ use serde::Serialize;
 use super::{Args, Decode, Operation};
 use crate::protocol::response::DeletedCount;
 use crate::protocol::ErrorReply;
+use crate::room::change::Mutation;
 use crate::room::EpochMillis;
-use crate::store::apply::Mutation;
 
 /// `deleteRooms`: every room created before an instant. `Instant` as in [`super::ListRooms`].
 #[derive(Debug, Serialize)]

@@ -17,8 +17,8 @@ use serde::{Serialize, Serializer};
 
 pub use super::decode::{decode, Args, Envelope, Rejected};
 use super::ErrorReply;
+use crate::room::change::Mutation;
 use crate::room::RoomName;
-use crate::store::apply::Mutation;
 
 mod add_rating;
 mod daemon;

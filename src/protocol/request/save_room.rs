@@ -5,9 +5,9 @@ use serde::Serialize;
 use super::{Args, Decode, Operation};
 use crate::protocol::response::NewRevision;
 use crate::protocol::ErrorReply;
+use crate::room::change::Mutation;
+use crate::room::prepare::PreparedRoom;
 use crate::room::Revision;
-use crate::store::apply::Mutation;
-use crate::store::prepare::PreparedRoom;
 
 /// `saveRoom`: creates or replaces a whole room. `Room` is the daemon's checked
 /// [`PreparedRoom`]; a client sends the room's JSON text as it is (`&RawValue`).

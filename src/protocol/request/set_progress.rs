@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::{Args, Decode, Operation, RoomLookup};
 use crate::protocol::response::NewRevision;
 use crate::protocol::ErrorReply;
-use crate::store::apply::Mutation;
+use crate::room::change::Mutation;
 
 /// `setProgress`: sets how far a user got through a room's media.
 #[derive(Debug, Serialize)]

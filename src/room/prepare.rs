@@ -1,7 +1,8 @@
 //! Turning room JSON into a [`PreparedRoom`]: checked, compact, facts taken out.
 //!
-//! The fast path never builds a JSON tree: one pass of the [`crate::scan`] scanner checks the
-//! text against PROTOCOL.md section 4 (failing on anything the full validator would refuse) and
+//! The fast path never builds a JSON tree: one pass of the [`super::scan`] scanner checks the
+//! text against PROTOCOL.md section 4, read from the same rules table as the validator
+//! ([`FIELDS`]), failing on anything the full validator would refuse, and
 //! keeps the room's own bytes, with insignificant whitespace removed. Loading 100,000 room
 //! files or saving a big room is then a scan, not thousands of allocations. Anything the fast
 //! path does not accept (including valid-but-unusual input such as duplicate keys) goes through
@@ -15,10 +16,11 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::body::RoomBody;
-use super::snapshot::{self, RoomEntry, RoomFacts};
-use crate::protocol::surrogate;
-use crate::room::{self, RoomError, RoomName, ValidRoom};
-use crate::scan::Scanner;
+use super::entry::{self, RoomEntry, RoomFacts, SUMMARY_FIELDS};
+use super::scan::Scanner;
+use super::surrogate;
+use super::validate::{position, Shape, FIELDS, FILTER_STRINGS, FILTER_VALUES};
+use crate::room::{self, Rating, RoomError, RoomName, ValidRoom};
 
 /// A validated room made ready for the actor: encoded and its facts taken out, off the actor.
 /// Cloning it is cheap (the JSON and the facts are shared).
@@ -112,98 +114,83 @@ pub fn scan<'a>(scanner: &mut Scanner<'a>) -> Option<(&'a str, PreparedRoom)> {
     Some((json, prepare(view, json.as_bytes())?))
 }
 
-/// The fields that hold a room's facts, as written, and its rating count.
+/// The room's scalar fields as written (`None` when absent), in [`FIELDS`] order, and its rating
+/// count.
 struct RoomView<'a> {
-    room_name: &'a str,
-    sort: &'a str,
-    created_at: &'a str,
-    creator_plex_user_id: &'a str,
-    creator_plex_username: &'a str,
-    /// `None` when absent or `null`.
-    password: Option<&'a str>,
+    raw: [Option<&'a str>; FIELDS.len()],
     rating_count: usize,
 }
 
-/// The fields section 4 types; the first six are kept as written, the others only checked.
-const FIELDS: [&str; 10] = [
-    "roomName",
-    "sort",
-    "createdAt",
-    "creatorPlexUserId",
-    "creatorPlexUsername",
-    "password",
-    "options",
-    "filters",
-    "ratings",
-    "userProgress",
-];
-
-/// Checks a room object's structure against section 4; unknown fields are passed over (and
-/// kept, verbatim, in the room's text). The facts' values are checked by [`prepare`].
+/// Checks a room object's structure against section 4 ([`FIELDS`]); unknown fields are passed
+/// over (and kept, verbatim, in the room's text). Scalar fields are kept as written and checked
+/// by [`prepare`], which takes the facts from them.
 fn scan_room<'a>(scanner: &mut Scanner<'a>) -> Option<RoomView<'a>> {
-    let mut raw: [Option<&'a str>; 6] = [None; 6];
+    let mut raw = [None; FIELDS.len()];
     let mut seen = 0u16;
     let mut rating_count = 0;
     scanner.object(|s, key| {
         // An escaped key may spell a known field: the validator decides.
         let key = key.plain()?;
-        let Some(field) = FIELDS.iter().position(|known| *known == key) else {
+        let Some(at) = FIELDS.iter().position(|known| known.name == key) else {
             return s.skip_value();
         };
-        if seen & (1 << field) != 0 {
+        if seen & (1 << at) != 0 {
             return None; // repeated: the validator decides which one counts
         }
-        seen |= 1 << field;
-        match field {
-            0..=5 => raw[field] = Some(s.value()?),
-            6 => s.nullable(|s| s.array(|s| s.string().map(drop)))?,
-            7 => s.nullable(|s| s.array(filter))?,
-            8 => s.nullable(|s| {
-                s.object(|s, _movie| {
-                    s.array(|s| {
-                        rating(s)?;
-                        rating_count += 1;
-                        Some(())
-                    })
-                })
-            })?,
-            _ => s.nullable(|s| s.object(|s, _user| s.uint().map(drop)))?,
+        seen |= 1 << at;
+        let field = &FIELDS[at];
+        if field.shape.is_scalar() {
+            raw[at] = Some(s.value()?);
+            return Some(());
         }
-        Some(())
+        if field.required && s.peek()? == b'n' {
+            return None; // null: the validator says it is required
+        }
+        s.nullable(|s| match field.shape {
+            Shape::Strings => s.array(|s| s.string().map(drop)),
+            Shape::Filters => s.array(filter),
+            Shape::Ratings => s.object(|s, _movie| {
+                s.array(|s| {
+                    rating(s)?;
+                    rating_count += 1;
+                    Some(())
+                })
+            }),
+            Shape::Progress => s.object(|s, _user| s.uint().map(drop)),
+            // Kept as written above.
+            Shape::Name
+            | Shape::OneOf(_)
+            | Shape::Timestamp
+            | Shape::String
+            | Shape::StringOrInteger => None,
+        })
     })?;
-    let [room_name, sort, created_at, user_id, username, password] = raw;
-    Some(RoomView {
-        room_name: room_name?,
-        sort: sort?,
-        created_at: created_at?,
-        creator_plex_user_id: user_id?,
-        creator_plex_username: username?,
-        password: password.filter(|raw| *raw != "null"),
-        rating_count,
-    })
+    Some(RoomView { raw, rating_count })
 }
 
-/// One filter: `key` and `operator` strings and a `value` array of strings, all required.
+/// One filter: the [`FILTER_STRINGS`] strings and a [`FILTER_VALUES`] array of strings, all
+/// required.
 fn filter(scanner: &mut Scanner) -> Option<()> {
+    const ALL: u8 = (1 << (FILTER_STRINGS.len() + 1)) - 1;
     let mut seen = 0u8;
     scanner.object(|s, key| {
-        let field = match key.plain()? {
-            "key" => 0,
-            "operator" => 1,
-            "value" => 2,
-            _ => return s.skip_value(),
+        let key = key.plain()?;
+        let field = match FILTER_STRINGS.iter().position(|known| *known == key) {
+            Some(at) => at,
+            None if key == FILTER_VALUES => FILTER_STRINGS.len(),
+            None => return s.skip_value(),
         };
         if seen & (1 << field) != 0 {
             return None;
         }
         seen |= 1 << field;
-        if field == 2 {
+        if field == FILTER_STRINGS.len() {
             s.array(|s| s.string().map(drop))
         } else {
             s.string().map(drop)
         }
     })?;
-    (seen == 0b111).then_some(())
+    (seen == ALL).then_some(())
 }
 
 /// One rating tuple: `[userName, "like" | "dislike", epoch milliseconds]`.
@@ -211,9 +198,7 @@ fn rating(s: &mut Scanner) -> Option<()> {
     s.punct(b'[')?;
     s.string()?;
     s.punct(b',')?;
-    if !matches!(s.string()?.plain()?, "like" | "dislike") {
-        return None;
-    }
+    Rating::parse(s.string()?.plain()?)?;
     s.punct(b',')?;
     s.uint()?;
     s.punct(b']')
@@ -241,43 +226,72 @@ fn integer_text(raw: &str) -> Option<String> {
     }
 }
 
-/// Checks the facts' values and builds the prepared room from the room's text, `json`.
-fn prepare(view: RoomView, json: &[u8]) -> Option<PreparedRoom> {
-    let name = RoomName::new(&text(view.room_name)?).ok()?;
-    if !matches!(&*text(view.sort)?, "random" | "rating") {
-        return None;
+/// Where the facts are in [`FIELDS`] (a misspelt name does not build).
+const CREATOR_ID: usize = position("creatorPlexUserId");
+const CREATOR_NAME: usize = position("creatorPlexUsername");
+const PASSWORD: usize = position("password");
+const SUMMARY: [usize; SUMMARY_FIELDS.len()] = {
+    let mut at = [0; SUMMARY_FIELDS.len()];
+    let mut i = 0;
+    while i < at.len() {
+        at[i] = position(SUMMARY_FIELDS[i]);
+        i += 1;
     }
-    let created_at = room::parse_timestamp(&text(view.created_at)?)?;
-    let creator_id = match text(view.creator_plex_user_id) {
-        Some(id) => id.into_owned(),
-        None => integer_text(view.creator_plex_user_id)?,
+    at
+};
+
+/// Checks the scalar fields' values against [`FIELDS`] and builds the prepared room from the
+/// room's text, `json`.
+fn prepare(view: RoomView, json: &[u8]) -> Option<PreparedRoom> {
+    let mut name = None;
+    let mut created_at = None;
+    for (field, raw) in FIELDS.iter().zip(view.raw) {
+        let Some(raw) = raw.filter(|raw| *raw != "null") else {
+            if field.required {
+                return None;
+            }
+            continue;
+        };
+        match field.shape {
+            Shape::Name => name = Some(RoomName::new(&text(raw)?).ok()?),
+            Shape::Timestamp => created_at = Some(room::parse_timestamp(&text(raw)?)?),
+            Shape::OneOf(allowed) => {
+                if !allowed.contains(&&*text(raw)?) {
+                    return None;
+                }
+            }
+            Shape::String => drop(text(raw)?),
+            Shape::StringOrInteger => {
+                if text(raw).is_none() {
+                    integer_text(raw)?;
+                }
+            }
+            // Checked while scanning.
+            Shape::Strings | Shape::Filters | Shape::Ratings | Shape::Progress => {}
+        }
+    }
+    // Present and checked above: each of these fields is required, or `None` when absent.
+    let string = |at: usize| view.raw[at].filter(|raw| *raw != "null").and_then(text);
+    let creator_id = match string(CREATOR_ID) {
+        Some(id) => Some(id.into_owned()),
+        None => view.raw[CREATOR_ID].and_then(integer_text),
     };
-    let creator_name = text(view.creator_plex_username)?;
-    let password = match view.password {
-        Some(raw) => Some(text(raw)?)
-            .filter(|p| !p.is_empty())
-            .map(Cow::into_owned),
-        None => None,
-    };
-    let summary_head = snapshot::summary_head(
-        [
-            view.room_name,
-            view.sort,
-            view.created_at,
-            view.creator_plex_user_id,
-            view.creator_plex_username,
-        ],
+    let password = string(PASSWORD)
+        .filter(|p| !p.is_empty())
+        .map(Cow::into_owned);
+    let summary_head = entry::summary_head(
+        SUMMARY.map(|at| view.raw[at].unwrap_or("null")),
         password.is_some(),
     );
     let facts = RoomFacts {
-        created_at,
-        creator_plex_user_id: Some(creator_id),
-        creator_plex_username: Some(creator_name.into_owned()),
+        created_at: created_at?,
+        creator_plex_user_id: creator_id,
+        creator_plex_username: string(CREATOR_NAME).map(Cow::into_owned),
         password,
         summary_head,
     };
     Some(PreparedRoom {
-        name,
+        name: name?,
         facts: Arc::new(facts),
         encoded: minify(json),
         rating_count: view.rating_count,
@@ -346,6 +360,7 @@ pub(super) fn minify(json: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::validate::SORTS;
     use serde_json::{json, Value};
 
     /// The fast path alone, on a whole text.
@@ -408,6 +423,51 @@ mod tests {
             let (prepared, valid) = both(&room);
             assert!(prepared.is_none(), "fast path accepted a bad {field}");
             assert!(valid.is_err(), "validator accepted a bad {field}");
+        }
+    }
+
+    /// Every row of the rules table, read by both paths: absent, `null` and mistyped, each
+    /// path takes exactly what the other takes, and the validator names the field.
+    #[test]
+    fn both_paths_follow_every_row_of_the_rules() {
+        let base = json!({
+            "roomName": "r", "password": "p", "sort": "rating",
+            "createdAt": "2025-10-25T20:00:00Z", "creatorPlexUserId": "1",
+            "creatorPlexUsername": "j", "options": ["x"],
+            "filters": [{"key": "g", "operator": "=", "value": ["A"]}],
+            "ratings": {"m": [["j", "like", 1]]}, "userProgress": {"j": 5}
+        });
+        assert!(both(&base).0.is_some());
+        for field in &FIELDS {
+            let mut absent = base.clone();
+            absent.as_object_mut().unwrap().remove(field.name);
+            let mut null = base.clone();
+            null[field.name] = Value::Null;
+            for room in [absent, null] {
+                let (prepared, valid) = both(&room);
+                assert_eq!(prepared.is_some(), !field.required, "{}", field.name);
+                match valid {
+                    Ok(_) => assert!(!field.required, "{}", field.name),
+                    Err(e) => assert_eq!(
+                        (e.path.as_str(), e.expected.as_str()),
+                        (field.name, "required")
+                    ),
+                }
+            }
+            for wrong in [json!(1.5), json!(true), json!([{}])] {
+                let mut room = base.clone();
+                room[field.name] = wrong;
+                let (prepared, valid) = both(&room);
+                assert!(prepared.is_none(), "{}", field.name);
+                let error = valid.expect_err(field.name);
+                assert!(error.path.starts_with(field.name), "{error}");
+            }
+        }
+        for sort in SORTS {
+            let mut room = base.clone();
+            room["sort"] = json!(sort);
+            let (prepared, valid) = both(&room);
+            assert!(prepared.is_some() && valid.is_ok(), "{sort}");
         }
     }
 
