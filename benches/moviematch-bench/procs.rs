@@ -13,6 +13,9 @@ pub struct Server {
     pub child: Child,
     pub socket: PathBuf,
     pub proto: Proto,
+    /// Another process whose CPU counts as this server's (the Redis behind a daemon with
+    /// `storageType: redis`).
+    pub behind: Option<u32>,
 }
 
 impl Server {
@@ -30,9 +33,12 @@ impl Server {
             .unwrap_or(0)
     }
 
-    /// User + system CPU time the process has used so far (every thread).
+    /// User + system CPU time the process (and the one behind it) has used so far.
     pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(&format!("/proc/{}/stat", self.pid()))
+        let behind = self
+            .behind
+            .map_or(0.0, |pid| cpu_seconds(&format!("/proc/{pid}/stat")));
+        cpu_seconds(&format!("/proc/{}/stat", self.pid())) + behind
     }
 
     pub async fn connect(&self) -> Conn {
@@ -42,10 +48,17 @@ impl Server {
     }
 
     /// SIGTERM and wait (the daemon folds its journal; Redis is told not to save).
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.stop_timed();
+    }
+
+    /// SIGTERM and wait; returns how long the process took to exit and whether it exited 0.
+    pub fn stop_timed(mut self) -> (Duration, bool) {
+        let started = Instant::now();
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        let ok = self.child.wait().is_ok_and(|status| status.success());
+        (started.elapsed(), ok)
     }
 
     pub fn kill9(mut self) {
@@ -83,6 +96,36 @@ async fn wait_ready(server: &Server, ping: &[u8], started: Instant) -> Duration 
 
 /// Starts the daemon with file storage in `dir`; returns it and its start-up time.
 pub async fn daemon(dir: &Path, durability: &str) -> (Server, Duration) {
+    let storage = dir.join("rooms");
+    let args: [&std::ffi::OsStr; 6] = [
+        "--storage-type".as_ref(),
+        "file".as_ref(),
+        "--durability".as_ref(),
+        durability.as_ref(),
+        "--storage-path".as_ref(),
+        storage.as_os_str(),
+    ];
+    daemon_with(dir, &args).await
+}
+
+/// Starts the daemon with `storageType: redis` on `redis` (keys under `bench:`), its own socket
+/// in `dir`. Its CPU includes that Redis's.
+pub async fn redis_daemon(dir: &Path, redis: &Server) -> (Server, Duration) {
+    let url = format!("unix://{}?db=0", redis.socket.display());
+    let args: [&std::ffi::OsStr; 6] = [
+        "--storage-type".as_ref(),
+        "redis".as_ref(),
+        "--redis-url".as_ref(),
+        url.as_ref(),
+        "--redis-prefix".as_ref(),
+        "bench:".as_ref(),
+    ];
+    let (mut server, took) = daemon_with(dir, &args).await;
+    server.behind = Some(redis.pid());
+    (server, took)
+}
+
+async fn daemon_with(dir: &Path, args: &[&std::ffi::OsStr]) -> (Server, Duration) {
     let socket = dir.join("storaged.sock");
     let started = Instant::now();
     let mut command = Command::new(DAEMON);
@@ -91,16 +134,9 @@ pub async fn daemon(dir: &Path, durability: &str) -> (Server, Duration) {
         command.env("TOKIO_WORKER_THREADS", workers);
     }
     let child = command
-        .args([
-            "--storage-type",
-            "file",
-            "--durability",
-            durability,
-            "--log-level",
-            "warn",
-        ])
-        .arg("--storage-path")
-        .arg(dir.join("rooms"))
+        .current_dir(dir)
+        .args(args)
+        .args(["--log-level", "warn"])
         .arg("--socket")
         .arg(&socket)
         .stdin(Stdio::null())
@@ -112,6 +148,7 @@ pub async fn daemon(dir: &Path, durability: &str) -> (Server, Duration) {
         child,
         socket,
         proto: Proto::Ndjson,
+        behind: None,
     };
     let took = wait_ready(&server, b"{\"op\":\"ping\"}\n", started).await;
     (server, took)
@@ -153,13 +190,36 @@ pub async fn redis(dir: &Path, appendfsync: &str) -> (Server, Duration) {
         child,
         socket,
         proto: Proto::Resp,
+        behind: None,
     };
     let took = wait_ready(&server, &resp(&[b"PING"]), started).await;
     (server, took)
 }
 
-/// User + system CPU time used so far by the process whose `stat` file is `stat_path`
-/// (`/proc/self/stat` for the benchmark's own client side).
+/// User + system CPU time this process (the benchmark's client) has used so far, to the
+/// microsecond (`/proc` counts in 10 ms ticks).
+pub fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    rusage_seconds(&usage)
+}
+
+/// User + system CPU time of the child processes waited for so far.
+pub fn children_cpu_seconds() -> f64 {
+    // SAFETY: as in `own_cpu_seconds`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    rusage_seconds(&usage)
+}
+
+/// User + system time in a `rusage`.
+fn rusage_seconds(usage: &libc::rusage) -> f64 {
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// User + system CPU time used so far by the process whose `stat` file is `stat_path`.
 pub fn cpu_seconds(stat_path: &str) -> f64 {
     let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
     // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.

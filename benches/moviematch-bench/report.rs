@@ -10,6 +10,11 @@ pub struct Stats {
     pub ops_per_sec: f64,
     pub p50_us: u32,
     pub p99_us: u32,
+    /// The server's CPU time per request (all its threads), in microseconds.
+    pub server_us: f64,
+    /// The client's (this process's) CPU time per request, in microseconds.
+    pub client_us: f64,
+    pub requests: usize,
 }
 
 impl Stats {
@@ -25,7 +30,17 @@ impl Stats {
             ops_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
             p50_us: at(0.50),
             p99_us: at(0.99),
+            server_us: 0.0,
+            client_us: 0.0,
+            requests: latencies.len(),
         }
+    }
+
+    /// Spreads the CPU seconds each side used over the requests measured.
+    pub fn set_cpu(&mut self, server_seconds: f64, client_seconds: f64) {
+        let requests = self.requests.max(1) as f64;
+        self.server_us = server_seconds * 1e6 / requests;
+        self.client_us = client_seconds * 1e6 / requests;
     }
 }
 
@@ -35,9 +50,11 @@ pub struct Row {
     pub note: String,
     pub clients: usize,
     pub depth: usize,
+    /// Threads of the benchmark's client runtime (throughput rows; 0 for the others).
+    pub client_threads: usize,
     pub ours: Stats,
     pub redis: Option<Stats>,
-    /// For rows that are a single number each (memory, start-up): ours, Redis.
+    /// For rows that are a single number each (memory, start-up, stop): ours, Redis.
     pub values: Option<(f64, f64)>,
 }
 
@@ -55,18 +72,21 @@ impl Row {
             note: note.into(),
             clients,
             depth,
+            client_threads: 0,
             ours,
             redis: Some(redis),
             values: None,
         }
     }
 
+    /// A row of one number each where lower is better (MiB, ms, us).
     pub fn single(what: &str, ours: f64, redis: f64) -> Row {
         Row {
             what: what.into(),
             note: String::new(),
             clients: 0,
             depth: 0,
+            client_threads: 0,
             ours: Stats::default(),
             redis: None,
             values: Some((ours, redis)),
@@ -79,13 +99,14 @@ impl Row {
             note: String::new(),
             clients: 1,
             depth: 1,
+            client_threads: 0,
             ours,
             redis: None,
             values: None,
         }
     }
 
-    /// Ours / Redis, so that above 1.0 is better for us (for RSS and start-up, Redis / ours).
+    /// Ours / Redis, so that above 1.0 is better for us (for single numbers, Redis / ours).
     fn ratio(&self) -> Option<f64> {
         match (self.redis, self.values) {
             (Some(redis), _) if redis.ops_per_sec > 0.0 => {
@@ -100,7 +121,10 @@ impl Row {
 #[derive(Default)]
 pub struct Report {
     pub rows: Vec<Row>,
-    pub facts: Vec<String>,
+    /// Stamped on the throughput rows pushed while it is set.
+    pub client_threads: usize,
+    /// Checks that failed: printed after the table, and the run exits 1.
+    pub failures: Vec<String>,
 }
 
 fn ms(us: u32) -> String {
@@ -108,42 +132,78 @@ fn ms(us: u32) -> String {
 }
 
 impl Report {
-    pub fn push(&mut self, row: Row) {
+    /// A check failed: the run goes on (the other rows still count) but ends in failure.
+    pub fn fail(&mut self, what: String) {
+        eprintln!("  FAILED: {what}");
+        self.failures.push(what);
+    }
+
+    pub fn push(&mut self, mut row: Row) {
         eprintln!(
             "  measured: {} {} c={} d={}",
             row.what, row.note, row.clients, row.depth
         );
+        if row.redis.is_some() {
+            row.client_threads = self.client_threads;
+        }
         self.rows.push(row);
     }
 
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "| workload | mode | clients x depth | ours ops/s | p50 ms | p99 ms | Redis ops/s | p50 ms | p99 ms | ours/Redis |");
-        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
-        for row in self.rows.iter().filter(|r| r.redis.is_some()) {
-            let redis = row.redis.unwrap_or_default();
+        let mut threads: Vec<usize> = self
+            .rows
+            .iter()
+            .filter(|r| r.redis.is_some())
+            .map(|r| r.client_threads)
+            .collect();
+        threads.sort_unstable();
+        threads.dedup();
+        for threads in threads {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} x {} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} |",
-                row.what,
-                row.note,
-                row.clients,
-                row.depth,
-                row.ours.ops_per_sec,
-                ms(row.ours.p50_us),
-                ms(row.ours.p99_us),
-                redis.ops_per_sec,
-                ms(redis.p50_us),
-                ms(redis.p99_us),
-                row.ratio().unwrap_or(0.0)
+                "\nClient on {threads} thread{} (CPU: microseconds per request, server / client):\n",
+                if threads == 1 { "" } else { "s" }
             );
+            let _ = writeln!(out, "| workload | mode | clients x depth | ours ops/s | p50 ms | p99 ms | CPU us | Redis ops/s | p50 ms | p99 ms | CPU us | ours/Redis |");
+            let _ = writeln!(
+                out,
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for row in self
+                .rows
+                .iter()
+                .filter(|r| r.redis.is_some() && r.client_threads == threads)
+            {
+                let redis = row.redis.unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} x {} | {:.0} | {} | {} | {:.1} / {:.1} | {:.0} | {} | {} | {:.1} / {:.1} | {:.2} |",
+                    row.what,
+                    row.note,
+                    row.clients,
+                    row.depth,
+                    row.ours.ops_per_sec,
+                    ms(row.ours.p50_us),
+                    ms(row.ours.p99_us),
+                    row.ours.server_us,
+                    row.ours.client_us,
+                    redis.ops_per_sec,
+                    ms(redis.p50_us),
+                    ms(redis.p99_us),
+                    redis.server_us,
+                    redis.client_us,
+                    row.ratio().unwrap_or(0.0)
+                );
+            }
         }
-        let _ = writeln!(
-            out,
-            "\n| {} | ours | Redis | Redis/ours |",
-            self.facts.join(", ")
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|");
+        if self.rows.iter().any(|r| r.values.is_some()) {
+            let _ = writeln!(
+                out,
+                "\n| measure (lower is better) | ours | Redis | Redis/ours |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|");
+        }
         for row in self.rows.iter().filter(|r| r.values.is_some()) {
             let (ours, redis) = row.values.unwrap_or_default();
             let _ = writeln!(
@@ -173,23 +233,28 @@ impl Report {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let mut out = String::from("workload,mode,clients,depth,ours_ops,ours_p50_us,ours_p99_us,redis_ops,redis_p50_us,redis_p99_us,ours_value,redis_value,ratio\n");
+        let mut out = String::from("workload,mode,client_threads,clients,depth,ours_ops,ours_p50_us,ours_p99_us,ours_server_cpu_us,ours_client_cpu_us,redis_ops,redis_p50_us,redis_p99_us,redis_server_cpu_us,redis_client_cpu_us,ours_value,redis_value,ratio\n");
         for row in &self.rows {
             let redis = row.redis.unwrap_or_default();
             let (ov, rv) = row.values.unwrap_or_default();
             let _ = writeln!(
                 out,
-                "\"{}\",\"{}\",{},{},{:.1},{},{},{:.1},{},{},{:.3},{:.3},{:.3}",
+                "\"{}\",\"{}\",{},{},{},{:.1},{},{},{:.2},{:.2},{:.1},{},{},{:.2},{:.2},{:.3},{:.3},{:.3}",
                 row.what,
                 row.note,
+                row.client_threads,
                 row.clients,
                 row.depth,
                 row.ours.ops_per_sec,
                 row.ours.p50_us,
                 row.ours.p99_us,
+                row.ours.server_us,
+                row.ours.client_us,
                 redis.ops_per_sec,
                 redis.p50_us,
                 redis.p99_us,
+                redis.server_us,
+                redis.client_us,
                 ov,
                 rv,
                 row.ratio().unwrap_or(0.0)
@@ -212,7 +277,10 @@ impl Report {
         let _ = writeln!(svg, "<text x=\"4\" y=\"14\">latency, log scale 1 µs - 1 s: ours (blue), Redis (red); p50 solid, p99 light</text>");
         for (i, row) in rows.iter().enumerate() {
             let y = 30.0 + i as f64 * (2.0 * bar + gap);
-            let label = format!("{} {} {}x{}", row.what, row.note, row.clients, row.depth);
+            let label = format!(
+                "{} {} {}x{} ({}t)",
+                row.what, row.note, row.clients, row.depth, row.client_threads
+            );
             let _ = writeln!(
                 svg,
                 "<text x=\"4\" y=\"{}\">{}</text>",

@@ -1,12 +1,17 @@
 //! One client for both peers: the daemon's NDJSON and Redis's RESP, over a Unix socket.
 //!
-//! Both go through the same buffered tokio stream and the same send/receive loop, so the
-//! comparison measures the servers, not two different clients.
+//! Both go through the same buffered tokio stream and the same send/receive loop, and both read
+//! a reply the same lean way, as `redis-benchmark` does: copy its first line (at most 64 bytes
+//! of it for NDJSON, the header for RESP), check that it is not an error, and skip the rest in
+//! the read buffer without copying or parsing it. So the client spends about the same CPU per
+//! reply on either protocol, and the comparison measures the servers. The bench prints the
+//! client's CPU per request for both in every row, and checks this client against
+//! `redis-benchmark` on the same Redis (`check.rs`).
 
 use std::io;
 use std::path::Path;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
@@ -20,8 +25,14 @@ pub struct Conn {
     proto: Proto,
     reader: BufReader<OwnedReadHalf>,
     writer: BufWriter<OwnedWriteHalf>,
-    line: Vec<u8>,
+    /// The start of the reply being read (what is checked); the rest is skipped.
+    head: Vec<u8>,
+    /// Bytes of replies read so far (to check that both peers answer alike).
+    received: usize,
 }
+
+/// How much of an NDJSON reply is looked at: `"ok":true` comes first in every reply.
+const NDJSON_HEAD: usize = 64;
 
 /// A RESP command: `*N` then `$len arg` for each argument.
 pub fn resp(args: &[&[u8]]) -> Vec<u8> {
@@ -48,7 +59,8 @@ impl Conn {
             proto,
             reader: BufReader::with_capacity(256 * 1024, read),
             writer: BufWriter::with_capacity(256 * 1024, write),
-            line: Vec::with_capacity(1024),
+            head: Vec::with_capacity(NDJSON_HEAD + 64),
+            received: 0,
         })
     }
 
@@ -64,14 +76,10 @@ impl Conn {
     pub async fn recv(&mut self) -> io::Result<()> {
         match self.proto {
             Proto::Ndjson => {
-                self.line.clear();
-                if self.reader.read_until(b'\n', &mut self.line).await? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                let ok = self.line.windows(9).take(64).any(|w| w == b"\"ok\":true");
-                if !ok {
+                self.read_line(NDJSON_HEAD).await?;
+                if memchr::memmem::find(&self.head, b"\"ok\":true").is_none() {
                     return Err(io::Error::other(
-                        String::from_utf8_lossy(&self.line).into_owned(),
+                        String::from_utf8_lossy(&self.head).into_owned(),
                     ));
                 }
                 Ok(())
@@ -80,40 +88,95 @@ impl Conn {
         }
     }
 
-    /// The next reply line, for callers that need its content (NDJSON only).
+    /// Reads one reply as [`Conn::recv`] does and returns its length in bytes.
+    pub async fn recv_len(&mut self) -> io::Result<usize> {
+        let before = self.received;
+        self.recv().await?;
+        Ok(self.received - before)
+    }
+
+    /// The next reply line whole, for callers that check its content (NDJSON only).
     pub async fn recv_line(&mut self) -> io::Result<Vec<u8>> {
-        self.line.clear();
-        self.reader.read_until(b'\n', &mut self.line).await?;
-        Ok(self.line.clone())
+        let mut line = Vec::new();
+        if self.reader.read_until(b'\n', &mut line).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(line)
+    }
+
+    /// Reads up to and including the next `\n`, keeping at most `keep` bytes of it in `head`.
+    async fn read_line(&mut self, keep: usize) -> io::Result<()> {
+        self.head.clear();
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let (used, done) = match memchr::memchr(b'\n', buf) {
+                Some(end) => (end + 1, true),
+                None => (buf.len(), false),
+            };
+            let room = keep.saturating_sub(self.head.len()).min(used);
+            self.head.extend_from_slice(&buf[..room]);
+            self.reader.consume(used);
+            self.received += used;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Skips `n` bytes of the reply without copying them.
+    async fn skip(&mut self, mut n: usize) -> io::Result<()> {
+        while n > 0 {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let used = buf.len().min(n);
+            self.reader.consume(used);
+            self.received += used;
+            n -= used;
+        }
+        Ok(())
+    }
+
+    /// The number after a RESP header's type byte (`$5120\r\n` -> 5120).
+    fn header_number(&self) -> i64 {
+        let digits = self.head.get(1..).unwrap_or_default();
+        let digits = digits.strip_suffix(b"\r\n").unwrap_or(digits);
+        let (negative, digits) = match digits.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, digits),
+        };
+        let n = digits
+            .iter()
+            .fold(0i64, |n, d| n * 10 + i64::from(d.wrapping_sub(b'0')));
+        if negative {
+            -n
+        } else {
+            n
+        }
     }
 
     async fn recv_resp(&mut self) -> io::Result<()> {
         let mut pending = 1usize;
         while pending > 0 {
             pending -= 1;
-            self.line.clear();
-            if self.reader.read_until(b'\n', &mut self.line).await? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let number = || {
-                std::str::from_utf8(&self.line[1..self.line.len().saturating_sub(2)])
-                    .ok()
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .unwrap_or(-1)
-            };
-            match self.line.first() {
+            // A header line is short; an error line is kept whole enough to report.
+            self.read_line(256).await?;
+            match self.head.first() {
                 Some(b'+' | b':') => {}
                 Some(b'$') => {
-                    let len = number();
+                    let len = self.header_number();
                     if len >= 0 {
-                        let mut skip = vec![0u8; len as usize + 2];
-                        self.reader.read_exact(&mut skip).await?;
+                        self.skip(len as usize + 2).await?;
                     }
                 }
-                Some(b'*') => pending += number().max(0) as usize,
+                Some(b'*') => pending += self.header_number().max(0) as usize,
                 _ => {
                     return Err(io::Error::other(
-                        String::from_utf8_lossy(&self.line).into_owned(),
+                        String::from_utf8_lossy(&self.head).into_owned(),
                     ))
                 }
             }

@@ -1,0 +1,176 @@
+//! Rows beyond the main table: the daemon with `storageType: redis` against the same Redis used
+//! directly, `addRating` as one media's ratings grow, and `listRooms` with `summary`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::procs::{self, Server};
+use crate::report::{Report, Row, Stats};
+use crate::wire::{ndjson, resp, Conn};
+use crate::work::{measure, room_of_size, Work};
+use crate::{row_duration, wanted};
+
+/// The daemon with `storageType: redis` (its CPU counted with its Redis's) against that same
+/// Redis (`appendfsync everysec`) used directly, at 1 and 50 clients.
+pub async fn redis_backend(report: &mut Report, quick: bool, only: Option<&str>, dir: &Path) {
+    let label = "storageType redis vs the same Redis";
+    let works = [Work::Get5k, Work::Save { kb: 5 }, Work::Rate { kb: 5 }];
+    let shapes = [(1, 1), (50, 1)];
+    let rows: Vec<(Work, usize, usize)> = works
+        .iter()
+        .flat_map(|&w| shapes.iter().map(move |&(c, d)| (w, c, d)))
+        .filter(|(w, c, d)| wanted(only, &format!("{} {label} {c}x{d};", w.name())))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let redis_dir = dir.join("backend-redis");
+    let ours_dir = dir.join("backend-ours");
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    std::fs::create_dir_all(&ours_dir).unwrap();
+    let (redis, _) = procs::redis(&redis_dir, "everysec").await;
+    let (ours, _) = procs::redis_daemon(&ours_dir, &redis).await;
+    let duration = row_duration(quick);
+    for (work, clients, depth) in rows {
+        work.prepare(&ours, &redis, clients).await;
+        let a = measure(&ours, work, clients, depth, duration).await;
+        let b = measure(&redis, work, clients, depth, duration).await;
+        report.push(Row::throughput(&work.name(), label, clients, depth, a, b));
+    }
+    ours.stop();
+    redis.stop();
+    let _ = std::fs::remove_dir_all(&redis_dir);
+    let _ = std::fs::remove_dir_all(&ours_dir);
+}
+
+/// One request at a time; returns the wall time it took, in microseconds.
+async fn one(conn: &mut Conn, request: &[u8]) -> f64 {
+    let sent = Instant::now();
+    conn.send(request).await.expect("send");
+    conn.flush().await.expect("send");
+    conn.recv().await.expect("a rating failed");
+    sent.elapsed().as_secs_f64() * 1e6
+}
+
+/// Wall time per rating (us) at each of `marks` ratings on one media of one room, each mark the
+/// mean of the last `window` ratings before it; `request(n)` is the n-th rating.
+async fn per_rating_at(
+    server: &Server,
+    marks: &[usize],
+    window: usize,
+    request: impl Fn(usize) -> Vec<u8>,
+) -> Vec<f64> {
+    let mut conn = server.connect().await;
+    let mut n = 0;
+    let mut costs = Vec::new();
+    for &mark in marks {
+        while n < mark - window {
+            one(&mut conn, &request(n)).await;
+            n += 1;
+        }
+        let mut total = 0.0;
+        let cpu = server.cpu_seconds();
+        while n < mark {
+            total += one(&mut conn, &request(n)).await;
+            n += 1;
+        }
+        eprintln!(
+            "  {:?} at {mark} ratings: {:.0} us per rating, {:.0} us of server CPU",
+            server.proto,
+            total / window as f64,
+            (server.cpu_seconds() - cpu) * 1e6 / window as f64
+        );
+        costs.push(total / window as f64);
+    }
+    costs
+}
+
+/// One client adding ratings to one 100 KB room, every rating for the same media from a new
+/// user (relaxed, against Redis `RPUSH` with `appendfsync everysec`): what a rating costs as
+/// that media's ratings grow.
+pub async fn growing_ratings(report: &mut Report, quick: bool, dir: &Path) {
+    let (marks, window): (&[usize], usize) = if quick {
+        (&[200, 400], 50)
+    } else {
+        (&[2_000, 4_000, 8_000, 12_000], 200)
+    };
+    let ours_dir = dir.join("grow-ours");
+    let redis_dir = dir.join("grow-redis");
+    std::fs::create_dir_all(&ours_dir).unwrap();
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    let (ours, _) = procs::daemon(&ours_dir, "relaxed").await;
+    let (redis, _) = procs::redis(&redis_dir, "everysec").await;
+    let work = Work::Rate { kb: 100 };
+    work.prepare(&ours, &redis, 1).await;
+    let key = work.key(0);
+    let at = |n: usize| 1729890000000u64 + n as u64;
+    let ours_costs = per_rating_at(&ours, marks, window, |n| {
+        ndjson(&json!({
+            "op": "addRating", "roomName": key, "mediaId": "plex://movie/popular",
+            "userName": format!("user{n}"), "rating": "like", "timestamp": at(n),
+        }))
+    })
+    .await;
+    let redis_costs = per_rating_at(&redis, marks, window, |n| {
+        let tuple = format!("[\"user{n}\",\"like\",{}]", at(n));
+        resp(&[b"RPUSH", key.as_bytes(), tuple.as_bytes()])
+    })
+    .await;
+    ours.stop();
+    redis.stop();
+    let _ = std::fs::remove_dir_all(&ours_dir);
+    let _ = std::fs::remove_dir_all(&redis_dir);
+    for ((mark, ours), redis) in marks.iter().zip(ours_costs).zip(redis_costs) {
+        report.push(Row::single(
+            &format!(
+                "addRating, one media of a 100 KB room holding {mark} ratings (us per rating)"
+            ),
+            ours,
+            redis,
+        ));
+    }
+}
+
+/// `listRooms` with `summary` over 10,000 rooms (a relaxed daemon: this measures serving).
+pub async fn list_summary(report: &mut Report, dir: &Path) {
+    let ours_dir = dir.join("list");
+    std::fs::create_dir_all(&ours_dir).unwrap();
+    let (ours, _) = procs::daemon(&ours_dir, "relaxed").await;
+    let mut conn = ours.connect().await;
+    let template = room_of_size("x", 5 * 1024);
+    let names: Vec<String> = (0..10_000).map(|i| format!("list-{i:05}")).collect();
+    for chunk in names.chunks(500) {
+        for name in chunk {
+            let mut room = template.clone();
+            room["roomName"] = json!(name);
+            conn.send(&ndjson(&json!({"op": "saveRoom", "room": room})))
+                .await
+                .unwrap();
+        }
+        conn.flush().await.unwrap();
+        for _ in chunk {
+            conn.recv().await.unwrap();
+        }
+    }
+    let mut latencies = Vec::new();
+    let request = ndjson(&json!({"op": "listRooms", "summary": true}));
+    let start = Instant::now();
+    for _ in 0..50 {
+        let sent = Instant::now();
+        conn.send(&request).await.unwrap();
+        conn.flush().await.unwrap();
+        let line = conn.recv_line().await.unwrap();
+        assert!(
+            line.len() > 10_000 * 100,
+            "listRooms returned {} bytes",
+            line.len()
+        );
+        latencies.push(sent.elapsed().as_micros() as u32);
+    }
+    let stats = Stats::from_latencies(latencies, start.elapsed());
+    report.push(Row::latency("listRooms summary, 10,000 rooms", stats));
+    ours.stop();
+    let _ = std::fs::remove_dir_all(&ours_dir);
+}
