@@ -36,6 +36,8 @@
 //! - [`client`]: a small blocking client that sends [`protocol::request`] types and reads
 //!   [`protocol::response`] types (used by the CLI and tests).
 
+#[cfg(test)]
+mod allocated;
 pub mod backend;
 pub mod client;
 pub mod config;

@@ -231,3 +231,42 @@ async fn only_recently_changed_rooms_stay_hot() {
         assert_eq!(entry.revision, 2);
     }
 }
+
+#[test]
+fn a_rating_costs_the_same_however_many_ratings_the_media_has() {
+    // What the actor does per rating, with the previous version of the room still held (as a
+    // reader of the last published snapshot holds it): the "already rated" check, the change,
+    // the new entry and its summary, and the change record the journal and watchers get.
+    let mut rooms = RoomMap::new();
+    let mut changes = Vec::new();
+    super::apply::apply(&mut rooms, save("popular"), 1, &mut changes).unwrap();
+    let users: Vec<String> = (0..10_100).map(|n| format!("user-{n:05}")).collect();
+    let mut record = Vec::new();
+    let mut rated = 0;
+    let mut bytes_per_rating = |count: usize| {
+        let before = crate::allocated::so_far();
+        for user in &users[rated..rated + count] {
+            let published = rooms.clone();
+            changes.clear();
+            let outcome = super::apply::apply(&mut rooms, rate("popular", user), 2, &mut changes);
+            assert!(matches!(outcome, Ok(Outcome::Rated { added: true, .. })));
+            record.clear();
+            serde_json::to_writer(&mut record, &changes[0]).unwrap();
+            drop(published);
+        }
+        rated += count;
+        (crate::allocated::so_far() - before) / count as u64
+    };
+    let early = bytes_per_rating(100);
+    bytes_per_rating(9_900);
+    let late = bytes_per_rating(100);
+    assert_eq!(rooms.get("popular").unwrap().rating_count, 10_100);
+    // O(log n) paths may grow a little; a copy of the media's list grows 100-fold.
+    assert!(
+        late <= 3 * early,
+        "the 10,000th rating on a media allocated {late} bytes, the 100th {early}"
+    );
+    // "Already rated" is answered from the set, whatever the list holds.
+    let again = super::apply::apply(&mut rooms, rate("popular", "user-00042"), 3, &mut changes);
+    assert!(matches!(again, Ok(Outcome::Rated { added: false, .. })));
+}

@@ -431,3 +431,49 @@ fn an_unreadable_index_fails_the_start_instead_of_resetting_revisions() {
     let rooms = inline_backend(&fs, Durability::Strict).load().unwrap();
     assert_eq!(rooms["r"].revision, 2);
 }
+
+#[test]
+fn a_fold_holds_a_bounded_amount_of_room_texts_at_once() {
+    // 24 rooms of 1 MB: a fold that made every file's text before writing any held all 24
+    // (30 MB with their spare capacity); a bounded one keeps 8 MB and makes the rest again.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rooms = RoomMap::new();
+    let mut dirty = std::collections::BTreeSet::new();
+    for n in 0..24 {
+        let name = format!("big-{n}");
+        let room = validate(json!({
+            "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
+            "creatorPlexUserId": "1", "creatorPlexUsername": "john", "padding": "x".repeat(1 << 20)
+        }))
+        .unwrap();
+        let save = Mutation::Save {
+            room: Box::new(PreparedRoom::new(room)),
+            expected_revision: None,
+        };
+        crate::store::apply::apply(&mut rooms, save, 1, &mut Vec::new()).unwrap();
+        dirty.insert(RoomName::new(&name).unwrap());
+    }
+    let job = super::fold::FoldJob {
+        fs: Arc::new(super::fs::RealFs),
+        dir: tmp.path().to_owned(),
+        rooms: crate::room::entry::Snapshot { rooms },
+        dirty,
+        files: Default::default(),
+        lsn: 1,
+        closing: false,
+        strays: Vec::new(),
+    };
+    let (done, peak) = crate::allocated::peak_during(|| job.run());
+    done.result.unwrap();
+    assert_eq!(done.written.len(), 24);
+    for (name, record) in &done.written {
+        let bytes = std::fs::read(tmp.path().join(&record.file)).unwrap();
+        assert_eq!(bytes.len() as u64, record.len, "{name:?}");
+        assert_eq!(crc32fast::hash(&bytes), record.crc, "{name:?}");
+    }
+    assert!(
+        peak < 12 << 20,
+        "the fold of 24 MB of rooms had {} MB allocated at once",
+        peak >> 20
+    );
+}
