@@ -35,6 +35,8 @@
 //! - [`systemd`]: readiness, watchdog and socket activation under systemd.
 //! - [`client`]: a small blocking client that sends [`protocol::request`] types and reads
 //!   [`protocol::response`] types (used by the CLI and tests).
+//! - `test_support` (tests only, feature `test-support`): the protocol model the property tests
+//!   share.
 
 #[cfg(test)]
 mod allocated;
@@ -53,4 +55,6 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod systemd;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod watch;

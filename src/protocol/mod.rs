@@ -7,13 +7,15 @@
 //!
 //! This module owns the shapes on the wire, for the daemon and its clients alike: [`codec`] cuts
 //! bytes into bounded lines, [`decode`] turns a line into a typed [`request::Request`],
-//! [`request`] holds one type per operation (which clients serialize to send it), and
+//! [`request`] holds one type per operation (which clients serialize to send it), [`event`]
+//! encodes `watch` events, and
 //! [`response`] writes replies, splicing in the already-encoded room bytes the store keeps so a
 //! read never re-serializes a room, and holds the reply types clients decode. It never touches
 //! storage.
 
 pub mod codec;
 pub mod decode;
+pub mod event;
 pub mod request;
 pub mod response;
 

@@ -4,7 +4,7 @@
 //! `expectedRevision`, `addRating` with duplicates, `setProgress`, `deleteRooms`), clean
 //! restarts, upkeep ticks (background folds, which this backend starts as often as it can),
 //! `flush`es, failing syncs (EIO) and power losses, driven through the store (`store::start`, `mutate`) and compared
-//! with a model of the protocol: room name -> (revision, room JSON), as `tests/model.rs` does for
+//! with a model of the protocol: room name -> (revision, room JSON), as `tests/it/model.rs` does for
 //! every backend over a real directory.
 //!
 //! After a power loss the daemon starts over what the disk kept, and:
@@ -20,27 +20,20 @@
 //! sequence; it becomes an explicit test at the end of this file (there is no place for
 //! regression files in the tree).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::sim::SimFs;
 use super::FileBackend;
 use crate::config::Durability;
-use crate::room::change::{Mutation, Outcome, Refusal};
-use crate::room::prepare::PreparedRoom;
-use crate::room::StoreError;
-use crate::room::{self, EpochMillis, Rating, Revision, RoomName};
+use crate::room::{self, RoomName, StoreError};
 use crate::store::{self, ActorThread, StoreHandle};
-
-#[path = "../../../tests/common/model.rs"]
-mod model;
-use model::*;
+use crate::test_support::model::*;
 
 /// The model's mutations, and what only this test does: restarts, power losses, upkeep ticks,
 /// flushes and failing syncs.

@@ -1,0 +1,566 @@
+//! The connection and process side of a hostile or careless world (issue 14): the socket's
+//! mode from its first moment, invalid UTF-8, numbers kept as written, bounded memory per
+//! connection and per watcher, running out of descriptors, and logs that do not flood.
+
+use crate::harness::*;
+
+use serde_json::json;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RACE_SOCKET: &str = "MM_TEST_RACE_SOCKET";
+
+/// Not a test of its own: the racing connector of `the_socket_is_never_served_wider_than_its_mode`,
+/// run as a child process under another uid. It connects as fast as it can and prints `SERVED`
+/// for every connection on which a `ping` was answered.
+#[test]
+fn racing_connector_helper() {
+    let Some(socket) = std::env::var_os(RACE_SOCKET) else {
+        return;
+    };
+    let mut out = std::io::stdout();
+    // Proof for the parent that this helper, not an empty test run, is what it started.
+    let _ = writeln!(out, "RACING");
+    let _ = out.flush();
+    loop {
+        let Ok(mut s) = UnixStream::connect(&socket) else {
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"{\"op\":\"ping\"}\n").is_err() {
+            continue;
+        }
+        let mut line = String::new();
+        if BufReader::new(&mut s).read_line(&mut line).is_ok() && line.contains("\"ok\":true") {
+            let _ = writeln!(out, "SERVED");
+            let _ = out.flush();
+        }
+    }
+}
+
+fn nobody() -> (u32, u32) {
+    // SAFETY: getpwnam returns NULL or a pointer to a static entry, read at once.
+    let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
+    assert!(!pw.is_null(), "no user called nobody on this machine");
+    // SAFETY: non-null, as checked.
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+}
+
+/// PROTOCOL.md section 6 / issue 14 item 2: the socket exists only with `socketMode`. Under
+/// umask 000 a socket bound in place is 0777 until it is chmod'ed; a client of another user
+/// that connects in that moment keeps its connection.
+#[test]
+fn the_socket_is_never_served_wider_than_its_mode() {
+    // SAFETY: getuid cannot fail.
+    assert_eq!(
+        unsafe { libc::getuid() },
+        0,
+        "this test runs as root (it switches to nobody)"
+    );
+    let open = tempfile::tempdir().unwrap();
+    fs::set_permissions(open.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = open.path().join("storaged.sock");
+    let (uid, gid) = nobody();
+    let mut racer = one_test_of_this_binary(module_path!(), "racing_connector_helper");
+    racer
+        .env(RACE_SOCKET, &socket)
+        .uid(uid)
+        .gid(gid)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut racer = racer.spawn().expect("start the racing connector");
+    let mut d = Daemon::builder(Backend::Memory)
+        .socket(&socket)
+        .umask(0)
+        .spawn();
+    d.wait_ready();
+    for i in 0..100 {
+        if i > 0 {
+            if i % 2 == 0 {
+                d.stop();
+            } else {
+                d.kill9(); // leaves a stale socket file to be replaced
+            }
+            d.restart();
+        }
+        let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660, "start {i}: socket mode");
+    }
+    d.stop();
+    let _ = racer.kill();
+    let mut served = String::new();
+    racer
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut served)
+        .unwrap();
+    let _ = racer.wait();
+    assert!(
+        served.lines().any(|l| l == "RACING"),
+        "the racing connector never ran: {served:?}"
+    );
+    assert_eq!(
+        served.lines().filter(|l| *l == "SERVED").count(),
+        0,
+        "user nobody was served on a 0660 root socket"
+    );
+    let leftovers: Vec<_> = dir_entries(open.path())
+        .into_iter()
+        .filter(|n| n != "storaged.sock")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "left next to the socket: {leftovers:?}"
+    );
+}
+
+/// PROTOCOL.md section 1.4: invalid UTF-8 is `bad_json`, and the message says so.
+#[test]
+fn invalid_utf8_is_named_as_such() {
+    let d = Daemon::start(Backend::Memory);
+    let mut c = d.connect();
+    for line in [
+        &b"\xff\xfe"[..],
+        b"{\"op\":\"getRoom\",\"roomName\":\"caf\xe9\"}",
+    ] {
+        c.send_raw(&[line, b"\n"].concat());
+        let r = c.read_json();
+        let e = assert_err(&r, "bad_json");
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not valid UTF-8"), "{r}");
+        c.ping();
+    }
+}
+
+for_each_backend!(numbers_are_kept_byte_for_byte_through_every_path);
+
+/// The room in a response line, as its text.
+fn room_text(line: &str) -> String {
+    let fields: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    fields["room"].get().to_owned()
+}
+
+fn raw_call(c: &mut Conn, line: &str) -> String {
+    c.send_raw(format!("{line}\n").as_bytes());
+    c.read_line().expect("an answer")
+}
+
+/// Issue 14 item 4: numbers in unknown fields read back as written after ratings, progress,
+/// a restart (journal replay), a fold (the room file) and with Redis, on the fast path and on
+/// the path a room takes when the scanner leaves it to serde_json (an escaped key).
+fn numbers_are_kept_byte_for_byte_through_every_path(b: Backend) {
+    let odd = r#""big":12345678901234567890123,"a":2.50,"e":1E+2,"n":-9223372036854775809,"f":1.0,"z":-0,"s":1e-7,"nested":{"k":[1.10,{"q":-0.0,"r":[1E400000000]}]}"#;
+    // `1E400000000` would be out of range; keep only numbers a room may hold.
+    let odd = odd.replace(
+        ",\"r\":[1E400000000]",
+        ",\"r\":[5e-324,-1.7976931348623157e308]",
+    );
+    let head = r#""sort":"random","createdAt":"2025-10-25T20:00:00.000Z","creatorPlexUserId":"1","creatorPlexUsername":"u","filters":[{"key":"genre","operator":"=","value":["Action"],"weight":0.50,"n":1E+2}],"list":[1.0,-0,2.50]"#;
+    let fast = format!(r#"{{"roomName":"fast",{head},{odd},"ratings":{{"m":[["a","like",1]]}}}}"#);
+    // An escaped key sends the room to serde_json and the full validator; it comes back plain.
+    let slow_sent = format!(r#"{{"roomName":"slow",{head},"\u0061b":1.50,{odd}}}"#);
+    let slow = format!(r#"{{"roomName":"slow",{head},"ab":1.50,{odd}}}"#);
+    let mut d = Daemon::builder(b).args(["--durability", "strict"]).start();
+    let mut c = d.connect();
+    for room in [&fast, &slow_sent] {
+        let r = raw_call(&mut c, &format!(r#"{{"op":"saveRoom","room":{room}}}"#));
+        assert!(r.contains("\"ok\":true"), "{r}");
+    }
+    let get = |c: &mut Conn, name: &str| {
+        room_text(&raw_call(
+            c,
+            &format!(r#"{{"op":"getRoom","roomName":"{name}"}}"#),
+        ))
+    };
+    assert_eq!(get(&mut c, "fast"), fast, "as saved");
+    assert_eq!(get(&mut c, "slow"), slow, "as saved (through serde_json)");
+    for name in ["fast", "slow"] {
+        let r = raw_call(
+            &mut c,
+            &format!(
+                r#"{{"op":"addRating","roomName":"{name}","mediaId":"m","userName":"b","rating":"like","timestamp":2}}"#
+            ),
+        );
+        assert!(r.contains("\"added\":true"), "{r}");
+        let r = raw_call(
+            &mut c,
+            &format!(r#"{{"op":"setProgress","roomName":"{name}","userName":"b","progress":7}}"#),
+        );
+        assert!(r.contains("\"ok\":true"), "{r}");
+    }
+    let fast_after = fast.replace(
+        r#""ratings":{"m":[["a","like",1]]}"#,
+        r#""ratings":{"m":[["a","like",1],["b","like",2]]},"userProgress":{"b":7}"#,
+    );
+    let slow_after = format!(
+        r#"{},"ratings":{{"m":[["b","like",2]]}},"userProgress":{{"b":7}}}}"#,
+        &slow[..slow.len() - 1]
+    );
+    let expect = |c: &mut Conn, when: &str| {
+        assert_eq!(get(c, "fast"), fast_after, "{when}");
+        assert_eq!(get(c, "slow"), slow_after, "{when}");
+        let listed = raw_call(c, r#"{"op":"listRooms"}"#);
+        assert!(
+            listed.contains(&fast_after) && listed.contains(&slow_after),
+            "{when}: {listed}"
+        );
+    };
+    expect(&mut c, "after addRating and setProgress");
+    if b == Backend::Memory {
+        return;
+    }
+    // Redis keeps the rooms; the file backend replays its journal.
+    d.kill9();
+    d.restart();
+    let mut c = d.connect();
+    expect(&mut c, "after a restart");
+    drop(c);
+    d.stop();
+    if b == Backend::File {
+        let file = fs::read_to_string(d.room_path("fast")).unwrap();
+        for number in [
+            "12345678901234567890123,",
+            "2.50,",
+            "1E+2,",
+            "-9223372036854775809,",
+            "-0,",
+            "1e-7,",
+        ] {
+            assert!(
+                file.contains(&format!(": {number}")),
+                "room file lost {number}:\n{file}"
+            );
+        }
+    }
+    d.restart();
+    let mut c = d.connect();
+    expect(&mut c, "after a fold and a restart");
+}
+
+/// Saves `n` rooms of about `size` bytes each.
+fn save_padded_rooms(c: &mut Conn, n: usize, size: usize) {
+    for i in 0..n {
+        c.save(&with(
+            room(&format!("big-{i:03}")),
+            json!({"pad": "x".repeat(size)}),
+        ));
+    }
+}
+
+/// Issue 14 item 5: ten clients that ask for every room of 100 MB and never read hold no copy
+/// of them (README "Limits": per connection at most maxUnreadBytes + 64 KiB + a line being
+/// read); the write timeout then closes them, naming the peer.
+#[test]
+fn clients_that_do_not_read_a_listing_hold_no_copy_of_the_rooms() {
+    let d = Daemon::start_with(Backend::Memory, ["--write-timeout-ms", "3000"]);
+    let mut c = d.connect();
+    save_padded_rooms(&mut c, 100, 1 << 20);
+    let before_kb = d.rss_kb();
+    let mut stalled: Vec<Conn> = (0..10).map(|_| d.connect()).collect();
+    for s in &mut stalled {
+        s.send(&json!({"op": "listRooms"}));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let growth_kb = d.rss_kb().saturating_sub(before_kb);
+    // The stated bound for 10 connections: 10 x (maxUnreadBytes 4 MiB + 64 KiB + 1 MiB).
+    let bound_kb = 10 * (4 * 1024 + 64 + 1024);
+    assert!(
+        growth_kb < bound_kb,
+        "RSS grew by {growth_kb} KiB with 10 unread listings (before: {before_kb} KiB)"
+    );
+    // Others are served meanwhile.
+    assert!(c.has("big-042"));
+    d.wait_log(&format!(
+        "closed the connection of pid {} uid 0: it read nothing for 3s",
+        std::process::id()
+    ));
+    // Every stalled connection is closed (the log line above is rate-limited, so count them by
+    // `stats`: only `c` is left), before one of them starts reading.
+    d.wait_for("the stalled connections to be closed", || {
+        c.call(json!({"op": "stats"}))["connections"] == json!(1)
+    });
+    // A closed connection still delivers what the socket held, then ends.
+    let s = &mut stalled[0];
+    s.set_read_timeout(Duration::from_secs(5));
+    let mut got = 0usize;
+    while let Some(line) = s.try_read_line() {
+        got += line.len();
+    }
+    assert!(
+        got < 100 << 20,
+        "a cut-off listing cannot be complete ({got} bytes)"
+    );
+}
+
+/// Issue 14 item 5: a client that pipelines requests with megabyte ids and never reads is
+/// no longer read past maxUnreadBytes; every request is still answered once it reads.
+#[test]
+fn a_pipelining_client_that_does_not_read_is_not_read_past_its_budget() {
+    let d = Daemon::start(Backend::Memory);
+    let mut c = d.connect();
+    c.ping();
+    let before_kb = d.rss_kb();
+    let id = "i".repeat(1 << 20);
+    let mut w = c.writer();
+    let n = 200;
+    let writer = std::thread::spawn(move || {
+        let line = format!("{{\"id\":\"{id}\",\"op\":\"noSuchOp\"}}\n");
+        for _ in 0..n {
+            if w.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let growth_kb = d.rss_kb().saturating_sub(before_kb);
+    assert!(
+        growth_kb < 32 * 1024,
+        "RSS grew by {growth_kb} KiB for {n} unread answers of 1 MiB"
+    );
+    for _ in 0..n {
+        assert_err(&c.read_json(), "bad_request");
+    }
+    writer.join().unwrap();
+}
+
+/// Issue 14 item 5: a watcher that does not read is sent overflow (when its socket takes it)
+/// and disconnected once its events pass watchQueueBytes, and the log says so.
+#[test]
+fn a_watcher_that_does_not_read_is_cut_off_with_a_log_line() {
+    let d = Daemon::start_with(Backend::Memory, ["--watch-queue-bytes", "65536"]);
+    let mut w = d.connect();
+    w.send(&json!({"op": "watch"}));
+    let mut c = d.connect();
+    c.save(&room("r"));
+    let media = "m".repeat(10_000);
+    for i in 0..200 {
+        c.ok(
+            json!({"op": "addRating", "roomName": "r", "mediaId": format!("{media}{i}"),
+                     "userName": "u", "rating": "like"}),
+        );
+    }
+    d.wait_log("a watch of pid");
+    let log = d.stderr();
+    assert!(
+        log.contains("bytes of events waited for it (watchQueueBytes)"),
+        "{log}"
+    );
+    let mut lines = 0;
+    while w.try_read_line().is_some() {
+        lines += 1;
+    }
+    assert!(
+        lines < 200,
+        "the watcher was not disconnected ({lines} lines)"
+    );
+}
+
+/// Issue 14 item 6: every watch that ends is logged with why.
+#[test]
+fn every_watcher_disconnect_is_logged() {
+    let mut d = Daemon::start(Backend::Memory);
+    let mut w = d.connect();
+    w.send(&json!({"op": "watch"}));
+    assert_eq!(w.read_json()["ok"], true);
+    drop(w);
+    d.wait_log("ended: the client closed the connection");
+    let mut w = d.connect();
+    w.send(&json!({"op": "watch"}));
+    assert_eq!(w.read_json()["ok"], true);
+    d.stop();
+    assert!(
+        d.stderr().contains("ended: the daemon is stopping"),
+        "{}",
+        d.stderr()
+    );
+}
+
+/// Issue 14 item 6: out of descriptors, every client gets service or `busy` (none waits
+/// forever in the backlog), and the log does not repeat the error per attempt.
+#[test]
+fn out_of_descriptors_every_client_gets_service_or_busy() {
+    let d = Daemon::start(Backend::Memory);
+    let status = Command::new("prlimit")
+        .args(["--pid", &d.pid().to_string(), "--nofile=64:64"])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success());
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<String>();
+    let release = std::sync::Arc::new(std::sync::Barrier::new(201));
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            let (socket, done, release) =
+                (d.socket().to_path_buf(), done_tx.clone(), release.clone());
+            std::thread::spawn(move || {
+                let (outcome, _open) = match Conn::connect(&socket) {
+                    Ok(mut c) => {
+                        c.set_read_timeout(Duration::from_secs(20));
+                        let _ = c.try_send(&json!({"op": "ping"}));
+                        let outcome = match c.try_read_line() {
+                            Some(l) if l.contains("\"ok\":true") => "served".to_owned(),
+                            Some(l) if l.contains("\"busy\"") => "busy".to_owned(),
+                            other => format!("neither: {other:?}"),
+                        };
+                        (outcome, Some(c))
+                    }
+                    Err(e) => (format!("connect failed: {e}"), None),
+                };
+                let _ = done.send(outcome);
+                release.wait(); // keep the connection open until every client has its answer
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..200 {
+        let left = Duration::from_secs(30).saturating_sub(start.elapsed());
+        let outcome = done_rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("a client hangs; so far {outcomes:?}"));
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    release.wait();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(
+        outcomes
+            .keys()
+            .filter(|k| *k != "served" && *k != "busy")
+            .count(),
+        0,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.get("busy").copied().unwrap_or(0) > 0,
+        "{outcomes:?}"
+    );
+    let log = d.stderr();
+    let repeated = log.matches("Too many open files").count();
+    let seconds = start.elapsed().as_secs() as usize + 2;
+    assert!(
+        repeated <= 5 * seconds,
+        "{repeated} log lines about descriptors in {seconds} s:\n{log}"
+    );
+}
+
+/// Issue 14 item 6: a peer refused in a loop does not flood the log; the suppressed lines are
+/// counted.
+#[test]
+fn a_refused_peer_in_a_loop_does_not_flood_the_log() {
+    let d = Daemon::start_with(Backend::Memory, ["--allowed-uids", "4242"]);
+    let start = Instant::now();
+    let mut attempts = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Ok(mut c) = d.try_connect() {
+            let _ = c.try_read_line();
+        }
+        attempts += 1;
+    }
+    assert!(attempts > 200, "only {attempts} attempts");
+    d.wait_log("more refused-peer line(s) were not logged");
+    let refused = d.stderr().matches("refused a connection from").count();
+    assert!(
+        refused <= 5 * 4,
+        "{refused} refusal lines for {attempts} attempts in 2 s"
+    );
+}
+
+/// Issue 14 item 6: the soft open-file limit is raised to the hard one at start, and logged.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s.sock");
+    let log = dir.path().join("log");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--storage-type", "memory", "--socket"])
+        .arg(&socket)
+        .env("NO_COLOR", "1")
+        .stderr(fs::File::create(&log).unwrap());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 100,
+                rlim_max: 4000,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    wait_until("the daemon logs its limits", || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("open files")
+    });
+    let limits = fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["4000", "4000"],
+        "{line}"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("raised the soft limit from 100 to the hard limit 4000"),
+        "{text}"
+    );
+}
+
+/// A socket path close to the 107 bytes a socket address holds still works, although the
+/// private directory it is first bound in makes a longer path.
+#[test]
+fn a_socket_path_near_the_address_limit_is_bound_privately() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().display().to_string().len() + 1;
+    let socket = dir
+        .path()
+        .join(format!("{}.sock", "s".repeat(105 - base - 5)));
+    assert_eq!(socket.as_os_str().len(), 105);
+    let d = Daemon::builder(Backend::Memory)
+        .socket(&socket)
+        .umask(0)
+        .start();
+    let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    d.connect().ping();
+    let left: Vec<_> = dir_entries(dir.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+}
+
+/// Issue 14 item 5: where the socket takes it, a watcher over its byte bound reads `overflow`,
+/// then the end of the connection.
+#[test]
+fn a_watcher_over_its_byte_bound_reads_overflow() {
+    let d = Daemon::start_with(Backend::Memory, ["--watch-queue-bytes", "1024"]);
+    let mut w = d.connect();
+    w.send(&json!({"op": "watch"}));
+    assert_eq!(w.read_json()["ok"], true);
+    let mut c = d.connect();
+    c.save(&room("r"));
+    assert_eq!(w.read_json()["event"], "saved");
+    c.ok(
+        json!({"op": "addRating", "roomName": "r", "mediaId": "m".repeat(5000),
+                 "userName": "u", "rating": "like"}),
+    );
+    assert_eq!(w.read_json(), json!({"event": "overflow"}));
+    assert_eq!(w.read_line(), None);
+    d.wait_log("bytes of events waited for it (watchQueueBytes)");
+}
