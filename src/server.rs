@@ -365,10 +365,10 @@ async fn read_requests(
                     Pending::Ready(line)
                 }
                 Ok(envelope) => {
-                    if let Request::Watch { room_names } = envelope.request {
+                    if let Request::Watch(watch) = envelope.request {
                         return Some(WatchRequest {
                             id: envelope.id,
-                            room_names,
+                            room_names: watch.rooms(),
                             input: frames,
                         });
                     }
