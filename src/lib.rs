@@ -16,7 +16,8 @@
 //!   one-pass fast path ([`room::prepare`], over the [`room::scan`] scanner), the stored forms
 //!   ([`room::body`], [`room::entry`]), mutations and changes ([`room::change`]), and the
 //!   errors ([`room::error`]).
-//! - [`service`]: what each operation means: requests in, response lines out.
+//! - [`service`]: what each operation means: requests in, response lines out (with the
+//!   optional Argon2id hashing of room passwords, `service/password.rs`).
 //! - [`store`]: the storage actor, its handle, and the pure functions that apply a mutation
 //!   ([`store::apply`]).
 //! - [`backend`]: the contract for keeping rooms across restarts, and its implementations:
@@ -27,8 +28,7 @@
 //!   everything (service, watch, daemon, migrate, tests) speaks to [`rooms::Rooms`] and never
 //!   asks which backend it has.
 //! - [`server`]: the Unix-socket listener and one handler per connection.
-//! - [`watch`]: change events for `watch` connections.
-//! - [`password`]: optional Argon2id hashing of room passwords.
+//! - [`server::watch`]: change events for `watch` connections (a connection mode of the server).
 //! - [`daemon`]: wiring it all from a [`config::Config`], and the shutdown order.
 //! - [`config`]: the daemon's settings, layered flags > environment > YAML file > defaults.
 //! - [`migrate`]: copying every room between two places offline (`moviematch-storage migrate`).
@@ -47,7 +47,6 @@ pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod migrate;
-pub mod password;
 pub mod protocol;
 pub mod remote;
 pub mod room;
@@ -58,4 +57,3 @@ pub mod store;
 pub mod systemd;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
-pub mod watch;

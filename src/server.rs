@@ -30,13 +30,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::protocol::codec::{Frame, LineCodec};
-use crate::protocol::request::{self, Request};
+use crate::protocol::decode;
+use crate::protocol::request::Request;
 use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId};
 use crate::room::RoomName;
 use crate::service::{Answer, Pending, Service};
-use crate::watch;
 
 pub mod socket;
+pub mod watch;
 use socket::{ReadHalf, WriteHalf};
 
 /// Requests a client may have in flight on one connection before the daemon stops reading.
@@ -358,7 +359,7 @@ async fn read_requests(
                     ),
                 ),
             )),
-            Some(Ok(Frame::Line(line))) => match request::decode(&line) {
+            Some(Ok(Frame::Line(line))) => match decode::decode(&line) {
                 Err(rejected) => {
                     let line = error_line(&rejected.id, &rejected.error);
                     cost = cost.max(line.len());
@@ -407,7 +408,7 @@ async fn answer_buffered_with_shutting_down(
     while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, frames.next()).await {
         let id = match frame {
             Frame::Line(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Frame::Line(line) => request::decode(&line).map_or_else(|r| r.id, |e| e.id),
+            Frame::Line(line) => decode::decode(&line).map_or_else(|r| r.id, |e| e.id),
             Frame::TooLarge => None,
         };
         let line = error_line(&id, &refusal);

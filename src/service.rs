@@ -5,6 +5,8 @@
 //! Redis: see [`crate::rooms`]). This module owns the mapping from store results to protocol
 //! replies and never does I/O itself.
 
+mod password;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::config::PasswordHashing;
-use crate::password;
+
 use crate::protocol::request::{
     DeleteRoom, GetRoom, HasRoom, ListQuery, Request, RoomLookup, VerifyPassword,
 };

@@ -120,7 +120,7 @@ impl RoomBody {
     pub fn parse(bytes: &[u8]) -> Option<RoomBody> {
         let compact;
         let bytes = if memchr::memchr2(b' ', b'\n', bytes).is_some() {
-            compact = super::prepare::minify(bytes);
+            compact = super::minify::minify(bytes);
             &compact[..]
         } else {
             bytes

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::error::no_such_room;
+pub use super::error::Refusal;
 use super::prepare::PreparedRoom;
 use super::{EpochMillis, Rating, Revision, RoomName};
 
@@ -48,17 +48,6 @@ pub enum Outcome {
     Rated { revision: Revision, added: bool },
     Progressed { revision: Revision },
     DeletedMany { count: u64 },
-}
-
-/// Why a mutation was refused; nothing changed. The text is the protocol's message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// `expectedRevision` did not match; carries the current revision (0 = absent).
-    #[error("expectedRevision does not match: the room is at revision {current}")]
-    Conflict { current: Revision },
-    /// The room does not exist.
-    #[error("{}", no_such_room(.name.as_str()))]
-    NotFound { name: RoomName },
 }
 
 /// One change to one room, as it is logged and replayed. Ratings and progress are deltas so that

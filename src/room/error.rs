@@ -6,8 +6,7 @@
 //! for the operator (its message, then its cause), and the protocol sends the message and the
 //! cause apart (`service::store_error`).
 
-use super::change::Refusal;
-use super::quoted;
+use super::{quoted, Revision, RoomName};
 
 /// Why a room is invalid: the field path and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +65,17 @@ impl StoreError {
 /// room can have (the protocol answers both alike).
 pub fn no_such_room(name: &str) -> String {
     format!("room {} does not exist", quoted(name))
+}
+
+/// Why a mutation was refused; nothing changed. The text is the protocol's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `expectedRevision` did not match; carries the current revision (0 = absent).
+    #[error("expectedRevision does not match: the room is at revision {current}")]
+    Conflict { current: Revision },
+    /// The room does not exist.
+    #[error("{}", no_such_room(.name.as_str()))]
+    NotFound { name: RoomName },
 }
 
 #[cfg(test)]

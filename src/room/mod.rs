@@ -17,6 +17,7 @@ pub mod body;
 pub mod change;
 pub mod entry;
 pub mod error;
+pub mod minify;
 pub mod prepare;
 pub mod scan;
 pub(crate) mod surrogate;

@@ -15,12 +15,13 @@
 
 use serde::{Serialize, Serializer};
 
-pub use super::decode::{decode, Args, Envelope, Rejected};
 use super::ErrorReply;
 use crate::room::change::Mutation;
 use crate::room::RoomName;
+pub use args::Args;
 
 mod add_rating;
+pub(super) mod args;
 mod daemon;
 mod delete_room;
 mod delete_rooms;

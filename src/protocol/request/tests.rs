@@ -3,6 +3,7 @@
 use serde_json::value::RawValue;
 
 use super::*;
+use crate::protocol::decode::decode;
 use crate::room::{parse_timestamp, EpochMillis, Rating};
 
 /// What the daemon decodes from the line a client sends for `op`.

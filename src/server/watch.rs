@@ -15,7 +15,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use crate::server::socket::{ReadHalf, WriteHalf};
+use super::socket::{ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -23,13 +23,13 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use super::{write_timed, Peer};
 use crate::logging::{limited, Level};
 use crate::protocol::codec::LineCodec;
 use crate::protocol::event::OVERFLOW;
 use crate::protocol::{error_line, RequestId, Response};
 use crate::room::RoomName;
 use crate::rooms::{Received, Rooms};
-use crate::server::{write_timed, Peer};
 use crate::service::store_error;
 
 /// Events are written to the socket in batches of whole lines up to this size.

@@ -1,0 +1,64 @@
+//! Compact JSON from pretty: the whitespace between tokens removed, strings untouched.
+//!
+//! Room files are pretty-printed; the daemon keeps and answers rooms compact.
+
+use bytes::Bytes;
+
+/// Removes the whitespace between JSON tokens (never inside strings). Works on runs found with
+/// `memchr`, not byte by byte: pretty room files are mostly indentation and short strings.
+/// (A tab or carriage return between tokens is kept: still valid JSON on one line.)
+fn minify_into(json: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut rest = json;
+    while let Some(at) = memchr::memchr3(b'"', b' ', b'\n', rest) {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
+        if rest[0] != b'"' {
+            let spaces = rest
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+            rest = &rest[spaces.unwrap_or(rest.len())..];
+            continue;
+        }
+        // A string, escapes included, copied whole.
+        let mut end = 1;
+        while let Some(at) = memchr::memchr2(b'"', b'\\', &rest[end..]) {
+            end += at;
+            if rest[end] == b'\\' {
+                end += 2;
+                if end >= rest.len() {
+                    break;
+                }
+            } else {
+                end += 1;
+                break;
+            }
+        }
+        let end = end.min(rest.len());
+        out.extend_from_slice(&rest[..end]);
+        rest = &rest[end..];
+    }
+    out.extend_from_slice(rest);
+}
+
+/// The compact form of `json`, in an allocation of exactly its size (a room is kept for as long
+/// as the daemon runs; a shrunk oversized buffer would leave a hole per room in the heap).
+pub fn minify(json: &[u8]) -> Bytes {
+    // Compact already (what clients send): nothing to remove, so no string-by-string walk.
+    if memchr::memchr2(b' ', b'\n', json).is_none() {
+        return Bytes::copy_from_slice(json);
+    }
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        minify_into(json, &mut scratch);
+        let compact = Bytes::copy_from_slice(&scratch);
+        // Keep a big buffer only while it is in use.
+        if scratch.capacity() > 1 << 20 {
+            *scratch = Vec::new();
+        }
+        compact
+    })
+}
