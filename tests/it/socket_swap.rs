@@ -61,27 +61,13 @@ fn swapping_attacker_helper() {
     }
 }
 
-fn nobody() -> (u32, u32) {
-    // SAFETY: getpwnam returns NULL or a pointer to a static entry, read at once.
-    let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
-    assert!(!pw.is_null(), "no user called nobody on this machine");
-    // SAFETY: non-null, as checked.
-    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
-}
-
 /// Over 50 starts with an attacker swapping the private directory for a symlink, the file the
 /// symlink points to keeps its mode, and every start either serves on the socket with its mode
 /// or refuses with an error that names the socket and says what happened.
 #[test]
 fn a_swapped_private_directory_changes_no_other_file() {
-    // SAFETY: getuid cannot fail.
-    assert_eq!(
-        unsafe { libc::getuid() },
-        0,
-        "this test runs as root (the attacker runs as nobody)"
-    );
-    let open = tempfile::tempdir().unwrap();
-    fs::set_permissions(open.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    assert_root("the attacker runs as nobody");
+    let open = world_writable_tempdir();
     let socket = open.path().join("storaged.sock");
     let precious = tempfile::tempdir().unwrap();
     let target = precious.path().join("passwd");
