@@ -25,14 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logging::{limited, Level};
 use crate::protocol::codec::LineCodec;
+use crate::protocol::event::{Event, OVERFLOW};
 use crate::protocol::{error_line, RequestId, Response};
 use crate::room::change::Change;
 use crate::room::RoomName;
 use crate::rooms::{Received, Rooms};
 use crate::server::{write_timed, Peer};
 use crate::service::store_error;
-
-const OVERFLOW: &[u8] = b"{\"event\":\"overflow\"}\n";
 
 /// Events are written to the socket in batches of whole lines up to this size.
 const BATCH: usize = 64 * 1024;
@@ -84,12 +83,16 @@ impl fmt::Display for End {
     }
 }
 
-/// The event line for a change.
+/// The event line for a local change (Redis rooms' lines come encoded from the scripts, by the
+/// same encoder).
 pub fn event_line(change: &Change) -> Bytes {
-    let event = match change {
-        Change::Put { name, revision, .. } => serde_json::json!({
-            "event": "saved", "roomName": name.as_str(), "revision": revision,
-        }),
+    let (event, revision) = match change {
+        Change::Put { name, revision, .. } => (
+            Event::Saved {
+                room_name: name.as_str(),
+            },
+            *revision,
+        ),
         Change::Rate {
             name,
             revision,
@@ -98,27 +101,38 @@ pub fn event_line(change: &Change) -> Bytes {
             rating,
             timestamp,
             ..
-        } => serde_json::json!({
-            "event": "rated", "roomName": name.as_str(), "revision": revision,
-            "mediaId": media_id, "userName": user_name, "rating": rating, "timestamp": timestamp,
-        }),
+        } => (
+            Event::Rated {
+                room_name: name.as_str(),
+                media_id,
+                user_name,
+                rating,
+                timestamp: *timestamp,
+            },
+            *revision,
+        ),
         Change::Progress {
             name,
             revision,
             user_name,
             progress,
             ..
-        } => serde_json::json!({
-            "event": "progress", "roomName": name.as_str(), "revision": revision,
-            "userName": user_name, "progress": progress,
-        }),
-        Change::Delete { name } => {
-            serde_json::json!({"event": "deleted", "roomName": name.as_str()})
-        }
+        } => (
+            Event::Progress {
+                room_name: name.as_str(),
+                user_name,
+                progress: *progress,
+            },
+            *revision,
+        ),
+        Change::Delete { name } => (
+            Event::Deleted {
+                room_name: name.as_str(),
+            },
+            0,
+        ),
     };
-    let mut line = serde_json::to_vec(&event).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+    event.line(revision)
 }
 
 /// Acknowledges the `watch` request, then forwards events until the client closes, falls

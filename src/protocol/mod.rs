@@ -6,11 +6,12 @@
 //! 4. Failures are `{"ok":false,"error":{"code","message","cause"?}}` with a stable `code`.
 //!
 //! This module owns the shapes on the wire: [`codec`] cuts bytes into bounded lines, [`request`]
-//! turns a line into a typed [`request::Request`], and [`Response`] writes replies, splicing in the
+//! turns a line into a typed [`request::Request`], [`event`] encodes `watch` events, and [`Response`] writes replies, splicing in the
 //! already-encoded room bytes the store keeps so a read never re-serializes a room. It never
 //! touches storage.
 
 pub mod codec;
+pub mod event;
 pub mod request;
 
 use bytes::{BufMut, Bytes, BytesMut};

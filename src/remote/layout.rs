@@ -75,8 +75,8 @@ pub struct Split {
     pub fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// Takes a prepared (validated, compact) room apart.
-pub fn split(room: &PreparedRoom, at: EpochMillis) -> Split {
+/// Takes a prepared (validated, compact) room apart; `written` is this write's version (`w`).
+pub fn split(room: &PreparedRoom, at: EpochMillis, written: &[u8]) -> Split {
     let top = entries(room.encoded.as_ref()).unwrap_or_default();
     let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut doc = Vec::with_capacity(256);
@@ -113,6 +113,7 @@ pub fn split(room: &PreparedRoom, at: EpochMillis) -> Split {
     fields.push((b"seq".to_vec(), seq.to_string().into_bytes()));
     fields.push((b"rc".to_vec(), room.rating_count.to_string().into_bytes()));
     fields.push((b"at".to_vec(), at.to_string().into_bytes()));
+    fields.push((b"w".to_vec(), written.to_vec()));
     Split { fields }
 }
 
@@ -123,13 +124,15 @@ pub struct Joined {
     pub revision: Revision,
     pub updated_at: EpochMillis,
     pub rating_count: usize,
+    /// The version of the last whole write (`w`), if the hash has one.
+    pub written: Option<Vec<u8>>,
 }
 
 /// Puts a room back together from `HGETALL`; `None` if the hash is missing or not one of ours.
 pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
     let mut doc = None;
     let (mut revision, mut updated_at, mut rating_count) = (None, 0, 0);
-    let (mut ratings_flag, mut progress_flag) = (None, None);
+    let (mut ratings_flag, mut progress_flag, mut written) = (None, None, None);
     let mut ratings: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut progress: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
     for (field, value) in hash {
@@ -140,6 +143,7 @@ pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
             b"rc" => rating_count = number(&value).unwrap_or(0),
             b"R" => ratings_flag = Some(value),
             b"P" => progress_flag = Some(value),
+            b"w" => written = Some(value),
             _ => {
                 let (list, key) = match field.split_at_checked(2) {
                     Some((b"r:", key)) => (&mut ratings, key),
@@ -180,6 +184,7 @@ pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
         revision,
         updated_at,
         rating_count: usize::try_from(rating_count).unwrap_or(usize::MAX),
+        written,
     })
 }
 
@@ -234,7 +239,7 @@ mod tests {
 
     fn round_trip(json: &str) -> String {
         let room = PreparedRoom::from_json(json.as_bytes()).expect("valid room");
-        let split = split(&room, 5);
+        let split = split(&room, 5, b"v1");
         let mut hash = split.fields;
         hash.push((b"rev".to_vec(), b"3".to_vec()));
         // Redis hands fields back in any order.
@@ -242,6 +247,7 @@ mod tests {
         let joined = join(hash).expect("joins");
         assert_eq!((joined.revision, joined.updated_at), (3, 5));
         assert_eq!(joined.rating_count, room.rating_count);
+        assert_eq!(joined.written.as_deref(), Some(&b"v1"[..]));
         String::from_utf8(joined.encoded.to_vec()).unwrap()
     }
 
@@ -355,7 +361,7 @@ mod tests {
             prop_assume!(prepared.is_ok());
             let prepared = prepared.unwrap();
             let expected = String::from_utf8(prepared.encoded.to_vec()).unwrap();
-            let mut hash = split(&prepared, 1).fields;
+            let mut hash = split(&prepared, 1, b"v").fields;
             hash.push((b"rev".to_vec(), b"1".to_vec()));
             hash.reverse();
             let joined = join(hash).expect("joins");

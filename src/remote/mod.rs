@@ -1,10 +1,11 @@
 //! Rooms kept in a Redis server that several daemons share (`storageType: redis`).
 //!
 //! Unlike `memory` and `file`, this daemon does not hold the authoritative copy: every request
-//! goes to Redis, reads as plain commands and mutations as the scripts of `scripts.rs`, so an
-//! operation means the same through every daemon and stays atomic across them. Nothing is
-//! cached: a daemon answers with what Redis holds at that moment, so once any daemon has sent
-//! its `ok`, every later request through any daemon sees the change.
+//! goes to Redis, reads as plain commands and mutations as scripts (`script.rs`), so an
+//! operation means the same through every daemon and stays atomic across them. A daemon
+//! answers with what Redis holds at that moment (a room it read before is reused only once
+//! Redis said, in the same round trip, that it is still that version: `get.rs`, `cache.rs`), so
+//! once any daemon has sent its `ok`, every later request through any daemon sees the change.
 //!
 //! Connections: one multiplexed connection (the `redis` crate's `ConnectionManager`), opened
 //! lazily and re-opened by itself after Redis comes back, carries every command; a second one
@@ -13,13 +14,21 @@
 //!
 //! Durability is Redis's own (`appendonly`, `appendfsync`); `flush` checks that Redis answers.
 
+// Module map: `layout` (keys and the room <-> hash split), `script` (how a mutation's Lua and
+// its Rust caller are declared together), one file per mutation (`save`, `delete`, `rate`,
+// `progress`) and `mutate` (which one a `Mutation` runs), `events` (the watch subscription);
+// reads are below.
+#[macro_use]
+mod script;
+mod cache;
+mod delete;
 mod events;
+mod get;
 pub mod layout;
 mod mutate;
-mod scripts;
-
-// Module map: `layout` (keys and the room <-> hash split), `scripts` (the Lua), `mutate`
-// (mutations through the scripts), `events` (the watch subscription); reads are below.
+mod progress;
+mod rate;
+mod save;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,9 +39,9 @@ use ::redis::{AsyncCommands, Client, RedisError};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use self::cache::{ReadCache, Versions};
 pub use self::events::RemoteEvent;
 use self::layout::{Joined, Keys};
-use self::scripts::Scripts;
 use crate::backend::StorageError;
 use crate::protocol::request::ListQuery;
 use crate::room::entry::RoomEntry;
@@ -62,7 +71,9 @@ struct Inner {
     url: String,
     keys: Keys,
     connection: ConnectionManager,
-    scripts: Scripts,
+    /// Rooms read lately, each used only once Redis says it is still current (`cache.rs`).
+    cache: ReadCache,
+    versions: Versions,
     events: broadcast::Sender<RemoteEvent>,
     subscribed: Arc<AtomicBool>,
     stop: CancellationToken,
@@ -141,7 +152,8 @@ impl RemoteStore {
                 url: shown,
                 keys,
                 connection,
-                scripts: Scripts::new(),
+                cache: ReadCache::default(),
+                versions: Versions::new(),
                 events,
                 subscribed,
                 stop,
@@ -208,35 +220,29 @@ impl RemoteStore {
             .map_err(|e| self.failed(e))
     }
 
-    /// The room, as `getRoom` returns it.
-    pub async fn get(&self, name: &str) -> Result<Option<Arc<RoomEntry>>, StoreError> {
-        let mut c = self.connection();
-        let hash: Vec<(Vec<u8>, Vec<u8>)> = c
-            .hgetall(self.inner.keys.room(name))
-            .await
-            .map_err(|e| self.failed(e))?;
-        if hash.is_empty() {
-            return Ok(None);
-        }
-        self.entry(name, hash).map(|entry| Some(Arc::new(entry)))
-    }
-
-    fn entry(&self, name: &str, hash: Vec<(Vec<u8>, Vec<u8>)>) -> Result<RoomEntry, StoreError> {
+    /// The room in `hash`, and the version of its last whole write (`w`) if it has one.
+    fn entry(
+        &self,
+        name: &str,
+        hash: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(RoomEntry, Option<Vec<u8>>), StoreError> {
         let Joined {
             encoded,
             revision,
             updated_at,
             rating_count,
+            written,
         } = layout::join(hash).ok_or_else(|| self.corrupt(name))?;
         let prepared = PreparedRoom::from_json(&encoded).map_err(|_| self.corrupt(name))?;
-        Ok(RoomEntry::cold(
+        let entry = RoomEntry::cold(
             prepared.name,
             prepared.facts,
             encoded,
             rating_count,
             revision,
             updated_at,
-        ))
+        );
+        Ok((entry, written))
     }
 
     pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
@@ -288,7 +294,7 @@ impl RemoteStore {
                 }
                 let name = String::from_utf8_lossy(name);
                 let entry = match self.entry(&name, hash) {
-                    Ok(entry) => entry,
+                    Ok((entry, _)) => entry,
                     Err(e) => {
                         // One damaged hash must not hide every other room.
                         tracing::warn!("listRooms: skipping {name:?}: {e}");

@@ -491,3 +491,90 @@ fn a_redis_without_persistence_is_warned_about_at_start() {
         .as_str()
         .is_some_and(|s| s.starts_with("appendonly no")));
 }
+
+/// A daemon keeps the rooms it read, but asks Redis before each answer: whatever another daemon
+/// (or this one) changed since is read anew, including a room deleted and saved again, which
+/// starts over at revision 1 with other content.
+#[test]
+fn a_room_read_before_is_read_anew_after_any_change_through_another_daemon() {
+    let one = Daemon::start(Backend::Redis);
+    let two = second(&one);
+    let (mut reader, mut writer) = (one.connect(), two.connect());
+    let name = "kept night";
+    let first = room(name);
+    assert_eq!(writer.save(&first), 1);
+    assert_eq!(reader.get(name), Some((first.clone(), 1)));
+    assert_eq!(reader.get(name), Some((first.clone(), 1)));
+
+    writer.ok(json!({"op": "addRating", "roomName": name, "mediaId": "m2",
+                     "userName": "jane", "rating": "like", "timestamp": 5}));
+    let (rated, revision) = reader.get(name).expect("the room");
+    assert_eq!(revision, 2);
+    assert_eq!(rated["ratings"]["m2"], json!([["jane", "like", 5]]));
+
+    writer.ok(json!({"op": "setProgress", "roomName": name, "userName": "jane", "progress": 9}));
+    let (progressed, revision) = reader.get(name).expect("the room");
+    assert_eq!(
+        (revision, &progressed["userProgress"]["jane"]),
+        (3, &json!(9))
+    );
+
+    writer.ok(json!({"op": "deleteRoom", "roomName": name}));
+    assert_eq!(reader.get(name), None);
+
+    // Deleted and saved again: revision 1 again, other content. Then again with the first content.
+    assert_eq!(writer.save(&first), 1);
+    assert_eq!(reader.get(name), Some((first.clone(), 1)));
+    writer.ok(json!({"op": "deleteRoom", "roomName": name}));
+    let other = bare_room(name);
+    assert_eq!(writer.save(&other), 1);
+    assert_eq!(reader.get(name), Some((other.clone(), 1)));
+
+    // Replaced whole at the next revision, through the reader's own daemon too.
+    let mut third = room(name);
+    third["sort"] = json!("rating");
+    assert_eq!(writer.save(&third), 2);
+    assert_eq!(reader.get(name), Some((third.clone(), 2)));
+    let mut fourth = third.clone();
+    fourth["password"] = json!("other");
+    assert_eq!(reader.save(&fourth), 3);
+    assert_eq!(writer.get(name), Some((fourth.clone(), 3)));
+    assert_eq!(reader.get(name), Some((fourth, 3)));
+}
+
+/// Redis's `total_net_output_bytes`.
+fn redis_output_bytes(daemon: &Daemon) -> u64 {
+    let info = daemon
+        .redis()
+        .command("INFO stats")
+        .expect("Redis answers INFO");
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_net_output_bytes:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO stats has total_net_output_bytes")
+}
+
+/// Reading an unchanged room again costs Redis a short answer, not the room (issue #18: carrying
+/// and rejoining the hash was most of a read's cost on both sides).
+#[test]
+fn rereading_an_unchanged_room_does_not_carry_it_from_redis_again() {
+    const READS: u64 = 50;
+    let daemon = Daemon::start(Backend::Redis);
+    let mut conn = daemon.connect();
+    let mut big = room("big night");
+    for i in 0..200 {
+        big["ratings"][format!("plex://movie/{i:04}")] = json!([["john_doe", "like", i]]);
+    }
+    conn.save(&big);
+    assert_eq!(conn.get("big night"), Some((big.clone(), 1)));
+    let size = serde_json::to_vec(&big).expect("encodes").len() as u64;
+    let before = redis_output_bytes(&daemon);
+    for _ in 0..READS {
+        assert_eq!(conn.get("big night"), Some((big.clone(), 1)));
+    }
+    let sent = redis_output_bytes(&daemon) - before;
+    assert!(
+        sent < READS * size / 20,
+        "Redis sent {sent} bytes for {READS} reads of an unchanged {size}-byte room"
+    );
+}

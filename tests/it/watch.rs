@@ -19,6 +19,7 @@ for_each_backend!(
     delete_rooms_sends_a_deleted_event_per_room,
     a_watch_does_not_report_changes_acknowledged_before_it_started,
     a_watcher_that_never_reads_is_disconnected_and_memory_stays_bounded,
+    event_lines_are_the_same_bytes_from_every_backend,
 );
 
 /// A connection that sent `watch` (for `names`, or every room) and got its `{"ok":true}`: every
@@ -685,4 +686,34 @@ fn a_watch_does_not_report_changes_acknowledged_before_it_started(backend: Backe
         stale.len(),
         &stale[..stale.len().min(5)]
     );
+}
+
+/// Redis rooms' events are published by the scripts and local rooms' events come from the
+/// actor: a watcher must get the same bytes from either (one encoder), with the protocol's key
+/// order and JSON's escaping of awkward names.
+fn event_lines_are_the_same_bytes_from_every_backend(backend: Backend) {
+    let daemon = Daemon::start(backend);
+    let mut writer = daemon.connect();
+    let mut watch = watcher(&daemon, None);
+    let name = "Film \"night\" \\ é😀 </script>";
+    let media = "plex://movie/\"q\"\u{7f}";
+    let user = "jäne\\\u{2028}";
+    let requests = [
+        json!({"op": "saveRoom", "room": room(name)}),
+        json!({"op": "addRating", "roomName": name, "mediaId": media, "userName": user,
+               "rating": "dislike", "timestamp": 1729890000123u64}),
+        json!({"op": "setProgress", "roomName": name, "userName": user, "progress": 42}),
+        json!({"op": "deleteRoom", "roomName": name}),
+    ];
+    for request in requests {
+        let answer = writer.ok(request.clone());
+        let expected = expected_event(&request, &answer).expect("every request here changes");
+        let line = watch.read_line().expect("an event line");
+        assert_eq!(
+            line,
+            serde_json::to_string(&expected).expect("encodes"),
+            "{} event of {request}",
+            backend.name()
+        );
+    }
 }
