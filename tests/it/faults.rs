@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
 struct SmallDisk {
@@ -55,6 +55,17 @@ fn padded_room(name: &str, kb: usize) -> Value {
     with(bare_room(name), json!({"padding": "x".repeat(kb * 1024)}))
 }
 
+/// Checks that `resp` is a `storage` error whose `cause` (the OS error) contains `cause`;
+/// returns the error object.
+fn assert_storage_error_caused_by<'a>(resp: &'a Value, cause: &str) -> &'a Map<String, Value> {
+    let error = assert_err(resp, "storage");
+    assert!(
+        error["cause"].as_str().unwrap_or_default().contains(cause),
+        "the cause should be the OS error {cause:?}: {resp}"
+    );
+    error
+}
+
 /// Saves 40 KB rooms named `name(n)` for n = 0, 1, ... until one is refused; returns the names
 /// saved and the refusal. Fails if `most` rooms fit.
 fn save_until_refused(
@@ -83,12 +94,7 @@ fn a_full_disk_gives_storage_errors_keeps_data_and_recovers_when_space_returns()
     let mut c = d.connect();
 
     let (mut saved, error) = save_until_refused(&mut c, |n| format!("room{n}"), 200);
-    let error = assert_err(&error, "storage");
-    let cause = error["cause"].as_str().unwrap_or_default();
-    assert!(
-        cause.contains("No space left"),
-        "cause should be the OS error: {error:?}"
-    );
+    let error = assert_storage_error_caused_by(&error, "No space left");
     // Refused before the journal is written, while every room file can still be written:
     // the message names the storage directory.
     assert!(
@@ -136,14 +142,7 @@ fn deleting_rooms_on_a_full_disk_makes_room_and_the_stop_writes_every_file() {
     let mut d = disk.daemon();
     let mut c = d.connect();
     let (saved, refused) = save_until_refused(&mut c, |n| format!("f{n:03}"), 400);
-    let error = assert_err(&refused, "storage");
-    assert!(
-        error["cause"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("No space left"),
-        "{error:?}"
-    );
+    assert_storage_error_caused_by(&refused, "No space left");
     assert!(saved.len() > 20, "only {} rooms fit", saved.len());
 
     let stats = c.ok(json!({"op": "stats"}));
@@ -472,14 +471,7 @@ fn a_failed_fdatasync_is_a_storage_error_and_the_change_never_appears() {
         if resp["ok"] == true {
             acked.push(media);
         } else {
-            let error = assert_err(&resp, "storage");
-            assert!(
-                error["cause"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("Input/output error"),
-                "{resp}"
-            );
+            assert_storage_error_caused_by(&resp, "Input/output error");
             failed.push(media);
         }
     }
@@ -567,14 +559,7 @@ fn a_burst_of_failing_syncs_heals_by_itself_and_the_stop_is_clean() {
     let acked_probes: Vec<String> = (1..n).map(|i| format!("probe{i}")).collect();
     for i in 0..5 {
         let resp = c.call(json!({"op": "saveRoom", "room": bare_room(&format!("during{i}"))}));
-        let error = assert_err(&resp, "storage");
-        assert!(
-            error["cause"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("Input/output error"),
-            "{resp}"
-        );
+        assert_storage_error_caused_by(&resp, "Input/output error");
     }
     strace.detach();
 
