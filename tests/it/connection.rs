@@ -51,14 +51,8 @@ fn the_socket_is_never_served_wider_than_its_mode() {
     assert_root("it switches to nobody");
     let open = world_writable_tempdir();
     let socket = open.path().join("storaged.sock");
-    let (uid, gid) = nobody();
-    let mut racer = one_test_of_this_binary(module_path!(), "racing_connector_helper");
-    racer
-        .env(RACE_SOCKET, &socket)
-        .uid(uid)
-        .gid(gid)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    let mut racer = one_test_as_nobody(module_path!(), "racing_connector_helper");
+    racer.env(RACE_SOCKET, &socket);
     let mut racer = racer.spawn().expect("start the racing connector");
     let mut d = Daemon::builder(Backend::Memory)
         .socket(&socket)

@@ -75,15 +75,10 @@ fn a_swapped_private_directory_changes_no_other_file() {
     fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(precious.path(), fs::Permissions::from_mode(0o755)).unwrap();
 
-    let (uid, gid) = nobody();
-    let mut attacker = one_test_of_this_binary(module_path!(), "swapping_attacker_helper");
+    let mut attacker = one_test_as_nobody(module_path!(), "swapping_attacker_helper");
     attacker
         .env(SWAP_DIR, open.path())
-        .env(SWAP_TARGET, &target)
-        .uid(uid)
-        .gid(gid)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .env(SWAP_TARGET, &target);
     let mut attacker = attacker.spawn().expect("start the attacker");
     let mut out = std::io::BufReader::new(attacker.stdout.take().unwrap());
     let mut line = String::new();

@@ -60,6 +60,18 @@ pub fn one_test_of_this_binary(module: &str, test: &str) -> Command {
     cmd
 }
 
+/// [`one_test_of_this_binary`] run as the user `nobody`, its stdout piped (what the helper
+/// saw) and its stderr dropped.
+pub fn one_test_as_nobody(module: &str, test: &str) -> Command {
+    let (uid, gid) = nobody();
+    let mut cmd = one_test_of_this_binary(module, test);
+    cmd.uid(uid)
+        .gid(gid)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd
+}
+
 /// A child process that is killed (and reaped) when dropped, and also when the test's thread
 /// dies first (PR_SET_PDEATHSIG), so no test leaves a process behind.
 pub struct Proc {
