@@ -506,7 +506,7 @@ fn an_edit_after_a_crash_never_reuses_a_revision() {
     fold(&d);
     assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
     drop(c);
-    let edited = crash_and_edit_by_hand(&mut d);
+    crash_and_edit_by_hand(&mut d);
     // The version the edit replaced is gone (only the edited file holds the rest of the room):
     // the rating is applied on top of the edit, at a revision the room never had.
     let (served, revision) = d.connect().get("r").unwrap();

@@ -408,7 +408,7 @@ fn a_watcher_that_never_reads_is_disconnected_and_memory_stays_bounded(backend: 
     for w in 0..WRITERS {
         setup.save(&room(&format!("room-{w}")));
     }
-    let mut stalled = stalled_watcher(&daemon);
+    let stalled = stalled_watcher(&daemon);
 
     let pid = daemon.pid();
     let baseline = rss_kb(pid).expect("daemon RSS");
@@ -573,7 +573,7 @@ fn a_watcher_whose_socket_stays_full_is_disconnected() {
     let name = "n".repeat(255);
     let mut setup = daemon.connect();
     setup.save(&bare_room(&name));
-    let mut stalled = stalled_watcher(&daemon);
+    let stalled = stalled_watcher(&daemon);
 
     let mut client = Client::connect(daemon.socket()).expect("writer connects");
     client
