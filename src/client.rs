@@ -2,8 +2,11 @@
 //!
 //! This module owns the client side of the wire: connecting to the daemon's Unix socket, writing
 //! one request per line, reading one response line per request in order, and turning an
-//! `{"ok":false,"error":{...}}` envelope into [`ClientError::Remote`]. Requests and responses are
-//! plain [`serde_json::Value`]s, so it works with every operation, including ones added later.
+//! `{"ok":false,"error":{...}}` envelope into [`ClientError::Remote`]. [`Client::request`] sends
+//! one of the daemon's own operation types ([`crate::protocol::request`]) and decodes its typed
+//! reply ([`crate::protocol::response`]); [`Client::call`] and [`Client::pipeline`] send anything
+//! that serializes to a JSON object, so a caller can also send a [`Value`] or a room's text as
+//! written.
 //!
 //! It never interprets the results of an operation (that is the caller's business: the CLI,
 //! scripts, tests) and it never retries: a request may have been applied even when its response
@@ -11,10 +14,13 @@
 //!
 //! ```no_run
 //! use moviematch_storaged::client::Client;
+//! use moviematch_storaged::protocol::request::{HasRoom, Ping, RoomLookup};
 //!
 //! let mut client = Client::connect("./data/storaged.sock".as_ref())?;
-//! let pong = client.call(&serde_json::json!({"op": "ping"}))?;
-//! assert_eq!(pong["protocol"], 1);
+//! assert_eq!(client.request(&Ping)?.protocol, 1);
+//! let room_name = RoomLookup::new("movie-night");
+//! let found = client.request(&HasRoom { room_name })?;
+//! println!("movie-night exists: {}", found.exists);
 //! # Ok::<(), moviematch_storaged::client::ClientError>(())
 //! ```
 
@@ -29,6 +35,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+use crate::protocol::request::{self, Call, Operation, RoomLookup};
 
 /// How many requests [`Client::pipeline`] keeps sent but unanswered: enough to hide the round
 /// trip to a local daemon, few enough that a slow daemon never holds much of our memory.
@@ -147,6 +155,19 @@ impl Client {
             .map_err(|source| io_error(&self.socket, source))
     }
 
+    /// Sends one operation and waits for its reply, decoded into the operation's reply type;
+    /// [`ClientError::Remote`] for an error envelope.
+    pub fn request<Op: Operation + Serialize>(
+        &mut self,
+        op: &Op,
+    ) -> Result<Op::Reply, ClientError> {
+        let line = self.call_raw(&Call::new(op))?;
+        serde_json::from_slice(&line).map_err(|error| ClientError::Protocol {
+            socket: self.socket.clone(),
+            reason: format!("not a {} answer ({error}): {}", Op::NAME, excerpt(&line)),
+        })
+    }
+
     /// Sends one request and waits for its response. Returns the whole success object as the
     /// daemon sent it (`ok` and any `id` included), or [`ClientError::Remote`] for an error one.
     ///
@@ -176,11 +197,10 @@ impl Client {
     /// its `{"ok":true}`, and turns the connection into a stream of change events
     /// (PROTOCOL.md section 3). The connection carries nothing else afterwards.
     pub fn watch(mut self, room_names: Option<&[String]>) -> Result<Watch, ClientError> {
-        let request = match room_names {
-            Some(names) => serde_json::json!({"op": "watch", "roomNames": names}),
-            None => serde_json::json!({"op": "watch"}),
+        let watch = request::Watch {
+            room_names: room_names.map(|names| names.iter().map(RoomLookup::new).collect()),
         };
-        self.call(&request)?;
+        self.request(&watch)?;
         Ok(Watch { client: self })
     }
 
@@ -552,6 +572,46 @@ mod tests {
         let mut client = Client::connect(&socket).expect("connect");
         let response = client.call(&json!({"id": 7, "op": "ping"})).expect("ping");
         assert_eq!(response, json!({"id": 7, "ok": true, "protocol": 1}));
+    }
+
+    #[test]
+    fn request_sends_the_operation_and_decodes_its_reply() {
+        let (_dir, socket) = serve_one(|request| {
+            Some(match request["op"].as_str() {
+                Some("addRating") => {
+                    let expected = json!({"op": "addRating", "roomName": "movie night",
+                        "mediaId": "plex://movie/1", "userName": "jane", "rating": "dislike"});
+                    assert_eq!(request, &expected);
+                    json!({"ok": true, "revision": 4, "added": true}).to_string()
+                }
+                _ => json!({"ok": true, "room": null}).to_string(),
+            })
+        });
+        let mut client = Client::connect(&socket).expect("connect");
+        let rated = client
+            .request(&request::AddRating {
+                room_name: RoomLookup::new("movie night"),
+                media_id: "plex://movie/1".to_owned(),
+                user_name: "jane".to_owned(),
+                rating: crate::room::Rating::Dislike,
+                timestamp: None,
+            })
+            .expect("addRating");
+        assert_eq!(
+            rated,
+            crate::protocol::response::Rated {
+                revision: 4,
+                added: true
+            }
+        );
+        // A reply without the fields its operation promises is the daemon out of step.
+        let error = client
+            .request(&request::Ping)
+            .expect_err("no protocol field");
+        assert!(
+            matches!(&error, ClientError::Protocol { reason, .. } if reason.contains("not a ping answer")),
+            "{error:?}"
+        );
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Wiring a daemon together from its [`Config`], and taking it apart again in order.
 //!
-//! Start: open the backend and load every room (the store starts its actor), claim the socket
-//! (refusing one a live daemon answers on, replacing a stale one), start the upkeep timers, serve.
+//! Start: claim the socket (refusing one a live daemon answers on, replacing a stale one), open
+//! the rooms where the configuration says they live ([`Rooms::open`]: the one place that knows),
+//! start the upkeep timers, serve. Nothing here asks which backend keeps the rooms.
 //!
 //! Shutdown order (SIGTERM/SIGINT), which happens by cancelling one token and dropping things:
 //! 1. the listener stops accepting; connection readers stop reading and answer lines they already
 //!    hold with `shutting_down`;
 //! 2. every request already started is finished and answered;
-//! 3. the timers stop and the last [`crate::store::StoreHandle`] is dropped, so the actor drains its queue,
-//!    writes and fsyncs everything ([`crate::backend::Backend::close`]) and ends;
+//! 3. the timers stop, the last [`Rooms`] handle is dropped and the rooms close
+//!    ([`OpenRooms::close`]): the storage actor drains its queue, writes and fsyncs everything
+//!    ([`crate::backend::Backend::close`]) and ends; with Redis, the announcement is withdrawn;
 //! 4. the socket file is removed and the process exits 0 (non-zero if the final flush failed).
 
 use std::io;
@@ -20,19 +22,18 @@ use std::time::{Duration, Instant};
 use std::os::unix::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::file::FileBackend;
-use crate::backend::memory::MemoryBackend;
-use crate::backend::{Backend, StorageError};
-use crate::config::{Config, Durability, StorageType};
-use crate::remote::RemoteStore;
+use crate::backend::StorageError;
+use crate::config::Config;
 use crate::room::change::Mutation;
-use crate::rooms::Rooms;
+use crate::rooms::{OpenRooms, Rooms};
 use crate::server::{self, Limits};
 use crate::service::{Facts, Service};
-use crate::store;
+use crate::store::health::StorageHealth;
 
 mod bind;
+mod heap;
 pub use bind::bind_socket;
+pub use heap::limit_malloc_arenas;
 
 /// Why the daemon could not start or stop cleanly. Each names the path or setting concerned.
 #[derive(Debug, thiserror::Error)]
@@ -51,59 +52,6 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
-}
-
-/// The backend `config` asks for, when its rooms live in this daemon (`memory`, `file`).
-pub fn open_backend(config: &Config) -> Option<Box<dyn Backend>> {
-    match config.storage_type {
-        StorageType::Memory => Some(Box::new(MemoryBackend)),
-        StorageType::File => {
-            let backend = FileBackend::new(&config.storage_path, config.durability);
-            Some(Box::new(match test_fold_interval() {
-                Some(interval) => backend.with_fold_interval(interval),
-                None => backend,
-            }))
-        }
-        StorageType::Redis => None,
-    }
-}
-
-/// Hidden, for tests only (not a setting): `STORAGED_TEST_FOLD_INTERVAL_MS` replaces the 60 s
-/// for which rooms may stay dirty before a background fold, so that the fault-injection sweep
-/// (tests/fault_sweep) can make a fold happen at the next upkeep tick and fail calls inside it.
-const TEST_FOLD_INTERVAL_ENV: &str = "STORAGED_TEST_FOLD_INTERVAL_MS";
-
-fn test_fold_interval() -> Option<Duration> {
-    let text = std::env::var(TEST_FOLD_INTERVAL_ENV).ok()?;
-    match text.trim().parse::<u64>() {
-        Ok(ms) => Some(Duration::from_millis(ms)),
-        Err(_) => {
-            tracing::warn!(
-                "ignoring {TEST_FOLD_INTERVAL_ENV}={text:?}: not a number of milliseconds"
-            );
-            None
-        }
-    }
-}
-
-/// Opens the rooms `config` asks for: loads them into a storage actor, or prepares the
-/// connections to Redis (which need not answer yet). Must run inside a tokio runtime.
-pub fn open_rooms(config: &Config) -> Result<(Rooms, Option<store::ActorThread>), DaemonError> {
-    match open_backend(config) {
-        Some(backend) => {
-            let (store, actor) = store::start(backend)?;
-            Ok((Rooms::Local(store), Some(actor)))
-        }
-        None => {
-            let remote = RemoteStore::open(&config.redis_url, &config.redis_prefix, true)?;
-            tracing::info!(
-                "Using redis storage at: {} (key prefix {:?})",
-                remote.url(),
-                remote.prefix()
-            );
-            Ok((Rooms::Remote(remote), None))
-        }
-    }
 }
 
 /// Raises the soft limit on open files to the hard limit and logs both: every connection is a
@@ -151,9 +99,7 @@ pub fn raise_open_file_limit() {
 /// A started daemon: serve it with [`Daemon::serve`].
 pub struct Daemon {
     config: Config,
-    rooms: Rooms,
-    /// The storage actor's thread (none with Redis).
-    actor: Option<store::ActorThread>,
+    rooms: OpenRooms,
     listener: UnixListener,
     /// The socket file this process created and must remove (none with socket activation).
     socket_file: Option<PathBuf>,
@@ -171,37 +117,36 @@ impl Daemon {
                 (listener, Some(config.socket_path.clone()))
             }
         };
-        let (rooms, actor) = match open_rooms(&config) {
-            Ok(started) => started,
+        let rooms = match Rooms::open(&config) {
+            Ok(rooms) => rooms,
             Err(e) => {
                 if let Some(path) = &socket_file {
                     let _ = std::fs::remove_file(path);
                 }
-                return Err(e);
+                return Err(e.into());
             }
         };
         Ok(Daemon {
             config,
             rooms,
-            actor,
             listener,
             socket_file,
         })
     }
 
     pub fn rooms(&self) -> &Rooms {
-        &self.rooms
+        self.rooms.rooms()
     }
 
     /// Serves until `shutdown` is cancelled, then stops in the documented order.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
         let Daemon {
             config,
-            rooms,
-            actor,
+            rooms: open,
             listener,
             socket_file,
         } = self;
+        let rooms = open.rooms().clone();
         let socket_error = |action| {
             let path = socket_file
                 .clone()
@@ -222,7 +167,9 @@ impl Daemon {
             password_hashing: config.password_hashing,
             connections: Arc::new(AtomicUsize::new(0)),
             started: Instant::now(),
-            facts: Arc::new(facts(&config, &rooms)),
+            facts: Arc::new(Facts {
+                settings: rooms.settings(&config),
+            }),
         };
         let timers = CancellationToken::new();
         let socket_name = socket_file.as_deref().map_or_else(
@@ -231,7 +178,7 @@ impl Daemon {
         );
         let upkeep = tokio::spawn(run_upkeep(
             rooms.clone(),
-            upkeep_period(&config),
+            rooms.upkeep_period(&config),
             socket_name,
             timers.clone(),
         ));
@@ -240,9 +187,7 @@ impl Daemon {
             .map(|after| tokio::spawn(run_expiry(rooms.clone(), after, timers.clone())));
         let watchdog = crate::systemd::watchdog_interval()
             .map(|every| tokio::spawn(run_watchdog(rooms.clone(), every, timers.clone())));
-        if let Rooms::Remote(remote) = &rooms {
-            check_redis(remote).await;
-        }
+        rooms.check_at_start().await;
         crate::systemd::ready(rooms.count().await.unwrap_or(0) as usize);
         tracing::info!(
             "serving on {}",
@@ -269,81 +214,16 @@ impl Daemon {
         for task in expiry.into_iter().chain(watchdog) {
             let _ = task.await;
         }
-        if let Rooms::Remote(remote) = &rooms {
-            remote.close().await;
-        }
         drop(rooms);
-        let Some(actor) = actor else {
-            tracing::info!("stopped cleanly");
-            return Ok(());
-        };
-        // Every handle is gone now: the actor drains, flushes and ends.
-        let closed = tokio::task::spawn_blocking(move || actor.join())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| {
-                Err(StorageError::Unusable {
-                    message: "the storage actor panicked; run the daemon again to recover from the journal".into(),
-                })
-            });
-        closed?;
+        // Every other handle is gone now: the rooms close (the actor drains, flushes and ends).
+        open.close().await?;
         tracing::info!("stopped cleanly");
         Ok(())
     }
 }
 
-/// Logs what start-up should know of Redis: whether it answers, and whether its persistence
-/// keeps what the daemon acknowledges (README "Redis": durability is Redis's).
-async fn check_redis(remote: &RemoteStore) {
-    if let Err(e) = remote.ping().await {
-        tracing::warn!("{e}; serving anyway: requests get storage errors until Redis answers");
-        return;
-    }
-    match remote.persistence().await {
-        Some(settings) if settings.starts_with("appendonly yes") => {
-            tracing::info!("Redis at {} persists with {settings}", remote.url());
-        }
-        Some(settings) => tracing::warn!(
-            "Redis at {} runs with {settings}: acknowledged changes are lost if Redis stops or crashes; set appendonly yes (and appendfsync always or everysec) in redis.conf",
-            remote.url()
-        ),
-        None => tracing::info!(
-            "Redis at {} does not tell its persistence settings (CONFIG GET refused); durability is as configured there",
-            remote.url()
-        ),
-    }
-}
-
-/// What `stats` reports of the configuration.
-fn facts(config: &Config, rooms: &Rooms) -> Facts {
-    let mut settings = Vec::new();
-    match rooms {
-        Rooms::Local(_) => {
-            settings.push(("durability", config.durability.to_string()));
-            if config.storage_type == StorageType::File {
-                settings.push(("storagePath", config.storage_path.display().to_string()));
-            }
-        }
-        Rooms::Remote(remote) => {
-            settings.push(("redisUrl", remote.url().to_owned()));
-            settings.push(("redisPrefix", remote.prefix().to_owned()));
-        }
-    }
-    Facts { settings }
-}
-
-/// How often the upkeep runs: the flush interval in relaxed mode, else once a second.
-fn upkeep_period(config: &Config) -> Duration {
-    match (config.storage_type, config.durability) {
-        (StorageType::Redis, _) => Duration::from_secs(5),
-        (_, Durability::Relaxed) => config.flush_interval,
-        (_, Durability::Strict) => Duration::from_secs(1),
-    }
-}
-
-/// The actor's periodic upkeep (relaxed flushes, folds); with Redis, renewing this daemon's
-/// presence key, by which `migrate` knows a daemon is using the prefix.
+/// The rooms' periodic upkeep ([`Rooms::upkeep`]), and systemd's STATUS= line when the health
+/// of the storage this daemon keeps changes.
 async fn run_upkeep(rooms: Rooms, period: Duration, socket: String, stop: CancellationToken) {
     // What systemd's STATUS= line last said of the storage: healthy, read-only or failing.
     let mut shown = (true, false);
@@ -354,14 +234,11 @@ async fn run_upkeep(rooms: Rooms, period: Duration, socket: String, stop: Cancel
             () = stop.cancelled() => return,
             _ = ticks.tick() => {
                 crate::logging::flush_suppressed();
-                match &rooms {
-                    Rooms::Local(store) => {
-                        if store.tick().await.is_err() {
-                            return;
-                        }
-                        shown = show_health(store, shown);
-                    }
-                    Rooms::Remote(remote) => remote.announce(&socket).await,
+                if rooms.upkeep(&socket).await.is_err() {
+                    return;
+                }
+                if let Some(health) = rooms.health() {
+                    shown = show_health(&rooms, health, shown).await;
                 }
             }
         }
@@ -369,13 +246,12 @@ async fn run_upkeep(rooms: Rooms, period: Duration, socket: String, stop: Cancel
 }
 
 /// Updates systemd's STATUS= line when the storage's health changed since `shown`.
-fn show_health(store: &crate::store::StoreHandle, shown: (bool, bool)) -> (bool, bool) {
-    let health = store.counters().health.get();
+async fn show_health(rooms: &Rooms, health: StorageHealth, shown: (bool, bool)) -> (bool, bool) {
     let now = (health.healthy, health.read_only);
     if now == shown {
         return shown;
     }
-    let rooms = store.snapshot().rooms.len();
+    let rooms = rooms.count().await.unwrap_or(0);
     let error = health.last_error.as_deref().unwrap_or("unknown error");
     let status = match now {
         (true, _) => format!("serving {rooms} rooms"),
@@ -386,22 +262,19 @@ fn show_health(store: &crate::store::StoreHandle, shown: (bool, bool)) -> (bool,
     now
 }
 
-/// Tells systemd's watchdog the daemon is alive, but only after the storage actor has answered:
-/// a stuck actor stops the keep-alives, and systemd restarts the daemon. With Redis there is no
-/// actor; an unreachable Redis is not a reason to restart the daemon.
+/// Tells systemd's watchdog the daemon is alive, but only when the rooms answer in time
+/// ([`Rooms::answers_within`]): a stuck storage actor stops the keep-alives, and systemd
+/// restarts the daemon.
 async fn run_watchdog(rooms: Rooms, every: Duration, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = ticks.tick() => match &rooms {
-                Rooms::Remote(_) => crate::systemd::watchdog(),
-                Rooms::Local(store) => match tokio::time::timeout(every, store.tick()).await {
-                    Ok(Ok(())) => crate::systemd::watchdog(),
-                    Ok(Err(_)) => return,
-                    Err(_) => tracing::error!("the storage actor did not answer within {every:?}; not telling the watchdog we are alive"),
-                },
+            _ = ticks.tick() => match rooms.answers_within(every).await {
+                Ok(true) => crate::systemd::watchdog(),
+                Ok(false) => tracing::error!("the storage actor did not answer within {every:?}; not telling the watchdog we are alive"),
+                Err(_) => return,
             },
         }
     }

@@ -7,9 +7,10 @@
 //!
 //! Module map (each module's own docs say what it owns and what it never does):
 //!
-//! - [`protocol`]: the wire contract: framing ([`protocol::codec`]), typed requests
-//!   ([`protocol::request`], half surrogate pairs masked by `room::surrogate`), response
-//!   lines and error codes.
+//! - [`protocol`]: the wire contract, shared by the daemon and its clients: framing
+//!   ([`protocol::codec`]), decoding a line ([`protocol::decode`], half surrogate pairs masked
+//!   by `room::surrogate`), one type per operation ([`protocol::request`]), response lines
+//!   and reply types ([`protocol::response`]), `watch` event lines ([`protocol::event`]), error codes.
 //! - [`room`]: the room and its changes, below everything else: names, the section-4 rules in
 //!   one table ([`room::validate`](mod@room::validate)) read by the validator and by the
 //!   one-pass fast path ([`room::prepare`], over the [`room::scan`] scanner), the stored forms
@@ -22,17 +23,19 @@
 //!   [`backend::memory`], [`backend::file`] (room files + journal).
 //! - [`remote`]: rooms in a Redis server shared by several daemons (`storageType: redis`):
 //!   the key layout, the Lua scripts that keep every mutation atomic, the event subscription.
-//! - [`rooms`]: [`rooms::Rooms`], the one view of the rooms the service uses, over the local
-//!   store or Redis.
+//! - [`rooms`]: the seam. Where rooms live ([`rooms::Place`]) is chosen once, at open; above it
+//!   everything (service, watch, daemon, migrate, tests) speaks to [`rooms::Rooms`] and never
+//!   asks which backend it has.
 //! - [`server`]: the Unix-socket listener and one handler per connection.
 //! - [`watch`]: change events for `watch` connections.
 //! - [`password`]: optional Argon2id hashing of room passwords.
 //! - [`daemon`]: wiring it all from a [`config::Config`], and the shutdown order.
 //! - [`config`]: the daemon's settings, layered flags > environment > YAML file > defaults.
-//! - [`migrate`]: copying every room between backends offline (`moviematch-storage migrate`).
+//! - [`migrate`]: copying every room between two places offline (`moviematch-storage migrate`).
 //! - [`logging`]: tracing to stderr, journald-friendly.
 //! - [`systemd`]: readiness, watchdog and socket activation under systemd.
-//! - [`client`]: a small blocking client for the NDJSON protocol (used by the CLI and tests).
+//! - [`client`]: a small blocking client that sends [`protocol::request`] types and reads
+//!   [`protocol::response`] types (used by the CLI and tests).
 //! - `test_support` (tests only, feature `test-support`): the protocol model the property tests
 //!   share.
 

@@ -1,4 +1,6 @@
-//! `moviematch-storage migrate`: copies every room between backends while no daemon uses them.
+//! `moviematch-storage migrate`: copies every room between two places (a file directory, a
+//! Redis prefix) while no daemon uses them. Both ends are opened through the seam
+//! ([`crate::rooms`]): nothing here asks which backend an end has.
 //!
 //! Each room keeps its JSON byte for byte, its revision and its last-changed time, so clients
 //! holding an `expectedRevision` and `roomExpiry` see no difference. The copy is checked by
@@ -8,23 +10,18 @@
 //! daemon's lock), a Redis prefix on which a daemon announced itself, and a target that already
 //! holds rooms (unless `force`: then rooms of the same name are replaced, others kept).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
-
 use crate::backend::file::FileBackend;
-use crate::backend::{Backend, StorageError};
+use crate::backend::StorageError;
 use crate::config::Durability;
 use crate::protocol::request::ListQuery;
 use crate::remote::RemoteStore;
-use crate::room::change::Change;
-use crate::room::entry::{RoomEntry, RoomMap, Snapshot};
-use crate::room::prepare::PreparedRoom;
-
-/// How many rooms are written to Redis at once, and to the file journal per commit.
-const IN_FLIGHT: usize = 64;
-const CHUNK: usize = 1000;
+use crate::room::entry::RoomEntry;
+use crate::room::RoomName;
+use crate::rooms::{OpenRooms, Place, Rooms};
 
 /// One end of a migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,31 +113,65 @@ pub async fn migrate(
         }
     }
     let source = open(from).await?;
+    let copied = copy(source.rooms(), to, force, &mut progress).await;
+    // Closed whatever happened, so that nothing is left running when the command exits.
+    let closed = source.close().await;
+    let total = copied?;
+    closed?;
+    Ok(Migrated { rooms: total })
+}
+
+/// Copies every room of `source` to `to` and checks the copy; returns how many rooms it copied.
+async fn copy(
+    source: &Rooms,
+    to: &Endpoint,
+    force: bool,
+    progress: &mut impl FnMut(&str, usize, usize),
+) -> Result<usize, MigrateError> {
+    let rooms = read(source).await?;
     let target = open(to).await?;
-    let rooms = source.read().await?;
-    let existing = target.read().await?;
-    if !existing.is_empty() && !force {
-        return Err(MigrateError(format!(
-            "{} already holds {} room(s); migrate into an empty one, or pass --force to replace rooms of the same name",
-            to.describe(),
-            existing.len()
-        )));
+    let copied = async {
+        let existing = read(target.rooms()).await?;
+        if !existing.is_empty() && !force {
+            return Err(MigrateError(format!(
+                "{} already holds {} room(s); migrate into an empty one, or pass --force to replace rooms of the same name",
+                to.describe(),
+                existing.len()
+            )));
+        }
+        let moving: Vec<Arc<RoomEntry>> = rooms.values().cloned().collect();
+        let total = moving.len();
+        target
+            .rooms()
+            .restore(&moving, &mut |done| progress("copying", done, total))
+            .await
+            .map_err(MigrateError::from)
     }
-    let total = rooms.len();
-    let moving: Vec<Arc<RoomEntry>> = rooms.values().cloned().collect();
-    target
-        .write(&existing, &moving, &mut |done| {
-            progress("copying", done, total)
-        })
-        .await?;
-    // A file target is closed (every room in its file, the lock released) before the check,
-    // so the check reads what a daemon started on it would read.
-    target.close().await?;
-    drop(target);
+    .await;
+    // The target is closed (a file target: every room in its file, the lock released) before
+    // the check, so the check reads what a daemon started on it would read.
+    let closed = target.close().await;
+    copied?;
+    closed?;
     let written = open(to).await?;
-    let back = written.read().await?;
+    let checked = check(&rooms, written.rooms(), to, progress).await;
+    let closed = written.close().await;
+    checked?;
+    closed?;
+    Ok(rooms.len())
+}
+
+/// Compares every room of the source with its copy in `written`.
+async fn check(
+    rooms: &BTreeMap<RoomName, Arc<RoomEntry>>,
+    written: &Rooms,
+    to: &Endpoint,
+    progress: &mut impl FnMut(&str, usize, usize),
+) -> Result<(), MigrateError> {
+    let total = rooms.len();
+    let back = read(written).await?;
     let mut checked = 0;
-    for (name, entry) in &rooms {
+    for (name, entry) in rooms {
         let copy = back.get(name).ok_or_else(|| {
             MigrateError(format!(
                 "room {:?} is missing from {} after the copy; the source is unchanged",
@@ -158,132 +189,37 @@ pub async fn migrate(
         checked += 1;
         progress("checking", checked, total);
     }
-    written.close().await?;
-    source.close().await?;
-    Ok(Migrated { rooms: total })
+    Ok(())
 }
 
-/// An opened end: a file backend (holding its directory's lock) or a Redis store.
-enum Opened {
-    File {
-        backend: Box<tokio::sync::Mutex<FileBackend>>,
-        rooms: tokio::sync::Mutex<RoomMap>,
-    },
-    Redis(RemoteStore),
+/// Opens one end where it lives: a storage directory (taking its lock: refused while a daemon
+/// holds it), or a Redis prefix (refused while a daemon announced itself on it).
+async fn open(endpoint: &Endpoint) -> Result<OpenRooms, MigrateError> {
+    let place = match endpoint {
+        Endpoint::File(dir) => Place::Local(Box::new(FileBackend::new(dir, Durability::Strict))),
+        Endpoint::Redis { url, prefix } => Place::Redis(RemoteStore::open(url, prefix, false)?),
+    };
+    let opened = Rooms::start(place)?;
+    // Fails early when Redis does not answer.
+    opened.rooms().flush().await?;
+    let daemons = opened.rooms().served_by().await?;
+    if !daemons.is_empty() {
+        return Err(MigrateError(format!(
+            "{} is in use by {} running daemon(s) ({}); stop them first",
+            endpoint.describe(),
+            daemons.len(),
+            daemons.join(", ")
+        )));
+    }
+    Ok(opened)
 }
 
-async fn open(endpoint: &Endpoint) -> Result<Opened, MigrateError> {
-    match endpoint {
-        Endpoint::File(dir) => {
-            let mut backend = FileBackend::new(dir, Durability::Strict);
-            // Takes the directory's lock: refuses a directory a daemon holds.
-            let rooms = backend.load()?;
-            Ok(Opened::File {
-                backend: Box::new(tokio::sync::Mutex::new(backend)),
-                rooms: tokio::sync::Mutex::new(rooms),
-            })
-        }
-        Endpoint::Redis { url, prefix } => {
-            let store = RemoteStore::open(url, prefix, false)?;
-            store.ping().await?;
-            let daemons = store.daemons().await?;
-            if !daemons.is_empty() {
-                return Err(MigrateError(format!(
-                    "{} is in use by {} running daemon(s) ({}); stop them first",
-                    endpoint.describe(),
-                    daemons.len(),
-                    daemons.join(", ")
-                )));
-            }
-            Ok(Opened::Redis(store))
-        }
-    }
-}
-
-impl Opened {
-    async fn read(&self) -> Result<RoomMap, MigrateError> {
-        match self {
-            Opened::File { rooms, .. } => Ok(rooms.lock().await.clone()),
-            Opened::Redis(store) => {
-                let listing = store.list(&ListQuery::default(), |_| true).await?;
-                Ok(listing
-                    .0
-                    .into_iter()
-                    .map(|entry| (entry.name.clone(), entry))
-                    .collect())
-            }
-        }
-    }
-
-    async fn write(
-        &self,
-        existing: &RoomMap,
-        moving: &[Arc<RoomEntry>],
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<(), MigrateError> {
-        match self {
-            Opened::File { backend, rooms } => {
-                let mut backend = backend.lock().await;
-                let mut all = existing.clone();
-                let mut done = 0;
-                for chunk in moving.chunks(CHUNK) {
-                    let mut changes = Vec::with_capacity(chunk.len());
-                    for entry in chunk {
-                        all.insert(entry.name.clone(), entry.clone());
-                        changes.push(Change::Put {
-                            name: entry.name.clone(),
-                            revision: entry.revision,
-                            at: entry.updated_at,
-                            room: entry.encoded().clone(),
-                        });
-                    }
-                    let snapshot = Snapshot { rooms: all.clone() };
-                    backend.commit(&changes, &snapshot)?;
-                    done += chunk.len();
-                    progress(done);
-                }
-                *rooms.lock().await = all;
-                Ok(())
-            }
-            Opened::Redis(store) => {
-                let mut done = 0;
-                let mut writes = stream::iter(moving.iter().map(|entry| async move {
-                    let prepared = PreparedRoom::from_json(entry.encoded()).map_err(|e| {
-                        MigrateError(format!(
-                            "room {:?} in the source is not valid ({e}); fix or remove it first",
-                            entry.name.as_str()
-                        ))
-                    })?;
-                    store
-                        .restore(&prepared, entry.revision, entry.updated_at)
-                        .await?;
-                    Ok::<_, MigrateError>(())
-                }))
-                .buffer_unordered(IN_FLIGHT);
-                while writes.try_next().await?.is_some() {
-                    done += 1;
-                    progress(done);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Leaves the end clean: a file directory with every room in its file and the lock gone.
-    async fn close(&self) -> Result<(), MigrateError> {
-        match self {
-            Opened::File { backend, rooms } => {
-                let snapshot = Snapshot {
-                    rooms: rooms.lock().await.clone(),
-                };
-                let mut backend = backend.lock().await;
-                backend.close(&snapshot)?;
-                Ok(())
-            }
-            Opened::Redis(store) => {
-                store.close().await;
-                Ok(())
-            }
-        }
-    }
+/// Every room at one end, by name.
+async fn read(rooms: &Rooms) -> Result<BTreeMap<RoomName, Arc<RoomEntry>>, MigrateError> {
+    let listing = rooms.list(&ListQuery::default()).await?;
+    Ok(listing
+        .rooms
+        .into_iter()
+        .map(|entry| (entry.name.clone(), entry))
+        .collect())
 }

@@ -1,29 +1,52 @@
-//! The rooms as every operation sees them, whichever backend keeps them: [`Rooms`].
+//! The seam: where the rooms live is chosen once, when they are opened ([`Rooms::open`]), and
+//! everything above (service, watch, daemon, migrate, the tests) speaks to them through
+//! [`Rooms`] alone, never asking which backend it has.
 //!
 //! `memory` and `file` rooms live in this daemon: the storage actor ([`crate::store`]) applies
 //! mutations and reads come from its published snapshot, without waiting. `redis` rooms live in
-//! a Redis server shared with other daemons ([`crate::remote`]): every request goes there. The
-//! service speaks to both through this one type, and so does the backend conformance suite.
+//! a Redis server shared with other daemons ([`crate::remote`]): every request goes there.
+//! Whatever differs between the two is a method here with a meaning that holds for both:
+//! whether a connection may queue writes ahead ([`Rooms::pipelines`]), the periodic upkeep and
+//! the watchdog's question ([`Rooms::upkeep`], [`Rooms::answers_within`]), SIGHUP
+//! ([`Rooms::reread`]), what `stats` and the start-up log say, the end of a `watch`
+//! ([`Subscription`]), and the clean stop ([`OpenRooms::close`]).
+//!
+//! - `open.rs`: [`Place`] (where the rooms live) and opening and closing them;
+//! - `running.rs`: what a running daemon asks of its rooms (upkeep, watchdog, SIGHUP, `stats`);
+//! - `restore.rs`: what `migrate` asks of them (who serves them, taking rooms in as they are);
+//! - `subscription.rs`: `watch` events, from the actor or from Redis.
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::oneshot;
 
 use crate::protocol::request::ListQuery;
-use crate::remote::{RemoteEvent, RemoteStore};
+use crate::remote::RemoteStore;
 use crate::room::change::{Mutation, Outcome};
 use crate::room::entry::RoomEntry;
 use crate::room::StoreError;
-use crate::store::{Counters, Event, StoreHandle};
-use crate::watch::event_line;
+use crate::store::StoreHandle;
+
+mod open;
+mod restore;
+mod running;
+mod subscription;
+
+pub use open::{OpenRooms, Place};
+pub use subscription::{Received, Subscription};
 
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
-pub enum Rooms {
-    /// Held by this daemon's storage actor (`memory`, `file`).
+pub struct Rooms {
+    kept: Kept,
+}
+
+/// Who keeps the rooms; private, so that only this module knows.
+#[derive(Clone)]
+enum Kept {
+    /// This daemon's storage actor (`memory`, `file`).
     Local(StoreHandle),
-    /// Held by Redis (`redis`).
+    /// Redis (`redis`).
     Remote(RemoteStore),
 }
 
@@ -35,71 +58,74 @@ pub struct Listing {
 }
 
 impl Rooms {
-    /// "memory", "file" or "redis".
+    /// "memory", "file" or "redis", as `stats` reports it.
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            Rooms::Local(store) => store.backend_name(),
-            Rooms::Remote(_) => "redis",
+        match &self.kept {
+            Kept::Local(store) => store.backend_name(),
+            Kept::Remote(_) => "redis",
         }
     }
 
-    /// The local store's counters (commits, changes); none for Redis.
-    pub fn counters(&self) -> Option<&Counters> {
-        match self {
-            Rooms::Local(store) => Some(store.counters()),
-            Rooms::Remote(_) => None,
-        }
+    /// Whether a connection may queue its mutations at once ([`Rooms::submit`]) so that its
+    /// pipelined writes share commits. Not with Redis: there a connection's requests run one
+    /// after the other, which is what keeps them in order.
+    pub fn pipelines(&self) -> bool {
+        matches!(self.kept, Kept::Local(_))
     }
 
-    /// Queues a mutation on the local actor and returns where its answer arrives, so that a
-    /// connection's pipelined writes share commits; `None` for Redis, where a connection's
-    /// requests run one after the other (see `Service::begin`).
+    /// Queues a mutation and returns where its answer arrives. Where the rooms do not
+    /// [`pipeline`](Rooms::pipelines), the mutation is applied before this returns, so the
+    /// answer is there at once and the connection's order holds all the same.
     pub async fn submit(
         &self,
         mutation: Mutation,
-    ) -> Option<oneshot::Receiver<Result<Outcome, StoreError>>> {
-        match self {
-            Rooms::Local(store) => Some(store.submit(mutation).await),
-            Rooms::Remote(_) => None,
+    ) -> oneshot::Receiver<Result<Outcome, StoreError>> {
+        match &self.kept {
+            Kept::Local(store) => store.submit(mutation).await,
+            Kept::Remote(remote) => {
+                let (reply, answer) = oneshot::channel();
+                let _ = reply.send(remote.mutate(mutation).await);
+                answer
+            }
         }
     }
 
     /// Applies a mutation and waits for its answer.
     pub async fn mutate(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
-        match self {
-            Rooms::Local(store) => store.mutate(mutation).await,
-            Rooms::Remote(remote) => remote.mutate(mutation).await,
+        match &self.kept {
+            Kept::Local(store) => store.mutate(mutation).await,
+            Kept::Remote(remote) => remote.mutate(mutation).await,
         }
     }
 
     /// The room as `getRoom` returns it.
     pub async fn get(&self, name: &str) -> Result<Option<Arc<RoomEntry>>, StoreError> {
-        match self {
-            Rooms::Local(store) => Ok(store.snapshot().get(name).cloned()),
-            Rooms::Remote(remote) => remote.get(name).await,
+        match &self.kept {
+            Kept::Local(store) => Ok(store.snapshot().get(name).cloned()),
+            Kept::Remote(remote) => remote.get(name).await,
         }
     }
 
     pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
-        match self {
-            Rooms::Local(store) => Ok(store.snapshot().get(name).is_some()),
-            Rooms::Remote(remote) => remote.exists(name).await,
+        match &self.kept {
+            Kept::Local(store) => Ok(store.snapshot().get(name).is_some()),
+            Kept::Remote(remote) => remote.exists(name).await,
         }
     }
 
     /// How many rooms there are.
     pub async fn count(&self) -> Result<u64, StoreError> {
-        match self {
-            Rooms::Local(store) => Ok(store.snapshot().rooms.len() as u64),
-            Rooms::Remote(remote) => remote.count().await,
+        match &self.kept {
+            Kept::Local(store) => Ok(store.snapshot().rooms.len() as u64),
+            Kept::Remote(remote) => remote.count().await,
         }
     }
 
     /// `listRooms`: the rooms matching `query`, in name order, at most `query.limit`.
     pub async fn list(&self, query: &ListQuery) -> Result<Listing, StoreError> {
-        match self {
-            Rooms::Local(store) => Ok(list_local(&store.snapshot().rooms, query)),
-            Rooms::Remote(remote) => {
+        match &self.kept {
+            Kept::Local(store) => Ok(list_local(&store.snapshot().rooms, query)),
+            Kept::Remote(remote) => {
                 let (rooms, more) = remote.list(query, |e| matches(query, e)).await?;
                 Ok(Listing { rooms, more })
             }
@@ -109,42 +135,25 @@ impl Rooms {
     /// Returns once every acknowledged change is on stable storage (for Redis: once Redis
     /// answers; its durability is its own).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        match self {
-            Rooms::Local(store) => store.flush().await,
-            Rooms::Remote(remote) => remote.ping().await,
+        match &self.kept {
+            Kept::Local(store) => store.flush().await,
+            Kept::Remote(remote) => remote.ping().await,
         }
     }
 
     /// Brings every room file up to date with the rooms (`file`); as `flush` elsewhere.
     pub async fn fold(&self) -> Result<(), StoreError> {
-        match self {
-            Rooms::Local(store) => store.fold().await,
-            Rooms::Remote(remote) => remote.ping().await,
+        match &self.kept {
+            Kept::Local(store) => store.fold().await,
+            Kept::Remote(remote) => remote.ping().await,
         }
     }
 
-    /// Re-reads room files changed by hand (SIGHUP); Redis has none.
+    /// Re-reads room files changed by hand and returns how many rooms changed; Redis has none.
     pub async fn reload(&self) -> Result<usize, StoreError> {
-        match self {
-            Rooms::Local(store) => store.reload().await,
-            Rooms::Remote(_) => Ok(0),
-        }
-    }
-
-    /// Every change acknowledged from now on, for `watch`.
-    pub async fn subscribe(&self) -> Result<Subscription, StoreError> {
-        match self {
-            Rooms::Local(store) => {
-                let (events, since) = store.subscribe();
-                Ok(Subscription::Local { events, since })
-            }
-            Rooms::Remote(remote) => {
-                let (events, fence) = remote.subscribe().await?;
-                Ok(Subscription::Remote {
-                    events,
-                    fence: Some(fence),
-                })
-            }
+        match &self.kept {
+            Kept::Local(store) => store.reload().await,
+            Kept::Remote(_) => Ok(0),
         }
     }
 }
@@ -186,78 +195,4 @@ fn list_local(rooms: &crate::room::entry::RoomMap, query: &ListQuery) -> Listing
         listing.rooms.push(entry.clone());
     }
     listing
-}
-
-/// A `watch` subscription on either kind of store.
-pub enum Subscription {
-    /// Changes committed by this daemon's actor; events from snapshots up to `since` are older
-    /// than the subscription and skipped.
-    Local {
-        events: broadcast::Receiver<Event>,
-        since: u64,
-    },
-    /// Changes published through Redis by every daemon; everything before the watcher's own
-    /// `fence` is older than the subscription and skipped.
-    Remote {
-        events: broadcast::Receiver<RemoteEvent>,
-        fence: Option<Arc<str>>,
-    },
-}
-
-/// What a subscription yielded.
-pub enum Received {
-    /// An event line for the watcher.
-    Line(bytes::Bytes),
-    /// An event the watcher did not ask for (or older than it).
-    Skipped,
-    /// Events were missed (the watcher fell behind, or Redis dropped the subscription).
-    Overflow { missed: Option<u64> },
-    /// No more events will come.
-    Closed,
-}
-
-impl Subscription {
-    /// True when no event is waiting (the watcher flushes its socket then).
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Subscription::Local { events, .. } => events.is_empty(),
-            Subscription::Remote { events, .. } => events.is_empty(),
-        }
-    }
-
-    /// The next event, if `wanted` wants its room.
-    pub async fn recv(&mut self, wanted: impl Fn(&str) -> bool) -> Received {
-        match self {
-            Subscription::Local { events, since } => match events.recv().await {
-                Ok((published, change)) => {
-                    if published <= *since || !wanted(change.room_name().as_str()) {
-                        Received::Skipped
-                    } else {
-                        Received::Line(event_line(&change))
-                    }
-                }
-                Err(RecvError::Lagged(missed)) => Received::Overflow {
-                    missed: Some(missed),
-                },
-                Err(RecvError::Closed) => Received::Closed,
-            },
-            Subscription::Remote { events, fence } => match events.recv().await {
-                Ok(RemoteEvent::Change { room, line }) => match fence.is_none() && wanted(&room) {
-                    true => Received::Line(line),
-                    false => Received::Skipped,
-                },
-                Ok(RemoteEvent::Fence(token)) => {
-                    if fence.as_ref() == Some(&token) {
-                        *fence = None;
-                    }
-                    Received::Skipped
-                }
-                Ok(RemoteEvent::Lost) => Received::Overflow { missed: None },
-                Err(RecvError::Lagged(missed)) => Received::Overflow {
-                    missed: Some(missed),
-                },
-                Err(RecvError::Closed) => Received::Closed,
-            },
-        }
-    }
 }

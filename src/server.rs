@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf, UCred};
+use tokio::net::unix::UCred;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
@@ -35,6 +35,9 @@ use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId};
 use crate::room::RoomName;
 use crate::service::{Answer, Pending, Service};
 use crate::watch;
+
+pub mod socket;
+use socket::{ReadHalf, WriteHalf};
 
 /// Requests a client may have in flight on one connection before the daemon stops reading.
 const PIPELINE_DEPTH: usize = 1024;
@@ -240,7 +243,16 @@ async fn handle(
     shutdown: CancellationToken,
 ) {
     let peer = Peer::of(&stream);
-    let (read, write) = stream.into_split();
+    let (read, write) = match socket::split(stream) {
+        Ok(halves) => halves,
+        Err(e) => {
+            crate::logging::limited_warn(
+                "connection-setup",
+                format_args!("cannot serve a connection of {peer}: {e}; it was closed"),
+            );
+            return;
+        }
+    };
     let (queue, pending) = mpsc::channel(PIPELINE_DEPTH);
     let budget = Budget::new(limits.max_unread_bytes);
     let writer = write_responses(write, service.clone(), pending, limits.write_timeout, peer);
@@ -294,12 +306,12 @@ impl Budget {
 struct WatchRequest {
     id: RequestId,
     room_names: Option<Vec<RoomName>>,
-    input: FramedRead<OwnedReadHalf, LineCodec>,
+    input: FramedRead<ReadHalf, LineCodec>,
 }
 
 /// Reads request lines and starts them in order, until the input ends or a `watch` arrives.
 async fn read_requests(
-    read: OwnedReadHalf,
+    read: ReadHalf,
     service: &Service,
     limits: &Limits,
     queue: mpsc::Sender<Queued>,
@@ -353,10 +365,10 @@ async fn read_requests(
                     Pending::Ready(line)
                 }
                 Ok(envelope) => {
-                    if let Request::Watch { room_names } = envelope.request {
+                    if let Request::Watch(watch) = envelope.request {
                         return Some(WatchRequest {
                             id: envelope.id,
-                            room_names,
+                            room_names: watch.rooms(),
                             input: frames,
                         });
                     }
@@ -380,7 +392,7 @@ type Queued = (Pending, OwnedSemaphorePermit);
 
 /// After shutdown: lines already received but not started are answered `shutting_down`.
 async fn answer_buffered_with_shutting_down(
-    frames: &mut FramedRead<OwnedReadHalf, LineCodec>,
+    frames: &mut FramedRead<ReadHalf, LineCodec>,
     queue: &mpsc::Sender<Queued>,
     budget: &Budget,
 ) {
@@ -411,12 +423,12 @@ async fn answer_buffered_with_shutting_down(
 /// Finishes pending requests in order and writes their responses. Returns the write half for a
 /// `watch` that follows.
 async fn write_responses(
-    write: OwnedWriteHalf,
+    write: WriteHalf,
     service: Service,
     mut pending: mpsc::Receiver<Queued>,
     timeout: Duration,
     peer: Peer,
-) -> Result<BufWriter<OwnedWriteHalf>, std::io::Error> {
+) -> Result<BufWriter<WriteHalf>, std::io::Error> {
     let mut out = BufWriter::with_capacity(64 * 1024, write);
     let result = async {
         while let Some((next, permit)) = pending.recv().await {

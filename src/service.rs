@@ -14,11 +14,12 @@ use tokio::sync::oneshot;
 
 use crate::config::PasswordHashing;
 use crate::password;
-use crate::protocol::request::{ListQuery, Request, RoomLookup};
+use crate::protocol::request::{
+    DeleteRoom, GetRoom, HasRoom, ListQuery, Request, RoomLookup, VerifyPassword,
+};
 use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId, Response, PROTOCOL_VERSION};
 use crate::room::change::{Mutation, Outcome, Refusal};
 use crate::room::entry::RoomEntry;
-use crate::room::now_millis;
 use crate::room::StoreError;
 use crate::rooms::{Listing, Rooms};
 
@@ -74,10 +75,11 @@ pub enum Pending {
 
 impl Service {
     /// Starts a request: queues mutations at once (so pipelined writes share commits), defers
-    /// everything else to [`Service::answer`]. With Redis every request is deferred: a
-    /// connection's requests then run one after the other, which keeps them in order.
+    /// everything else to [`Service::answer`]. Where the rooms do not pipeline (Redis: see
+    /// [`Rooms::pipelines`]) every request is deferred: a connection's requests then run one
+    /// after the other, which keeps them in order.
     pub async fn begin(&self, id: RequestId, request: Request) -> Pending {
-        if matches!(self.rooms, Rooms::Remote(_)) || !request.is_mutation() {
+        if !request.is_mutation() || !self.rooms.pipelines() {
             return Pending::Deferred { id, request };
         }
         let mutation = match self.mutation(request).await {
@@ -85,67 +87,25 @@ impl Service {
             Err(Ok(request)) => return Pending::Deferred { id, request },
             Err(Err(reply)) => return Pending::Ready(error_line(&id, &reply)),
         };
-        match self.rooms.submit(mutation).await {
-            Some(reply) => Pending::Mutation { id, reply },
-            None => Pending::Ready(error_line(
-                &id,
-                &ErrorReply::bad_request("internal: this store does not queue mutations"),
-            )),
+        Pending::Mutation {
+            id,
+            reply: self.rooms.submit(mutation).await,
         }
     }
 
     /// The mutation a request asks for; `Err(Ok(request))` when it is not one, `Err(Err(_))`
     /// when it cannot be prepared (password hashing failed).
     async fn mutation(&self, request: Request) -> Result<Mutation, Result<Request, ErrorReply>> {
-        Ok(match request {
-            Request::SaveRoom {
-                room,
-                expected_revision,
-            } => {
-                let room = match self.password_hashing {
-                    PasswordHashing::Argon2 => password::hash_prepared(*room).await.map_err(Err)?,
-                    PasswordHashing::None => *room,
-                };
-                Mutation::Save {
-                    room: Box::new(room),
-                    expected_revision,
-                }
+        let request = match request {
+            Request::SaveRoom(mut save)
+                if matches!(self.password_hashing, PasswordHashing::Argon2) =>
+            {
+                save.room = Box::new(password::hash_prepared(*save.room).await.map_err(Err)?);
+                Request::SaveRoom(save)
             }
-            // A name no room can have is not a mutation: `read` answers it as a missing room.
-            Request::DeleteRoom {
-                room_name: RoomLookup::Storable(name),
-                expected_revision,
-            } => Mutation::Delete {
-                name,
-                expected_revision,
-            },
-            Request::AddRating {
-                room_name: RoomLookup::Storable(room_name),
-                media_id,
-                user_name,
-                rating,
-                timestamp,
-            } => Mutation::AddRating {
-                name: room_name,
-                media_id,
-                user_name,
-                rating,
-                timestamp: timestamp.unwrap_or_else(|| now_millis().max(0) as u64),
-            },
-            Request::SetProgress {
-                room_name: RoomLookup::Storable(room_name),
-                user_name,
-                progress,
-            } => Mutation::SetProgress {
-                name: room_name,
-                user_name,
-                progress,
-            },
-            Request::DeleteRooms { created_before } => {
-                Mutation::DeleteCreatedBefore { created_before }
-            }
-            request => return Err(Ok(request)),
-        })
+            request => request,
+        };
+        request.into_mutation().map_err(Ok)
     }
 
     /// Produces the response of a pending request, waiting for it if needed.
@@ -188,27 +148,29 @@ impl Service {
             return Ok(line.into());
         }
         let line = match request {
-            Request::GetRoom { room_name } => match self.rooms.get(room_name.as_str()).await? {
-                Some(entry) => {
-                    return Ok(Answer::Spliced(Spliced {
-                        head: Response::ok(id).key_only("room"),
-                        tail: Response::tail().u64("revision", entry.revision).finish(),
-                        rooms: vec![entry],
-                        summary: false,
-                    }));
+            Request::GetRoom(GetRoom { room_name }) => {
+                match self.rooms.get(room_name.as_str()).await? {
+                    Some(entry) => {
+                        return Ok(Answer::Spliced(Spliced {
+                            head: Response::ok(id).key_only("room"),
+                            tail: Response::tail().u64("revision", entry.revision).finish(),
+                            rooms: vec![entry],
+                            summary: false,
+                        }));
+                    }
+                    None => Response::ok(id).raw("room", b"null").finish(),
                 }
-                None => Response::ok(id).raw("room", b"null").finish(),
-            },
-            Request::HasRoom { room_name } => Response::ok(id)
+            }
+            Request::HasRoom(HasRoom { room_name }) => Response::ok(id)
                 .bool("exists", self.rooms.exists(room_name.as_str()).await?)
                 .finish(),
             Request::ListRooms(query) => {
                 return Ok(list_rooms(id, self.rooms.list(&query).await?, &query))
             }
-            Request::VerifyPassword {
+            Request::VerifyPassword(VerifyPassword {
                 room_name,
                 password,
-            } => match self.rooms.get(room_name.as_str()).await? {
+            }) => match self.rooms.get(room_name.as_str()).await? {
                 Some(entry) => {
                     let valid = match entry.facts.password.as_deref() {
                         None => true,
@@ -218,26 +180,26 @@ impl Service {
                 }
                 None => error_line(id, &not_found(room_name.as_str())),
             },
-            Request::Ping => Response::ok(id)
+            Request::Ping(_) => Response::ok(id)
                 .u64("protocol", u64::from(PROTOCOL_VERSION))
                 .finish(),
-            Request::Stats => self.stats(id).await,
-            Request::Flush => {
+            Request::Stats(_) => self.stats(id).await,
+            Request::Flush(_) => {
                 self.rooms.flush().await?;
                 Response::ok(id).finish()
             }
-            Request::Fold => {
+            Request::Fold(_) => {
                 self.rooms.fold().await?;
                 Response::ok(id).finish()
             }
-            Request::Watch { .. } => error_line(
+            Request::Watch(_) => error_line(
                 id,
                 &ErrorReply::bad_request("watch: only allowed as a connection's last request"),
             ),
             // Mutations never reach here: `answer` applies them.
             other => error_line(
                 id,
-                &ErrorReply::bad_request(format!("internal: {other:?} is not a read")),
+                &ErrorReply::bad_request(format!("internal: {} is not a read", other.name())),
             ),
         };
         Ok(line.into())
@@ -266,35 +228,7 @@ impl Service {
         for (name, value) in &self.facts.settings {
             response = response.str(name, value);
         }
-        if let Rooms::Remote(remote) = &self.rooms {
-            response = response.bool("watchSubscribed", remote.subscribed());
-            // Asked only of a Redis that just answered, so `stats` stays quick during an outage.
-            let persistence = match reachable {
-                true => remote.persistence().await,
-                false => None,
-            };
-            response = match persistence {
-                Some(settings) => response.str("redisPersistence", &settings),
-                None => response.raw("redisPersistence", b"null"),
-            };
-        }
-        if let Some(counters) = self.rooms.counters() {
-            response = response
-                .u64("commits", counters.batches.load(Ordering::Relaxed))
-                .u64("changes", counters.changes.load(Ordering::Relaxed))
-                .u64(
-                    "failedCommits",
-                    counters.failed_commits.load(Ordering::Relaxed),
-                );
-            let health = counters.health.get();
-            response = response
-                .bool("storageHealthy", health.healthy)
-                .bool("readOnly", health.read_only);
-            response = match &health.last_error {
-                Some(error) => response.str("lastStorageError", error),
-                None => response.raw("lastStorageError", b"null"),
-            };
-        }
+        response = self.rooms.stats(response, reachable).await;
         response.finish()
     }
 }
@@ -342,29 +276,30 @@ fn outcome_line(id: &RequestId, outcome: Outcome) -> Bytes {
 fn missing_room_answer(id: &RequestId, request: &Request) -> Option<Bytes> {
     let unstorable = |lookup: &RoomLookup| lookup.storable().is_none();
     Some(match request {
-        Request::GetRoom { room_name } if unstorable(room_name) => {
+        Request::GetRoom(GetRoom { room_name }) if unstorable(room_name) => {
             Response::ok(id).raw("room", b"null").finish()
         }
-        Request::HasRoom { room_name } if unstorable(room_name) => {
+        Request::HasRoom(HasRoom { room_name }) if unstorable(room_name) => {
             Response::ok(id).bool("exists", false).finish()
         }
         // As `apply` does for a missing room: its current revision is 0.
-        Request::DeleteRoom {
+        Request::DeleteRoom(DeleteRoom {
             room_name,
             expected_revision,
-        } if unstorable(room_name) => match expected_revision {
+        }) if unstorable(room_name) => match expected_revision {
             Some(expected) if *expected != 0 => error_line(
                 id,
                 &store_error(StoreError::Refused(Refusal::Conflict { current: 0 })),
             ),
             _ => Response::ok(id).bool("deleted", false).finish(),
         },
-        Request::AddRating { room_name, .. }
-        | Request::SetProgress { room_name, .. }
-        | Request::VerifyPassword { room_name, .. }
-            if unstorable(room_name) =>
-        {
-            error_line(id, &not_found(room_name.as_str()))
+        Request::AddRating(_) | Request::SetProgress(_) | Request::VerifyPassword(_) => {
+            match request.lookup() {
+                Some(room_name) if unstorable(room_name) => {
+                    error_line(id, &not_found(room_name.as_str()))
+                }
+                _ => return None,
+            }
         }
         _ => return None,
     })

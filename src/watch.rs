@@ -15,19 +15,18 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
+use crate::server::socket::{ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::logging::{limited, Level};
 use crate::protocol::codec::LineCodec;
-use crate::protocol::event::{Event, OVERFLOW};
+use crate::protocol::event::OVERFLOW;
 use crate::protocol::{error_line, RequestId, Response};
-use crate::room::change::Change;
 use crate::room::RoomName;
 use crate::rooms::{Received, Rooms};
 use crate::server::{write_timed, Peer};
@@ -83,63 +82,11 @@ impl fmt::Display for End {
     }
 }
 
-/// The event line for a local change (Redis rooms' lines come encoded from the scripts, by the
-/// same encoder).
-pub fn event_line(change: &Change) -> Bytes {
-    let (event, revision) = match change {
-        Change::Put { name, revision, .. } => (
-            Event::Saved {
-                room_name: name.as_str(),
-            },
-            *revision,
-        ),
-        Change::Rate {
-            name,
-            revision,
-            media_id,
-            user_name,
-            rating,
-            timestamp,
-            ..
-        } => (
-            Event::Rated {
-                room_name: name.as_str(),
-                media_id,
-                user_name,
-                rating,
-                timestamp: *timestamp,
-            },
-            *revision,
-        ),
-        Change::Progress {
-            name,
-            revision,
-            user_name,
-            progress,
-            ..
-        } => (
-            Event::Progress {
-                room_name: name.as_str(),
-                user_name,
-                progress: *progress,
-            },
-            *revision,
-        ),
-        Change::Delete { name } => (
-            Event::Deleted {
-                room_name: name.as_str(),
-            },
-            0,
-        ),
-    };
-    event.line(revision)
-}
-
 /// Acknowledges the `watch` request, then forwards events until the client closes, falls
 /// behind, or the daemon stops; logs why it ended.
 pub async fn stream_events(
-    mut out: BufWriter<OwnedWriteHalf>,
-    input: FramedRead<OwnedReadHalf, LineCodec>,
+    mut out: BufWriter<WriteHalf>,
+    input: FramedRead<ReadHalf, LineCodec>,
     rooms: &Rooms,
     id: RequestId,
     room_names: Option<Vec<RoomName>>,
@@ -159,8 +106,8 @@ pub async fn stream_events(
 }
 
 async fn watch(
-    out: &mut BufWriter<OwnedWriteHalf>,
-    mut input: FramedRead<OwnedReadHalf, LineCodec>,
+    out: &mut BufWriter<WriteHalf>,
+    mut input: FramedRead<ReadHalf, LineCodec>,
     rooms: &Rooms,
     id: RequestId,
     room_names: Option<Vec<RoomName>>,
@@ -266,7 +213,7 @@ async fn watch(
 
 /// Sends `overflow` after the rest of the batch being written (whole lines), if the socket
 /// takes it soon; the events still queued are dropped.
-async fn overflow(out: &mut OwnedWriteHalf, rest: &[u8], watcher: Watcher) {
+async fn overflow(out: &mut WriteHalf, rest: &[u8], watcher: Watcher) {
     let soon = watcher.write_timeout.min(Duration::from_secs(1));
     let _ = tokio::time::timeout(soon, async {
         out.write_all(rest).await?;

@@ -1,4 +1,4 @@
-//! `protocol::request::decode` on arbitrary bytes: never panics, and its answer is consistent
+//! `protocol::decode::decode` on arbitrary bytes: never panics, and its answer is consistent
 //! with the line (PROTOCOL.md sections 1-3).
 //!
 //! - Accepted: the line is a JSON object with a string `op`; the echoed `id` is a string or a
@@ -8,7 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use moviematch_storaged::protocol::request::{decode, Request};
+use moviematch_storaged::protocol::decode::decode;
+use moviematch_storaged::protocol::request::Request;
 use moviematch_storaged::protocol::ErrorCode;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -40,10 +41,10 @@ fuzz_target!(|data: &[u8]| {
                 "saveRoom" | "deleteRoom" | "addRating" | "setProgress" | "deleteRooms"
             );
             assert_eq!(envelope.request.is_mutation(), mutating, "op {op}");
-            if let Request::SaveRoom { room, .. } = &envelope.request {
+            if let Request::SaveRoom(save) = &envelope.request {
                 assert_eq!(
                     object["room"]["roomName"].as_str(),
-                    Some(room.name.as_str())
+                    Some(save.room.name.as_str())
                 );
             }
         }

@@ -9,6 +9,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // Before any thread starts: a thread keeps the arena it first allocated in.
+    let heap_warning = moviematch_storaged::daemon::limit_malloc_arenas();
     let loaded = match Config::load(std::env::args_os(), &|key| std::env::var(key).ok()) {
         Ok(loaded) => loaded,
         Err(ConfigError::Cli(e)) => e.exit(),
@@ -21,7 +23,7 @@ fn main() -> ExitCode {
     if let Some(file) = &loaded.config_file {
         tracing::info!("configuration file: {}", file.display());
     }
-    for warning in &loaded.warnings {
+    for warning in loaded.warnings.iter().chain(&heap_warning) {
         tracing::warn!("{warning}");
     }
     moviematch_storaged::daemon::raise_open_file_limit();
@@ -60,11 +62,7 @@ async fn run(config: Config) -> anyhow_free::Result {
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break; }
                 _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                _ = hangup.recv() => match rooms.reload().await {
-                    Ok(_) if rooms.backend_name() == "redis" => tracing::info!("SIGHUP: nothing to re-read: rooms live in Redis"),
-                    Ok(changed) => tracing::info!("SIGHUP: re-read the room files; {changed} room(s) changed"),
-                    Err(e) => tracing::error!("SIGHUP: could not re-read the room files: {e}"),
-                },
+                _ = hangup.recv() => rooms.reread().await,
             }
         }
         systemd::stopping();

@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use crate::room::change::Change;
 use crate::room::Revision;
 
 /// The line sent when a watcher fell behind (it then re-reads the rooms it cares about).
@@ -116,6 +117,58 @@ fn string(out: &mut Vec<u8>, text: &str) {
     if serde_json::to_writer(&mut *out, text).is_err() {
         out.extend_from_slice(b"\"\"");
     }
+}
+
+/// The event line for a change to a room this daemon keeps (Redis rooms' lines come encoded
+/// from the scripts, by the same encoder).
+pub fn event_line(change: &Change) -> Bytes {
+    let (event, revision) = match change {
+        Change::Put { name, revision, .. } => (
+            Event::Saved {
+                room_name: name.as_str(),
+            },
+            *revision,
+        ),
+        Change::Rate {
+            name,
+            revision,
+            media_id,
+            user_name,
+            rating,
+            timestamp,
+            ..
+        } => (
+            Event::Rated {
+                room_name: name.as_str(),
+                media_id,
+                user_name,
+                rating,
+                timestamp: *timestamp,
+            },
+            *revision,
+        ),
+        Change::Progress {
+            name,
+            revision,
+            user_name,
+            progress,
+            ..
+        } => (
+            Event::Progress {
+                room_name: name.as_str(),
+                user_name,
+                progress: *progress,
+            },
+            *revision,
+        ),
+        Change::Delete { name } => (
+            Event::Deleted {
+                room_name: name.as_str(),
+            },
+            0,
+        ),
+    };
+    event.line(revision)
 }
 
 #[cfg(test)]

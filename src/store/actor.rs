@@ -22,7 +22,7 @@ use super::health::Operation;
 use super::{Counters, Event};
 use crate::backend::{Backend, StorageError};
 use crate::room::change::{Change, Mutation, Outcome};
-use crate::room::entry::{RoomMap, Snapshot};
+use crate::room::entry::{RoomEntry, RoomMap, Snapshot};
 use crate::room::StoreError;
 use crate::room::{now_millis, RoomName};
 
@@ -51,6 +51,11 @@ pub(super) enum Command {
     /// Re-read the backend's files (SIGHUP); replies with the number of rooms that changed.
     Reload {
         reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+    /// Take rooms in as they are (`migrate`); see [`Actor::restore`].
+    Restore {
+        rooms: Vec<Arc<RoomEntry>>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// Periodic upkeep: sync in relaxed mode, fold logs. Replies so a watchdog can tell the
     /// actor is alive and not stuck.
@@ -122,6 +127,14 @@ impl Actor {
                 Command::Reload { reply } => {
                     self.commit(rooms, &mut pending);
                     let _ = reply.send(self.reload());
+                    rooms = self.view.load().rooms.clone();
+                }
+                Command::Restore {
+                    rooms: entries,
+                    reply,
+                } => {
+                    self.commit(rooms, &mut pending);
+                    let _ = reply.send(self.restore(entries));
                     rooms = self.view.load().rooms.clone();
                 }
                 Command::Tick { reply } => {
@@ -223,6 +236,33 @@ impl Actor {
             }
         }
         self.hot.extend(keep.into_iter().map(|(b, n)| (n, b)));
+    }
+
+    /// Puts `entries` in as they are, each replacing a room of the same name, in one commit of
+    /// one [`Change::Put`] per room (what a save of that room at that revision would log).
+    fn restore(&mut self, entries: Vec<Arc<RoomEntry>>) -> Result<(), StoreError> {
+        let mut rooms = self.view.load().rooms.clone();
+        let mut changes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            changes.push(Change::Put {
+                name: entry.name.clone(),
+                revision: entry.revision,
+                at: entry.updated_at,
+                room: entry.encoded().clone(),
+            });
+            // A room put in whole is cold, as after a save.
+            self.hot.remove(&entry.name);
+            rooms.insert(entry.name.clone(), entry);
+        }
+        let snapshot = Snapshot { rooms };
+        self.backend
+            .commit(&changes, &snapshot)
+            .map_err(storage_error)?;
+        let published = self.publish(snapshot);
+        for change in changes {
+            let _ = self.events.send((published, Arc::new(change)));
+        }
+        Ok(())
     }
 
     fn reload(&mut self) -> Result<usize, StoreError> {

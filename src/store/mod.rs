@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use self::actor::{Actor, Command};
 use crate::backend::{Backend, StorageError};
 use crate::room::change::{Change, Mutation, Outcome};
-use crate::room::entry::Snapshot;
+use crate::room::entry::{RoomEntry, Snapshot};
 use crate::room::StoreError;
 
 /// How many commands may wait for the actor; writers beyond this wait for room (backpressure).
@@ -142,6 +142,14 @@ impl StoreHandle {
     pub async fn reload(&self) -> Result<usize, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Reload { reply }).await?;
+        rx.await.unwrap_or(Err(StoreError::Stopped))
+    }
+
+    /// Takes `rooms` in as they are (JSON, revision, last change), replacing rooms of the same
+    /// name, in one commit (`migrate`).
+    pub async fn restore(&self, rooms: Vec<Arc<RoomEntry>>) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Restore { rooms, reply }).await?;
         rx.await.unwrap_or(Err(StoreError::Stopped))
     }
 

@@ -21,19 +21,18 @@ use moviematch_storaged::room::prepare::PreparedRoom;
 use moviematch_storaged::room::Rating::{self, Dislike, Like};
 use moviematch_storaged::room::StoreError;
 use moviematch_storaged::room::{self, now_millis, EpochMillis, Revision, RoomName};
-use moviematch_storaged::rooms::Rooms;
-use moviematch_storaged::store::ActorThread;
+use moviematch_storaged::rooms::{OpenRooms, Place, Rooms};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::harness::redis::{Opened, RedisServer};
+use crate::harness::redis::RedisServer;
 
 // ---- Fixtures: how the suite opens a backend ----
 
 /// Opens a backend for one test. `open` is called again once the previous store has stopped;
 /// a persistent fixture must then hand out a backend over the same storage.
 trait Fixture {
-    fn open(&self) -> Opened;
+    fn open(&self) -> Place;
     /// Whether rooms survive a clean stop and a new `open`.
     fn persistent(&self) -> bool;
 }
@@ -46,7 +45,7 @@ fn volatile<F: Fn() -> Box<dyn Backend>>(make: F) -> Volatile<F> {
 }
 
 impl<F: Fn() -> Box<dyn Backend>> Fixture for Volatile<F> {
-    fn open(&self) -> Opened {
+    fn open(&self) -> Place {
         (self.0)().into()
     }
     fn persistent(&self) -> bool {
@@ -61,12 +60,12 @@ struct Stored<F> {
     make: F,
 }
 
-fn stored<F: Fn(&Path) -> Opened>(make: F) -> Stored<F> {
+fn stored<F: Fn(&Path) -> Place>(make: F) -> Stored<F> {
     let root = tempfile::tempdir().expect("create a temporary directory");
     Stored { root, make }
 }
 
-fn stored_in<F: Fn(&Path) -> Opened>(root: TempDir, make: F) -> Stored<F> {
+fn stored_in<F: Fn(&Path) -> Place>(root: TempDir, make: F) -> Stored<F> {
     Stored { root, make }
 }
 
@@ -76,8 +75,8 @@ impl<F> Stored<F> {
     }
 }
 
-impl<F: Fn(&Path) -> Opened> Fixture for Stored<F> {
-    fn open(&self) -> Opened {
+impl<F: Fn(&Path) -> Place> Fixture for Stored<F> {
+    fn open(&self) -> Place {
         (self.make)(&self.dir())
     }
     fn persistent(&self) -> bool {
@@ -85,19 +84,19 @@ impl<F: Fn(&Path) -> Opened> Fixture for Stored<F> {
     }
 }
 
-fn file_backend(durability: Durability) -> Stored<impl Fn(&Path) -> Opened> {
-    stored(move |dir| Opened::Local(Box::new(FileBackend::new(dir, durability))))
+fn file_backend(durability: Durability) -> Stored<impl Fn(&Path) -> Place> {
+    stored(move |dir| Place::Local(Box::new(FileBackend::new(dir, durability))))
 }
 
 /// Redis: a private `redis-server` per test; the key prefix is the test's directory, so a
 /// restart (a new store over the same server and prefix) finds the same rooms.
-fn redis_backend() -> (RedisServer, Stored<impl Fn(&Path) -> Opened>) {
+fn redis_backend() -> (RedisServer, Stored<impl Fn(&Path) -> Place>) {
     let root = tempfile::tempdir().expect("create a temporary directory");
     let server = RedisServer::start(&root.path().join("redis"));
     let url = server.url();
     let fixture = stored_in(root, move |dir| {
         let prefix = format!("{}:", dir.display());
-        Opened::Remote(RemoteStore::open(&url, &prefix, false).expect("a usable redisUrl"))
+        Place::Redis(RemoteStore::open(&url, &prefix, false).expect("a usable redisUrl"))
     });
     (server, fixture)
 }
@@ -149,6 +148,8 @@ macro_rules! conformance_suite {
                 concurrent_ratings_are_never_lost,
                 everything_survives_a_restart,
                 hostile_names_round_trip,
+                submitted_mutations_are_answered_in_order,
+                restore_takes_rooms_in_as_they_are,
             );
         }
     };
@@ -172,13 +173,13 @@ macro_rules! steps {
 
 struct Running {
     rooms: Rooms,
-    /// The storage actor's thread (none with Redis).
-    actor: Option<ActorThread>,
+    open: OpenRooms,
 }
 
 fn start(fixture: &impl Fixture) -> Running {
-    let (rooms, actor) = fixture.open().start();
-    Running { rooms, actor }
+    let open = Rooms::start(fixture.open()).expect("the backend loads");
+    let rooms = open.rooms().clone();
+    Running { rooms, open }
 }
 
 /// What a restart must keep of a room: name, JSON, revision, created and last changed (ms).
@@ -210,18 +211,11 @@ impl Running {
         assert_eq!(String::from_utf8_lossy(entry.encoded()), expected);
     }
 
-    /// The clean stop: drop the last handle, then join the actor, which closes the backend.
+    /// The clean stop: drop the test's handle, then close the rooms (the backend closes).
     async fn stop(self) {
-        let Running { rooms, actor } = self;
-        if let Rooms::Remote(remote) = &rooms {
-            remote.close().await;
-        }
+        let Running { rooms, open } = self;
         drop(rooms);
-        let Some(actor) = actor else { return };
-        let closed = tokio::task::spawn_blocking(move || actor.join());
-        let closed = closed.await.expect("join task");
-        let closed = closed.expect("the actor does not panic");
-        closed.expect("the backend closes cleanly");
+        open.close().await.expect("the backend closes cleanly");
     }
 
     /// Stops cleanly and, when the backend persists, starts again over the same storage and
@@ -637,6 +631,66 @@ async fn hostile_names_round_trip(fx: &impl Fixture) {
     }
 }
 
+/// `submit` queues a mutation where the rooms pipeline, and applies it at once where they do
+/// not: either way the answers come in submission order, each as `mutate` would give it.
+async fn submitted_mutations_are_answered_in_order(fx: &impl Fixture) {
+    let s = start(fx);
+    let first = s.rooms.submit(save(&room("a"))).await;
+    let second = s.rooms.submit(rate("a", "m", "john", Like)).await;
+    let third = s.rooms.submit(delete_if("a", Some(1))).await;
+    assert_eq!(first.await.expect("an answer"), saved(1));
+    assert_eq!(second.await.expect("an answer"), rated(2, true));
+    assert_eq!(third.await.expect("an answer"), conflict(2));
+    s.finish(fx).await;
+}
+
+/// `restore` (what `migrate` writes with) puts rooms in exactly as they were: JSON, revision,
+/// created and last-changed times, replacing a room of the same name; later changes continue
+/// from the restored revision, and a restart keeps them.
+async fn restore_takes_rooms_in_as_they_are(fx: &impl Fixture) {
+    let s = start(fx);
+    steps!(s;
+        save(&room("a")) => saved(1),
+        rate("a", "m", "john", Like) => rated(2, true),
+        save(&room("b")) => saved(1),
+        progress("b", "jane", 7) => progressed(2),
+        progress("b", "jane", 8) => progressed(3),
+    );
+    let every = ListQuery::default();
+    let captured = s.rooms.list(&every).await.expect("the store answers").rooms;
+    let kept = s.rooms().await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    steps!(s;
+        rate("a", "m2", "john", Dislike) => rated(3, true),
+        delete("b") => deleted(true),
+        save(&room("c")) => saved(1),
+    );
+    let mut calls = Vec::new();
+    let restored = s
+        .rooms
+        .restore(&captured, &mut |done| calls.push(done))
+        .await;
+    assert_eq!(restored, Ok(()));
+    assert_eq!(
+        calls.last(),
+        Some(&captured.len()),
+        "progress reaches every room"
+    );
+    let now = s.rooms().await;
+    assert_eq!(
+        &now[..2],
+        &kept[..],
+        "a and b are back exactly as they were"
+    );
+    assert_eq!(now.len(), 3, "c, not among the restored rooms, is kept");
+    steps!(s;
+        rate("a", "m", "john", Like) => rated(2, false),
+        rate("a", "m2", "john", Dislike) => rated(3, true),
+        progress("b", "jane", 9) => progressed(4),
+    );
+    s.finish(fx).await;
+}
+
 // ---- The file backend's own promise: after a clean stop, the room files are the rooms ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -659,16 +713,14 @@ async fn clean_stop_leaves_every_room_in_its_file(durability: Durability) {
         progress("movie-night", "john", 9) => progressed(3),
         delete("gone") => deleted(true),
     );
-    let snapshot = match &s.rooms {
-        Rooms::Local(store) => store.snapshot(),
-        Rooms::Remote(_) => unreachable!("a file backend"),
-    };
+    let every = ListQuery::default();
+    let latest = s.rooms.list(&every).await.expect("the store answers").rooms;
     s.stop().await;
 
     let dir = fx.dir();
     let plain = dir.join("movie-night.json");
     assert!(plain.is_file(), "a plain name is its own file name");
-    for entry in snapshot.rooms.values() {
+    for entry in &latest {
         let path = dir.join(names::file_name(&entry.name));
         let shown = path.display();
         let text = std::fs::read_to_string(&path).expect("the room file");
@@ -690,6 +742,6 @@ async fn clean_stop_leaves_every_room_in_its_file(durability: Durability) {
             assert_eq!(len, 0, "{file}: the journal is folded into the room files");
         }
     }
-    let per_room = snapshot.rooms.len();
+    let per_room = latest.len();
     assert_eq!(room_files, per_room, "one file per room, none for \"gone\"");
 }

@@ -544,3 +544,55 @@ fn a_watcher_over_its_byte_bound_reads_overflow() {
     assert_eq!(w.read_line(), None);
     d.wait_log("bytes of events waited for it (watchQueueBytes)");
 }
+
+/// Entries of the process's epoll instances that watch for writability (EPOLLOUT), from
+/// `/proc/PID/fdinfo`.
+fn epoll_entries_watching_writability(pid: i32) -> usize {
+    let mut count = 0;
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let is_epoll = fs::read_link(fd.path())
+            .map(|target| target.to_string_lossy().contains("eventpoll"))
+            .unwrap_or(false);
+        if !is_epoll {
+            continue;
+        }
+        let info = fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        for line in info.lines().filter(|line| line.starts_with("tfd:")) {
+            let mask = line
+                .split_whitespace()
+                .skip_while(|word| *word != "events:")
+                .nth(1)
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .unwrap_or(0);
+            if mask & libc::EPOLLOUT as u32 != 0 {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+/// Issue 18: a connection's socket is watched for readability only, so a client reading its
+/// answer does not wake the daemon; writability is watched only while an answer waits for room.
+#[test]
+fn idle_connections_are_not_watched_for_writability() {
+    let d = Daemon::start(Backend::Memory);
+    let mut first = d.connect();
+    first.ping();
+    let before = epoll_entries_watching_writability(d.pid());
+    let mut conns: Vec<Conn> = (0..4).map(|_| d.connect()).collect();
+    for c in &mut conns {
+        c.ping();
+    }
+    let after = epoll_entries_watching_writability(d.pid());
+    assert_eq!(
+        after,
+        before,
+        "4 more connections added {} epoll entries that wake on writability",
+        after.saturating_sub(before)
+    );
+}

@@ -4,6 +4,11 @@
 //! names its users type, and its own storage answers `null`/`false` for those.
 
 use crate::harness::*;
+use moviematch_storaged::client::{Client, ClientError};
+use moviematch_storaged::protocol::request::{self, RoomLookup};
+use moviematch_storaged::protocol::response::{Deleted, Exists, NewRevision, Pong, Rated, Valid};
+use moviematch_storaged::room::Rating;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 for_each_backend!(
@@ -12,6 +17,7 @@ for_each_backend!(
     lookups_still_check_their_other_arguments,
     half_surrogate_pairs_are_unstorable_names,
     error_messages_quote_at_most_256_bytes_of_a_name,
+    the_typed_client_reads_every_answer,
 );
 
 /// One name of each kind section 4 refuses.
@@ -290,4 +296,115 @@ fn error_messages_quote_at_most_256_bytes_of_a_name(b: Backend) {
             assert_eq!(assert_err(&answer, code)["message"], json!(message));
         }
     }
+}
+
+/// The library client sends the protocol's request types and reads each answer as its reply
+/// type, from every backend; lookups of names no room can have read as missing rooms.
+fn the_typed_client_reads_every_answer(b: Backend) {
+    let d = Daemon::start(b);
+    let mut c = Client::connect(d.socket()).expect("connect");
+    let lookup = RoomLookup::new;
+    assert_eq!(
+        c.request(&request::Ping).expect("ping"),
+        Pong { protocol: 1 }
+    );
+    for (name, revision) in [("r", 1), ("s", 1)] {
+        let text = room(name).to_string();
+        let room: &RawValue = serde_json::from_str(&text).expect("room JSON");
+        let save = request::SaveRoom {
+            room,
+            expected_revision: Some(0),
+        };
+        assert_eq!(c.request(&save).expect("save"), NewRevision { revision });
+    }
+    let found = c
+        .request(&request::GetRoom {
+            room_name: lookup("r"),
+        })
+        .expect("get");
+    let text = found.room.expect("room r").get().to_owned();
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).expect("JSON"),
+        room("r")
+    );
+    assert_eq!(found.revision, Some(1));
+    for name in ["missing", ""] {
+        let found = c
+            .request(&request::GetRoom {
+                room_name: lookup(name),
+            })
+            .expect("get");
+        assert!(found.room.is_none() && found.revision.is_none(), "{name:?}");
+        let has = request::HasRoom {
+            room_name: lookup(name),
+        };
+        assert_eq!(c.request(&has).expect("has"), Exists { exists: false });
+    }
+    let rate = request::AddRating {
+        room_name: lookup("r"),
+        media_id: "plex://movie/1".to_owned(),
+        user_name: "jane".to_owned(),
+        rating: Rating::Like,
+        timestamp: None,
+    };
+    let rated = |revision, added| Rated { revision, added };
+    assert_eq!(c.request(&rate).expect("rate"), rated(2, true));
+    assert_eq!(c.request(&rate).expect("rate again"), rated(2, false));
+    let progress = request::SetProgress {
+        room_name: lookup("r"),
+        user_name: "jane".to_owned(),
+        progress: 4,
+    };
+    assert_eq!(
+        c.request(&progress).expect("progress"),
+        NewRevision { revision: 3 }
+    );
+    for (password, valid) in [("secret", true), ("guess", false)] {
+        let verify = request::VerifyPassword {
+            room_name: lookup("r"),
+            password: password.to_owned(),
+        };
+        assert_eq!(c.request(&verify).expect("verify"), Valid { valid });
+    }
+    let verify = request::VerifyPassword {
+        room_name: lookup("a\nb"),
+        password: "secret".to_owned(),
+    };
+    let error = c.request(&verify).expect_err("no such room");
+    assert!(
+        matches!(&error, ClientError::Remote { code, .. } if code == "not_found"),
+        "{error:?}"
+    );
+    let page = c
+        .request(&request::ListRooms::<&str> {
+            limit: Some(1),
+            summary: true,
+            created_after: Some("2025-01-01T00:00:00Z"),
+            ..request::ListRooms::default()
+        })
+        .expect("list");
+    assert_eq!(page.next.as_deref(), Some("r"));
+    let summary: Value = serde_json::from_str(page.rooms[0].get()).expect("summary JSON");
+    assert_eq!(summary["ratingCount"], 2);
+    let stats = c.request(&request::Stats).expect("stats");
+    assert_eq!(stats["backend"], b.name());
+    assert_eq!(stats["rooms"], 2);
+    c.request(&request::Flush).expect("flush");
+    c.request(&request::Fold).expect("fold");
+    let delete = request::DeleteRoom {
+        room_name: lookup("s"),
+        expected_revision: Some(1),
+    };
+    assert_eq!(
+        c.request(&delete).expect("delete"),
+        Deleted { deleted: true }
+    );
+    let deleted = c
+        .request(&request::DeleteRooms {
+            created_before: "2100-01-01T00:00:00Z",
+        })
+        .expect("deleteRooms");
+    assert_eq!(deleted.deleted, 1);
+    let watch = c.watch(Some(&["r".to_owned()]));
+    assert!(watch.is_ok(), "{watch:?}");
 }

@@ -24,12 +24,11 @@ use moviematch_storaged::config::Durability;
 use moviematch_storaged::protocol::request::ListQuery;
 use moviematch_storaged::remote::RemoteStore;
 use moviematch_storaged::room::Revision;
-use moviematch_storaged::rooms::Rooms;
-use moviematch_storaged::store::ActorThread;
+use moviematch_storaged::rooms::{OpenRooms, Place, Rooms};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use crate::harness::redis::{Opened, RedisServer};
+use crate::harness::redis::RedisServer;
 
 // ---- The operations and the model (shared with the file backend's power-loss test) ----
 
@@ -45,15 +44,15 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// How to open the backend under test, again and again over the same storage.
 trait Fixture {
-    fn open(&self) -> Opened;
+    fn open(&self) -> Place;
     fn persistent(&self) -> bool;
 }
 
 struct Memory;
 
 impl Fixture for Memory {
-    fn open(&self) -> Opened {
-        Opened::Local(Box::new(MemoryBackend))
+    fn open(&self) -> Place {
+        Place::Local(Box::new(MemoryBackend))
     }
     fn persistent(&self) -> bool {
         false
@@ -77,8 +76,8 @@ impl Files {
 }
 
 impl Fixture for Files {
-    fn open(&self) -> Opened {
-        Opened::Local(Box::new(FileBackend::new(self.dir(), self.durability)))
+    fn open(&self) -> Place {
+        Place::Local(Box::new(FileBackend::new(self.dir(), self.durability)))
     }
     fn persistent(&self) -> bool {
         true
@@ -92,8 +91,8 @@ struct Redis {
 }
 
 impl Fixture for Redis {
-    fn open(&self) -> Opened {
-        Opened::Remote(RemoteStore::open(&self.url, &self.prefix, false).expect("a usable URL"))
+    fn open(&self) -> Place {
+        Place::Redis(RemoteStore::open(&self.url, &self.prefix, false).expect("a usable URL"))
     }
     fn persistent(&self) -> bool {
         true
@@ -102,26 +101,22 @@ impl Fixture for Redis {
 
 struct Running {
     rooms: Rooms,
-    actor: Option<ActorThread>,
+    open: OpenRooms,
 }
 
 impl Running {
     fn start(fixture: &dyn Fixture, runtime: &tokio::runtime::Runtime) -> Running {
         let _inside = runtime.enter();
-        let (rooms, actor) = fixture.open().start();
-        Running { rooms, actor }
+        let open = Rooms::start(fixture.open()).expect("the backend loads");
+        let rooms = open.rooms().clone();
+        Running { rooms, open }
     }
 
-    /// The clean stop: drop the last handle; the actor closes the backend and ends.
+    /// The clean stop: drop the test's handle; the rooms close (the backend closes).
     fn stop(self, runtime: &tokio::runtime::Runtime) {
-        if let Rooms::Remote(remote) = &self.rooms {
-            runtime.block_on(remote.close());
-        }
         drop(self.rooms);
-        if let Some(actor) = self.actor {
-            let closed = actor.join().expect("the actor does not panic");
-            closed.expect("the backend closes cleanly");
-        }
+        let closed = runtime.block_on(self.open.close());
+        closed.expect("the backend closes cleanly");
     }
 
     fn view(&self, runtime: &tokio::runtime::Runtime) -> Vec<(String, Revision, String)> {

@@ -578,3 +578,16 @@ fn rereading_an_unchanged_room_does_not_carry_it_from_redis_again() {
         "Redis sent {sent} bytes for {READS} reads of an unchanged {size}-byte room"
     );
 }
+
+/// SIGHUP re-reads room files; with Redis there are none: the daemon says so and serves on.
+#[test]
+fn sighup_with_redis_has_nothing_to_re_read_and_serves_on() {
+    let mut daemon = Daemon::start(Backend::Redis);
+    let mut conn = daemon.connect();
+    assert_eq!(conn.save(&room("before")), 1);
+    daemon.sighup();
+    daemon.wait_log("SIGHUP: nothing to re-read: rooms live in Redis");
+    assert!(conn.has("before"));
+    assert_eq!(conn.save(&room("after")), 1);
+    assert_eq!(daemon.sigterm().code(), Some(0));
+}

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::fs::{FileStat, Fs};
-use super::load::par_map;
+use super::par::par_map;
 use super::{FileRecord, TMP_PREFIX};
 use crate::room::entry::{RoomFacts, RoomMap};
 use crate::room::prepare::PreparedRoom;

@@ -3,21 +3,26 @@
 //! A [`FoldJob`] owns everything it needs (a snapshot, the dirty rooms, what the daemon last
 //! wrote to each file), so it can run on its own thread while the actor goes on appending to a
 //! journal started just before it. Its steps, each safe to be cut short by a crash:
-//! 1. write `.index.next`: the index as it will be, so files already replaced are recognised as
-//!    the daemon's own rather than as hand edits (replacing, atomically, one a failed fold left:
-//!    the backend has first written `.index` for the files that fold did replace);
-//! 2. replace each dirty room's file atomically (temp file, fsync, rename), remove deleted ones;
+//! 0. write each dirty room's new file, and the next index, under temporary names, and make
+//!    them all durable with one sync ([`super::fs::WriteBatch`]: a sync per file cost a flush
+//!    of the disk per room). A failed write or sync abandons every one of them (removed, never
+//!    synced again): nothing has been renamed, so each room file is still its old version;
+//! 1. rename the next index to `.index.next`: the index as it will be, so files already
+//!    replaced are recognised as the daemon's own rather than as hand edits (replacing,
+//!    atomically, one a failed fold left: the backend has first written `.index` for the files
+//!    that fold did replace);
+//! 2. rename each room's new file over its old one (atomic), remove deleted ones;
 //! 3. fsync the directory; 4. rename `.index.next` over `.index` and fsync the directory.
 //!
 //! The journals the fold covers are deleted by the backend afterwards, not here (see
 //! [`super::FileBackend`]), because rooms skipped for a hand edit must be re-logged first.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::fs::Fs;
+use super::fs::{Fs, WriteBatch};
 use super::journal::{Index, IndexEntry, Lsn, INDEX_FORMAT};
 use super::{names, quarantine, FileRecord, INDEX, INDEX_NEXT, TMP_PREFIX};
 use crate::backend::StorageError;
@@ -26,12 +31,6 @@ use crate::room::RoomName;
 
 /// Makes temp file names unique within the process, across folds and threads.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// The pretty texts a fold keeps from computing the index (which needs each new file's length
-/// and CRC before any file is replaced) to writing the files. Past this, a text is made again
-/// when its file is written: a fold of 100,000 rooms of 5 KB held 1 GB of them at once, and
-/// glibc kept most of it after the fold (issue 18).
-const KEEP_TEXTS_BYTES: usize = 8 << 20;
 
 /// A fold that wrote this much gives the heap's free memory back afterwards (a trim of a large
 /// heap takes milliseconds; small folds need none).
@@ -44,15 +43,6 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// A room file to write: where, what the index will say of it, and its text if kept.
-struct Write<'a> {
-    name: &'a RoomName,
-    target: String,
-    len: u64,
-    crc: u32,
-    text: Option<Vec<u8>>,
 }
 
 /// One fold's inputs.
@@ -129,8 +119,7 @@ impl FoldJob {
     }
 
     fn write(&self, done: &mut FoldDone) -> Result<(), StorageError> {
-        let mut writes: Vec<Write> = Vec::new();
-        let mut kept = 0;
+        let mut writes: Vec<(&RoomName, String)> = Vec::new();
         let mut removals: Vec<(&RoomName, String)> = Vec::new();
         // Files of deleted rooms: removed first, so that a full disk gets their space back
         // before new files are written (their rooms are gone whatever a crash leaves).
@@ -164,19 +153,7 @@ impl FoldJob {
                 removals.push((name, old.file.clone()));
             }
             match self.rooms.get(name.as_str()) {
-                Some(entry) => {
-                    let text = entry.pretty();
-                    let (len, crc) = (text.len() as u64, crc32fast::hash(&text));
-                    kept += text.capacity();
-                    let text = (kept <= KEEP_TEXTS_BYTES).then_some(text);
-                    writes.push(Write {
-                        name,
-                        target,
-                        len,
-                        crc,
-                        text,
-                    });
-                }
+                Some(_) => writes.push((name, target)),
                 None => {
                     if let Some(record) = record.filter(|r| r.file == target) {
                         deletions.push((name, record.file.clone()));
@@ -187,11 +164,34 @@ impl FoldJob {
 
         self.remove_files(&deletions, done)?;
 
+        // Every new file is written first and all are synced at once (a sync per file cost a
+        // flush of the disk per room), then each is renamed into place. A failed write or sync
+        // abandons them all: nothing was renamed yet, so every room file is its old version.
+        let mut batch = Batch {
+            fs: &*self.fs,
+            files: self
+                .fs
+                .write_batch(&self.dir)
+                .map_err(|e| StorageError::io("open the directory", &self.dir, e))?,
+            temps: VecDeque::new(),
+            strays: &mut done.strays,
+        };
+        let mut written: HashMap<&RoomName, (&str, u64, u32)> = HashMap::new();
+        // The rooms in the order their files were written (and are renamed).
+        let mut order: Vec<&RoomName> = Vec::with_capacity(writes.len());
+        for (name, target) in &writes {
+            // One room's pretty form at a time: a fold of every room holds no copy of them all.
+            let Some(entry) = self.rooms.get(name.as_str()) else {
+                continue;
+            };
+            let bytes = entry.pretty();
+            batch.write(&self.dir, target, &bytes)?;
+            let crc = crc32fast::hash(&bytes);
+            written.insert(*name, (target.as_str(), bytes.len() as u64, crc));
+            order.push(name);
+        }
+
         // 1. The index as it will be.
-        let written: HashMap<&RoomName, (&str, u64, u32)> = writes
-            .iter()
-            .map(|w| (w.name, (w.target.as_str(), w.len, w.crc)))
-            .collect();
         let entries = self.rooms.rooms.values().filter_map(|entry| {
             let (file, len, crc, lsn) = match written.get(&entry.name) {
                 Some(&(file, len, crc)) => (file.to_owned(), len, crc, self.lsn),
@@ -217,32 +217,18 @@ impl FoldJob {
         };
         let next_path = self.path(INDEX_NEXT);
         let index_bytes = serde_json::to_vec(&index).unwrap_or_default();
+        batch.write(&self.dir, INDEX_NEXT, &index_bytes)?;
+        batch.sync(&self.dir)?;
         // Replaced, never removed first: a `.index.next` left by a failed fold describes files
         // it replaced, and must do so until this one takes its place.
-        write_atomically(
-            &*self.fs,
-            &self.dir,
-            INDEX_NEXT,
-            &index_bytes,
-            &mut done.strays,
-        )?;
+        batch.rename_last(&self.dir)?;
 
         // 2. The room files.
-        for Write {
-            name,
-            target,
-            len,
-            crc,
-            text,
-        } in writes
-        {
-            // Made again from the same immutable snapshot: the same bytes the index describes.
-            let bytes = text
-                .or_else(|| self.rooms.get(name.as_str()).map(|e| e.pretty()))
-                .unwrap_or_default();
-            debug_assert_eq!((bytes.len() as u64, crc32fast::hash(&bytes)), (len, crc));
-            write_atomically(&*self.fs, &self.dir, &target, &bytes, &mut done.strays)?;
-            drop(bytes);
+        for name in order {
+            let Some(target) = batch.rename_next(&self.dir)? else {
+                break;
+            };
+            let (_, len, crc) = written[name];
             let record = FileRecord {
                 stat: self.fs.stat(&self.path(&target)).ok().flatten(),
                 file: target,
@@ -253,6 +239,7 @@ impl FoldJob {
             };
             done.written.push((name.clone(), record));
         }
+        drop(batch);
         self.remove_files(&removals, done)?;
         // 3 and 4.
         sync_dir(&*self.fs, &self.dir)?;
@@ -304,30 +291,80 @@ pub(super) fn edited_by_hand(fs: &dyn Fs, dir: &Path, record: &FileRecord) -> bo
     }
 }
 
-/// Replaces `dir/target` with `bytes` so that a crash leaves the old or the new file, never a mix.
-fn write_atomically(
-    fs: &dyn Fs,
-    dir: &Path,
-    target: &str,
-    bytes: &[u8],
-    strays: &mut Vec<PathBuf>,
-) -> Result<(), StorageError> {
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp_path = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
-    let written = fs
-        .write_new_synced(&tmp_path, bytes)
-        .map_err(|e| StorageError::io("write", dir.join(target), e))
-        .and_then(|()| {
-            fs.rename(&tmp_path, &dir.join(target))
-                .map_err(|e| StorageError::io("rename a temporary file to", dir.join(target), e))
-        });
-    if written.is_err() {
-        // Its pages failed to sync or it was never renamed: never used again.
-        match fs.remove(&tmp_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => strays.push(tmp_path),
+/// A temporary file and the name it is to take.
+type Temp = (PathBuf, String);
+
+/// A fold's new files: written under temporary names, synced together, then renamed into place
+/// in the order written. Dropped before every one is renamed (an error), it removes the rest:
+/// their pages failed to sync or were never renamed, so they are never used again.
+struct Batch<'a> {
+    fs: &'a dyn Fs,
+    files: Box<dyn WriteBatch + 'a>,
+    /// Temporary files not yet renamed, each with its target, in the order written.
+    temps: VecDeque<Temp>,
+    /// Where the temporary files that cannot be removed go (the next fold removes them).
+    strays: &'a mut Vec<PathBuf>,
+}
+
+impl Batch<'_> {
+    /// Writes what is to replace `dir/target`, under a temporary name.
+    fn write(&mut self, dir: &Path, target: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp_path = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+        // Listed first: a failed write may have created it.
+        self.temps.push_back((tmp_path.clone(), target.to_owned()));
+        self.files
+            .write_new(&tmp_path, bytes)
+            .map_err(|e| StorageError::io("write", dir.join(target), e))
+    }
+
+    /// Makes every file written durable.
+    fn sync(&mut self, dir: &Path) -> Result<(), StorageError> {
+        self.files
+            .sync()
+            .map_err(|e| StorageError::io("fsync the new room files in", dir, e))
+    }
+
+    /// Renames the first file written (not yet renamed) into place; `None` when all are.
+    fn rename_next(&mut self, dir: &Path) -> Result<Option<String>, StorageError> {
+        let Some(temp) = self.temps.pop_front() else {
+            return Ok(None);
+        };
+        self.rename(dir, temp, VecDeque::push_front)
+    }
+
+    /// Renames the last file written into place (the index, which goes before the rooms).
+    fn rename_last(&mut self, dir: &Path) -> Result<Option<String>, StorageError> {
+        let Some(temp) = self.temps.pop_back() else {
+            return Ok(None);
+        };
+        self.rename(dir, temp, VecDeque::push_back)
+    }
+
+    /// Renames `temp` to its target; on an error puts it back with `back`, to be removed.
+    fn rename(
+        &mut self,
+        dir: &Path,
+        (tmp_path, target): Temp,
+        back: fn(&mut VecDeque<Temp>, Temp),
+    ) -> Result<Option<String>, StorageError> {
+        if let Err(e) = self.fs.rename(&tmp_path, &dir.join(&target)) {
+            back(&mut self.temps, (tmp_path, target.clone()));
+            let action = "rename a temporary file to";
+            return Err(StorageError::io(action, dir.join(target), e));
+        }
+        Ok(Some(target))
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        for (path, _) in self.temps.drain(..) {
+            match self.fs.remove(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => self.strays.push(path),
+            }
         }
     }
-    written
 }

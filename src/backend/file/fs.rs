@@ -14,6 +14,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::prealloc::PreallocatedFile;
+
 /// What kind of directory entry, without following symlinks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -60,8 +62,43 @@ pub trait AppendFile: Send {
     fn len(&self) -> u64;
 }
 
+/// New files written together and made durable by one sync: a fold's temporary files. Syncing
+/// each on its own cost a disk flush per room (100,000 dirty rooms took minutes to stop).
+pub trait WriteBatch {
+    /// Creates `path` (which must not exist) with mode 0600 and writes `bytes`, not yet durable.
+    fn write_new(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Makes every file this batch wrote durable. After an error none of them may be used (or
+    /// synced again): their pages may be lost or stale.
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+/// A batch that syncs each file as it is written ([`Fs::write_new_synced`]): for file systems
+/// that cannot do better, and for tests that fail single whole-file writes.
+pub struct OneByOne<'a>(pub &'a dyn Fs);
+
+impl WriteBatch for OneByOne<'_> {
+    fn write_new(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_new_synced(path, bytes)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `&self` as `&dyn Fs`, for [`Fs`]'s provided methods.
+pub trait AsFs {
+    fn as_fs(&self) -> &dyn Fs;
+}
+
+impl<T: Fs> AsFs for T {
+    fn as_fs(&self) -> &dyn Fs {
+        self
+    }
+}
+
 /// The file-system operations of the file backend.
-pub trait Fs: Send + Sync {
+pub trait Fs: AsFs + Send + Sync {
     /// Creates `dir` (and parents) if missing, and makes it 0700.
     fn create_private_dir(&self, dir: &Path) -> io::Result<()>;
     /// Entries of `dir`, except `.` and `..`, with names that are valid UTF-8 (others are
@@ -77,6 +114,10 @@ pub trait Fs: Send + Sync {
     fn stat(&self, path: &Path) -> io::Result<Option<FileStat>>;
     /// Creates `path` (which must not exist) with mode 0600, writes `bytes`, and syncs it.
     fn write_new_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Starts a [`WriteBatch`] of new files in `dir`.
+    fn write_batch(&self, _dir: &Path) -> io::Result<Box<dyn WriteBatch + '_>> {
+        Ok(Box::new(OneByOne(self.as_fs())))
+    }
     /// Renames `from` to `to`, replacing `to` atomically. Durable after [`Fs::sync_dir`].
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file. Durable after [`Fs::sync_dir`].
@@ -190,6 +231,19 @@ impl Fs for RealFs {
         file.sync_data()
     }
 
+    fn write_batch(&self, dir: &Path) -> io::Result<Box<dyn WriteBatch + '_>> {
+        if !syncfs_reports_errors() {
+            return Ok(Box::new(OneByOne(self)));
+        }
+        // Opened before anything is written: syncfs reports the write-back errors of the file
+        // system since this descriptor was opened.
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)?;
+        Ok(Box::new(SyncfsBatch { dir }))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
     }
@@ -215,11 +269,7 @@ impl Fs for RealFs {
     fn create_journal(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
         // Exclusive, so not O_APPEND: appends are positioned writes below the zero-filled part.
         let file = create_private(path, true)?;
-        Ok(Box::new(super::prealloc::PreallocatedFile::new(
-            file,
-            0,
-            path.to_owned(),
-        )))
+        Ok(Box::new(PreallocatedFile::new(file, 0, path.to_owned())))
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
@@ -368,6 +418,55 @@ impl RealFs {
     }
 }
 
+/// A [`WriteBatch`] made durable by one `syncfs` of the directory's file system: one flush of
+/// the disk for every file, where an fdatasync each flushed it once per file.
+struct SyncfsBatch {
+    dir: File,
+}
+
+impl WriteBatch for SyncfsBatch {
+    fn write_new(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        // No write-back is started per file (sync_file_range took a fifth of a stop with
+        // 100,000 rooms, in small writes): the syncfs writes them all, merged.
+        create_private(path, true)?.write_all(bytes)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        // SAFETY: the descriptor is open.
+        if unsafe { libc::syncfs(self.dir.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Whether this kernel's syncfs reports write-back errors (Linux 5.8 and later); before that it
+/// succeeded whatever happened, so files are then synced one by one.
+fn syncfs_reports_errors() -> bool {
+    static REPORTS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REPORTS.get_or_init(|| {
+        let mut name = std::mem::MaybeUninit::<libc::utsname>::zeroed();
+        // SAFETY: uname fills the struct it is given.
+        if unsafe { libc::uname(name.as_mut_ptr()) } != 0 {
+            return false;
+        }
+        // SAFETY: uname succeeded, so the struct is filled (its strings NUL-terminated).
+        let name = unsafe { name.assume_init() };
+        // SAFETY: `release` is a NUL-terminated string inside `name`.
+        let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) };
+        kernel_at_least(&release.to_string_lossy(), (5, 8))
+    })
+}
+
+/// Whether a kernel release such as `6.1.0-18-amd64` is at least `major.minor`.
+fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
 /// Opens `path` for writing with mode 0600 (set explicitly: the umask may have removed bits).
 fn create_private(path: &Path, exclusive: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();
@@ -413,8 +512,42 @@ impl AppendFile for RealAppendFile {
     }
 }
 
+/// The journal on the real file system ([`super::prealloc`]).
+impl AppendFile for PreallocatedFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        PreallocatedFile::append(self, bytes)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        PreallocatedFile::sync(self)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        PreallocatedFile::truncate(self, len)
+    }
+
+    fn len(&self) -> u64 {
+        PreallocatedFile::len(self)
+    }
+}
+
 impl std::fmt::Debug for RealAppendFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AppendFile({})", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn syncfs_is_trusted_from_linux_5_8_on() {
+        assert!(kernel_at_least("5.8.0", (5, 8)));
+        assert!(kernel_at_least("6.1.0-18-amd64", (5, 8)));
+        assert!(kernel_at_least("5.10", (5, 8)));
+        assert!(!kernel_at_least("5.7.19-arch1-1", (5, 8)));
+        assert!(!kernel_at_least("4.19.0", (5, 8)));
+        assert!(!kernel_at_least("", (5, 8)));
     }
 }

@@ -18,6 +18,7 @@ use super::cache::{self, Cache};
 use super::claims::{self, Claimant};
 use super::fs::EntryKind;
 use super::journal::{self, Index, IndexEntry, Lsn};
+use super::par::par_map;
 use super::read::{read_files, ReadFile};
 use super::start_edits::{Edited, StartEdits};
 use super::{
@@ -31,13 +32,8 @@ use crate::room::{now_millis, EpochMillis, Revision, RoomName};
 use crate::store::apply;
 
 pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
-    b.fs.create_private_dir(&b.dir).map_err(|e| {
-        let existed = b.fs.stat(&b.dir).ok().flatten().is_some();
-        dir_error(&b.dir, existed, e)
-    })?;
-    lock(b)?;
+    open_dir(b)?;
     tracing::info!("Using file storage at: {}", b.dir.display());
-
     // The cache is as large as every room together: read it while the index is parsed.
     let reading_cache = {
         let (fs, dir) = (b.fs.clone(), b.dir.clone());
@@ -47,6 +43,67 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     };
     let index = read_index(b, INDEX)?;
     let next = read_index(b, INDEX_NEXT)?;
+    let (room_files, journals) = list_files(b)?;
+    let trust_before = cache::trust_stats_before(&*b.fs, &b.dir);
+    // Each file's stat while the cache is still being read (a file is read only if its stat
+    // does not match the cache's).
+    let stats = {
+        let (fs, dir) = (&*b.fs, &b.dir);
+        par_map(&room_files, |file| {
+            Some(fs.stat(&dir.join(file)).ok().flatten())
+        })
+    };
+    let cache = match reading_cache {
+        Ok(thread) => thread.join().unwrap_or_default(),
+        Err(_) => Cache::read(&*b.fs, &b.dir),
+    };
+    let reads = read_files(b, room_files, stats, &cache);
+    let mut start = claim_files(b, reads, &index, &next)?;
+    start.settle_replaced(b);
+    let last_lsn = index.iter().chain(&next).map(|i| i.lsn).max().unwrap_or(0);
+    let (last_lsn, journaled) = replay_journals(b, &journals, &mut start, last_lsn)?;
+    let rejournal = start.edits.settle(b, &mut start.rooms, &cache);
+    b.journal.found(journals, last_lsn, journaled);
+    let snapshot = Snapshot { rooms: start.rooms };
+    open_journal(b, &snapshot, &rejournal);
+    let indexed = index.as_ref().map_or(0, |i| i.rooms.len());
+    if start.index_stale || start.index_matches != indexed {
+        b.index_owed = true;
+        if let Err(e) = b.write_owed_index(&snapshot) {
+            b.start_warning = Some(e);
+        }
+    }
+    if !b.dirty.is_empty() || b.journal.has_old() {
+        b.fold_due();
+    }
+    let cache_hits = start.cache_hits;
+    if start.cache_stale || cache_hits < start.file_count || cache_hits < cache.len() {
+        b.write_cache(&snapshot.rooms, trust_before);
+    }
+    drop(cache);
+    b.cache_hits = cache_hits;
+    give_memory_back();
+    tracing::info!(
+        "loaded {} room(s) from {} ({cache_hits} of them as {} had them)",
+        snapshot.rooms.len(),
+        b.dir.display(),
+        cache::CACHE
+    );
+    Ok(snapshot.rooms)
+}
+
+/// Creates the storage directory if needed (0700) and locks it: one daemon per directory.
+fn open_dir(b: &mut FileBackend) -> Result<(), StorageError> {
+    b.fs.create_private_dir(&b.dir).map_err(|e| {
+        let existed = b.fs.stat(&b.dir).ok().flatten().is_some();
+        dir_error(&b.dir, existed, e)
+    })?;
+    lock(b)
+}
+
+/// Lists the storage directory: the room files and the journals' generations (each sorted),
+/// removing the temporary files a crash left and warning of what is not the daemon's.
+fn list_files(b: &FileBackend) -> Result<(Vec<String>, Vec<u64>), StorageError> {
     let entries =
         b.fs.read_dir(&b.dir)
             .map_err(|e| StorageError::io("list the storage directory", &b.dir, e))?;
@@ -89,45 +146,59 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     }
     room_files.sort();
     journals.sort_unstable();
+    Ok((room_files, journals))
+}
 
-    let (known, known_next) = (by_file(&index), by_file(&next));
-    // Whether `.index` must be written before serving: it is missing or damaged, a fold was
-    // cut short, or a file is new, edited, gone or set aside. Otherwise it is already true.
-    let mut index_stale = index.is_none() || next.is_some();
-    let mut index_matches = 0usize;
-    let now = now_millis();
-    // Each room's base: the last change its file holds.
-    let mut base_lsn: HashMap<RoomName, Lsn> = HashMap::with_capacity(room_files.len());
-    b.files.reserve(room_files.len());
-    let trust_before = cache::trust_stats_before(&*b.fs, &b.dir);
-    // Each file's stat while the cache is still being read (a file is read only if its stat
-    // does not match the cache's).
-    let stats = {
-        let (fs, dir) = (&*b.fs, &b.dir);
-        par_map(&room_files, |file| {
-            Some(fs.stat(&dir.join(file)).ok().flatten())
-        })
+/// What start-up has learned so far, from one phase to the next.
+struct Start {
+    rooms: RoomMap,
+    /// Each room's base: the last change its file holds.
+    base_lsn: HashMap<RoomName, Lsn>,
+    /// Rooms whose file (so far) is fresh: new, or changed since the daemon last saw it.
+    fresh: HashSet<RoomName>,
+    /// Rooms for which a file the daemon knew lost to another: its revision and LSN.
+    replaced: HashMap<RoomName, (Revision, Lsn)>,
+    edits: StartEdits,
+    /// Whether `.index` must be written before serving: it is missing or damaged, a fold was
+    /// cut short, or a file is new, edited, gone or set aside. Otherwise it is already true.
+    index_stale: bool,
+    index_matches: usize,
+    cache_hits: usize,
+    /// A room found by content, not stat: cached again with its stat.
+    cache_stale: bool,
+    file_count: usize,
+}
+
+/// Claims each room file for its room: gives it its revision from the index (or +1 for a hand
+/// edit, 1 for a new file), quarantines what is not a valid room, and decides between several
+/// files holding one room (see `claims`).
+fn claim_files(
+    b: &mut FileBackend,
+    reads: Vec<ReadFile>,
+    index: &Option<Index>,
+    next: &Option<Index>,
+) -> Result<Start, StorageError> {
+    let (known, known_next) = (by_file(index), by_file(next));
+    let mut start = Start {
+        rooms: RoomMap::new(),
+        base_lsn: HashMap::with_capacity(reads.len()),
+        fresh: HashSet::new(),
+        replaced: HashMap::new(),
+        edits: StartEdits::default(),
+        index_stale: index.is_none() || next.is_some(),
+        index_matches: 0,
+        cache_hits: 0,
+        cache_stale: false,
+        file_count: reads.len(),
     };
-    let cache = match reading_cache {
-        Ok(thread) => thread.join().unwrap_or_default(),
-        Err(_) => Cache::read(&*b.fs, &b.dir),
-    };
-    let (mut cache_hits, mut cache_stale) = (0usize, false);
-    let reads = read_files(b, room_files, stats, &cache);
-    let file_count = reads.len();
+    b.files.reserve(reads.len());
     // What the index says of each file, and the room's entry, on every core.
     let known = Known {
         index: &known,
         next: &known_next,
-        now,
+        now: now_millis(),
     };
     let decided = par_map(&reads, |read| Some(known.room(read)));
-    let mut rooms = RoomMap::new();
-    // Rooms whose file (so far) is fresh: new, or changed since the daemon last saw it.
-    let mut fresh: HashSet<RoomName> = HashSet::new();
-    // Rooms for which a file the daemon knew lost to another: its revision and LSN.
-    let mut replaced: HashMap<RoomName, (Revision, Lsn)> = HashMap::new();
-    let mut edits = StartEdits::default();
     let private = reads.iter().filter(|r| r.made_private).count();
     if private > 0 {
         tracing::info!(
@@ -135,6 +206,7 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             b.dir.display()
         );
     }
+    let s = &mut start;
     for (mut read, room) in reads.into_iter().zip(decided) {
         match read.unreadable.take() {
             Some(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -147,14 +219,13 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
             }
             None => {}
         }
-        cache_hits += usize::from(read.cached.is_some());
-        // A room found by content, not stat, is cached again with its stat.
-        cache_stale |= read.cached == Some(false);
+        s.cache_hits += usize::from(read.cached.is_some());
+        s.cache_stale |= read.cached == Some(false);
         let (entry, lsn, origin) = match room {
             Ok(room) => room,
             Err(why) => {
                 quarantine::quarantine(&*b.fs, &b.dir, &read.file, &why);
-                index_stale = true;
+                s.index_stale = true;
                 continue;
             }
         };
@@ -162,47 +233,47 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         let canonical = names::file_name(&name);
         let is_fresh = matches!(origin, Origin::New | Origin::EditedByHand);
         if let Some(other) = b.files.get(&name) {
-            index_stale = true;
+            s.index_stale = true;
             // Two files hold one room: the newest write wins (see `claims`).
             let this = Claimant::new(&read.file, &name, is_fresh, read.stat);
-            let that = Claimant::new(&other.file, &name, fresh.contains(&name), other.stat);
+            let that = Claimant::new(&other.file, &name, s.fresh.contains(&name), other.stat);
             let (loser_known, revision, loser_lsn) = if claims::prefer(&this, &that) {
                 claims::set_aside_loser(&*b.fs, &b.dir, &name, &this, &that);
                 (!that.fresh, other.revision, other.lsn)
             } else {
                 claims::set_aside_loser(&*b.fs, &b.dir, &name, &that, &this);
                 if !this.fresh {
-                    note_replaced(&mut replaced, &name, (entry.revision, lsn));
+                    note_replaced(&mut s.replaced, &name, (entry.revision, lsn));
                 }
                 continue;
             };
             if loser_known {
-                note_replaced(&mut replaced, &name, (revision, loser_lsn));
+                note_replaced(&mut s.replaced, &name, (revision, loser_lsn));
             }
         }
         if is_fresh {
-            fresh.insert(name.clone());
+            s.fresh.insert(name.clone());
         } else {
-            fresh.remove(&name);
+            s.fresh.remove(&name);
         }
         match origin {
             Origin::NextIndex => {}
-            Origin::Index => index_matches += 1,
+            Origin::Index => s.index_matches += 1,
             Origin::EditedByHand => {
-                index_stale = true;
+                s.index_stale = true;
                 // Taken or refused once the journal shows what changed since (`start_edits`).
                 if let Some(e) = known.index.get(read.file.as_str()) {
-                    edits.edited(name.clone(), Edited::new(e));
+                    s.edits.edited(name.clone(), Edited::new(e));
                 }
             }
-            Origin::New => index_stale = true,
+            Origin::New => s.index_stale = true,
         }
         if read.file != canonical {
             b.dirty.insert(name.clone());
         }
         let revision = entry.revision;
-        rooms.insert(name.clone(), entry);
-        base_lsn.insert(name.clone(), lsn);
+        s.rooms.insert(name.clone(), entry);
+        s.base_lsn.insert(name.clone(), lsn);
         let record = FileRecord {
             file: read.file,
             len: read.len,
@@ -213,27 +284,49 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         };
         b.files.insert(name, record);
     }
+    Ok(start)
+}
 
-    // A fresh file that won over a version the daemon knew replaces it: its revision goes
-    // above that one, and journal records that version already held are not replayed.
-    for (name, (revision, lsn)) in replaced {
-        let Some(record) = b.files.get_mut(&name).filter(|_| fresh.contains(&name)) else {
-            continue;
-        };
-        let Some(entry) = rooms.get(name.as_str()).filter(|e| e.revision <= revision) else {
-            continue;
-        };
-        let entry = entry.cooled_at(revision + 1, entry.updated_at);
-        record.revision = revision + 1;
-        record.lsn = record.lsn.max(lsn);
-        base_lsn.insert(name.clone(), record.lsn);
-        rooms.insert(name, Arc::new(entry));
+impl Start {
+    /// A fresh file that won over a version the daemon knew replaces it: its revision goes
+    /// above that one, and journal records that version already held are not replayed.
+    fn settle_replaced(&mut self, b: &mut FileBackend) {
+        for (name, (revision, lsn)) in std::mem::take(&mut self.replaced) {
+            let Some(record) = b
+                .files
+                .get_mut(&name)
+                .filter(|_| self.fresh.contains(&name))
+            else {
+                continue;
+            };
+            let Some(entry) = self
+                .rooms
+                .get(name.as_str())
+                .filter(|e| e.revision <= revision)
+            else {
+                continue;
+            };
+            let entry = entry.cooled_at(revision + 1, entry.updated_at);
+            record.revision = revision + 1;
+            record.lsn = record.lsn.max(lsn);
+            self.base_lsn.insert(name.clone(), record.lsn);
+            self.rooms.insert(name, Arc::new(entry));
+        }
     }
+}
 
-    // Replay what the journals hold beyond each room's file.
-    let mut last_lsn = index.iter().chain(&next).map(|i| i.lsn).max().unwrap_or(0);
-    for &generation in &journals {
-        let path = b.journal_path(generation);
+/// Replays what the journals hold beyond each room's file. Returns the last LSN seen (at
+/// least `last_lsn`) and every room the journals hold a record of.
+fn replay_journals(
+    b: &mut FileBackend,
+    journals: &[u64],
+    start: &mut Start,
+    mut last_lsn: Lsn,
+) -> Result<(Lsn, HashSet<RoomName>), StorageError> {
+    let mut journaled = HashSet::new();
+    let rooms = &mut start.rooms;
+    for &generation in journals {
+        let path = b.path(&format!("{JOURNAL_PREFIX}{generation}"));
         let bytes =
             b.fs.read(&path)
                 .map_err(|e| StorageError::io("read the journal", &path, e))?;
@@ -252,22 +345,22 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         // chunk's are parsed, so the next parse reuses the memory the last one freed instead of
         // faulting in fresh pages (which cost more than the parsing itself).
         for chunk in decoded.records.chunks(REPLAY_CHUNK) {
-            let warmed = warm_up(&mut rooms, chunk, &base_lsn);
+            let warmed = warm_up(rooms, chunk, &start.base_lsn);
             for (lsn, change) in chunk {
                 last_lsn = last_lsn.max(*lsn);
                 let name = change.room_name();
-                if !b.in_start_journals.contains(name) {
-                    b.in_start_journals.insert(name.clone());
+                if !journaled.contains(name) {
+                    journaled.insert(name.clone());
                 }
-                if *lsn <= base_lsn.get(name).copied().unwrap_or(0) {
+                if *lsn <= start.base_lsn.get(name).copied().unwrap_or(0) {
                     continue;
                 }
                 b.dirty.insert(name.clone());
-                edits.replayed(change);
-                apply::replay(&mut rooms, change);
+                start.edits.replayed(change);
+                apply::replay(rooms, change);
                 replayed += 1;
             }
-            in_parallel(&mut rooms, warmed, RoomEntry::cooled);
+            in_parallel(rooms, warmed, RoomEntry::cooled);
         }
         if replayed > 0 {
             tracing::info!("replayed {replayed} change(s) from {}", path.display());
@@ -280,54 +373,39 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         .filter(|e| e.is_hot())
         .map(|e| e.name.clone())
         .collect();
-    in_parallel(&mut rooms, hot, RoomEntry::cooled);
-    let rejournal = edits.settle(b, &mut rooms, &cache);
-    b.next_lsn = last_lsn + 1;
-    b.generation = journals.last().copied().unwrap_or(0);
-    b.old_journals = journals.into_iter().collect();
-    b.start_generation = b.generation;
+    in_parallel(rooms, hot, RoomEntry::cooled);
+    Ok((last_lsn, journaled))
+}
 
-    // Serve at once. New changes go to a new journal. The index learns now of new and
-    // hand-edited files (so a crash cannot count one edit twice), and is left as it is when it
-    // already describes every file; the room files of rooms the
-    // replay changed, whose changes are safe in the old journals, are rewritten by a
-    // background fold at the first tick, which then deletes those journals.
-    let snapshot = Snapshot { rooms };
-    // A disk that takes no writes (full, failing) still serves what it holds: read-only,
-    // until a commit finds it writable again.
-    if let Err(e) = b.rotate() {
+/// Starts the journal new changes go to, logging `rejournal` (hand edits taken in) first. A
+/// disk that takes no writes (full, failing) still serves what it holds: read-only, until a
+/// commit finds it writable again.
+///
+/// Serve at once: the room files of rooms the replay changed, whose changes are safe in the
+/// old journals, are rewritten by a background fold at the first tick, which then deletes
+/// those journals.
+fn open_journal(b: &mut FileBackend, snapshot: &Snapshot, rejournal: &[Change]) {
+    if let Err(e) = b.journal.rotate() {
         b.start_warning = Some(e);
     } else if !rejournal.is_empty() {
-        if let Err(e) = b.append(&rejournal, true) {
+        if let Err(e) = b.journal.append(rejournal, true) {
             b.start_warning = Some(e);
         }
     }
     // A disk filled from outside while the daemon was stopped: read-only from the start.
     let files = &b.files;
     b.headroom
-        .count_dirty(&b.dirty, &snapshot, |n| files.contains_key(n));
+        .count_dirty(&b.dirty, snapshot, |n| files.contains_key(n));
     if let Some(full) = b.headroom.full(&*b.fs, &b.dir) {
         b.start_warning.get_or_insert(full);
     }
-    let indexed = index.as_ref().map_or(0, |i| i.rooms.len());
-    if index_stale || index_matches != indexed {
-        b.index_owed = true;
-        if let Err(e) = b.write_owed_index(&snapshot) {
-            b.start_warning = Some(e);
-        }
-    }
-    if !b.dirty.is_empty() || !b.old_journals.is_empty() {
-        b.fold_due();
-    }
-    if cache_stale || cache_hits < file_count || cache_hits < cache.len() {
-        b.write_cache(&snapshot.rooms, trust_before);
-    }
-    drop(cache);
-    b.cache_hits = cache_hits;
-    // Loading parsed every file on several threads; give the freed memory back to the OS
-    // instead of keeping it in per-thread malloc arenas for the daemon's lifetime. On a
-    // thread of its own: it takes a fraction of a second with 100,000 rooms, and serving
-    // need not wait for it (malloc_trim is thread-safe).
+}
+
+/// Loading parsed every file on several threads; gives the freed memory back to the OS
+/// instead of keeping it in per-thread malloc arenas for the daemon's lifetime. On a thread
+/// of its own: it takes a fraction of a second with 100,000 rooms, and serving need not wait
+/// for it (malloc_trim is thread-safe).
+fn give_memory_back() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     let _ = std::thread::Builder::new()
         .name("malloc-trim".into())
@@ -335,13 +413,6 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
         .spawn(|| unsafe {
             libc::malloc_trim(0);
         });
-    tracing::info!(
-        "loaded {} room(s) from {} ({cache_hits} of them as {} had them)",
-        snapshot.rooms.len(),
-        b.dir.display(),
-        cache::CACHE
-    );
-    Ok(snapshot.rooms)
 }
 
 /// The entries of `index` by file name.
@@ -508,26 +579,6 @@ fn read_index(b: &FileBackend, file: &str) -> Result<Option<Index>, StorageError
             }
             None
         }
-    })
-}
-
-/// `f` over `items` on every core (at most 8 threads), in order, keeping the `Some`s. Start-up
-/// time is mostly per-room work like this.
-pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R> + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let chunk = items.len().div_ceil(threads).max(1);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = items
-            .chunks(chunk)
-            .map(|items| scope.spawn(move || items.iter().filter_map(f).collect::<Vec<_>>()))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
     })
 }
 

@@ -26,8 +26,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::fs::AppendFile;
-
 /// How much is zero-filled at a time.
 const CHUNK: u64 = 4 << 20;
 /// A fill is asked for when less than this is left ahead of the journal's end.
@@ -148,8 +146,11 @@ impl PreallocatedFile {
     }
 }
 
-impl AppendFile for PreallocatedFile {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+/// The journal's operations (`fs::AppendFile` hands them on, so this module needs nothing of
+/// `fs`).
+impl PreallocatedFile {
+    /// Appends all of `bytes` at the journal's end (not yet durable).
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         let end = self.len + bytes.len() as u64;
         let mut state = self.shared.lock();
         // Past the filled part: never where the filler is writing zeros.
@@ -164,12 +165,14 @@ impl AppendFile for PreallocatedFile {
         Ok(())
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    /// Makes everything appended so far durable (fdatasync).
+    pub fn sync(&mut self) -> io::Result<()> {
         self.per_sync = (self.per_sync * 7 + std::mem::take(&mut self.unsynced)) / 8;
         self.file.sync_data()
     }
 
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
+    /// Cuts the journal back to `len` bytes and syncs that; no more zeros for it.
+    pub fn truncate(&mut self, len: u64) -> io::Result<()> {
         let mut state = self.quiet();
         // A journal cut back is abandoned: no more zeros for it.
         state.off = true;
@@ -180,7 +183,8 @@ impl AppendFile for PreallocatedFile {
         self.file.sync_all()
     }
 
-    fn len(&self) -> u64 {
+    /// The journal's length as appended so far.
+    pub fn len(&self) -> u64 {
         self.len
     }
 }
@@ -292,8 +296,7 @@ fn free_space(file: &File) -> io::Result<u64> {
 mod tests {
     use std::path::Path;
 
-    use super::CHUNK;
-    use crate::backend::file::fs::{AppendFile, Fs, RealFs};
+    use super::{PreallocatedFile, CHUNK};
     use crate::backend::file::journal;
     use crate::room::change::Change;
     use crate::room::RoomName;
@@ -307,11 +310,17 @@ mod tests {
         bytes
     }
 
+    /// A new journal at `path`, as the daemon creates one.
+    fn create(path: &Path) -> PreallocatedFile {
+        let file = std::fs::File::create_new(path).unwrap();
+        PreallocatedFile::new(file, 0, path.to_owned())
+    }
+
     #[test]
     fn the_journal_is_zero_filled_ahead_and_reads_back_exactly_its_records() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".journal-1");
-        let mut file = RealFs.create_journal(&path).unwrap();
+        let mut file = create(&path);
         let mut written = Vec::new();
         for lsn in 1..=100 {
             let bytes = record(lsn);
@@ -332,7 +341,7 @@ mod tests {
 
     /// What a crash at this point leaves is `written`, then zeros, which end the journal:
     /// `records` records. Closed, the journal is exactly `written` again.
-    fn reads_back(file: Box<dyn AppendFile>, path: &Path, written: &[u8], records: usize) {
+    fn reads_back(file: PreallocatedFile, path: &Path, written: &[u8], records: usize) {
         let on_disk = std::fs::read(path).unwrap();
         assert_eq!(&on_disk[..written.len()], written);
         assert!(on_disk[written.len()..].iter().all(|&b| b == 0));
@@ -347,7 +356,7 @@ mod tests {
     fn appends_that_outrun_the_filler_are_never_zeroed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".journal-1");
-        let mut file = RealFs.create_journal(&path).unwrap();
+        let mut file = create(&path);
         // Big records, a sync now and then: the journal's end passes fills being written and
         // fills being synced, several chunks over.
         let mut written = Vec::new();
@@ -375,7 +384,7 @@ mod tests {
     fn a_journal_cut_back_after_a_failure_keeps_only_what_came_before() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".journal-1");
-        let mut file = RealFs.create_journal(&path).unwrap();
+        let mut file = create(&path);
         let first = record(1);
         file.append(&first).unwrap();
         file.sync().unwrap();

@@ -4,7 +4,7 @@
 
 use super::cache::Cache;
 use super::fs::FileStat;
-use super::load::par_map;
+use super::par::par_map;
 use super::FileBackend;
 use crate::room::prepare::PreparedRoom;
 

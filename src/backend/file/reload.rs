@@ -103,7 +103,7 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
         if file != names::file_name(&name) {
             b.dirty.insert(name.clone());
         }
-        let lsn = b.next_lsn;
+        let lsn = b.journal.next_lsn();
         b.files.insert(
             name.clone(),
             FileRecord {
@@ -152,9 +152,9 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
         b.files.remove(&name);
         changes.push(Change::Delete { name });
     }
-    if changes.is_empty() && b.fold_soon {
+    if changes.is_empty() && b.folds.soon {
         // Nothing to commit, so fold now to write back the rooms whose files were set aside.
-        b.fold_soon = false;
+        b.folds.soon = false;
         b.start_fold(rooms, false, false)?;
     }
     Ok(Reloaded { changes })
@@ -233,7 +233,7 @@ fn refuse(b: &mut FileBackend, rooms: &Snapshot, file: &str, name: &RoomName, wh
 fn rewrite(b: &mut FileBackend, name: &RoomName) {
     b.files.remove(name);
     b.dirty.insert(name.clone());
-    b.fold_soon = true;
+    b.folds.soon = true;
 }
 
 /// A changed file that is not a valid room: set aside, and its room (if any) written again.

@@ -18,7 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::fs::{AppendFile, DirEntry, EntryKind, FileStat, Fs, LockGuard};
+use super::fs::{AppendFile, DirEntry, EntryKind, FileStat, Fs, LockGuard, WriteBatch};
 
 #[derive(Debug, Clone, Default)]
 struct Inode {
@@ -42,6 +42,8 @@ struct State {
     clock: u64,
     /// Calls made so far (see the module docs).
     calls: u64,
+    /// Syncs of file data so far (each a flush of the disk on real hardware).
+    syncs: u64,
     fault: Option<Fault>,
     /// Take a power-loss image just before this call (see [`SimFs::crash_at`]).
     crash_at: Option<u64>,
@@ -116,6 +118,11 @@ impl SimFs {
         self.with(|s| s.calls)
     }
 
+    /// Syncs of file data so far: journal syncs, whole-file writes, [`WriteBatch`] syncs.
+    pub fn syncs(&self) -> u64 {
+        self.with(|s| s.syncs)
+    }
+
     /// True once some call has failed because of the armed fault.
     pub fn fault_hit(&self) -> bool {
         self.with(|s| s.fault.is_some_and(|f| s.calls > f.from))
@@ -181,6 +188,7 @@ impl State {
             failing_file_writes: 0,
             clock: self.clock,
             calls: 0,
+            syncs: 0,
             fault: None,
             crash_at: None,
             crash_image: None,
@@ -218,6 +226,7 @@ impl State {
     }
 
     fn sync_fails(&mut self) -> bool {
+        self.syncs += 1;
         if self.failing_syncs > 0 {
             self.failing_syncs -= 1;
             return true;
@@ -318,6 +327,13 @@ impl Fs for SimFs {
         })
     }
 
+    fn write_batch(&self, _dir: &Path) -> io::Result<Box<dyn WriteBatch + '_>> {
+        Ok(Box::new(SimBatch {
+            fs: self.clone(),
+            inodes: Vec::new(),
+        }))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.with(|s| {
             s.call("rename")?;
@@ -380,6 +396,70 @@ impl Fs for SimFs {
     fn try_lock(&self, _path: &Path) -> io::Result<Option<LockGuard>> {
         self.with(|s| s.call("try_lock"))?;
         Ok(Some(Box::new(())))
+    }
+}
+
+/// New files left unsynced until the batch's one sync (see [`WriteBatch`]).
+struct SimBatch {
+    fs: SimFs,
+    inodes: Vec<usize>,
+}
+
+impl WriteBatch for SimBatch {
+    fn write_new(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.fs.with(|s| {
+            let injected = s.call("batch write_new");
+            if s.names.contains_key(path) {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            let fails = injected.is_err() || {
+                let fail = s.failing_file_writes > 0;
+                s.failing_file_writes = s.failing_file_writes.saturating_sub(1);
+                fail
+            };
+            // Created, and then the write failed: a part is left.
+            let written = if fails {
+                &bytes[..bytes.len() / 2]
+            } else {
+                bytes
+            };
+            let version = s.tick();
+            s.inodes.push(Inode {
+                data: written.to_vec(),
+                synced: 0,
+                version,
+            });
+            s.names.insert(path.to_owned(), s.inodes.len() - 1);
+            match injected {
+                Err(e) => Err(e),
+                Ok(()) if fails => Err(io::Error::from_raw_os_error(libc::EIO)),
+                Ok(()) => {
+                    self.inodes.push(s.inodes.len() - 1);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.fs.with(|s| {
+            let injected = s.call("batch sync");
+            if injected.is_err() || s.sync_fails() {
+                // As for a journal: the unsynced pages may be dropped (and a power loss may
+                // still keep any part of what reached the disk before the error).
+                for &i in &self.inodes {
+                    let inode = &mut s.inodes[i];
+                    inode.data.truncate(inode.synced);
+                }
+                return Err(injected
+                    .err()
+                    .unwrap_or_else(|| io::Error::from_raw_os_error(libc::EIO)));
+            }
+            for &i in &self.inodes {
+                s.inodes[i].synced = s.inodes[i].data.len();
+            }
+            Ok(())
+        })
     }
 }
 

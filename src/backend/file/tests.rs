@@ -263,6 +263,100 @@ fn a_clean_stop_leaves_only_room_files_that_hold_everything() {
     }
 }
 
+/// A backend that folds only when asked (or at a clean stop), on the calling thread.
+fn folding_when_asked(fs: &SimFs) -> FileBackend {
+    FileBackend::with_fs(Arc::new(fs.clone()), dir(), Durability::Strict)
+        .with_fold_policy(u64::MAX, Duration::from_secs(3600))
+        .inline()
+}
+
+/// Issue 18: a clean stop with 100,000 dirty rooms synced every room file on its own, a flush
+/// of the disk each; a fold syncs its new files together, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fold_syncs_once_however_many_rooms_are_dirty() {
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(folding_when_asked(&fs))).unwrap();
+    for n in 0..200 {
+        store.mutate(save(&format!("room{n}"))).await.unwrap();
+    }
+    let before = fs.syncs();
+    store.fold().await.unwrap();
+    let fold = fs.syncs() - before;
+    for n in 0..200 {
+        store.mutate(rate(&format!("room{n}"), n)).await.unwrap();
+    }
+    let before = fs.syncs();
+    drop(store);
+    tokio::task::spawn_blocking(move || actor.join())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a clean stop");
+    let stop = fs.syncs() - before;
+    assert!(fold <= 2, "a fold of 200 dirty rooms synced {fold} times");
+    assert!(stop <= 2, "a stop with 200 dirty rooms synced {stop} times");
+    let rooms = recover(&fs.power_loss(1));
+    for n in 0..200 {
+        assert_eq!(
+            ratings_of(&rooms, &format!("room{n}")),
+            vec![format!("m{n}")]
+        );
+    }
+}
+
+/// The one sync of a fold's new files fails: none of them is renamed into place (each room
+/// file is a complete old version), and the next fold writes new files instead of syncing the
+/// failed ones again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fold_sync_leaves_every_room_file_whole_and_old() {
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(folding_when_asked(&fs))).unwrap();
+    for n in 0..20 {
+        store.mutate(save(&format!("room{n}"))).await.unwrap();
+    }
+    store.fold().await.unwrap();
+    for n in 0..20 {
+        store.mutate(rate(&format!("room{n}"), n)).await.unwrap();
+    }
+    // Strict mode has nothing left to sync in the journal: the next sync is the fold's.
+    fs.fail_next_syncs(1);
+    let failed = store.fold().await;
+    assert!(
+        matches!(failed, Err(StoreError::Storage { .. })),
+        "{failed:?}"
+    );
+    let room_files = |image: &SimFs| -> Vec<serde_json::Value> {
+        let files = image.files(&dir());
+        let rooms: Vec<serde_json::Value> = files
+            .iter()
+            .filter(|(f, _)| super::names::is_room_file(f))
+            .map(|(f, bytes)| {
+                serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{f} is torn: {e}"))
+            })
+            .collect();
+        assert_eq!(rooms.len(), 20);
+        rooms
+    };
+    for seed in 0..4 {
+        let image = fs.power_loss(seed);
+        for room in room_files(&image) {
+            assert!(room.get("ratings").is_none(), "a new version: {room}");
+        }
+        let rooms = recover(&image);
+        assert_eq!(ratings_of(&rooms, "room7"), vec!["m7".to_string()]);
+    }
+    assert!(
+        !fs.files(&dir()).iter().any(|(f, _)| f.starts_with(".tmp-")),
+        "the failed fold's files are removed"
+    );
+    store.fold().await.unwrap();
+    for room in room_files(&fs.power_loss(9)) {
+        assert!(room.get("ratings").is_some(), "an old version: {room}");
+    }
+    drop(store);
+    let _ = tokio::task::spawn_blocking(move || actor.join()).await;
+}
+
 // ---- Regressions found by the fault sweep (`sweep.rs`) and issue 15 ----
 
 fn inline_backend(fs: &SimFs, durability: Durability) -> FileBackend {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use moviematch_storaged::client::{Client, ClientError};
-use serde::{Deserialize, Serialize};
+use moviematch_storaged::protocol::request::{GetRoom, RoomLookup, SaveRoom};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
@@ -136,21 +136,11 @@ fn ask(question: &str, default: bool) -> bool {
 /// The room as pretty JSON (its text as the daemon holds it, only re-indented: numbers and
 /// strings stay byte for byte) and its revision, or `None` when there is none.
 fn fetch(client: &mut Client, name: &str) -> Result<Option<(Vec<u8>, u64)>, Failure> {
-    #[derive(Deserialize)]
-    struct Found<'a> {
-        #[serde(borrow)]
-        room: Option<&'a RawValue>,
-        revision: Option<u64>,
-    }
-    let line = client.call_raw(&json!({"op": "getRoom", "roomName": name}))?;
-    let found: Found = serde_json::from_slice(&line).map_err(|e| {
-        Failure::Client(ClientError::Protocol {
-            socket: client.socket_path().to_owned(),
-            reason: format!("getRoom answered something else: {e}"),
-        })
+    let found = client.request(&GetRoom {
+        room_name: RoomLookup::new(name),
     })?;
     Ok(match (found.room, found.revision) {
-        (Some(room), Some(revision)) if room.get() != "null" => {
+        (Some(room), Some(revision)) => {
             let mut text = reformat(room.get().as_bytes(), Some(2));
             text.push(b'\n');
             Some((text, revision))
@@ -331,25 +321,12 @@ fn save(
             )))
         }
     }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct SaveRoom<'a> {
-        op: &'static str,
-        room: &'a RawValue,
-        expected_revision: u64,
-    }
     let request = SaveRoom {
-        op: "saveRoom",
         room: raw,
-        expected_revision: revision,
+        expected_revision: Some(revision),
     };
-    match client.call(&request) {
-        Ok(response) => Ok(Round::Saved(
-            response
-                .get("revision")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-        )),
+    match client.request(&request) {
+        Ok(saved) => Ok(Round::Saved(saved.revision)),
         Err(ClientError::Remote { code, revision, .. }) if code == "conflict" => {
             Ok(Round::Conflict(revision.unwrap_or(0)))
         }

@@ -1,9 +1,10 @@
 //! `moviematch-storage`: the command-line client of a running moviematch-storaged
 //! (PROTOCOL.md section 7).
 //!
-//! Thin on purpose: parse the arguments, build one request, send it with
-//! [`moviematch_storaged::client::Client`], print the result. It knows the request field names
-//! and nothing else about rooms: validation is the daemon's job. `migrate` is the exception: it
+//! Thin on purpose: parse the arguments, build one request from the daemon's own request types
+//! ([`moviematch_storaged::protocol::request`]), send it with
+//! [`moviematch_storaged::client::Client`], print the result. It knows nothing about rooms:
+//! validation is the daemon's job. `migrate` is the exception: it
 //! contacts no daemon and runs [`moviematch_storaged::migrate`] itself.
 
 use std::io::{self, IsTerminal, Read, Write};
@@ -18,9 +19,11 @@ use streams::{export, import, migrate, watch};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use moviematch_storaged::client::{Client, ClientError};
+use moviematch_storaged::protocol::request::{self, Call, Operation, RoomLookup};
+use moviematch_storaged::room;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const EXIT_CODES: &str = "\
 Output:
@@ -347,88 +350,77 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     })
 }
 
-/// The request for `command`. Options left out are `null` here and dropped below, so the daemon
-/// sees only what was given.
+/// The request for `command`, as the line to send.
 fn request_for(command: &Command) -> Result<Box<RawValue>, Failure> {
-    let request = match command {
-        Command::Ping => json!({"op": "ping"}),
-        Command::Stats => json!({"op": "stats"}),
-        Command::Get { name, .. } => json!({"op": "getRoom", "roomName": name}),
-        Command::Has { name } => json!({"op": "hasRoom", "roomName": name}),
-        Command::List(filters) => json!({
-            "op": "listRooms",
-            "creatorPlexUserId": filters.creator_plex_user_id,
-            "creatorPlexUsername": filters.creator_plex_username,
-            "createdBefore": filters.created_before,
-            "createdAfter": filters.created_after,
-            "after": filters.after,
-            "limit": filters.limit,
-            "summary": filters.summary.then_some(true),
+    match command {
+        Command::Ping => encoded(&request::Ping),
+        Command::Stats => encoded(&request::Stats),
+        Command::Get { name, .. } => encoded(&request::GetRoom {
+            room_name: RoomLookup::new(name),
+        }),
+        Command::Has { name } => encoded(&request::HasRoom {
+            room_name: RoomLookup::new(name),
+        }),
+        // Timestamps go as typed: the daemon judges them, and names a bad one.
+        Command::List(filters) => encoded(&request::ListRooms::<&str> {
+            creator_plex_user_id: filters.creator_plex_user_id.clone(),
+            creator_plex_username: filters.creator_plex_username.clone(),
+            created_before: filters.created_before.as_deref(),
+            created_after: filters.created_after.as_deref(),
+            after: filters.after.clone(),
+            limit: filters
+                .limit
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            summary: filters.summary,
         }),
         Command::Save {
             file,
             expected_revision,
-        } => {
-            #[derive(Serialize)]
-            #[serde(rename_all = "camelCase")]
-            struct SaveRoom {
-                op: &'static str,
-                room: Box<RawValue>,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                expected_revision: Option<u64>,
-            }
-            let request = SaveRoom {
-                op: "saveRoom",
-                room: read_room(file.as_ref())?,
-                expected_revision: *expected_revision,
-            };
-            return to_raw_value(&request);
-        }
+        } => encoded(&request::SaveRoom {
+            room: read_room(file.as_ref())?,
+            expected_revision: *expected_revision,
+        }),
         Command::Delete {
             name,
             expected_revision,
-        } => json!({
-            "op": "deleteRoom",
-            "roomName": name,
-            "expectedRevision": expected_revision,
+        } => encoded(&request::DeleteRoom {
+            room_name: RoomLookup::new(name),
+            expected_revision: *expected_revision,
         }),
-        Command::Flush => json!({"op": "flush"}),
-        Command::Fold => json!({"op": "fold"}),
+        Command::Flush => encoded(&request::Flush),
+        Command::Fold => encoded(&request::Fold),
         Command::Rate {
             name,
             media,
             user,
             rating,
             timestamp,
-        } => json!({
-            "op": "addRating",
-            "roomName": name,
-            "mediaId": media,
-            "userName": user,
-            "rating": match rating {
-                Rating::Like => "like",
-                Rating::Dislike => "dislike",
+        } => encoded(&request::AddRating {
+            room_name: RoomLookup::new(name),
+            media_id: media.clone(),
+            user_name: user.clone(),
+            rating: match rating {
+                Rating::Like => room::Rating::Like,
+                Rating::Dislike => room::Rating::Dislike,
             },
-            "timestamp": timestamp,
+            timestamp: *timestamp,
         }),
         Command::Progress {
             name,
             user,
             progress,
-        } => json!({
-            "op": "setProgress",
-            "roomName": name,
-            "userName": user,
-            "progress": progress,
+        } => encoded(&request::SetProgress {
+            room_name: RoomLookup::new(name),
+            user_name: user.clone(),
+            progress: *progress,
         }),
-        Command::VerifyPassword { name, password } => json!({
-            "op": "verifyPassword",
-            "roomName": name,
-            "password": password,
+        Command::VerifyPassword { name, password } => encoded(&request::VerifyPassword {
+            room_name: RoomLookup::new(name),
+            password: password.clone(),
         }),
-        Command::DeleteRooms { created_before } => {
-            json!({"op": "deleteRooms", "createdBefore": created_before})
-        }
+        Command::DeleteRooms { created_before } => encoded(&request::DeleteRooms {
+            created_before: created_before.as_str(),
+        }),
         Command::Export
         | Command::Import { .. }
         | Command::Watch { .. }
@@ -436,20 +428,13 @@ fn request_for(command: &Command) -> Result<Box<RawValue>, Failure> {
         | Command::Migrate { .. } => {
             unreachable!("streaming commands are run by their own functions")
         }
-    };
-    to_raw_value(&without_nulls(request))
-}
-
-fn to_raw_value<T: Serialize>(request: &T) -> Result<Box<RawValue>, Failure> {
-    serde_json::value::to_raw_value(request)
-        .map_err(|error| Failure::Output(io::Error::other(error)))
-}
-
-fn without_nulls(request: Value) -> Value {
-    match request {
-        Value::Object(fields) => fields.into_iter().filter(|(_, v)| !v.is_null()).collect(),
-        other => other,
     }
+}
+
+/// `op` as a request line's JSON.
+fn encoded<Op: Operation + Serialize>(op: &Op) -> Result<Box<RawValue>, Failure> {
+    serde_json::value::to_raw_value(&Call::new(op))
+        .map_err(|error| Failure::Output(io::Error::other(error)))
 }
 
 /// Reads the room for `save` from `file`, or stdin for `-` or none: its text as written, on

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use moviematch_storaged::client::{Client, ClientError};
-use serde::{Deserialize, Serialize};
+use moviematch_storaged::protocol::request::{Call, ListRooms, SaveRoom};
+use moviematch_storaged::protocol::response::RoomList;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
@@ -18,16 +20,11 @@ use crate::{print_json, read_input, reader_gone, Failure};
 /// compact room per line. The answer is read as one line and the rooms are borrowed from it as
 /// raw JSON, so memory holds the answer once, not a parsed copy besides.
 pub fn export(socket: &std::path::Path) -> Result<ExitCode, Failure> {
-    #[derive(Deserialize)]
-    struct Rooms<'a> {
-        #[serde(borrow)]
-        rooms: Vec<&'a RawValue>,
-    }
     let mut client = Client::connect(socket)?;
     let mut progress = Progress::new("exporting");
     progress.message("waiting for the daemon's snapshot");
-    let line = client.call_raw(&json!({"op": "listRooms"}))?;
-    let Rooms { rooms } = serde_json::from_slice(&line).map_err(|error| {
+    let line = client.call_raw(&Call::new(&ListRooms::<&str>::default()))?;
+    let RoomList::<&RawValue> { rooms, .. } = serde_json::from_slice(&line).map_err(|error| {
         Failure::Client(ClientError::Protocol {
             socket: socket.to_owned(),
             reason: format!("listRooms answered without a \"rooms\" array: {error}"),
@@ -66,13 +63,6 @@ struct ImportLine<'a> {
     room: &'a RawValue,
 }
 
-/// The `saveRoom` request of an import line, sending the room's bytes verbatim.
-#[derive(Serialize)]
-struct SaveRoom<'a> {
-    op: &'static str,
-    room: &'a RawValue,
-}
-
 /// `import`: two passes. First every line is read and checked (JSON, an object, a valid room),
 /// so a bad line stops the import before anything is sent; then the rooms are pipelined to the
 /// daemon, stopping at the first one it refuses.
@@ -91,10 +81,11 @@ pub fn import(socket: &std::path::Path, file: Option<&PathBuf>) -> Result<ExitCo
     let mut failures: Vec<(&ImportLine, ClientError)> = Vec::new();
     let requests = lines.iter().take_while(|_| !stop.get()).map(|line| {
         sent.set(sent.get() + 1);
-        SaveRoom {
-            op: "saveRoom",
+        // The room's bytes go verbatim.
+        Call::new(SaveRoom {
             room: line.room,
-        }
+            expected_revision: None,
+        })
     });
     let outcome = client.pipeline(requests, |response| {
         let line = &lines[answered];

@@ -134,6 +134,8 @@ pub const CALLS: &[(&str, &[&str], &[Phase])] = {
             &["EIO", "ENOSPC"],
             &[Workload, Fold, Startup, Stop],
         ),
+        // A fold's new room files are made durable together, by one syncfs.
+        ("syncfs", &["EIO", "ENOSPC"], &[Fold, Stop]),
         (
             "rename",
             &["EIO", "ENOSPC", "EROFS"],
@@ -208,6 +210,8 @@ pub fn short() -> Vec<Case> {
         (Phase::Fold, "fdatasync", "EIO", Mode::Until(1), true),
         (Phase::Fold, "unlink", "EROFS", Mode::Until(1), false),
         (Phase::Stop, "fdatasync", "EIO", Mode::Once(1), false),
+        (Phase::Stop, "syncfs", "EIO", Mode::Once(1), false),
+        (Phase::Fold, "syncfs", "EIO", Mode::Until(1), true),
         (Phase::Stop, "rename", "EIO", Mode::Until(1), true),
         (Phase::Sighup, "getdents64", "EIO", Mode::Until(1), false),
         (Phase::Startup, "openat", "ENOSPC", Mode::Until(1), false),

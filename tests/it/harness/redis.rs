@@ -10,39 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// What a store fixture opens: a backend for the storage actor, or a Redis store.
-pub enum Opened {
-    Local(Box<dyn moviematch_storaged::backend::Backend>),
-    Remote(moviematch_storaged::remote::RemoteStore),
-}
-
-impl Opened {
-    /// Starts the rooms over what was opened: a storage actor over a backend, or the Redis
-    /// store as it is. Call inside a tokio runtime.
-    pub fn start(
-        self,
-    ) -> (
-        moviematch_storaged::rooms::Rooms,
-        Option<moviematch_storaged::store::ActorThread>,
-    ) {
-        use moviematch_storaged::rooms::Rooms;
-        match self {
-            Opened::Local(backend) => {
-                let started = moviematch_storaged::store::start(backend);
-                let (store, actor) = started.expect("the backend loads");
-                (Rooms::Local(store), Some(actor))
-            }
-            Opened::Remote(remote) => (Rooms::Remote(remote), None),
-        }
-    }
-}
-
-impl From<Box<dyn moviematch_storaged::backend::Backend>> for Opened {
-    fn from(backend: Box<dyn moviematch_storaged::backend::Backend>) -> Opened {
-        Opened::Local(backend)
-    }
-}
-
 pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
