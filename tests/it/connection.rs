@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RACE_SOCKET: &str = "MM_TEST_RACE_SOCKET";
@@ -43,36 +43,16 @@ fn racing_connector_helper() {
     }
 }
 
-fn nobody() -> (u32, u32) {
-    // SAFETY: getpwnam returns NULL or a pointer to a static entry, read at once.
-    let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
-    assert!(!pw.is_null(), "no user called nobody on this machine");
-    // SAFETY: non-null, as checked.
-    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
-}
-
 /// PROTOCOL.md section 6 / issue 14 item 2: the socket exists only with `socketMode`. Under
 /// umask 000 a socket bound in place is 0777 until it is chmod'ed; a client of another user
 /// that connects in that moment keeps its connection.
 #[test]
 fn the_socket_is_never_served_wider_than_its_mode() {
-    // SAFETY: getuid cannot fail.
-    assert_eq!(
-        unsafe { libc::getuid() },
-        0,
-        "this test runs as root (it switches to nobody)"
-    );
-    let open = tempfile::tempdir().unwrap();
-    fs::set_permissions(open.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    assert_root("it switches to nobody");
+    let open = world_writable_tempdir();
     let socket = open.path().join("storaged.sock");
-    let (uid, gid) = nobody();
-    let mut racer = one_test_of_this_binary(module_path!(), "racing_connector_helper");
-    racer
-        .env(RACE_SOCKET, &socket)
-        .uid(uid)
-        .gid(gid)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    let mut racer = one_test_as_nobody(module_path!(), "racing_connector_helper");
+    racer.env(RACE_SOCKET, &socket);
     let mut racer = racer.spawn().expect("start the racing connector");
     let mut d = Daemon::builder(Backend::Memory)
         .socket(&socket)
@@ -494,10 +474,10 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
     }
+    dies_with_the_test(&mut cmd);
     let mut child = cmd.spawn().unwrap();
     wait_until("the daemon logs its limits", || {
         fs::read_to_string(&log)

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
 struct SmallDisk {
@@ -36,6 +36,13 @@ impl SmallDisk {
         );
         SmallDisk { _tmp: tmp, mount }
     }
+
+    /// A file-storage daemon keeping its rooms on this disk.
+    fn daemon(&self) -> Daemon {
+        Daemon::builder(Backend::File)
+            .storage(self.mount.join("rooms"))
+            .start()
+    }
 }
 
 impl Drop for SmallDisk {
@@ -48,33 +55,46 @@ fn padded_room(name: &str, kb: usize) -> Value {
     with(bare_room(name), json!({"padding": "x".repeat(kb * 1024)}))
 }
 
+/// Checks that `resp` is a `storage` error whose `cause` (the OS error) contains `cause`;
+/// returns the error object.
+fn assert_storage_error_caused_by<'a>(resp: &'a Value, cause: &str) -> &'a Map<String, Value> {
+    let error = assert_err(resp, "storage");
+    assert!(
+        error["cause"].as_str().unwrap_or_default().contains(cause),
+        "the cause should be the OS error {cause:?}: {resp}"
+    );
+    error
+}
+
+/// Saves 40 KB rooms named `name(n)` for n = 0, 1, ... until one is refused; returns the names
+/// saved and the refusal. Fails if `most` rooms fit.
+fn save_until_refused(
+    c: &mut Conn,
+    name: impl Fn(usize) -> String,
+    most: usize,
+) -> (Vec<String>, Value) {
+    let mut saved = Vec::new();
+    loop {
+        let next = name(saved.len());
+        let resp = c.call(json!({"op": "saveRoom", "room": padded_room(&next, 40)}));
+        if resp["ok"] != true {
+            return (saved, resp);
+        }
+        saved.push(next);
+        assert!(saved.len() < most, "the disk never filled up");
+    }
+}
+
 #[test]
 fn a_full_disk_gives_storage_errors_keeps_data_and_recovers_when_space_returns() {
     let disk = SmallDisk::new("4m");
     let filler = disk.mount.join("filler");
     std::fs::write(&filler, vec![0u8; 2_500_000]).unwrap();
-    let mut d = Daemon::builder(Backend::File)
-        .storage(disk.mount.join("rooms"))
-        .start();
+    let mut d = disk.daemon();
     let mut c = d.connect();
 
-    let mut saved = Vec::new();
-    let error = loop {
-        let name = format!("room{}", saved.len());
-        let resp = c.call(json!({"op": "saveRoom", "room": padded_room(&name, 40)}));
-        if resp["ok"] == true {
-            saved.push(name);
-            assert!(saved.len() < 200, "the disk never filled up");
-            continue;
-        }
-        break resp;
-    };
-    let error = assert_err(&error, "storage");
-    let cause = error["cause"].as_str().unwrap_or_default();
-    assert!(
-        cause.contains("No space left"),
-        "cause should be the OS error: {error:?}"
-    );
+    let (mut saved, error) = save_until_refused(&mut c, |n| format!("room{n}"), 200);
+    let error = assert_storage_error_caused_by(&error, "No space left");
     // Refused before the journal is written, while every room file can still be written:
     // the message names the storage directory.
     assert!(
@@ -119,28 +139,10 @@ fn a_full_disk_gives_storage_errors_keeps_data_and_recovers_when_space_returns()
 #[test]
 fn deleting_rooms_on_a_full_disk_makes_room_and_the_stop_writes_every_file() {
     let disk = SmallDisk::new("8m");
-    let mut d = Daemon::builder(Backend::File)
-        .storage(disk.mount.join("rooms"))
-        .start();
+    let mut d = disk.daemon();
     let mut c = d.connect();
-    let mut saved = Vec::new();
-    let refused = loop {
-        let name = format!("f{:03}", saved.len());
-        let resp = c.call(json!({"op": "saveRoom", "room": padded_room(&name, 40)}));
-        if resp["ok"] != true {
-            break resp;
-        }
-        saved.push(name);
-        assert!(saved.len() < 400, "the disk never filled up");
-    };
-    let error = assert_err(&refused, "storage");
-    assert!(
-        error["cause"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("No space left"),
-        "{error:?}"
-    );
+    let (saved, refused) = save_until_refused(&mut c, |n| format!("f{n:03}"), 400);
+    assert_storage_error_caused_by(&refused, "No space left");
     assert!(saved.len() > 20, "only {} rooms fit", saved.len());
 
     let stats = c.ok(json!({"op": "stats"}));
@@ -160,15 +162,12 @@ fn deleting_rooms_on_a_full_disk_makes_room_and_the_stop_writes_every_file() {
         c.ok(json!({"op": "deleteRoom", "roomName": name}));
     }
     let start = Instant::now();
-    let big = padded_room("big", 300);
-    let mut resp = json!(null);
-    while start.elapsed() < Duration::from_secs(10) {
-        resp = c.call(json!({"op": "saveRoom", "room": big}));
-        if resp["ok"] == true {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let resp = call_until_ok(
+        &mut c,
+        json!({"op": "saveRoom", "room": padded_room("big", 300)}),
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+    );
     assert_eq!(
         resp["ok"], true,
         "a 300 KB room after deleting half: {resp}"
@@ -207,9 +206,7 @@ fn deleting_rooms_on_a_full_disk_makes_room_and_the_stop_writes_every_file() {
 #[test]
 fn a_restart_without_free_inodes_serves_read_only_and_heals_by_itself() {
     let disk = SmallDisk::with_options("size=8m,nr_inodes=40");
-    let mut d = Daemon::builder(Backend::File)
-        .storage(disk.mount.join("rooms"))
-        .start();
+    let mut d = disk.daemon();
     let mut c = d.connect();
     for name in ["one", "two"] {
         c.ok(json!({"op": "saveRoom", "room": bare_room(name)}));
@@ -238,17 +235,13 @@ fn a_restart_without_free_inodes_serves_read_only_and_heals_by_itself() {
         error.contains("No space left") && error.contains(".journal-"),
         "{stats}"
     );
-    let refused = c.call(json!({"op": "saveRoom", "room": bare_room("three")}));
-    assert_err(&refused, "storage");
-
-    std::fs::remove_dir_all(&junk).unwrap();
-    let resp = call_until_ok(
+    refused_until_freed(
         &mut c,
-        json!({"op": "saveRoom", "room": bare_room("three")}),
+        "three",
+        || std::fs::remove_dir_all(&junk).unwrap(),
         Duration::from_secs(3),
-        Duration::from_millis(100),
+        "inodes are back",
     );
-    assert_eq!(resp["ok"], true, "inodes are back: {resp}");
     std::thread::sleep(Duration::from_millis(1100));
     let stats = c.ok(json!({"op": "stats"}));
     assert_eq!(stats["readOnly"], false, "{stats}");
@@ -269,9 +262,7 @@ fn a_restart_without_free_inodes_serves_read_only_and_heals_by_itself() {
 #[test]
 fn new_rooms_are_refused_before_the_inodes_a_clean_stop_needs_run_out() {
     let disk = SmallDisk::with_options("size=8m,nr_inodes=40");
-    let mut d = Daemon::builder(Backend::File)
-        .storage(disk.mount.join("rooms"))
-        .start();
+    let mut d = disk.daemon();
     let mut c = d.connect();
     let mut saved = Vec::new();
     let mut refused = None;
@@ -317,9 +308,7 @@ fn new_rooms_are_refused_before_the_inodes_a_clean_stop_needs_run_out() {
 #[test]
 fn a_start_on_a_disk_filled_from_outside_is_read_only_and_deletes_still_work() {
     let disk = SmallDisk::new("4m");
-    let mut d = Daemon::builder(Backend::File)
-        .storage(disk.mount.join("rooms"))
-        .start();
+    let mut d = disk.daemon();
     let mut c = d.connect();
     for name in ["a", "b", "c"] {
         c.ok(json!({"op": "saveRoom", "room": bare_room(name)}));
@@ -347,17 +336,13 @@ fn a_start_on_a_disk_filled_from_outside_is_read_only_and_deletes_still_work() {
         c.ok(json!({"op": "hasRoom", "roomName": "a"}))["exists"],
         false
     );
-    let refused = c.call(json!({"op": "saveRoom", "room": bare_room("d")}));
-    assert_err(&refused, "storage");
-
-    std::fs::remove_file(&filler).unwrap();
-    let resp = call_until_ok(
+    refused_until_freed(
         &mut c,
-        json!({"op": "saveRoom", "room": bare_room("d")}),
+        "d",
+        || std::fs::remove_file(&filler).unwrap(),
         Duration::from_secs(5),
-        Duration::from_millis(100),
+        "space is back",
     );
-    assert_eq!(resp["ok"], true, "space is back: {resp}");
     drop(c);
     assert_eq!(d.sigterm().code(), Some(0), "stderr:\n{}", d.stderr());
     assert_eq!(room_files(d.storage()), ["b.json", "c.json", "d.json"]);
@@ -486,14 +471,7 @@ fn a_failed_fdatasync_is_a_storage_error_and_the_change_never_appears() {
         if resp["ok"] == true {
             acked.push(media);
         } else {
-            let error = assert_err(&resp, "storage");
-            assert!(
-                error["cause"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("Input/output error"),
-                "{resp}"
-            );
+            assert_storage_error_caused_by(&resp, "Input/output error");
             failed.push(media);
         }
     }
@@ -581,27 +559,17 @@ fn a_burst_of_failing_syncs_heals_by_itself_and_the_stop_is_clean() {
     let acked_probes: Vec<String> = (1..n).map(|i| format!("probe{i}")).collect();
     for i in 0..5 {
         let resp = c.call(json!({"op": "saveRoom", "room": bare_room(&format!("during{i}"))}));
-        let error = assert_err(&resp, "storage");
-        assert!(
-            error["cause"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("Input/output error"),
-            "{resp}"
-        );
+        assert_storage_error_caused_by(&resp, "Input/output error");
     }
     strace.detach();
 
     // Within 2 s, with no restart, writes succeed again.
-    let healed = Instant::now();
-    let mut resp = json!(null);
-    while healed.elapsed() < Duration::from_secs(2) {
-        resp = c.call(json!({"op": "saveRoom", "room": bare_room("after")}));
-        if resp["ok"] == true {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let resp = call_until_ok(
+        &mut c,
+        json!({"op": "saveRoom", "room": bare_room("after")}),
+        Duration::from_secs(2),
+        Duration::from_millis(50),
+    );
     assert_eq!(resp["ok"], true, "still refused after the burst: {resp}");
     c.ok(json!({"op": "addRating", "roomName": "after", "mediaId": "m", "userName": "u", "rating": "like"}));
     drop(c);
@@ -624,9 +592,8 @@ fn a_burst_of_failing_syncs_heals_by_itself_and_the_stop_is_clean() {
     );
     let after = read_json_file(&d.storage().join("after.json"));
     assert_eq!(after["ratings"]["m"][0][0], "u");
-    let leftovers: Vec<String> = std::fs::read_dir(d.storage())
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+    let leftovers: Vec<String> = dir_entries(d.storage())
+        .into_iter()
         .filter(|f| f.starts_with(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -660,9 +627,8 @@ fn a_lasting_write_fault_is_logged_once_and_leaves_no_pile_of_journals() {
     let stats = c.ok(json!({"op": "stats"}));
     assert_eq!(stats["storageHealthy"], false, "{stats}");
     assert_eq!(stats["readOnly"], true, "{stats}");
-    let journals = std::fs::read_dir(d.storage())
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+    let journals = dir_entries(d.storage())
+        .iter()
         .filter(|f| f.starts_with(".journal-"))
         .count();
     strace.detach();
@@ -675,15 +641,12 @@ fn a_lasting_write_fault_is_logged_once_and_leaves_no_pile_of_journals() {
         "{journals} journals after {failed} failed commits"
     );
 
-    let healed = Instant::now();
-    let mut resp = json!(null);
-    while healed.elapsed() < Duration::from_secs(3) {
-        resp = c.call(json!({"op": "saveRoom", "room": bare_room("after")}));
-        if resp["ok"] == true {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let resp = call_until_ok(
+        &mut c,
+        json!({"op": "saveRoom", "room": bare_room("after")}),
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+    );
     assert_eq!(resp["ok"], true, "still refused after the fault: {resp}");
     let stats = c.ok(json!({"op": "stats"}));
     assert_eq!(stats["storageHealthy"], true, "{stats}");
@@ -788,15 +751,29 @@ fn a_lasting_fsync_fault_in_relaxed_mode_is_logged_once() {
     assert!(room_files(d.storage()).contains(&"after.json".to_string()));
 }
 
-/// Sends `request` until it is answered `ok` or `within` has passed (`pause` between tries),
-/// and returns the last answer: how a client retries while the disk heals.
+/// Sends `request` until it is answered `ok` or `within` has passed (`pause` between tries; no
+/// try starts after `within`), and returns the last answer: how a client retries while the
+/// disk heals.
 fn call_until_ok(c: &mut Conn, request: Value, within: Duration, pause: Duration) -> Value {
     let start = Instant::now();
     loop {
         let resp = c.call(request.clone());
-        if resp["ok"] == true || start.elapsed() >= within {
+        if resp["ok"] == true {
             return resp;
         }
         std::thread::sleep(pause);
+        if start.elapsed() >= within {
+            return resp;
+        }
     }
+}
+
+/// Saving room `name` is refused with a `storage` error until `free` gives the disk back; then
+/// it is accepted within `within` (`why` names what came back, for the failure message).
+fn refused_until_freed(c: &mut Conn, name: &str, free: impl FnOnce(), within: Duration, why: &str) {
+    let save = json!({"op": "saveRoom", "room": bare_room(name)});
+    assert_err(&c.call(save.clone()), "storage");
+    free();
+    let resp = call_until_ok(c, save, within, Duration::from_millis(100));
+    assert_eq!(resp["ok"], true, "{why}: {resp}");
 }

@@ -100,6 +100,15 @@ fn a_quarantine_symlink_is_never_followed() {
     );
 }
 
+/// Sets the room's `roomType` to "movie" in `file`, as an operator editing it would, and
+/// returns the edited room.
+fn edit_by_hand(file: &Path) -> Value {
+    let mut edited = read_json_file(file);
+    edited["roomType"] = json!("movie");
+    write_room_file(file, &edited);
+    edited
+}
+
 /// The files set aside in the storage directory as `.set-aside-<file>.<stamp>` (0600), in order.
 fn set_aside_beside(d: &Daemon, file: &str) -> Vec<Vec<u8>> {
     let prefix = format!(".set-aside-{file}.");
@@ -128,9 +137,7 @@ fn a_refused_edit_is_kept_when_quarantine_is_a_symlink() {
     fold(&d);
     assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
     let (latest, _) = c.get("r").unwrap();
-    let mut edited = read_json_file(&d.room_path("r"));
-    edited["roomType"] = json!("movie");
-    write_room_file(&d.room_path("r"), &edited);
+    let edited = edit_by_hand(&d.room_path("r"));
     d.sighup();
     d.wait_log("refused the hand edit of room \"r\"");
     let kept = set_aside_beside(&d, "r.json");
@@ -235,9 +242,7 @@ fn an_edit_and_sighup_during_concurrent_ratings_loses_no_acknowledged_rating() {
     // An operator edits the file the way the README used to recommend, as ratings come in.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let file = d.room_path("movie-night");
-    let mut on_disk = read_json_file(&file);
-    on_disk["roomType"] = json!("movie");
-    write_room_file(&file, &on_disk);
+    edit_by_hand(&file);
     d.sighup();
     d.wait_log("refused the hand edit of room \"movie-night\"");
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -453,10 +458,12 @@ fn an_edit_after_a_crash_that_lacks_journal_changes_is_refused_at_start() {
     let (latest, _) = c.get("r").unwrap();
     drop(c);
     d.kill9();
-    let mut edited = read_json_file(&d.room_path("r"));
-    assert_ne!(edited, latest, "the rating is only in the journal");
-    edited["roomType"] = json!("movie");
-    write_room_file(&d.room_path("r"), &edited);
+    assert_ne!(
+        read_json_file(&d.room_path("r")),
+        latest,
+        "the rating is only in the journal"
+    );
+    let edited = edit_by_hand(&d.room_path("r"));
     d.restart();
     assert_eq!(d.connect().get("r"), Some((latest.clone(), 2)));
     let warning = log_line(&d, "refused the hand edit of room \"r\"");
@@ -482,6 +489,15 @@ fn an_edit_after_a_crash_that_lacks_journal_changes_is_refused_at_start() {
     assert_eq!(read_json_file(&d.room_path("r")), latest);
 }
 
+/// Kills the daemon, edits room "r"'s file by hand, starts the daemon again and returns the
+/// edited room.
+fn crash_and_edit_by_hand(d: &mut Daemon) -> Value {
+    d.kill9();
+    let edited = edit_by_hand(&d.room_path("r"));
+    d.restart();
+    edited
+}
+
 #[test]
 fn an_edit_after_a_crash_never_reuses_a_revision() {
     let mut d = Daemon::start(Backend::File);
@@ -490,11 +506,7 @@ fn an_edit_after_a_crash_never_reuses_a_revision() {
     fold(&d);
     assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
     drop(c);
-    d.kill9();
-    let mut edited = read_json_file(&d.room_path("r"));
-    edited["roomType"] = json!("movie");
-    write_room_file(&d.room_path("r"), &edited);
-    d.restart();
+    crash_and_edit_by_hand(&mut d);
     // The version the edit replaced is gone (only the edited file holds the rest of the room):
     // the rating is applied on top of the edit, at a revision the room never had.
     let (served, revision) = d.connect().get("r").unwrap();
@@ -527,11 +539,7 @@ fn an_edit_before_a_start_with_nothing_newer_in_the_journal_is_taken() {
     assert_eq!(c.rate("r", "m2", "u", "like"), (2, true));
     fold(&d);
     drop(c);
-    d.kill9();
-    let mut edited = read_json_file(&d.room_path("r"));
-    edited["roomType"] = json!("movie");
-    write_room_file(&d.room_path("r"), &edited);
-    d.restart();
+    let edited = crash_and_edit_by_hand(&mut d);
     assert_eq!(d.connect().get("r"), Some((edited, 3)));
 }
 
@@ -543,11 +551,7 @@ fn an_edit_after_a_crash_of_a_room_deleted_since_is_kept_aside() {
     fold(&d);
     c.ok(json!({"op": "deleteRoom", "roomName": "r"}));
     drop(c);
-    d.kill9();
-    let mut edited = read_json_file(&d.room_path("r"));
-    edited["roomType"] = json!("movie");
-    write_room_file(&d.room_path("r"), &edited);
-    d.restart();
+    let edited = crash_and_edit_by_hand(&mut d);
     assert!(!d.connect().has("r"), "the deletion was acknowledged");
     d.stop();
     assert_eq!(

@@ -361,19 +361,14 @@ fn flush_returns_ok_and_nothing_else(b: Backend) {
 
 fn bad_json_is_answered(b: Backend) {
     let (_d, mut c) = start(b);
-    for line in [
+    c.assert_bad_json_lines(&[
         "not json",
         r#"{"op":"ping""#,
         r#"{"op":"ping",}"#,
         "[1,2]",
         "42",
         "null",
-    ] {
-        c.send_raw(format!("{line}\n").as_bytes());
-        let r = c.read_json();
-        assert_err(&r, "bad_json");
-        assert!(r.get("id").is_none(), "{r}");
-    }
+    ]);
     c.ping();
 }
 

@@ -9,8 +9,6 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const SWAP_DIR: &str = "MM_TEST_SWAP_DIR";
@@ -61,27 +59,13 @@ fn swapping_attacker_helper() {
     }
 }
 
-fn nobody() -> (u32, u32) {
-    // SAFETY: getpwnam returns NULL or a pointer to a static entry, read at once.
-    let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
-    assert!(!pw.is_null(), "no user called nobody on this machine");
-    // SAFETY: non-null, as checked.
-    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
-}
-
 /// Over 50 starts with an attacker swapping the private directory for a symlink, the file the
 /// symlink points to keeps its mode, and every start either serves on the socket with its mode
 /// or refuses with an error that names the socket and says what happened.
 #[test]
 fn a_swapped_private_directory_changes_no_other_file() {
-    // SAFETY: getuid cannot fail.
-    assert_eq!(
-        unsafe { libc::getuid() },
-        0,
-        "this test runs as root (the attacker runs as nobody)"
-    );
-    let open = tempfile::tempdir().unwrap();
-    fs::set_permissions(open.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    assert_root("the attacker runs as nobody");
+    let open = world_writable_tempdir();
     let socket = open.path().join("storaged.sock");
     let precious = tempfile::tempdir().unwrap();
     let target = precious.path().join("passwd");
@@ -89,15 +73,10 @@ fn a_swapped_private_directory_changes_no_other_file() {
     fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(precious.path(), fs::Permissions::from_mode(0o755)).unwrap();
 
-    let (uid, gid) = nobody();
-    let mut attacker = one_test_of_this_binary(module_path!(), "swapping_attacker_helper");
+    let mut attacker = one_test_as_nobody(module_path!(), "swapping_attacker_helper");
     attacker
         .env(SWAP_DIR, open.path())
-        .env(SWAP_TARGET, &target)
-        .uid(uid)
-        .gid(gid)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .env(SWAP_TARGET, &target);
     let mut attacker = attacker.spawn().expect("start the attacker");
     let mut out = std::io::BufReader::new(attacker.stdout.take().unwrap());
     let mut line = String::new();

@@ -287,14 +287,6 @@ fn a_peer_outside_allowed_uids_gets_one_error_line_then_eof() {
 }
 
 /// nobody's uid and gid, from the user database.
-fn nobody() -> (u32, u32) {
-    // SAFETY: getpwnam returns NULL or a pointer to a static entry, read at once.
-    let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
-    assert!(!pw.is_null(), "no user called nobody on this machine");
-    // SAFETY: non-null, as checked.
-    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
-}
-
 /// Connects to the socket with `socat` running as `nobody` (no supplementary groups), sends
 /// `input` if given (else only reads: `socat -u`), and returns what came back, line by line.
 /// socat ends when the daemon closes the connection; if it is still running after `IO_TIMEOUT`
@@ -319,13 +311,7 @@ fn as_nobody(socket: &Path, input: Option<&str>) -> Vec<String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe; it runs after the uid change, so it stays set.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    dies_with_the_test(&mut cmd);
     let mut child = cmd.spawn().expect("spawn socat");
     let mut stdin = child.stdin.take().unwrap();
     // The daemon may already have closed the connection: socat then stops reading its input.

@@ -362,6 +362,19 @@ fn wait_for_connections(conn: &mut Conn, open: u64) {
     }
 }
 
+/// A watcher on a raw socket that has read its acknowledgement and nothing more, so that
+/// nothing reads ahead of what the test reads.
+fn stalled_watcher(daemon: &Daemon) -> UnixStream {
+    let mut stalled = UnixStream::connect(daemon.socket()).expect("connect watcher");
+    stalled
+        .write_all(b"{\"op\":\"watch\"}\n")
+        .expect("send watch");
+    let mut ack = [0u8; 12];
+    stalled.read_exact(&mut ack).expect("read ack");
+    assert_eq!(&ack, b"{\"ok\":true}\n");
+    stalled
+}
+
 fn rss_kb(pid: i32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -395,14 +408,7 @@ fn a_watcher_that_never_reads_is_disconnected_and_memory_stays_bounded(backend: 
     for w in 0..WRITERS {
         setup.save(&room(&format!("room-{w}")));
     }
-    // A raw socket, so that nothing reads ahead of what the test reads.
-    let mut stalled = UnixStream::connect(daemon.socket()).expect("connect watcher");
-    stalled
-        .write_all(b"{\"op\":\"watch\"}\n")
-        .expect("send watch");
-    let mut ack = [0u8; 12];
-    stalled.read_exact(&mut ack).expect("read ack");
-    assert_eq!(&ack, b"{\"ok\":true}\n");
+    let stalled = stalled_watcher(&daemon);
 
     let pid = daemon.pid();
     let baseline = rss_kb(pid).expect("daemon RSS");
@@ -567,13 +573,7 @@ fn a_watcher_whose_socket_stays_full_is_disconnected() {
     let name = "n".repeat(255);
     let mut setup = daemon.connect();
     setup.save(&bare_room(&name));
-    let mut stalled = UnixStream::connect(daemon.socket()).expect("connect watcher");
-    stalled
-        .write_all(b"{\"op\":\"watch\"}\n")
-        .expect("send watch");
-    let mut ack = [0u8; 12];
-    stalled.read_exact(&mut ack).expect("read ack");
-    assert_eq!(&ack, b"{\"ok\":true}\n");
+    let stalled = stalled_watcher(&daemon);
 
     let mut client = Client::connect(daemon.socket()).expect("writer connects");
     client

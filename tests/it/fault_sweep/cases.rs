@@ -54,6 +54,22 @@ pub struct Case {
 }
 
 impl Case {
+    fn new(
+        phase: Phase,
+        syscalls: &'static str,
+        errno: &'static str,
+        mode: Mode,
+        relaxed: bool,
+    ) -> Case {
+        Case {
+            phase,
+            syscalls,
+            errno,
+            mode,
+            relaxed,
+        }
+    }
+
     pub fn name(&self) -> String {
         let mode = match self.mode {
             Mode::Once(n) => format!("once@{n}"),
@@ -159,13 +175,7 @@ pub fn full() -> Vec<Case> {
                         if relaxed && !durability_matters {
                             continue;
                         }
-                        cases.push(Case {
-                            phase,
-                            syscalls,
-                            errno,
-                            mode,
-                            relaxed,
-                        });
+                        cases.push(Case::new(phase, syscalls, errno, mode, relaxed));
                     }
                 }
             }
@@ -181,20 +191,9 @@ pub fn short() -> Vec<Case> {
     let mut cases = Vec::new();
     for &(syscalls, errnos, phases) in CALLS {
         for &errno in errnos {
-            cases.push(Case {
-                phase: phases[0],
-                syscalls,
-                errno,
-                mode: Mode::Until(1),
-                relaxed: false,
-            });
-            cases.push(Case {
-                phase: phases[phases.len() - 1],
-                syscalls,
-                errno,
-                mode: Mode::Burst(1, 6),
-                relaxed: false,
-            });
+            let (first, last) = (phases[0], phases[phases.len() - 1]);
+            cases.push(Case::new(first, syscalls, errno, Mode::Until(1), false));
+            cases.push(Case::new(last, syscalls, errno, Mode::Burst(1, 6), false));
         }
     }
     let more = [
@@ -219,12 +218,8 @@ pub fn short() -> Vec<Case> {
     ];
     cases.extend(
         more.into_iter()
-            .map(|(phase, syscalls, errno, mode, relaxed)| Case {
-                phase,
-                syscalls,
-                errno,
-                mode,
-                relaxed,
+            .map(|(phase, syscalls, errno, mode, relaxed)| {
+                Case::new(phase, syscalls, errno, mode, relaxed)
             }),
     );
     cases

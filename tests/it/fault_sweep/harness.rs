@@ -3,12 +3,11 @@
 //! moment.
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Conn, BIN};
+use crate::harness::{dies_with_the_test, Conn, BIN};
 
 /// How many `.tmp-<pid>-<n>` names, `.journal-<g>` generations and `/proc/self/fd/<n>` paths the
 /// fault covers. strace's `-P` matches paths (and descriptors open on them) exactly, so every
@@ -87,13 +86,8 @@ impl Bed {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe. The daemon does not outlive the test.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // The daemon does not outlive the test.
+        dies_with_the_test(&mut cmd);
         self.child = Some(cmd.spawn().expect("spawn moviematch-storaged"));
         if stopped {
             let pid = self.pid();

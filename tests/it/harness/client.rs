@@ -131,6 +131,17 @@ impl Conn {
         }
     }
 
+    /// Sends each of `lines` (none a JSON object) and checks it is answered `bad_json`,
+    /// without an `id` (there is no request to take one from).
+    pub fn assert_bad_json_lines(&mut self, lines: &[&str]) {
+        for line in lines {
+            self.send_raw(format!("{line}\n").as_bytes());
+            let r = self.read_json();
+            assert_err(&r, "bad_json");
+            assert!(r.get("id").is_none(), "{line}: {r}");
+        }
+    }
+
     /// `call` that must fail with `code`; returns the error object.
     pub fn err(&mut self, req: Value, code: &str) -> Map<String, Value> {
         let resp = self.call(req.clone());

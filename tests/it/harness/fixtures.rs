@@ -20,6 +20,13 @@ pub fn new_tmp() -> Arc<TempDir> {
     )
 }
 
+/// A temp dir anyone may write into (0777), as `/tmp` or `/run` is for a socket.
+pub fn world_writable_tempdir() -> TempDir {
+    let dir = tempfile::tempdir().expect("create temp dir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+    dir
+}
+
 /// A valid room with every documented field (the example of PROTOCOL.md section 4).
 pub fn room(name: &str) -> Value {
     json!({

@@ -28,6 +28,13 @@ pub fn test_child(cmd: &mut Command) {
         }
     }
     cmd.env("NO_COLOR", "1");
+    dies_with_the_test(cmd);
+}
+
+/// Makes `cmd`'s child get SIGKILL when the thread that spawns it (the test's own thread) ends,
+/// also when nextest kills the test process. Set in the child after any uid change `cmd`
+/// makes, so it stays set.
+pub fn dies_with_the_test(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -50,6 +57,18 @@ pub fn one_test_of_this_binary(module: &str, test: &str) -> Command {
     let mut cmd = Command::new(exe);
     cmd.args([name.as_str(), "--exact", "--nocapture"]);
     test_child(&mut cmd);
+    cmd
+}
+
+/// [`one_test_of_this_binary`] run as the user `nobody`, its stdout piped (what the helper
+/// saw) and its stderr dropped.
+pub fn one_test_as_nobody(module: &str, test: &str) -> Command {
+    let (uid, gid) = nobody();
+    let mut cmd = one_test_of_this_binary(module, test);
+    cmd.uid(uid)
+        .gid(gid)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     cmd
 }
 
@@ -179,4 +198,23 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Fails the test unless it runs as root; `why` says what needs it.
+pub fn assert_root(why: &str) {
+    // SAFETY: getuid cannot fail.
+    assert_eq!(
+        unsafe { libc::getuid() },
+        0,
+        "this test runs as root ({why})"
+    );
+}
+
+/// The uid and gid of the user `nobody`, for a child that must not be root.
+pub fn nobody() -> (u32, u32) {
+    // SAFETY: getpwnam returns NULL or a pointer to a static entry, read at once.
+    let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
+    assert!(!pw.is_null(), "no user called nobody on this machine");
+    // SAFETY: non-null, as checked.
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
