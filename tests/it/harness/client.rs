@@ -6,6 +6,11 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use moviematch_storaged::protocol::request::{
+    AddRating, Call, GetRoom, HasRoom, Operation, Ping, RoomLookup, SaveRoom,
+};
+use moviematch_storaged::room::Rating;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -157,18 +162,31 @@ impl Conn {
         room_names(&self.list(args).0)
     }
 
+    /// Sends one operation built from the protocol's own request types (as the CLI does) and
+    /// returns its `ok` answer. Tests of the wire itself write their lines by hand (`ok`,
+    /// `send_raw`), so a field name the daemon and its types both got wrong still fails there.
+    pub fn request<Op: Operation + Serialize>(&mut self, op: Op) -> Value {
+        let req = serde_json::to_value(Call::new(op)).expect("a request encodes as JSON");
+        self.ok(req)
+    }
+
     pub fn ping(&mut self) {
-        let r = self.ok(json!({"op": "ping"}));
+        let r = self.request(Ping);
         assert_eq!(r["protocol"], 1);
     }
 
     pub fn save(&mut self, room: &Value) -> u64 {
-        revision(&self.ok(json!({"op": "saveRoom", "room": room})))
+        revision(&self.request(SaveRoom {
+            room,
+            expected_revision: None,
+        }))
     }
 
     /// The room and its revision, or `None`.
     pub fn get(&mut self, name: &str) -> Option<(Value, u64)> {
-        let r = self.ok(json!({"op": "getRoom", "roomName": name}));
+        let r = self.request(GetRoom {
+            room_name: RoomLookup::new(name),
+        });
         if r["room"].is_null() {
             assert!(
                 r.get("revision").is_none(),
@@ -181,7 +199,9 @@ impl Conn {
     }
 
     pub fn has(&mut self, name: &str) -> bool {
-        let r = self.ok(json!({"op": "hasRoom", "roomName": name}));
+        let r = self.request(HasRoom {
+            room_name: RoomLookup::new(name),
+        });
         r["exists"]
             .as_bool()
             .unwrap_or_else(|| panic!("exists not a bool: {r}"))
@@ -189,8 +209,13 @@ impl Conn {
 
     /// `(revision, added)`
     pub fn rate(&mut self, room: &str, media: &str, user: &str, rating: &str) -> (u64, bool) {
-        let r = self.ok(json!({"op": "addRating", "roomName": room, "mediaId": media,
-                              "userName": user, "rating": rating, "timestamp": 1_700_000_000_000u64}));
+        let r = self.request(AddRating {
+            room_name: RoomLookup::new(room),
+            media_id: media.to_owned(),
+            user_name: user.to_owned(),
+            rating: Rating::parse(rating).expect("rating is \"like\" or \"dislike\""),
+            timestamp: Some(1_700_000_000_000),
+        });
         (
             revision(&r),
             r["added"]
