@@ -203,6 +203,12 @@ pub fn replay(rooms: &mut RoomMap, change: &Change) {
 
 /// Changes an existing room's body. The body's persistent parts are shared with the previous
 /// version, which readers of older snapshots may still hold.
+///
+/// The entry is taken out of the map before the change: an entry an earlier mutation of the same
+/// batch made is then held by nothing else, nor is its body, and `make_mut` changes that body in
+/// place. Looked up in place, the map would still hold the body, and every rating of a batch
+/// would copy the chunks of the room's lists it touches (the first of a batch still does: the
+/// published snapshot holds that version).
 fn edit(
     rooms: &mut RoomMap,
     name: &RoomName,
@@ -210,12 +216,14 @@ fn edit(
     at: EpochMillis,
     f: impl FnOnce(&mut RoomBody),
 ) {
-    let Some(entry) = rooms.get(name.as_str()) else {
+    let Some(entry) = rooms.remove(name.as_str()) else {
         return;
     };
+    let facts = entry.facts.clone();
     let mut body = entry.body();
+    drop(entry);
     f(Arc::make_mut(&mut body));
-    let updated = RoomEntry::hot(name.clone(), entry.facts.clone(), body, revision, at);
+    let updated = RoomEntry::hot(name.clone(), facts, body, revision, at);
     rooms.insert(name.clone(), Arc::new(updated));
 }
 

@@ -270,3 +270,40 @@ fn a_rating_costs_the_same_however_many_ratings_the_media_has() {
     let again = super::apply::apply(&mut rooms, rate("popular", "user-00042"), 3, &mut changes);
     assert!(matches!(again, Ok(Outcome::Rated { added: false, .. })));
 }
+
+#[test]
+fn ratings_later_in_a_batch_change_the_room_in_place() {
+    // The actor applies a batch to a working copy of the published rooms. The first rating of a
+    // room in a batch copies what it changes (the published version still holds it); the
+    // others change what the batch already made, and must not copy it again.
+    let mut rooms = RoomMap::new();
+    let mut changes = Vec::new();
+    super::apply::apply(&mut rooms, save("busy"), 1, &mut changes).unwrap();
+    let users: Vec<String> = (0..2_000).map(|n| format!("user-{n:05}")).collect();
+    for user in &users[..1_000] {
+        super::apply::apply(&mut rooms, rate("busy", user), 2, &mut changes).unwrap();
+    }
+    let mut rate_all = |users: &[String], hold_each: bool| {
+        let published = rooms.clone();
+        let before = crate::allocated::so_far();
+        for user in users {
+            // A reader holding every version (as if each were published) forces the copies.
+            let held = hold_each.then(|| rooms.clone());
+            let rating = rate("busy", user);
+            super::apply::apply(&mut rooms, rating, 2, &mut changes).unwrap();
+            drop(held);
+        }
+        let per_rating = (crate::allocated::so_far() - before) / users.len() as u64;
+        drop(published);
+        per_rating
+    };
+    let copying = rate_all(&users[1_000..1_100], true);
+    let in_batch = rate_all(&users[1_100..1_200], false);
+    assert_eq!(rooms.get("busy").unwrap().rating_count, 1_200);
+    // Measured: 1,243 bytes in place, 6,556 copying; 3,435 when the map's own reference made
+    // every rating of a batch copy the room's lists.
+    assert!(
+        in_batch * 3 < copying,
+        "a rating later in a batch allocated {in_batch} bytes, one copying the room {copying}"
+    );
+}
