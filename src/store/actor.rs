@@ -181,9 +181,7 @@ impl Actor {
                     let _ = reply.send(result);
                 }
                 // Watchers hear of a change only after its writer has its answer.
-                for change in changes {
-                    let _ = self.events.send((published, Arc::new(change)));
-                }
+                self.announce(published, changes);
                 rooms
             }
             Err(e) => {
@@ -203,6 +201,19 @@ impl Actor {
         }
     }
 
+    /// Sends `changes`, first held by snapshot `published`, to the watchers. With none (the
+    /// usual case) nothing is sent: a send would lock the channel and allocate per change. A
+    /// watcher subscribing after the check reads a published number at least `published`
+    /// (`StoreHandle::subscribe`), so it would skip these changes anyway.
+    fn announce(&self, published: u64, changes: Vec<Change>) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        for change in changes {
+            let _ = self.events.send((published, Arc::new(change)));
+        }
+    }
+
     /// Makes `snapshot` the one readers see, and returns its sequence number.
     fn publish(&mut self, snapshot: Snapshot) -> u64 {
         self.view.store(Arc::new(snapshot));
@@ -216,7 +227,13 @@ impl Actor {
         for change in changes {
             match change {
                 Change::Rate { name, .. } | Change::Progress { name, .. } => {
-                    self.hot.insert(name.clone(), self.batch_number);
+                    // A batch changes a busy room many times: its name is copied once.
+                    match self.hot.get_mut(name) {
+                        Some(batch) => *batch = self.batch_number,
+                        None => {
+                            self.hot.insert(name.clone(), self.batch_number);
+                        }
+                    }
                 }
                 Change::Put { name, .. } | Change::Delete { name } => {
                     self.hot.remove(name);
@@ -259,9 +276,7 @@ impl Actor {
             .commit(&changes, &snapshot)
             .map_err(storage_error)?;
         let published = self.publish(snapshot);
-        for change in changes {
-            let _ = self.events.send((published, Arc::new(change)));
-        }
+        self.announce(published, changes);
         Ok(())
     }
 
@@ -281,9 +296,7 @@ impl Actor {
             .map_err(storage_error)?;
         let published = self.publish(snapshot);
         let count = reloaded.changes.len();
-        for change in reloaded.changes {
-            let _ = self.events.send((published, Arc::new(change)));
-        }
+        self.announce(published, reloaded.changes);
         Ok(count)
     }
 }

@@ -323,13 +323,18 @@ impl Backend for FileBackend {
         let files = &self.files;
         self.headroom
             .charge(changes, rooms, |n| files.contains_key(n));
-        let names = changes.iter().map(|c| c.room_name().clone());
-        if strict {
-            self.dirty.extend(names);
-        } else {
-            let names: Vec<RoomName> = names.collect();
-            self.dirty.extend(names.iter().cloned());
-            self.journal.unsynced(names);
+        // A batch holds many changes to few rooms (a busy room's ratings): each name is copied
+        // once per batch, and only into a set that does not hold it yet.
+        let mut names: Vec<&RoomName> = changes.iter().map(Change::room_name).collect();
+        names.sort_unstable();
+        names.dedup();
+        for &name in &names {
+            if !self.dirty.contains(name) {
+                self.dirty.insert(name.clone());
+            }
+        }
+        if !strict {
+            self.journal.unsynced(names.into_iter().cloned());
         }
         if std::mem::take(&mut self.folds.soon) {
             // The changes are stored: a failure here only delays the fold to the next tick.

@@ -207,7 +207,11 @@ impl Headroom {
     }
 
     fn set(&mut self, name: &RoomName, cost: (u64, bool)) {
-        let (old, old_new) = self.costs.insert(name.clone(), cost).unwrap_or((0, false));
+        // Most changes are to a room already counted: no copy of its name for those.
+        let (old, old_new) = match self.costs.get_mut(name) {
+            Some(counted) => std::mem::replace(counted, cost),
+            None => self.costs.insert(name.clone(), cost).unwrap_or((0, false)),
+        };
         self.need = (self.need + cost.0).saturating_sub(old);
         self.need_inodes =
             (self.need_inodes + u64::from(cost.1)).saturating_sub(u64::from(old_new));

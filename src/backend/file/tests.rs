@@ -571,3 +571,42 @@ fn a_fold_holds_a_bounded_amount_of_room_texts_at_once() {
         peak >> 20
     );
 }
+
+#[test]
+fn a_batch_copies_a_room_name_once_not_once_per_change() {
+    // A busy room's ratings arrive in batches of hundreds; what the commit notes per room
+    // (dirty, unsynced, its fold cost) must not copy the room's name for every change.
+    use crate::room::entry::Snapshot;
+    use crate::store::apply::apply;
+    for durability in [Durability::Strict, Durability::Relaxed] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = FileBackend::new(dir.path(), durability);
+        let mut rooms = backend.load().unwrap();
+        let name = "n".repeat(crate::room::MAX_ROOM_NAME_BYTES);
+        let mut changes = Vec::new();
+        apply(&mut rooms, save(&name), 1, &mut changes).unwrap();
+        let mut next = 0;
+        let mut commit_bytes_per_change = |rooms: &mut RoomMap, count: usize| {
+            changes.clear();
+            for n in next..next + count {
+                apply(rooms, rate(&name, n), 2, &mut changes).unwrap();
+            }
+            next += count;
+            let snapshot = Snapshot {
+                rooms: rooms.clone(),
+            };
+            let before = crate::allocated::so_far();
+            backend.commit(&changes, &snapshot).unwrap();
+            (crate::allocated::so_far() - before) / changes.len() as u64
+        };
+        // The first batch also grows the journal's buffer, which later batches reuse.
+        commit_bytes_per_change(&mut rooms, 300);
+        let per_change = commit_bytes_per_change(&mut rooms, 200);
+        assert!(
+            per_change < name.len() as u64 / 4,
+            "{durability:?}: committing a rating allocated {per_change} bytes, \
+             the room name is {} bytes",
+            name.len()
+        );
+    }
+}
