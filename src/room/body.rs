@@ -42,12 +42,19 @@ struct RatingEntry {
 /// and "already rated" is a set lookup, not a scan (issue 18: the whole list was copied and
 /// scanned, 1.7 ms per rating at 12,000 ratings on one media). Entries are behind an `Arc` so
 /// copying a chunk of the list touches one counter per entry, not two allocations.
+///
+/// The set is made only once a media has more than [`SCANNED_RATINGS`] ratings: most media have a
+/// few (one per member of the room), a set's first node is an allocation of hundreds of bytes,
+/// and a scan of a few entries costs less than the hash.
 #[derive(Debug, Clone)]
 struct Media {
     id: Box<str>,
     entries: imbl::Vector<Arc<RatingEntry>>,
-    users: imbl::HashSet<Arc<str>>,
+    users: Option<imbl::HashSet<Arc<str>>>,
 }
+
+/// Up to this many ratings, "already rated" scans a media's entries instead of a set.
+const SCANNED_RATINGS: usize = 8;
 
 /// One reference count per media: copying a chunk of [`RoomBody::ratings`] (which every change
 /// to a shared version does) then touches one counter per element, not three.
@@ -59,7 +66,7 @@ impl MediaRatings {
         let mut media = Media {
             id: id.into(),
             entries: imbl::Vector::new(),
-            users: imbl::HashSet::new(),
+            users: None,
         };
         for entry in entries {
             media.push(entry);
@@ -76,13 +83,25 @@ impl MediaRatings {
     }
 
     fn has_rated(&self, user: &str) -> bool {
-        self.0.users.contains(user)
+        match &self.0.users {
+            Some(users) => users.contains(user),
+            None => self.0.entries.iter().any(|entry| &*entry.user == user),
+        }
     }
 }
 
 impl Media {
     fn push(&mut self, entry: RatingEntry) {
-        self.users.insert(entry.user.clone());
+        match &mut self.users {
+            Some(users) => {
+                users.insert(entry.user.clone());
+            }
+            None if self.entries.len() >= SCANNED_RATINGS => {
+                let users = self.entries.iter().map(|e| e.user.clone());
+                self.users = Some(users.chain([entry.user.clone()]).collect());
+            }
+            None => {}
+        }
         self.entries.push_back(Arc::new(entry));
     }
 }
