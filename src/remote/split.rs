@@ -47,7 +47,9 @@ impl RemoteStore {
         for _ in 0..TRIES {
             let (status, value): (String, Vec<u8>) = self.invoke(name.as_str(), script()).await?;
             if status != "whole" {
-                let number = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok());
+                let number = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse().ok());
                 return Ok((status, number.unwrap_or(0)));
             }
             self.split(name, &value).await?;
