@@ -596,3 +596,56 @@ fn idle_connections_are_not_watched_for_writability() {
         after.saturating_sub(before)
     );
 }
+
+/// Issue 18: a connection is served by one loop, so while an answer waits for room in the
+/// socket of a client that does not read, the daemon reads nothing more from it: the client's
+/// pipelined requests stay in its own socket buffer, not in the daemon (with a reader task
+/// apart from the writer, the daemon read on until the connection held maxUnreadBytes, 4 MiB).
+/// Every request is still answered once the client reads.
+#[test]
+fn a_client_that_does_not_read_is_not_read_while_an_answer_waits() {
+    let d = Daemon::start(Backend::Memory);
+    let mut c = d.connect();
+    c.ping();
+    // Each answer (`bad_request`, echoing the 64 KiB id) is as large as its request.
+    let line = format!(
+        "{{\"id\":\"{}\",\"op\":\"noSuchOp\"}}\n",
+        "i".repeat(64 << 10)
+    );
+    let line = line.into_bytes();
+    let mut w = c.writer();
+    w.set_nonblocking(true).unwrap();
+    let (mut accepted, mut offset, mut lines) = (0usize, 0usize, 0usize);
+    // Until the daemon has taken nothing for a second (or far more than it should).
+    let mut progress = Instant::now();
+    while progress.elapsed() < Duration::from_secs(1) && accepted < 16 << 20 {
+        match w.write(&line[offset..]) {
+            Ok(n) => {
+                accepted += n;
+                offset += n;
+                if offset == line.len() {
+                    (offset, lines) = (0, lines + 1);
+                }
+                progress = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("the daemon closed the connection: {e}"),
+        }
+    }
+    w.set_nonblocking(false).unwrap();
+    // Socket buffers both ways (about 200 KiB each here) and a few answers in the daemon.
+    assert!(
+        accepted < 2 << 20,
+        "the daemon took {} KiB of requests from a client that read none of its answers",
+        accepted >> 10
+    );
+    // The rest of a line cut in the middle is written while the answers are read.
+    let rest = line[offset..].to_vec();
+    let finisher = std::thread::spawn(move || w.write_all(&rest));
+    for _ in 0..lines + usize::from(offset > 0) {
+        assert_err(&c.read_json(), "bad_request");
+    }
+    finisher.join().unwrap().unwrap();
+}
