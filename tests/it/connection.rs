@@ -649,3 +649,50 @@ fn a_client_that_does_not_read_is_not_read_while_an_answer_waits() {
     }
     finisher.join().unwrap().unwrap();
 }
+
+/// Issue 18: a request that arrives alone costs the daemon one `read`, not a second one that
+/// finds the socket empty (EAGAIN): a read that does not fill the buffer took everything, so the
+/// connection waits for epoll instead of asking again. Counted with strace on 200 sequential
+/// requests (before: one EAGAIN per request).
+#[test]
+fn a_request_that_arrives_alone_is_read_with_one_system_call() {
+    let d = Daemon::start(Backend::Memory);
+    let mut c = d.connect();
+    c.ping();
+    let trace = d.dir().join("reads.strace");
+    let log = d.dir().join("strace.log");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-e", "trace=read", "-o"])
+        .arg(&trace)
+        .args(["-p", &d.pid().to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("strace is needed for this test (apt-get install strace)");
+    let attached = format!("Process {} attached", d.pid());
+    d.wait_for("strace to attach", || {
+        fs::read_to_string(&log).is_ok_and(|text| text.contains(&attached))
+    });
+    // The runtime's threads are attached after its main thread: let strace finish with them.
+    std::thread::sleep(Duration::from_millis(300));
+    let requests = 200;
+    for _ in 0..requests {
+        c.ping();
+    }
+    // SIGINT: strace detaches and writes out what it has.
+    // SAFETY: kill(2) on the strace process this test started.
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    strace.wait().unwrap();
+    let text = fs::read_to_string(&trace).unwrap();
+    let reads = text.lines().filter(|l| l.contains("read(")).count();
+    let empty = text.lines().filter(|l| l.contains("EAGAIN")).count();
+    assert!(
+        reads >= requests,
+        "strace saw {reads} reads for {requests} requests: it did not trace the daemon"
+    );
+    assert!(
+        empty < requests / 10,
+        "{empty} of the daemon's {reads} reads found nothing to read ({requests} requests)"
+    );
+}
