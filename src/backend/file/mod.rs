@@ -323,17 +323,18 @@ impl Backend for FileBackend {
         let files = &self.files;
         self.headroom
             .charge(changes, rooms, |n| files.contains_key(n));
-        // A batch holds many changes to few rooms (a busy room's ratings): each name is copied
-        // once per batch, and only into a set that does not hold it yet.
-        let mut names: Vec<&RoomName> = changes.iter().map(Change::room_name).collect();
-        names.sort_unstable();
-        names.dedup();
-        for &name in &names {
+        // A batch may hold many changes to few rooms (a busy room's ratings): a name is copied
+        // only into a set that does not hold it yet.
+        for change in changes {
+            let name = change.room_name();
             if !self.dirty.contains(name) {
                 self.dirty.insert(name.clone());
             }
         }
         if !strict {
+            let mut names: Vec<&RoomName> = changes.iter().map(Change::room_name).collect();
+            names.sort_unstable();
+            names.dedup();
             self.journal.unsynced(names.into_iter().cloned());
         }
         if std::mem::take(&mut self.folds.soon) {
