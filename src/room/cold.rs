@@ -115,11 +115,13 @@ pub struct Compactor {
     first: bool,
     /// Rooms found packed (or packed) in this pass so far.
     packed_this_pass: u64,
-    /// Rooms packed after the last finished pass.
+    /// Rooms packed after the last finished pass, once its memory was given back.
     packed_rooms: u64,
+    /// Rooms packed after the last finished pass, before that.
+    counted: u64,
     /// Bytes that swapping freed since the last trim.
     freed: usize,
-    /// Work handed to the worker that has not come back yet.
+    /// Work (or a trim) handed to the worker that has not come back yet.
     in_flight: bool,
     /// The walk reached the end of the map; the pass ends when its work is back.
     ending: bool,
@@ -140,6 +142,7 @@ impl Default for Compactor {
             first: true,
             packed_this_pass: 0,
             packed_rooms: 0,
+            counted: 0,
             freed: 0,
             in_flight: false,
             ending: false,
@@ -162,6 +165,11 @@ impl Compactor {
         if self.in_flight {
             return changed;
         }
+        if self.ending {
+            // A tick after the last swaps were published: the rooms they replaced are freed.
+            self.end_pass();
+            return changed;
+        }
         let due = match self.started {
             None => true,
             Some(started) => self.cursor.is_some() || started.elapsed() >= self.idle,
@@ -170,9 +178,6 @@ impl Compactor {
             let jobs = self.visit(rooms);
             if !jobs.is_empty() {
                 self.send(Message::Work(jobs));
-            }
-            if self.ending && !self.in_flight {
-                self.end_pass();
             }
         }
         changed
@@ -187,6 +192,8 @@ impl Compactor {
         let mut changed = false;
         while let Ok(swaps) = worker.done.try_recv() {
             self.in_flight = false;
+            // Counted once the memory the pass freed has been given back (or needed not be).
+            self.packed_rooms = self.counted;
             for Swap { seen, with } in swaps {
                 let current = rooms.get(seen.name.as_str());
                 if !current.is_some_and(|current| Arc::ptr_eq(current, &seen)) {
@@ -199,9 +206,6 @@ impl Compactor {
                 rooms.insert(seen.name.clone(), with);
                 changed = true;
             }
-        }
-        if self.ending && !self.in_flight {
-            self.end_pass();
         }
         changed
     }
@@ -255,15 +259,18 @@ impl Compactor {
 
     fn end_pass(&mut self) {
         self.ending = false;
-        self.packed_rooms = self.packed_this_pass;
+        self.counted = self.packed_this_pass;
         if self.freed >= TRIM_AFTER_BYTES {
             self.freed = 0;
             self.send(Message::Trim);
         }
+        if !self.in_flight {
+            self.packed_rooms = self.counted;
+        }
     }
 
+    /// Hands the worker a message; every one is answered (a trim with no swaps).
     fn send(&mut self, message: Message) {
-        let is_work = matches!(message, Message::Work(_));
         let worker = match self.worker.take() {
             Some(worker) => worker,
             None => match start_worker() {
@@ -273,7 +280,7 @@ impl Compactor {
             },
         };
         if worker.jobs.send(message).is_ok() {
-            self.in_flight |= is_work;
+            self.in_flight = true;
             self.worker = Some(worker);
         }
     }
@@ -293,7 +300,12 @@ fn start_worker() -> Option<Worker> {
                             return;
                         }
                     }
-                    Message::Trim => give_memory_back(),
+                    Message::Trim => {
+                        give_memory_back();
+                        if outbox.send(Vec::new()).is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         });

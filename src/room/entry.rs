@@ -259,10 +259,12 @@ impl RoomEntry {
         })
     }
 
-    /// The same room, cold and not packed (for a packed room that is being read again).
+    /// The same room, cold and not packed (for a packed room that is being read again). Its
+    /// "used" flag starts clear: the read that unpacked it was counted by the pass asking.
     pub(crate) fn unpacked(&self) -> RoomEntry {
         RoomEntry {
             encoded: OnceLock::from(self.json()),
+            used: AtomicBool::new(false),
             ..self.same_facts()
         }
     }
