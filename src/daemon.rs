@@ -5,9 +5,9 @@
 //! start the upkeep timers, serve. Nothing here asks which backend keeps the rooms.
 //!
 //! Shutdown order (SIGTERM/SIGINT), which happens by cancelling one token and dropping things:
-//! 1. the listener stops accepting; connection readers stop reading and answer lines they already
-//!    hold with `shutting_down`;
-//! 2. every request already started is finished and answered;
+//! 1. the listener stops accepting; connections stop reading new requests;
+//! 2. every request already started is finished and answered, then lines already received with
+//!    `shutting_down`;
 //! 3. the timers stop, the last [`Rooms`] handle is dropped and the rooms close
 //!    ([`OpenRooms::close`]): the storage actor drains its queue, writes and fsyncs everything
 //!    ([`crate::backend::Backend::close`]) and ends; with Redis, the announcement is withdrawn;

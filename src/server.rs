@@ -1,47 +1,34 @@
 //! The listener: accepts Unix-socket connections and runs one handler per connection.
 //!
-//! A connection has two halves. The reader cuts lines ([`LineCodec`]), decodes them, and starts
-//! each request in arrival order ([`Service::begin`]: mutations are queued on the store at once,
-//! so one client's pipelined writes share commits). The writer finishes them in the same order
-//! and writes the responses, flushing when it has nothing more ready. A bounded queue between
-//! the halves limits how far a client may pipeline ahead of its answers, in requests and in
-//! bytes (`maxUnreadBytes`: every queued request or answer holds bytes of the connection's
-//! budget until its answer is written to the socket; a client that does not read stops being
-//! read). Rooms in answers are written from their stored bytes, never copied per connection. A
+//! A connection is served by one loop ([`connection`]): it reads what arrived, starts the
+//! requests in order, answers those whose turn has come and writes the answers in one go.
+//! Rooms in answers are written from their stored bytes, never copied per connection. A
 //! connection whose socket accepts nothing for `writeTimeoutMs` is closed, with a log line
 //! naming the peer.
 //!
-//! Shutdown: when `shutdown` is cancelled the listener stops accepting; each reader stops reading
-//! and answers lines it already holds with `shutting_down`; each writer finishes every request
-//! already started. The handlers' store handles drop as they finish, which lets the actor stop.
+//! Shutdown: when `shutdown` is cancelled the listener stops accepting; each connection stops
+//! reading, finishes every request already started and answers lines it already holds with
+//! `shutting_down`. The handlers' store handles drop as they finish, which lets the actor stop.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use futures_util::FutureExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::UCred;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_util::codec::FramedRead;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::protocol::codec::{Frame, LineCodec};
-use crate::protocol::decode;
-use crate::protocol::request::Request;
-use crate::protocol::{error_line, ErrorCode, ErrorReply, RequestId};
-use crate::room::RoomName;
-use crate::service::{Answer, Pending, Service};
+use crate::protocol::{error_line, ErrorCode, ErrorReply};
+use crate::service::{Answer, Service};
 
+mod connection;
 pub mod socket;
 pub mod watch;
-use socket::{ReadHalf, WriteHalf};
-
-/// Requests a client may have in flight on one connection before the daemon stops reading.
-const PIPELINE_DEPTH: usize = 1024;
 
 /// Limits for the listener.
 #[derive(Debug, Clone)]
@@ -145,7 +132,7 @@ pub async fn run(
         let shutdown = shutdown.child_token();
         tracker.spawn(async move {
             service.connections.fetch_add(1, Ordering::Relaxed);
-            handle(stream, &service, &limits, shutdown).await;
+            connection::handle(stream, &service, &limits, shutdown).await;
             service.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -237,227 +224,8 @@ fn refuse_peer(stream: &UnixStream, limits: &Limits) -> Option<ErrorReply> {
     }
 }
 
-async fn handle(
-    stream: UnixStream,
-    service: &Service,
-    limits: &Limits,
-    shutdown: CancellationToken,
-) {
-    let peer = Peer::of(&stream);
-    let (read, write) = match socket::split(stream) {
-        Ok(halves) => halves,
-        Err(e) => {
-            crate::logging::limited_warn(
-                "connection-setup",
-                format_args!("cannot serve a connection of {peer}: {e}; it was closed"),
-            );
-            return;
-        }
-    };
-    let (queue, pending) = mpsc::channel(PIPELINE_DEPTH);
-    let budget = Budget::new(limits.max_unread_bytes);
-    let writer = write_responses(write, service.clone(), pending, limits.write_timeout, peer);
-    let reader = read_requests(read, service, limits, queue, &budget, &shutdown);
-    let (watch_request, writer_result) = tokio::join!(reader, writer);
-    if let (Some(watch), Ok(out)) = (watch_request, writer_result) {
-        let watcher = watch::Watcher {
-            peer,
-            write_timeout: limits.write_timeout,
-            queue_bytes: limits.watch_queue_bytes,
-        };
-        watch::stream_events(
-            out,
-            watch.input,
-            &service.rooms,
-            watch.id,
-            watch.room_names,
-            watcher,
-            shutdown,
-        )
-        .await;
-    }
-}
-
-/// A connection's `maxUnreadBytes`, as semaphore permits of one byte each.
-struct Budget {
-    bytes: Arc<Semaphore>,
-    max: u32,
-}
-
-impl Budget {
-    fn new(max: usize) -> Budget {
-        let max = u32::try_from(max.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
-        Budget {
-            bytes: Arc::new(Semaphore::new(max as usize)),
-            max,
-        }
-    }
-
-    /// Waits until `cost` bytes (at most the whole budget, so one big request still passes
-    /// alone) are free; they are given back when the returned permit drops.
-    async fn take(&self, cost: usize) -> Option<OwnedSemaphorePermit> {
-        let cost = u32::try_from(cost)
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.max.max(1));
-        self.bytes.clone().acquire_many_owned(cost).await.ok()
-    }
-}
-
-/// A `watch` request that ended a connection's request phase, with the input to keep reading.
-struct WatchRequest {
-    id: RequestId,
-    room_names: Option<Vec<RoomName>>,
-    input: FramedRead<ReadHalf, LineCodec>,
-}
-
-/// Reads request lines and starts them in order, until the input ends or a `watch` arrives.
-async fn read_requests(
-    read: ReadHalf,
-    service: &Service,
-    limits: &Limits,
-    queue: mpsc::Sender<Queued>,
-    budget: &Budget,
-    shutdown: &CancellationToken,
-) -> Option<WatchRequest> {
-    let mut frames = FramedRead::new(read, LineCodec::new(limits.max_request_bytes));
-    loop {
-        // A line already received is taken at once (pipelined requests arrive many to a read);
-        // only when one must be waited for does the wait also watch for shutdown.
-        let ready = if shutdown.is_cancelled() {
-            None
-        } else {
-            frames.next().now_or_never()
-        };
-        let frame = match ready {
-            Some(frame) => frame,
-            None => tokio::select! {
-                biased;
-                () = shutdown.cancelled() => {
-                    answer_buffered_with_shutting_down(&mut frames, &queue, budget).await;
-                    return None;
-                }
-                // The writer gave up on the client (write timeout): stop reading it.
-                () = queue.closed() => return None,
-                frame = frames.next() => frame,
-            },
-        };
-        // What this request holds until its answer is written: its line, or its answer.
-        let mut cost = match &frame {
-            Some(Ok(Frame::Line(line))) => line.len(),
-            _ => 0,
-        };
-        let pending = match frame {
-            None | Some(Err(_)) => return None,
-            Some(Ok(Frame::Line(line))) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Some(Ok(Frame::TooLarge)) => Pending::Ready(error_line(
-                &None,
-                &ErrorReply::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "the request line exceeds maxRequestBytes ({} bytes); it was skipped",
-                        limits.max_request_bytes
-                    ),
-                ),
-            )),
-            Some(Ok(Frame::Line(line))) => match decode::decode(&line) {
-                Err(rejected) => {
-                    let line = error_line(&rejected.id, &rejected.error);
-                    cost = cost.max(line.len());
-                    Pending::Ready(line)
-                }
-                Ok(envelope) => {
-                    if let Request::Watch(watch) = envelope.request {
-                        return Some(WatchRequest {
-                            id: envelope.id,
-                            room_names: watch.rooms(),
-                            input: frames,
-                        });
-                    }
-                    service.begin(envelope.id, envelope.request).await
-                }
-            },
-        };
-        let permit = tokio::select! {
-            permit = budget.take(cost) => permit,
-            () = queue.closed() => None,
-        };
-        let permit = permit?;
-        if queue.send((pending, permit)).await.is_err() {
-            return None;
-        }
-    }
-}
-
-/// A started request and the bytes of the connection's budget it holds.
-type Queued = (Pending, OwnedSemaphorePermit);
-
-/// After shutdown: lines already received but not started are answered `shutting_down`.
-async fn answer_buffered_with_shutting_down(
-    frames: &mut FramedRead<ReadHalf, LineCodec>,
-    queue: &mpsc::Sender<Queued>,
-    budget: &Budget,
-) {
-    let refusal = ErrorReply::new(
-        ErrorCode::ShuttingDown,
-        "the daemon is stopping and did not execute this request",
-    );
-    // Only what is already buffered or arrives within a moment: a stopping daemon does not
-    // wait, and a client that keeps sending cannot hold the stop open (a ping every 10 ms
-    // kept it from ever finishing when each line restarted the wait).
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, frames.next()).await {
-        let id = match frame {
-            Frame::Line(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Frame::Line(line) => decode::decode(&line).map_or_else(|r| r.id, |e| e.id),
-            Frame::TooLarge => None,
-        };
-        let line = error_line(&id, &refusal);
-        let Some(permit) = budget.take(line.len()).await else {
-            return;
-        };
-        if queue.send((Pending::Ready(line), permit)).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Finishes pending requests in order and writes their responses. Returns the write half for a
-/// `watch` that follows.
-async fn write_responses(
-    write: WriteHalf,
-    service: Service,
-    mut pending: mpsc::Receiver<Queued>,
-    timeout: Duration,
-    peer: Peer,
-) -> Result<BufWriter<WriteHalf>, std::io::Error> {
-    let mut out = BufWriter::with_capacity(64 * 1024, write);
-    let result = async {
-        while let Some((next, permit)) = pending.recv().await {
-            let answer = service.finish(next).await;
-            write_answer(&mut out, &answer, timeout).await?;
-            drop(permit);
-            if pending.is_empty() {
-                write_timed(&mut out, &[], timeout).await?;
-            }
-        }
-        write_timed(&mut out, &[], timeout).await
-    }
-    .await;
-    if let Err(e) = &result {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            crate::logging::limited_warn(
-                "write-timeout",
-                format_args!(
-                    "closed the connection of {peer}: it read nothing for {timeout:?} (writeTimeoutMs) while answers waited"
-                ),
-            );
-        }
-    }
-    result.map(|()| out)
-}
-
 /// Writes an answer, a spliced one piece by piece from the rooms' own bytes.
-async fn write_answer<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_answer<W: AsyncWrite + Unpin>(
     out: &mut W,
     answer: &Answer,
     timeout: Duration,
@@ -483,6 +251,10 @@ async fn write_answer<W: AsyncWrite + Unpin>(
 
 /// Writes all of `bytes` (nothing and a flush when empty), failing with `TimedOut` when the
 /// socket accepts nothing for `timeout`: a slow reader that keeps reading is never cut off.
+///
+/// Most writes land in a buffer or a socket with room and finish on their first poll; only one
+/// that has to wait starts the clock (reading it and arming a timer per write cost more than
+/// the write).
 pub async fn write_timed<W: AsyncWrite + Unpin>(
     out: &mut W,
     mut bytes: &[u8],
@@ -490,16 +262,24 @@ pub async fn write_timed<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "write timeout");
     if bytes.is_empty() {
+        if let Some(flushed) = out.flush().now_or_never() {
+            return flushed;
+        }
         return tokio::time::timeout(timeout, out.flush())
             .await
             .map_err(|_| timed_out())?;
     }
     while !bytes.is_empty() {
-        match tokio::time::timeout(timeout, out.write(bytes)).await {
-            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(Ok(n)) => bytes = &bytes[n..],
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(timed_out()),
+        let written = match out.write(bytes).now_or_never() {
+            Some(written) => written,
+            None => tokio::time::timeout(timeout, out.write(bytes))
+                .await
+                .map_err(|_| timed_out())?,
+        };
+        match written {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) => return Err(e),
         }
     }
     Ok(())

@@ -114,14 +114,7 @@ impl Service {
     pub async fn finish(&self, pending: Pending) -> Answer {
         match pending {
             Pending::Ready(line) => line.into(),
-            Pending::Mutation { id, reply } => {
-                let result = reply.await.unwrap_or(Err(StoreError::Stopped));
-                match result {
-                    Ok(outcome) => outcome_line(&id, outcome),
-                    Err(e) => error_line(&id, &store_error(e)),
-                }
-                .into()
-            }
+            Pending::Mutation { id, reply } => mutation_line(&id, reply.await.ok()).into(),
             Pending::Deferred { id, request } => self.answer(&id, request).await,
         }
     }
@@ -256,6 +249,14 @@ fn list_rooms(id: &RequestId, listing: Listing, query: &ListQuery) -> Answer {
         summary: query.summary,
         tail: closing.freeze(),
     })
+}
+
+/// The answer to a mutation the store has answered (`None`: the store stopped without answering).
+pub fn mutation_line(id: &RequestId, result: Option<Result<Outcome, StoreError>>) -> Bytes {
+    match result.unwrap_or(Err(StoreError::Stopped)) {
+        Ok(outcome) => outcome_line(id, outcome),
+        Err(e) => error_line(id, &store_error(e)),
+    }
 }
 
 fn outcome_line(id: &RequestId, outcome: Outcome) -> Bytes {

@@ -16,7 +16,12 @@ use crate::{row_duration, wanted};
 /// Redis (`appendfsync everysec`) used directly, at 1 and 50 clients.
 pub async fn redis_backend(report: &mut Report, quick: bool, only: Option<&str>, dir: &Path) {
     let label = "storageType redis vs the same Redis";
-    let works = [Work::Get5k, Work::Save { kb: 5 }, Work::Rate { kb: 5 }];
+    let works = [
+        Work::Get5k,
+        Work::Save { kb: 5 },
+        Work::Rate { kb: 5 },
+        Work::Progress { kb: 5 },
+    ];
     let shapes = [(1, 1), (50, 1)];
     let rows: Vec<(Work, usize, usize)> = works
         .iter()

@@ -47,8 +47,16 @@ pub fn room_of_size(name: &str, bytes: usize) -> Value {
 pub enum Work {
     Get5k,
     Has,
-    Save { kb: usize },
-    Rate { kb: usize },
+    Save {
+        kb: usize,
+    },
+    Rate {
+        kb: usize,
+    },
+    /// `setProgress` of one of 16 users, against `HSET` of a field of a hash.
+    Progress {
+        kb: usize,
+    },
 }
 
 impl Work {
@@ -58,6 +66,7 @@ impl Work {
             Work::Has => "hasRoom / EXISTS".into(),
             Work::Save { kb } => format!("saveRoom {kb} KB / SET"),
             Work::Rate { kb } => format!("addRating {kb} KB room / RPUSH"),
+            Work::Progress { kb } => format!("setProgress {kb} KB room / HSET"),
         }
     }
 
@@ -66,6 +75,7 @@ impl Work {
             Work::Get5k | Work::Has => "bench-5k".into(),
             Work::Save { kb } => format!("save-{kb}k-{client}"),
             Work::Rate { kb } => format!("rate-{kb}k-{client}"),
+            Work::Progress { kb } => format!("progress-{kb}k-{client}"),
         }
     }
 
@@ -73,11 +83,13 @@ impl Work {
     pub async fn prepare(self, ours: &Server, redis: &Server, clients: usize) {
         let keys: Vec<String> = match self {
             Work::Get5k | Work::Has => vec![self.key(0)],
-            Work::Rate { .. } => (0..clients).map(|c| self.key(c)).collect(),
+            Work::Rate { .. } | Work::Progress { .. } => {
+                (0..clients).map(|c| self.key(c)).collect()
+            }
             Work::Save { .. } => return,
         };
         let kb = match self {
-            Work::Rate { kb } => kb,
+            Work::Rate { kb } | Work::Progress { kb } => kb,
             _ => 5,
         };
         let (mut a, mut b) = (ours.connect().await, redis.connect().await);
@@ -91,7 +103,7 @@ impl Work {
             let bytes = serde_json::to_vec(&room).unwrap();
             let command = match self {
                 // The list holds the room's ratings as tuples, as RPUSH will append them.
-                Work::Rate { .. } => resp(&[b"DEL", key.as_bytes()]),
+                Work::Rate { .. } | Work::Progress { .. } => resp(&[b"DEL", key.as_bytes()]),
                 _ => resp(&[b"SET", key.as_bytes(), &bytes]),
             };
             b.send(&command).await.unwrap();
@@ -125,16 +137,36 @@ impl Work {
             (Work::Has, false) => resp(&[b"EXISTS", key.as_bytes()]),
             (Work::Save { .. }, true) => named_room(&key, payload),
             (Work::Save { .. }, false) => resp(&[b"SET", key.as_bytes(), payload]),
-            (Work::Rate { .. }, _) => return None,
+            (Work::Rate { .. } | Work::Progress { .. }, _) => return None,
         })
     }
 
-    /// A request that changes with `seq` (a rating of `key`), written into `out` without
+    /// A request that changes with `seq` (a rating or a progress of `key`), written into `out` without
     /// allocating, on either protocol.
     fn write_request(self, ours: bool, key: &str, seq: u64, out: &mut Vec<u8>) {
         out.clear();
         let mut digits = itoa::Buffer::new();
         let at = digits.format(1729890000000u64 + seq);
+        if let Work::Progress { .. } = self {
+            let (mut u, mut n) = (itoa::Buffer::new(), itoa::Buffer::new());
+            let (user, progress) = (u.format(seq % 16), n.format(seq));
+            // Writing into a Vec cannot fail.
+            let _ = if ours {
+                writeln!(
+                    out,
+                    "{{\"op\":\"setProgress\",\"roomName\":\"{key}\",\"userName\":\"u{user}\",\"progress\":{progress}}}"
+                )
+            } else {
+                write!(
+                    out,
+                    "*4\r\n$4\r\nHSET\r\n${}\r\n{key}\r\n${}\r\nu{user}\r\n${}\r\n{progress}\r\n",
+                    key.len(),
+                    user.len() + 1,
+                    progress.len(),
+                )
+            };
+            return;
+        }
         // Writing into a Vec cannot fail.
         let _ = if ours {
             writeln!(

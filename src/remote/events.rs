@@ -99,6 +99,11 @@ pub async fn run(
                 }
             };
             let Some(message) = message else { break };
+            // Every change of every daemon arrives here; unread, it costs nothing more. A watcher
+            // subscribes to `events` before it publishes its fence, so none misses its own.
+            if events.receiver_count() == 0 {
+                continue;
+            }
             if let Some(event) = parse(message.get_payload_bytes()) {
                 // No receivers is fine: nobody watches.
                 let _ = events.send(event);

@@ -1,18 +1,32 @@
 //! How a room is laid out in Redis: one hash per room, split so that scripts can change it
 //! without parsing JSON.
 //!
-//! Key `<prefix>room:<roomName>` (the name's bytes, unencoded: Redis keys are binary-safe), a hash:
+//! Key `<prefix>room:<roomName>` (the name's bytes, unencoded: Redis keys are binary-safe), a hash
+//! in one of two forms. A `saveRoom` (and `migrate`) writes the *whole* form, a handful of fields:
 //!
 //! | field | value |
 //! |---|---|
 //! | `rev` | the revision |
 //! | `at` | when the room last changed (epoch ms) |
+//! | `w` | the version of the last whole write (see `cache.rs`) |
+//! | `rc` | the number of rating entries |
+//! | `room` | the room's compact JSON, exactly as `getRoom` returns it |
+//!
+//! The first `addRating` or `setProgress` after a save turns it into the *split* form (the
+//! daemon splits the room and a script swaps the fields, if `room` is still what it split: see
+//! `split.rs`), which those two then change a field at a time. A save costs Redis about as much as
+//! a `SET` of the room, where writing the split form costs some 0.15 us per media; the split is
+//! paid once per save, by the first swipe after it. The split form (the only one of earlier
+//! releases, which still serves as it is):
+//!
+//! | field | value |
+//! |---|---|
+//! | `rev`, `at`, `w`, `rc` | as above |
 //! | `doc` | the room's compact JSON with `ratings` / `userProgress` replaced by `0` |
 //! | `R`, `P` | `1` when `ratings` / `userProgress` is an object, `null` when it was saved as `null`; absent when the room has no such key |
 //! | `r:<mediaId>` | `<seq> <JSON array of that media's ratings>` |
 //! | `p:<userName>` | `<seq> <progress>` |
 //! | `seq` | the last `<seq>` handed out: media and users come back in the order they were added |
-//! | `rc` | the number of rating entries |
 //!
 //! `addRating` appends to one `r:` field and `setProgress` replaces one `p:` field, so a swipe on
 //! a 100 KB room moves a few hundred bytes, atomically, in a script. `0` can never be a valid
@@ -69,14 +83,38 @@ impl Keys {
     }
 }
 
-/// A room taken apart into hash fields (all but `rev`, which the scripts own).
+/// A room as hash fields (all but `rev`, which the scripts own).
 #[derive(Debug)]
 pub struct Split {
     pub fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// Takes a prepared (validated, compact) room apart; `written` is this write's version (`w`).
+/// The whole form of a prepared (validated, compact) room: `written` is this write's version
+/// (`w`), `at` its last change.
+pub fn whole(room: &PreparedRoom, at: EpochMillis, written: &[u8]) -> Split {
+    Split {
+        fields: vec![
+            (b"room".to_vec(), room.encoded.to_vec()),
+            (b"rc".to_vec(), room.rating_count.to_string().into_bytes()),
+            (b"at".to_vec(), at.to_string().into_bytes()),
+            (b"w".to_vec(), written.to_vec()),
+        ],
+    }
+}
+
+/// The split form of a prepared room, as [`whole`] takes them.
 pub fn split(room: &PreparedRoom, at: EpochMillis, written: &[u8]) -> Split {
+    let mut split = parts(room);
+    split
+        .fields
+        .push((b"at".to_vec(), at.to_string().into_bytes()));
+    split.fields.push((b"w".to_vec(), written.to_vec()));
+    split
+}
+
+/// The fields of the split form that hold the room's content (all but `rev`, `at` and `w`):
+/// what a script puts in place of `room` when it splits a saved room.
+pub fn parts(room: &PreparedRoom) -> Split {
     let top = entries(room.encoded.as_ref()).unwrap_or_default();
     let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut doc = Vec::with_capacity(256);
@@ -112,8 +150,6 @@ pub fn split(room: &PreparedRoom, at: EpochMillis, written: &[u8]) -> Split {
     fields.push((b"doc".to_vec(), doc));
     fields.push((b"seq".to_vec(), seq.to_string().into_bytes()));
     fields.push((b"rc".to_vec(), room.rating_count.to_string().into_bytes()));
-    fields.push((b"at".to_vec(), at.to_string().into_bytes()));
-    fields.push((b"w".to_vec(), written.to_vec()));
     Split { fields }
 }
 
@@ -128,9 +164,11 @@ pub struct Joined {
     pub written: Option<Vec<u8>>,
 }
 
-/// Puts a room back together from `HGETALL`; `None` if the hash is missing or not one of ours.
+/// Puts a room back together from `HGETALL` (either form); `None` if the hash is missing or not
+/// one of ours.
 pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
     let mut doc = None;
+    let mut whole = None;
     let (mut revision, mut updated_at, mut rating_count) = (None, 0, 0);
     let (mut ratings_flag, mut progress_flag, mut written) = (None, None, None);
     let mut ratings: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
@@ -138,6 +176,7 @@ pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
     for (field, value) in hash {
         match field.as_slice() {
             b"doc" => doc = Some(value),
+            b"room" => whole = Some(value),
             b"rev" => revision = number(&value),
             b"at" => updated_at = number(&value).unwrap_or(0),
             b"rc" => rating_count = number(&value).unwrap_or(0),
@@ -156,8 +195,17 @@ pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
             }
         }
     }
-    let doc = doc?;
     let revision = revision?;
+    if let Some(whole) = whole {
+        return Some(Joined {
+            encoded: Bytes::from(whole),
+            revision,
+            updated_at,
+            rating_count: usize::try_from(rating_count).unwrap_or(usize::MAX),
+            written,
+        });
+    }
+    let doc = doc?;
     let top = entries(&doc)?;
     let mut out = Vec::with_capacity(doc.len() + 64 * (ratings.len() + progress.len()));
     out.push(b'{');
@@ -264,6 +312,24 @@ mod tests {
             let json = format!("{{{HEAD}{tail}}}");
             assert_eq!(round_trip(&json), json);
         }
+    }
+
+    #[test]
+    fn the_whole_form_is_a_few_fields_and_comes_back_as_saved() {
+        let json = format!(
+            r#"{{{HEAD},"ratings":{{"m1":[["a","like",1]],"m2":[["b","dislike",2]]}},"userProgress":{{"a":3}}}}"#
+        );
+        let room = PreparedRoom::from_json(json.as_bytes()).expect("valid room");
+        let mut hash = whole(&room, 5, b"v1").fields;
+        // However many media and users: the point of the form is that a save writes few fields.
+        assert_eq!(hash.len(), 4);
+        hash.push((b"rev".to_vec(), b"3".to_vec()));
+        hash.reverse();
+        let joined = join(hash).expect("joins");
+        assert_eq!((joined.revision, joined.updated_at), (3, 5));
+        assert_eq!(joined.rating_count, 2);
+        assert_eq!(joined.written.as_deref(), Some(&b"v1"[..]));
+        assert_eq!(String::from_utf8(joined.encoded.to_vec()).unwrap(), json);
     }
 
     use proptest::prelude::*;

@@ -16,7 +16,7 @@
 
 // Module map: `layout` (keys and the room <-> hash split), `script` (how a mutation's Lua and
 // its Rust caller are declared together), one file per mutation (`save`, `delete`, `rate`,
-// `progress`) and `mutate` (which one a `Mutation` runs), `events` (the watch subscription);
+// `progress`) and `mutate` (which one a `Mutation` runs), `split` (a saved room made ready for swipes), `events` (the watch subscription);
 // reads are below.
 #[macro_use]
 mod script;
@@ -29,6 +29,7 @@ mod mutate;
 mod progress;
 mod rate;
 mod save;
+mod split;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -8,7 +8,8 @@ use crate::room::{now_millis, RoomName};
 
 script! {
     /// Set `user_name`'s progress to `progress`; `now` is the change's time. Publishes
-    /// `head .. revision .. tail`. Answers `missing` without a room.
+    /// `head .. revision .. tail`. Answers `missing` without a room, `whole` with the room while
+    /// it is in the whole form.
     SetProgress<'a> {
         name: &'a str,
         user_name: &'a str,
@@ -19,10 +20,10 @@ script! {
         tail: Vec<u8>,
     }
     => concat!("
-if redis.call('EXISTS', room) == 0 then return {'missing', '0'} end
 local field = 'p:' .. user_name
-local cur = redis.call('HGET', room, field)
-if cur then
+",
+        split_fields!("P"),
+        "if cur then
   local space = string.find(cur, ' ', 1, true)
   redis.call('HSET', room, field, string.sub(cur, 1, space) .. progress)
 else
@@ -48,16 +49,17 @@ impl RemoteStore {
             progress,
         }
         .around_revision();
-        let set = SetProgress {
+        let channel = self.inner.keys.channel();
+        let set = || SetProgress {
             name: name.as_str(),
             user_name,
             progress,
             now: now_millis(),
-            channel: self.inner.keys.channel(),
-            head: event.head,
-            tail: event.tail,
+            channel: channel.clone(),
+            head: event.head.clone(),
+            tail: event.tail.clone(),
         };
-        let (status, revision) = self.run(&name, set).await?;
+        let (status, revision) = self.run_split(&name, set).await?;
         match status.as_str() {
             "ok" => Ok(Outcome::Progressed { revision }),
             _ => Err(StoreError::Refused(Refusal::NotFound { name })),

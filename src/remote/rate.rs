@@ -10,8 +10,9 @@ use crate::room::{now_millis, RoomName};
 script! {
     /// Append `entry` (the rating as JSON) to `media_id`'s ratings unless `user_name` already
     /// rated it; `now` is the change's time. Publishes `head .. revision .. tail`. Answers
-    /// `same` with the revision when the user had rated it, `missing` without a room. Decodes
-    /// only that media's ratings (with Redis's `cjson`), never the room.
+    /// `same` with the revision when the user had rated it, `missing` without a room, `whole`
+    /// with the room while it is in the whole form. Decodes only that media's ratings (with
+    /// Redis's `cjson`), never the room.
     AddRating<'a> {
         name: &'a str,
         media_id: &'a str,
@@ -23,10 +24,10 @@ script! {
         tail: Vec<u8>,
     }
     => concat!("
-if redis.call('EXISTS', room) == 0 then return {'missing', '0'} end
 local field = 'r:' .. media_id
-local cur = redis.call('HGET', room, field)
-if cur then
+",
+        split_fields!("R"),
+        "if cur then
   local space = string.find(cur, ' ', 1, true)
   local list = string.sub(cur, space + 1)
   for _, rated in ipairs(cjson.decode(list)) do
@@ -68,17 +69,19 @@ impl RemoteStore {
             timestamp,
         }
         .around_revision();
-        let add = AddRating {
+        let entry = serde_json::json!([user_name, rating, timestamp]).to_string();
+        let channel = self.inner.keys.channel();
+        let add = || AddRating {
             name: name.as_str(),
             media_id,
             user_name,
-            entry: serde_json::json!([user_name, rating, timestamp]).to_string(),
+            entry: entry.clone(),
             now: now_millis(),
-            channel: self.inner.keys.channel(),
-            head: event.head,
-            tail: event.tail,
+            channel: channel.clone(),
+            head: event.head.clone(),
+            tail: event.tail.clone(),
         };
-        let (status, revision) = self.run(&name, add).await?;
+        let (status, revision) = self.run_split(&name, add).await?;
         match status.as_str() {
             "ok" => Ok(Outcome::Rated {
                 revision,

@@ -1,5 +1,6 @@
-//! `saveRoom` through Redis, and `migrate`'s restore: the room split into hash fields
-//! ([`super::layout::split`]) and written in one script, replacing the old hash whole.
+//! `saveRoom` through Redis, and `migrate`'s restore: the room written in its whole form
+//! ([`super::layout::whole`]: a few fields, the room's JSON in one) in one script, replacing the
+//! old hash whole.
 
 use super::layout;
 use super::RemoteStore;
@@ -26,11 +27,9 @@ script! {
     => "
 local current = redis.call('HGET', room, 'rev') or '0'
 if expected ~= '' and expected ~= current then return {'conflict', current} end
-redis.call('DEL', room)
-redis.call('HSET', room, 'rev', current)
-for i = fields, #ARGV, 1000 do
-  redis.call('HSET', room, unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
+-- UNLINK: a split hash of a big room is freed off Redis's main thread.
+redis.call('UNLINK', room)
+redis.call('HSET', room, 'rev', current, unpack(ARGV, fields, #ARGV))
 local rev = redis.call('HINCRBY', room, 'rev', 1)
 redis.call('ZADD', index, 0, name)
 redis.call('ZADD', changed, now, name)
@@ -51,11 +50,8 @@ script! {
     }
     rest fields
     => "
-redis.call('DEL', room)
-redis.call('HSET', room, 'rev', revision)
-for i = fields, #ARGV, 1000 do
-  redis.call('HSET', room, unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
+redis.call('UNLINK', room)
+redis.call('HSET', room, 'rev', revision, unpack(ARGV, fields, #ARGV))
 redis.call('ZADD', index, 0, name)
 redis.call('ZADD', changed, updated_at, name)
 redis.call('ZADD', created, created_at, name)
@@ -83,7 +79,7 @@ impl RemoteStore {
             channel: self.inner.keys.channel(),
             head: event.head,
             tail: event.tail,
-            fields: layout::split(room, now, &self.inner.versions.next()).fields,
+            fields: layout::whole(room, now, &self.inner.versions.next()).fields,
         };
         let (status, value) = self.run(name, save).await?;
         match status.as_str() {
@@ -104,7 +100,7 @@ impl RemoteStore {
             revision,
             updated_at,
             created_at: room.facts.created_at,
-            fields: layout::split(room, updated_at, &self.inner.versions.next()).fields,
+            fields: layout::whole(room, updated_at, &self.inner.versions.next()).fields,
         };
         self.run(&room.name, restore).await.map(drop)
     }

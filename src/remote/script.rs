@@ -134,7 +134,7 @@ macro_rules! script {
 /// (a macro, so that `concat!` can put it into a script's body).
 macro_rules! remove_room {
     () => {
-        "redis.call('DEL', room)
+        "redis.call('UNLINK', room)
 redis.call('ZREM', index, name)
 redis.call('ZREM', changed, name)
 redis.call('ZREM', created, name)
@@ -156,24 +156,43 @@ return {'ok', tostring(rev)}
     };
 }
 
-/// The Lua that makes sure room `room` has a `$key` object, flagged by field `$flag`: a room
+/// The Lua that makes sure room `room` has a `$key` object, flagged by field `$flag`, given the
+/// locals `doc` (its `doc` field) and `flag` (its `$flag` field, `false` when absent): a room
 /// without the key gets its placeholder appended to `doc` (a new key goes last, as in the other
 /// backends); one saved with `null` already has the placeholder in place.
 macro_rules! ensure_object {
     ($flag:literal, $key:literal) => {
         concat!(
-            "local flag = redis.call('HGET', room, '",
-            $flag,
-            "')\n",
             "if not flag then\n",
-            "  local doc = redis.call('HGET', room, 'doc')\n",
             "  redis.call('HSET', room, 'doc', string.sub(doc, 1, -2) .. ',\"",
             $key,
-            "\":0}')\n",
-            "end\n",
-            "if flag ~= '1' then redis.call('HSET', room, '",
+            "\":0}', '",
             $flag,
-            "', '1') end\n",
+            "', '1')\n",
+            "elseif flag ~= '1' then\n",
+            "  redis.call('HSET', room, '",
+            $flag,
+            "', '1')\n",
+            "end\n",
+        )
+    };
+}
+
+/// The Lua that reads `doc`, the field `field` and the flag `$flag` of room `room` into the locals
+/// `doc`, `cur` and `flag`, and returns early from a room in the whole form (`{'whole', json}`,
+/// for the daemon to split: `split.rs`) or without a room (`{'missing', '0'}`).
+macro_rules! split_fields {
+    ($flag:literal) => {
+        concat!(
+            "local held = redis.call('HMGET', room, 'doc', field, '",
+            $flag,
+            "')\n",
+            "local doc, cur, flag = held[1], held[2], held[3]\n",
+            "if not doc then\n",
+            "  local whole = redis.call('HGET', room, 'room')\n",
+            "  if whole then return {'whole', whole} end\n",
+            "  return {'missing', '0'}\n",
+            "end\n",
         )
     };
 }
@@ -181,7 +200,7 @@ macro_rules! ensure_object {
 #[cfg(test)]
 mod tests {
     use super::Script;
-    use crate::remote::{delete, get, progress, rate, save};
+    use crate::remote::{delete, progress, rate, save, split};
 
     /// Every declared script, as (name, ARGV, REST, BODY).
     fn declared() -> Vec<(
@@ -207,7 +226,7 @@ mod tests {
             one::<delete::DeleteIfBelow>("DeleteIfBelow"),
             one::<rate::AddRating>("AddRating"),
             one::<progress::SetProgress>("SetProgress"),
-            one::<get::GetUnlessSame>("GetUnlessSame"),
+            one::<split::SplitRoom>("SplitRoom"),
         ]
     }
 

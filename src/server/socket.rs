@@ -64,6 +64,13 @@ impl AsyncRead for ReadHalf {
             });
             match read {
                 Ok(Ok(n)) => {
+                    // A read that did not fill the buffer took everything the socket held: the
+                    // next read would only fail with EAGAIN (one wasted system call per request
+                    // at one request a wake). Forgetting the readiness makes the next poll wait
+                    // for epoll instead; data that arrived meanwhile has already set it again.
+                    if n > 0 && n < buf.remaining() {
+                        guard.clear_ready();
+                    }
                     // SAFETY: `read(2)` initialised these `n` bytes.
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);

@@ -596,3 +596,103 @@ fn idle_connections_are_not_watched_for_writability() {
         after.saturating_sub(before)
     );
 }
+
+/// Issue 18: a connection is served by one loop, so while an answer waits for room in the
+/// socket of a client that does not read, the daemon reads nothing more from it: the client's
+/// pipelined requests stay in its own socket buffer, not in the daemon (with a reader task
+/// apart from the writer, the daemon read on until the connection held maxUnreadBytes, 4 MiB).
+/// Every request is still answered once the client reads.
+#[test]
+fn a_client_that_does_not_read_is_not_read_while_an_answer_waits() {
+    let d = Daemon::start(Backend::Memory);
+    let mut c = d.connect();
+    c.ping();
+    // Each answer (`bad_request`, echoing the 64 KiB id) is as large as its request.
+    let line = format!(
+        "{{\"id\":\"{}\",\"op\":\"noSuchOp\"}}\n",
+        "i".repeat(64 << 10)
+    );
+    let line = line.into_bytes();
+    let mut w = c.writer();
+    w.set_nonblocking(true).unwrap();
+    let (mut accepted, mut offset, mut lines) = (0usize, 0usize, 0usize);
+    // Until the daemon has taken nothing for a second (or far more than it should).
+    let mut progress = Instant::now();
+    while progress.elapsed() < Duration::from_secs(1) && accepted < 16 << 20 {
+        match w.write(&line[offset..]) {
+            Ok(n) => {
+                accepted += n;
+                offset += n;
+                if offset == line.len() {
+                    (offset, lines) = (0, lines + 1);
+                }
+                progress = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("the daemon closed the connection: {e}"),
+        }
+    }
+    w.set_nonblocking(false).unwrap();
+    // Socket buffers both ways (about 200 KiB each here) and a few answers in the daemon.
+    assert!(
+        accepted < 2 << 20,
+        "the daemon took {} KiB of requests from a client that read none of its answers",
+        accepted >> 10
+    );
+    // The rest of a line cut in the middle is written while the answers are read.
+    let rest = line[offset..].to_vec();
+    let finisher = std::thread::spawn(move || w.write_all(&rest));
+    for _ in 0..lines + usize::from(offset > 0) {
+        assert_err(&c.read_json(), "bad_request");
+    }
+    finisher.join().unwrap().unwrap();
+}
+
+/// Issue 18: a request that arrives alone costs the daemon one `read`, not a second one that
+/// finds the socket empty (EAGAIN): a read that does not fill the buffer took everything, so the
+/// connection waits for epoll instead of asking again. Counted with strace on 200 sequential
+/// requests (before: one EAGAIN per request).
+#[test]
+fn a_request_that_arrives_alone_is_read_with_one_system_call() {
+    let d = Daemon::start(Backend::Memory);
+    let mut c = d.connect();
+    c.ping();
+    let trace = d.dir().join("reads.strace");
+    let log = d.dir().join("strace.log");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-e", "trace=read", "-o"])
+        .arg(&trace)
+        .args(["-p", &d.pid().to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("strace is needed for this test (apt-get install strace)");
+    let attached = format!("Process {} attached", d.pid());
+    d.wait_for("strace to attach", || {
+        fs::read_to_string(&log).is_ok_and(|text| text.contains(&attached))
+    });
+    // The runtime's threads are attached after its main thread: let strace finish with them.
+    std::thread::sleep(Duration::from_millis(300));
+    let requests = 200;
+    for _ in 0..requests {
+        c.ping();
+    }
+    // SIGINT: strace detaches and writes out what it has.
+    // SAFETY: kill(2) on the strace process this test started.
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    strace.wait().unwrap();
+    let text = fs::read_to_string(&trace).unwrap();
+    let reads = text.lines().filter(|l| l.contains("read(")).count();
+    let empty = text.lines().filter(|l| l.contains("EAGAIN")).count();
+    assert!(
+        reads >= requests,
+        "strace saw {reads} reads for {requests} requests: it did not trace the daemon"
+    );
+    assert!(
+        empty < requests / 10,
+        "{empty} of the daemon's {reads} reads found nothing to read ({requests} requests)"
+    );
+}

@@ -31,6 +31,7 @@ mod model;
 mod ops;
 mod process;
 mod redis;
+mod redis_layout;
 mod socket_swap;
 mod systemd;
 mod upgrade;

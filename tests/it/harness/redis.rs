@@ -92,6 +92,22 @@ impl RedisServer {
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// Sends one command with binary-safe arguments (RESP) and returns the first reply chunk.
+    pub fn command_args(&self, args: &[&[u8]]) -> Option<String> {
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg);
+            request.extend_from_slice(b"\r\n");
+        }
+        let mut s = UnixStream::connect(self.socket()).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(&request).ok()?;
+        let mut buf = [0u8; 65536];
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
     /// Sends `signal` to the server (SIGSTOP: it stops answering without closing anything).
     pub fn signal(&self, signal: libc::c_int) {
         let pid = self.child.as_ref().expect("the server runs").id() as i32;

@@ -1,0 +1,76 @@
+//! A saved room turned from the whole form into the split form (see [`super::layout`]), the
+//! first time `addRating` or `setProgress` reaches it after a save.
+//!
+//! Those scripts answer `whole` with the room's JSON instead of changing a room in the whole
+//! form. The daemon splits that JSON ([`layout::parts`]) and a script puts the fields in place
+//! of `room` only if `room` is still those bytes (another daemon may have saved, split or deleted
+//! the room meanwhile); then the change is sent again. The split keeps the room's content, `rev`
+//! and `w`, so it publishes nothing and every read cache stays right. Each step is one script,
+//! so the change itself stays one atomic step whichever daemons race on the room.
+
+use super::layout;
+use super::script::Script;
+use super::RemoteStore;
+use crate::room::prepare::PreparedRoom;
+use crate::room::RoomName;
+use crate::room::StoreError;
+
+/// How many times a change splits the room and tries again before giving up (each retry means
+/// another daemon saved the room again in between).
+const TRIES: usize = 8;
+
+script! {
+    /// Put `fields` (the split form's content) in place of the field `room` if it still holds
+    /// `whole`; answers `ok`, or `changed` when it does not.
+    SplitRoom<'a> {
+        whole: &'a [u8],
+    }
+    rest fields
+    => "
+if redis.call('HGET', room, 'room') ~= whole then return {'changed', '0'} end
+redis.call('HDEL', room, 'room')
+for i = fields, #ARGV, 1000 do
+  redis.call('HSET', room, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return {'ok', '0'}
+"
+}
+
+impl RemoteStore {
+    /// Runs the script `script()` makes on room `name`, splitting the room first when it is in
+    /// the whole form; returns the script's status and number.
+    pub(super) async fn run_split<S: Script>(
+        &self,
+        name: &RoomName,
+        script: impl Fn() -> S,
+    ) -> Result<(String, u64), StoreError> {
+        for _ in 0..TRIES {
+            let (status, value): (String, Vec<u8>) = self.invoke(name.as_str(), script()).await?;
+            if status != "whole" {
+                let number = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse().ok());
+                return Ok((status, number.unwrap_or(0)));
+            }
+            self.split(name, &value).await?;
+        }
+        Err(StoreError::Unavailable {
+            message: format!(
+                "room {name:?} at Redis {} was saved again {TRIES} times while this change waited; try again",
+                self.inner.url
+            ),
+            cause: None,
+        })
+    }
+
+    /// Splits room `name`, whose `room` field held `whole`.
+    async fn split(&self, name: &RoomName, whole: &[u8]) -> Result<(), StoreError> {
+        let room = PreparedRoom::from_json(whole).map_err(|_| self.corrupt(name.as_str()))?;
+        let split = SplitRoom {
+            whole,
+            fields: layout::parts(&room).fields,
+        };
+        let _: (String, String) = self.invoke(name.as_str(), split).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! The two forms a room takes in Redis (issue #18; `src/remote/layout.rs`): a save writes the
+//! room whole, in a few fields, and the first swipe after it splits it into the per-media fields
+//! that `addRating` and `setProgress` change one at a time. Every room reads back as the memory
+//! backend serves it, rooms written by earlier releases (split form only) still serve, and daemons
+//! racing on a freshly saved room keep the "already rated" rule.
+
+use std::thread;
+
+use moviematch_storaged::remote::layout;
+use moviematch_storaged::room::prepare::PreparedRoom;
+use serde_json::{json, Value};
+
+use crate::harness::{room, Backend, Conn, Daemon};
+
+/// The raw `getRoom` reply line for `name`.
+fn raw_get(conn: &mut Conn, name: &str) -> String {
+    conn.send(&json!({"op": "getRoom", "roomName": name}));
+    conn.read_line().expect("a reply")
+}
+
+/// How many fields the hash of room `name` has (default prefix).
+fn hash_len(daemon: &Daemon, name: &str) -> usize {
+    let key = format!("moviematch:room:{name}");
+    let reply = daemon
+        .redis()
+        .command_args(&[b"HLEN", key.as_bytes()])
+        .expect("Redis answers HLEN");
+    reply
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap_or_else(|_| panic!("HLEN answered {reply:?}"))
+}
+
+/// A room with `media` rated media: big enough that a per-media layout would show.
+fn rated_room(name: &str, media: usize) -> Value {
+    let mut r = room(name);
+    for i in 0..media {
+        r["ratings"][format!("plex://movie/{i:04}")] = json!([["john_doe", "like", i]]);
+    }
+    r
+}
+
+/// The same requests on a memory daemon and a Redis daemon; every `getRoom` reply must be the
+/// same bytes.
+fn same_as_memory(memory: &Daemon, redis: &Daemon, steps: &[Value], name: &str) {
+    let (mut m, mut r) = (memory.connect(), redis.connect());
+    for step in steps {
+        let (a, b) = (m.call(step.clone()), r.call(step.clone()));
+        assert_eq!(a, b, "{step}");
+        assert_eq!(raw_get(&mut m, name), raw_get(&mut r, name), "after {step}");
+    }
+}
+
+fn rate(name: &str, media: &str, user: &str) -> Value {
+    json!({"op": "addRating", "roomName": name, "mediaId": media, "userName": user,
+           "rating": "like", "timestamp": 1_700_000_000_000u64})
+}
+
+fn progress(name: &str, user: &str, progress: u64) -> Value {
+    json!({"op": "setProgress", "roomName": name, "userName": user, "progress": progress})
+}
+
+#[test]
+fn a_save_writes_a_few_fields_and_the_first_swipe_splits_the_room() {
+    let daemon = Daemon::start(Backend::Redis);
+    let memory = Daemon::start(Backend::Memory);
+    let save = json!({"op": "saveRoom", "room": rated_room("night", 100)});
+    same_as_memory(&memory, &daemon, &[save], "night");
+    let saved = hash_len(&daemon, "night");
+    assert!(
+        saved <= 6,
+        "a saved room of 100 media takes {saved} hash fields"
+    );
+    same_as_memory(
+        &memory,
+        &daemon,
+        &[
+            rate("night", "plex://movie/0007", "jane"),
+            rate("night", "plex://movie/0007", "jane"),
+            rate("night", "plex://movie/0007", "john_doe"),
+            rate("night", "new", "jane"),
+            progress("night", "jane", 4),
+            progress("night", "john_doe", 9),
+            json!({"op": "saveRoom", "room": rated_room("night", 3)}),
+            progress("night", "jane", 1),
+            rate("night", "plex://movie/0001", "jane"),
+            json!({"op": "saveRoom", "room": {"roomName": "night", "sort": "random",
+                "createdAt": "2025-10-25T20:00:00.000Z", "creatorPlexUserId": "1",
+                "creatorPlexUsername": "u", "ratings": null, "userProgress": null}}),
+            rate("night", "m", "jane"),
+            progress("night", "jane", 2),
+        ],
+        "night",
+    );
+    // The swipes split it: one field per media from then on.
+    assert!(hash_len(&daemon, "night") > 5);
+}
+
+#[test]
+fn rooms_in_the_split_form_of_earlier_releases_still_serve() {
+    let daemon = Daemon::start(Backend::Redis);
+    let sent = rated_room("old night", 20);
+    let text = serde_json::to_vec(&sent).expect("encodes");
+    let prepared = PreparedRoom::from_json(&text).expect("a valid room");
+    let key = b"moviematch:room:old night";
+    let mut command: Vec<Vec<u8>> = vec![
+        b"HSET".to_vec(),
+        key.to_vec(),
+        b"rev".to_vec(),
+        b"4".to_vec(),
+    ];
+    for (field, value) in layout::split(&prepared, 1_700_000_000_000, b"old.1").fields {
+        command.push(field);
+        command.push(value);
+    }
+    let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+    {
+        let redis = daemon.redis();
+        let reply = redis.command_args(&args).expect("Redis answers HSET");
+        assert!(reply.starts_with(':'), "HSET answered {reply:?}");
+        redis
+            .command_args(&[b"ZADD", b"moviematch:rooms", b"0", b"old night"])
+            .expect("Redis answers ZADD");
+    }
+    let mut conn = daemon.connect();
+    assert_eq!(conn.get("old night"), Some((sent.clone(), 4)));
+    assert_eq!(
+        conn.rate("old night", "plex://movie/0003", "john_doe", "like"),
+        (4, false)
+    );
+    assert_eq!(
+        conn.rate("old night", "plex://movie/0003", "jane", "like"),
+        (5, true)
+    );
+    conn.ok(progress("old night", "jane", 7));
+    let mut expected = sent.clone();
+    expected["ratings"]["plex://movie/0003"]
+        .as_array_mut()
+        .expect("an array")
+        .push(json!(["jane", "like", 1_700_000_000_000u64]));
+    expected["userProgress"]["jane"] = json!(7);
+    assert_eq!(conn.get("old night"), Some((expected.clone(), 6)));
+    let (listed, _) = conn.list(json!({"limit": 10}));
+    assert_eq!(listed, vec![expected]);
+    // A save replaces it with the whole form.
+    conn.save(&sent);
+    assert!(hash_len(&daemon, "old night") <= 6);
+    assert_eq!(conn.get("old night"), Some((sent, 7)));
+}
+
+#[test]
+fn daemons_racing_on_freshly_saved_rooms_rate_each_user_once() {
+    const ROOMS: usize = 30;
+    const CLIENTS: usize = 6;
+    let one = Daemon::start(Backend::Redis);
+    let two = one.sibling().socket(one.dir().join("second.sock")).start();
+    let mut conn = one.connect();
+    for r in 0..ROOMS {
+        conn.save(&rated_room(&format!("race {r}"), 40));
+    }
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let socket = if c % 2 == 0 {
+                one.socket()
+            } else {
+                two.socket()
+            }
+            .to_owned();
+            thread::spawn(move || {
+                let mut conn = Conn::connect(&socket).expect("connect");
+                let mut added_same = 0;
+                for r in 0..ROOMS {
+                    let name = format!("race {r}");
+                    // Every client rates as the same user (only one may add it) and as itself,
+                    // and sets progress, all while the room is being split.
+                    let (_, added) = conn.rate(&name, "plex://movie/0002", "shared", "like");
+                    added_same += usize::from(added);
+                    let (_, added) =
+                        conn.rate(&name, "plex://movie/0002", &format!("c{c}"), "like");
+                    assert!(added, "client {c} rated {name} once");
+                    let (_, added) = conn.rate(&name, "plex://movie/0002", "john_doe", "like");
+                    assert!(!added, "john_doe had rated it in the save");
+                    conn.ok(progress(&name, &format!("c{c}"), r as u64));
+                }
+                added_same
+            })
+        })
+        .collect();
+    let added_same: usize = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client"))
+        .sum();
+    assert_eq!(added_same, ROOMS, "the shared user was added once per room");
+    for r in 0..ROOMS {
+        let name = format!("race {r}");
+        let (got, revision) = two.connect().get(&name).expect("the room");
+        // The save, the shared user's rating, each client's rating and progress.
+        assert_eq!(revision, (1 + 1 + 2 * CLIENTS) as u64, "{name}");
+        let raters: Vec<&str> = got["ratings"]["plex://movie/0002"]
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(|t| t[0].as_str())
+            .collect();
+        assert_eq!(raters.len(), 2 + CLIENTS, "{name}: {raters:?}");
+        assert_eq!(raters.iter().filter(|u| **u == "shared").count(), 1);
+        assert_eq!(raters[0], "john_doe", "the saved rating stays first");
+        assert_eq!(got["ratings"].as_object().expect("ratings").len(), 41);
+    }
+}
