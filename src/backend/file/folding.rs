@@ -120,11 +120,15 @@ impl FileBackend {
             }
             Err(e) => return Err(e),
         };
+        let mut dirty = std::mem::take(&mut self.dirty);
+        // Rewritten with an LSN above the records of their refused batches, which may still
+        // be in a journal this fold covers (one whose removal fails stays on disk).
+        dirty.append(&mut self.journal.take_refold());
         let job = FoldJob {
             fs: self.fs.clone(),
             dir: self.dir.clone(),
             rooms: rooms.clone(),
-            dirty: std::mem::take(&mut self.dirty),
+            dirty,
             files: self.files.clone(),
             lsn: self.journal.next_lsn() - 1,
             closing,
@@ -234,7 +238,7 @@ impl FileBackend {
             // Their latest state is only in the journals about to be deleted: log it again.
             let again: Vec<Change> = done.skipped.iter().map(|n| whole_room(rooms, n)).collect();
             self.dirty.extend(done.skipped);
-            self.journal.append(&again, true)?;
+            self.journal.append(&again, true, rooms)?;
         }
         self.journal.drop_covered(covers_before);
         Ok(())

@@ -7,6 +7,17 @@
 //! append starts a new file. In relaxed mode, where the failed sync may have lost acknowledged
 //! changes, the rooms changed since the last good sync are logged again, whole, in the new
 //! journal ([`Journal::sync`]).
+//!
+//! A refused batch that could not be cut off (the truncate, which syncs the new length, failed
+//! too) may still be on disk, and a start would replay it: a change its client was told failed
+//! would come back. So its rooms are *refused rooms* until the disk works again: the next
+//! append (of a commit, or of the upkeep tick's sync if no commit comes first) begins with a
+//! whole-room record of each, holding its state as acknowledged (a `Delete` for a room that
+//! does not exist), and is synced in both modes. Replay applies journals in order and records
+//! in LSN order, and LSNs are never reused, so those records win over the refused ones. The
+//! next fold also rewrites their files (with an LSN above the refused records), so that no
+//! journal left behind can replay them onto an older file. Nothing of this runs while
+//! nothing failed.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -50,6 +61,12 @@ pub(super) struct Journal {
     /// Relaxed mode: a journal holding unsynced changes was abandoned, so they must be logged
     /// again at the next sync.
     unsynced_lost: bool,
+    /// Rooms of refused batches that may still be on disk (see the module docs): logged whole
+    /// at the start of the next append, which clears this once it is synced.
+    refused: BTreeSet<RoomName>,
+    /// The same rooms, kept until a fold takes them ([`Journal::take_refold`]): their files
+    /// must be rewritten with an LSN above the refused records.
+    refold: BTreeSet<RoomName>,
     /// The last journal start-up found, and every room its journals hold a record of (even one
     /// its file already held): such a room cannot be deleted by removing its file alone.
     start_generation: u64,
@@ -76,6 +93,8 @@ impl Journal {
             records: Vec::new(),
             unsynced: BTreeSet::new(),
             unsynced_lost: false,
+            refused: BTreeSet::new(),
+            refold: BTreeSet::new(),
             start_generation: 0,
             in_start_journals: HashSet::new(),
             removing: None,
@@ -188,14 +207,31 @@ impl Journal {
         }
     }
 
-    /// Appends `changes` (starting a journal if needed), syncing them when `sync`.
-    pub fn append(&mut self, changes: &[Change], sync: bool) -> Result<(), StorageError> {
+    /// Appends `changes` (starting a journal if needed), syncing them when `sync`. `rooms` is
+    /// the state with `changes` applied: after a refused batch, its rooms are logged whole
+    /// from it first (see the module docs).
+    pub fn append(
+        &mut self,
+        changes: &[Change],
+        sync: bool,
+        rooms: &Snapshot,
+    ) -> Result<(), StorageError> {
         if self.file.is_none() {
             self.rotate()?;
         }
         let mut bytes = std::mem::take(&mut self.records);
         bytes.clear();
+        let repairing = !self.refused.is_empty();
+        for name in &self.refused {
+            journal::encode_record(&mut bytes, self.next_lsn, &whole_room(rooms, name));
+            self.next_lsn += 1;
+        }
         for change in changes {
+            // A room logged whole above already holds this batch's changes to it: replaying
+            // them on top would apply them twice.
+            if repairing && self.refused.contains(change.room_name()) {
+                continue;
+            }
             journal::encode_record(&mut bytes, self.next_lsn, change);
             self.next_lsn += 1;
         }
@@ -205,28 +241,40 @@ impl Journal {
         };
         let good_len = file.len();
         let mut result = file.append(&bytes).map_err(|e| ("append to", e));
-        if result.is_ok() && sync {
+        // The refused records stay a danger until the whole-room ones are durable.
+        if result.is_ok() && (sync || repairing) {
             result = file.sync().map_err(|e| ("fsync", e));
         }
         // Kept for the next batch, unless a rare huge batch made it big.
         if bytes.capacity() <= 8 << 20 {
             self.records = bytes;
         }
-        result.map_err(|(action, e)| {
-            self.abandon(good_len);
-            StorageError::io(action, path, e)
-        })
+        match result {
+            Ok(()) => {
+                self.refused.clear();
+                Ok(())
+            }
+            Err((action, e)) => {
+                self.abandon(good_len, changes);
+                Err(StorageError::io(action, path, e))
+            }
+        }
     }
 
     /// Gives up on the current journal after a failed write or sync: its unsynced pages may be
-    /// lost or stale, so they are never synced again. Cuts the failed batch off if the disk
-    /// allows; the next append starts a new journal.
-    fn abandon(&mut self, good_len: u64) {
+    /// lost or stale, so they are never synced again. Cuts the failed batch (`refused`) off if
+    /// the disk allows; if not, its rooms are logged again (see the module docs). The next
+    /// append starts a new journal.
+    fn abandon(&mut self, good_len: u64, refused: &[Change]) {
         let path = self.path(self.generation);
         self.unsynced_lost |= !self.unsynced.is_empty();
         if let Some(mut file) = self.file.take() {
             if let Err(e) = file.truncate(good_len) {
                 tracing::debug!("could not cut the failed batch off {}: {e}", path.display());
+                for change in refused {
+                    self.refused.insert(change.room_name().clone());
+                    self.refold.insert(change.room_name().clone());
+                }
             }
         }
         // Debug only: `store::health` logs when the storage starts and stops failing, and a
@@ -244,7 +292,16 @@ impl Journal {
 
     /// Relaxed mode: syncs what was appended since the last sync. If that fails, the changes
     /// may be lost from the page cache, so the rooms they touched are logged again, whole.
+    /// Both modes: logs the refused rooms again if no commit has yet (see the module docs).
     pub fn sync(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
+        self.sync_unsynced(rooms)?;
+        if !self.refused.is_empty() {
+            self.append(&[], true, rooms)?;
+        }
+        Ok(())
+    }
+
+    fn sync_unsynced(&mut self, rooms: &Snapshot) -> Result<(), StorageError> {
         if self.unsynced.is_empty() {
             return Ok(());
         }
@@ -261,7 +318,8 @@ impl Journal {
                 "cannot fsync {}: {e}; logging the changed rooms again",
                 path.display()
             );
-            self.abandon(self.len());
+            // Nothing refused: these changes were acknowledged, and are logged again below.
+            self.abandon(self.len(), &[]);
             let again: Vec<Change> = self
                 .unsynced
                 .iter()
@@ -270,7 +328,7 @@ impl Journal {
             // Until this succeeds the changes are in no synced journal: a sync of a later
             // journal alone must not count as theirs (issue 15, found by the fault sweep).
             self.unsynced_lost = true;
-            self.append(&again, true)?;
+            self.append(&again, true, rooms)?;
             self.unsynced_lost = false;
         }
         self.unsynced.clear();
@@ -291,8 +349,16 @@ impl Journal {
             return None;
         }
         Some(|name: &RoomName| {
-            self.in_start_journals.contains(name) || self.unsynced.contains(name)
+            self.in_start_journals.contains(name)
+                || self.unsynced.contains(name)
+                || self.refold.contains(name)
         })
+    }
+
+    /// For a fold that covers every journal on disk: the rooms whose files it must rewrite
+    /// because a refused batch of theirs may still be in one (see the module docs).
+    pub fn take_refold(&mut self) -> BTreeSet<RoomName> {
+        std::mem::take(&mut self.refold)
     }
 
     /// Deletes journals older than `generation` (a fold has put their changes in the room
@@ -333,7 +399,10 @@ impl Journal {
 /// bring old journals back. Returns the generations it could not remove.
 fn remove_journals(fs: &dyn Fs, dir: &Path, paths: &[(u64, PathBuf)]) -> Vec<u64> {
     let mut left = Vec::new();
-    for (generation, path) in paths {
+    // Oldest first, and none after one that stays: a newer journal may hold what undoes an
+    // older one's records at a start (a room deleted since, a refused batch's rooms logged
+    // again), so it must not go while the older one is still there.
+    for (i, (generation, path)) in paths.iter().enumerate() {
         match fs.remove(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -343,6 +412,8 @@ fn remove_journals(fs: &dyn Fs, dir: &Path, paths: &[(u64, PathBuf)]) -> Vec<u64
                     path.display()
                 );
                 left.push(*generation);
+                left.extend(paths[i + 1..].iter().map(|(g, _)| *g));
+                break;
             }
         }
     }

@@ -388,7 +388,7 @@ fn open_journal(b: &mut FileBackend, snapshot: &Snapshot, rejournal: &[Change]) 
     if let Err(e) = b.journal.rotate() {
         b.start_warning = Some(e);
     } else if !rejournal.is_empty() {
-        if let Err(e) = b.journal.append(rejournal, true) {
+        if let Err(e) = b.journal.append(rejournal, true, snapshot) {
             b.start_warning = Some(e);
         }
     }

@@ -41,6 +41,8 @@ mod prealloc;
 mod proptests;
 mod quarantine;
 mod read;
+#[cfg(test)]
+mod refused_tests;
 mod reload;
 #[cfg(test)]
 mod sim;
@@ -313,7 +315,7 @@ impl Backend for FileBackend {
             .check(&*self.fs, &self.dir, changes, batch_bytes, |n| {
                 files.contains_key(n)
             });
-        if let Err(e) = checked.and_then(|()| self.journal.append(changes, strict)) {
+        if let Err(e) = checked.and_then(|()| self.journal.append(changes, strict, rooms)) {
             if e.is_out_of_space() && self.unlink_deleted(changes, rooms)? {
                 tracing::debug!("{e}; removed the deleted rooms' files instead of journaling");
                 return Ok(());

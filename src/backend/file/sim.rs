@@ -4,7 +4,9 @@
 //! durable by syncing the file; names (creations, renames, removals) by syncing the directory.
 //! [`SimFs::power_loss`] returns a new file system holding only the durable view, with a random
 //! part of each file's unsynced tail kept (writes can be torn anywhere), so recovery code is
-//! tested against the worst the disk may do.
+//! tested against the worst the disk may do. [`SimFs::power_loss_keeping_failed`] models the
+//! other worst case: every page ever written reaches the disk, even one whose write or sync
+//! failed, or that a truncate cut off before it was durable.
 //!
 //! Faults: every call (each [`Fs`] method and each [`AppendFile`] method) takes the next number
 //! of one counter, so a scripted workload that runs its I/O on one thread makes the same calls
@@ -25,6 +27,35 @@ struct Inode {
     data: Vec<u8>,
     synced: usize,
     version: u64,
+    /// Bytes at offsets `data.len()..` the program no longer sees that a power loss may still
+    /// find: pages of a failed sync (some may have reached the disk before the error), or cut
+    /// off by a truncate that failed.
+    ghost: Vec<u8>,
+}
+
+impl Inode {
+    fn new(data: Vec<u8>, synced: usize, version: u64) -> Inode {
+        Inode {
+            data,
+            synced,
+            version,
+            ghost: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` at the end: they take the place of the ghost pages at those offsets.
+    fn extend(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+        self.ghost.drain(..bytes.len().min(self.ghost.len()));
+    }
+
+    /// After a failed sync: the program no longer sees the unsynced tail (Linux may drop the
+    /// pages), but the disk may hold any part of it.
+    fn drop_unsynced(&mut self) {
+        let mut tail = self.data.split_off(self.synced);
+        tail.append(&mut self.ghost);
+        self.ghost = tail;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +76,8 @@ struct State {
     /// Syncs of file data so far (each a flush of the disk on real hardware).
     syncs: u64,
     fault: Option<Fault>,
+    /// Calls failing with EIO by name: how many more of each (see [`SimFs::fail_next`]).
+    failing_calls: Vec<(&'static str, usize)>,
     /// Take a power-loss image just before this call (see [`SimFs::crash_at`]).
     crash_at: Option<u64>,
     crash_image: Option<SimFs>,
@@ -84,6 +117,15 @@ impl SimFs {
     /// Makes the next `n` whole-file writes fail (what a fold does), leaving journal syncs alone.
     pub fn fail_next_file_writes(&self, n: usize) {
         self.with(|s| s.failing_file_writes = n);
+    }
+
+    /// Makes the next `n` calls named `op` (as `SIM_TRACE=1` prints them: `append`, `sync`,
+    /// `truncate`, `remove`, ...) fail with EIO, whatever else comes in between.
+    pub fn fail_next(&self, op: &'static str, n: usize) {
+        self.with(|s| {
+            s.failing_calls.retain(|(o, _)| *o != op);
+            s.failing_calls.push((op, n));
+        });
     }
 
     /// Arms `fault`, numbering calls from 0 again.
@@ -134,6 +176,13 @@ impl SimFs {
         self.with(|s| s.power_loss(seed))
     }
 
+    /// The disk as found after a power loss now, in the other worst case: every page ever
+    /// written is there in full (also those of a failed write or sync, and those a truncate
+    /// that failed should have cut off), under the names a directory sync made durable.
+    pub fn power_loss_keeping_failed(&self) -> SimFs {
+        self.with(|s| s.power_loss_keeping_failed())
+    }
+
     /// Every file the program sees under `dir`, with its contents.
     pub fn files(&self, dir: &Path) -> Vec<(String, Vec<u8>)> {
         self.with(|s| {
@@ -172,13 +221,28 @@ impl State {
                     (next() as usize) % (unsynced + 1)
                 };
                 let len = (inode.synced + kept).min(inode.data.len());
-                Inode {
-                    data: inode.data[..len].to_vec(),
-                    synced: len,
-                    version: inode.version,
-                }
+                Inode::new(inode.data[..len].to_vec(), len, inode.version)
             })
             .collect();
+        self.after_power_loss(inodes)
+    }
+
+    /// See [`SimFs::power_loss_keeping_failed`].
+    fn power_loss_keeping_failed(&self) -> SimFs {
+        let inodes = self
+            .inodes
+            .iter()
+            .map(|inode| {
+                let mut data = inode.data.clone();
+                data.extend_from_slice(&inode.ghost);
+                Inode::new(data.clone(), data.len(), inode.version)
+            })
+            .collect();
+        self.after_power_loss(inodes)
+    }
+
+    /// A disk holding `inodes` under the durable names, and nothing else.
+    fn after_power_loss(&self, inodes: Vec<Inode>) -> SimFs {
         let after = State {
             inodes,
             names: self.durable_names.clone(),
@@ -190,6 +254,7 @@ impl State {
             calls: 0,
             syncs: 0,
             fault: None,
+            failing_calls: Vec::new(),
             crash_at: None,
             crash_image: None,
         };
@@ -219,9 +284,20 @@ impl State {
         }
         match self.fault {
             Some(f) if n >= f.from && f.count.is_none_or(|count| n < f.from + count) => {
-                Err(io::Error::from_raw_os_error(f.errno))
+                return Err(io::Error::from_raw_os_error(f.errno));
             }
-            _ => Ok(()),
+            _ => {}
+        }
+        match self
+            .failing_calls
+            .iter_mut()
+            .find(|(o, left)| *o == op && *left > 0)
+        {
+            Some((_, left)) => {
+                *left -= 1;
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            }
+            None => Ok(()),
         }
     }
 
@@ -300,11 +376,8 @@ impl Fs for SimFs {
             let version = s.tick();
             if let Err(e) = injected {
                 // Created, and then the write or the sync failed: an unsynced part is left.
-                s.inodes.push(Inode {
-                    data: bytes[..bytes.len() / 2].to_vec(),
-                    synced: 0,
-                    version,
-                });
+                s.inodes
+                    .push(Inode::new(bytes[..bytes.len() / 2].to_vec(), 0, version));
                 s.names.insert(path.to_owned(), s.inodes.len() - 1);
                 return Err(e);
             }
@@ -314,11 +387,7 @@ impl Fs for SimFs {
                 fail
             };
             let synced = if fails { 0 } else { bytes.len() };
-            s.inodes.push(Inode {
-                data: bytes.to_vec(),
-                synced,
-                version,
-            });
+            s.inodes.push(Inode::new(bytes.to_vec(), synced, version));
             s.names.insert(path.to_owned(), s.inodes.len() - 1);
             if fails {
                 return Err(io::Error::from_raw_os_error(libc::EIO));
@@ -372,11 +441,7 @@ impl Fs for SimFs {
                 return Ok(i);
             }
             let version = s.tick();
-            s.inodes.push(Inode {
-                data: Vec::new(),
-                synced: 0,
-                version,
-            });
+            s.inodes.push(Inode::new(Vec::new(), 0, version));
             s.names.insert(path.to_owned(), s.inodes.len() - 1);
             Ok(s.inodes.len() - 1)
         })?;
@@ -424,11 +489,7 @@ impl WriteBatch for SimBatch {
                 bytes
             };
             let version = s.tick();
-            s.inodes.push(Inode {
-                data: written.to_vec(),
-                synced: 0,
-                version,
-            });
+            s.inodes.push(Inode::new(written.to_vec(), 0, version));
             s.names.insert(path.to_owned(), s.inodes.len() - 1);
             match injected {
                 Err(e) => Err(e),
@@ -448,15 +509,16 @@ impl WriteBatch for SimBatch {
                 // As for a journal: the unsynced pages may be dropped (and a power loss may
                 // still keep any part of what reached the disk before the error).
                 for &i in &self.inodes {
-                    let inode = &mut s.inodes[i];
-                    inode.data.truncate(inode.synced);
+                    s.inodes[i].drop_unsynced();
                 }
                 return Err(injected
                     .err()
                     .unwrap_or_else(|| io::Error::from_raw_os_error(libc::EIO)));
             }
             for &i in &self.inodes {
-                s.inodes[i].synced = s.inodes[i].data.len();
+                let inode = &mut s.inodes[i];
+                inode.synced = inode.data.len();
+                inode.ghost.clear();
             }
             Ok(())
         })
@@ -480,7 +542,7 @@ impl AppendFile for SimAppendFile {
             } else {
                 &bytes[..bytes.len() / 2]
             };
-            inode.data.extend_from_slice(written);
+            inode.extend(written);
             inode.version = version;
             injected
         })
@@ -490,26 +552,32 @@ impl AppendFile for SimAppendFile {
         self.fs.with(|s| {
             let injected = s.call("sync");
             if injected.is_err() || s.sync_fails() {
-                // Like Linux after a failed fsync: the dirty pages may be dropped; model the
-                // worst case, the unsynced tail is gone for good.
-                let inode = &mut s.inodes[self.inode];
-                inode.data.truncate(inode.synced);
+                // Like Linux after a failed fsync: the dirty pages may be dropped, so the
+                // program never sees them again; some may have reached the disk all the same.
+                s.inodes[self.inode].drop_unsynced();
                 return Err(injected
                     .err()
                     .unwrap_or_else(|| io::Error::from_raw_os_error(libc::EIO)));
             }
             let inode = &mut s.inodes[self.inode];
             inode.synced = inode.data.len();
+            // The file's length is durable too: what a truncate cut off is gone.
+            inode.ghost.clear();
             Ok(())
         })
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.fs.with(|s| {
+            // A failed truncate changes nothing the disk is known to hold: what it should have
+            // cut off (the program's view and the ghost pages) may all be found after a
+            // power loss.
             s.call("truncate")?;
             let inode = &mut s.inodes[self.inode];
             inode.data.truncate(len as usize);
             inode.synced = inode.synced.min(inode.data.len());
+            // `AppendFile::truncate` syncs the new length.
+            inode.ghost.clear();
             Ok(())
         })
     }
