@@ -51,6 +51,12 @@ pub fn so_far() -> u64 {
     ALLOCATED.with(Cell::get)
 }
 
+/// Bytes this thread's allocations hold now less what it freed (of anyone's); the change over a
+/// step is what the step left allocated.
+pub fn live() -> i64 {
+    LIVE.with(Cell::get)
+}
+
 /// The most this thread's allocations less its frees reached above their level now, while
 /// `f` ran (everything `f` allocates and frees on this thread).
 pub fn peak_during<T>(f: impl FnOnce() -> T) -> (T, u64) {

@@ -82,6 +82,39 @@ fn missing_files(storage: &Path, rooms: usize) -> usize {
         .count()
 }
 
+/// The daemon's `compressedRooms` (rooms packed when its last compaction pass ended).
+async fn compressed_rooms(server: &Server) -> u64 {
+    let mut conn = server.connect().await;
+    conn.send(b"{\"op\":\"stats\"}\n")
+        .await
+        .expect("ask for stats");
+    conn.flush().await.expect("ask for stats");
+    let line = conn.recv_line().await.expect("stats");
+    let stats: serde_json::Value = serde_json::from_slice(&line).expect("stats is JSON");
+    stats["compressedRooms"].as_u64().unwrap_or(0)
+}
+
+/// Waits (up to 5 minutes) until the daemon's compaction pass has compressed all `rooms`, as
+/// it does with rooms nobody reads (`room/cold.rs`: unread for 30 s, then a pass); returns RSS
+/// then (KiB), and how long that took. A daemon that never gets there is a failed check.
+async fn rss_once_idle(report: &mut Report, server: &Server, rooms: usize, what: &str) -> u64 {
+    let since = Instant::now();
+    while compressed_rooms(server).await < rooms as u64 {
+        if since.elapsed() > Duration::from_secs(300) {
+            report.fail(format!(
+                "{what}: the daemon had not compressed its {rooms} idle rooms after 300 s"
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "  {what}: every room compressed {:.1} s later",
+        since.elapsed().as_secs_f64()
+    );
+    server.rss_kb()
+}
+
 /// Memory and start-up with `rooms` rooms of 5 KB written as room files before the daemon
 /// starts; Redis holds the same JSON and loads it from its RDB file.
 pub async fn from_files(report: &mut Report, rooms: usize, dir: &Path) {
@@ -101,6 +134,7 @@ pub async fn from_files(report: &mut Report, rooms: usize, dir: &Path) {
     }
     let (ours, first) = procs::daemon(&ours_dir, "strict").await;
     let ours_rss = ours.rss_kb();
+    let ours_idle = rss_once_idle(report, &ours, rooms, "started from room files").await;
     ours.stop();
     let (ours, clean) = procs::daemon(&ours_dir, "strict").await;
     // Leave a journal behind: a rating in each of 10% of the rooms, then a crash.
@@ -143,6 +177,11 @@ pub async fn from_files(report: &mut Report, rooms: usize, dir: &Path) {
     report.push(Row::single(
         &format!("RSS, {rooms} rooms of 5 KB started from room files (MiB)"),
         mib(ours_rss),
+        mib(redis_rss),
+    ));
+    report.push(Row::single(
+        &format!("RSS, {rooms} rooms of 5 KB started from room files, idle (MiB)"),
+        mib(ours_idle),
         mib(redis_rss),
     ));
     report.push(Row::single(
@@ -236,9 +275,15 @@ pub async fn through_socket(report: &mut Report, rooms: usize, quick: bool, dir:
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_fold = ours.rss_kb();
+    let idle = rss_once_idle(report, &ours, rooms, "saved through the socket").await;
+    eprintln!(
+        "  (that is {:.1} s after the burst)",
+        burst_done.elapsed().as_secs_f64()
+    );
     ours.stop();
     let (ours, _) = procs::daemon(&ours_dir, "strict").await;
     let after_restart = ours.rss_kb();
+    let restart_idle = rss_once_idle(report, &ours, rooms, "after a restart").await;
     ours.stop();
     let _ = std::fs::remove_dir_all(&ours_dir);
 
@@ -271,9 +316,15 @@ pub async fn through_socket(report: &mut Report, rooms: usize, quick: bool, dir:
         mib(after_fold),
         redis_after,
     ));
+    report.push(Row::single(&what("idle"), mib(idle), redis_after));
     report.push(Row::single(
         &what("after a restart"),
         mib(after_restart),
+        mib(redis_restart),
+    ));
+    report.push(Row::single(
+        &what("after a restart, idle"),
+        mib(restart_idle),
         mib(redis_restart),
     ));
 }

@@ -2,16 +2,20 @@
 //!
 //! The actor builds a new [`Snapshot`] after each batch of mutations and publishes it; readers
 //! load the current one without waiting for the actor. A [`RoomEntry`] is *cold* (only its
-//! compact JSON, which is all a read needs and all a million idle rooms should cost) or *hot*
-//! (a [`RoomBody`] being changed by swipes, encoded lazily, once, by the first reader of each
-//! version, so a burst of ratings costs no re-encoding at all).
+//! compact JSON, which is all a read needs) or *hot* (a [`RoomBody`] being changed by swipes,
+//! encoded lazily, once, by the first reader of each version, so a burst of ratings costs no
+//! re-encoding at all). A cold room nobody used for a while is *packed*: its JSON compressed
+//! ([`super::cold`]), which is what a hundred thousand idle rooms should cost; a read unpacks it
+//! once into the entry, and the compaction pass drops that copy again if no read followed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use super::body::{self, RoomBody};
+use super::cold::Packed;
 use crate::room::{parse_timestamp, EpochMillis, Revision, RoomDoc, RoomName};
 
 /// The facts about a room that reads and filters use, taken out once when it is saved.
@@ -94,8 +98,15 @@ pub struct RoomEntry {
     pub summary: Bytes,
     /// Present while the room is hot.
     body: Option<Arc<RoomBody>>,
-    /// The compact JSON; always set for a cold room, filled on first read for a hot one.
+    /// The compact JSON compressed, once the room was idle for a while (then `encoded` is
+    /// filled only by a read).
+    packed: Option<Packed>,
+    /// The compact JSON; set at once for a cold room that is not packed, filled on first read
+    /// for a hot or packed one.
     encoded: OnceLock<Bytes>,
+    /// Set when the entry is made and by every read; the compaction pass clears it, so a room
+    /// whose flag the pass finds clear was not read for a whole pass.
+    used: AtomicBool,
 }
 
 impl RoomEntry {
@@ -117,7 +128,9 @@ impl RoomEntry {
             rating_count,
             summary,
             body: None,
+            packed: None,
             encoded: OnceLock::from(encoded),
+            used: AtomicBool::new(true),
         }
     }
 
@@ -155,28 +168,121 @@ impl RoomEntry {
             facts,
             rating_count,
             body: Some(body),
+            packed: None,
             encoded: OnceLock::new(),
+            used: AtomicBool::new(true),
         }
     }
 
-    /// The room as compact JSON, exactly what `getRoom` returns.
+    /// The room as compact JSON, exactly what `getRoom` returns. Kept in the entry once made
+    /// (a packed room is unpacked once, however many read it), and counts as a use.
     pub fn encoded(&self) -> &Bytes {
-        self.encoded.get_or_init(|| match &self.body {
-            Some(body) => Bytes::from(body.to_compact().into_boxed_slice()),
-            None => Bytes::new(),
-        })
+        // A load first: the flag's cache line stays shared between the cores reading the room.
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+        self.encoded.get_or_init(|| self.make_json())
+    }
+
+    /// The compact JSON without keeping it or counting a use: for the fold, the journal and
+    /// parsing, which must not unpack every room into memory or keep idle rooms from packing.
+    pub fn json(&self) -> Bytes {
+        match self.encoded.get() {
+            Some(json) => json.clone(),
+            None => self.make_json(),
+        }
+    }
+
+    fn make_json(&self) -> Bytes {
+        match (&self.body, &self.packed) {
+            (Some(body), _) => Bytes::from(body.to_compact().into_boxed_slice()),
+            (None, Some(packed)) => packed.unpack(&self.name),
+            (None, None) => Bytes::new(),
+        }
+    }
+
+    /// The length of the compact JSON, without unpacking it.
+    pub fn json_len(&self) -> usize {
+        match (self.encoded.get(), &self.packed) {
+            (Some(json), _) => json.len(),
+            (None, Some(packed)) => packed.json_len(),
+            (None, None) => self.json().len(),
+        }
     }
 
     /// The room's body, to change it: shared if hot, parsed from its JSON if cold.
     pub fn body(&self) -> Arc<RoomBody> {
         match &self.body {
             Some(body) => body.clone(),
-            None => Arc::new(RoomBody::parse(self.encoded()).unwrap_or_default()),
+            None => Arc::new(RoomBody::parse(&self.json()).unwrap_or_default()),
         }
     }
 
     pub fn is_hot(&self) -> bool {
         self.body.is_some()
+    }
+
+    /// Whether the room is kept compressed.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// Whether a read unpacked this packed room (it then holds both forms).
+    pub(crate) fn is_unpacked(&self) -> bool {
+        self.packed.is_some() && self.encoded.get().is_some()
+    }
+
+    /// The bytes of JSON the entry holds, packed and unpacked (not its facts or summary).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.encoded.get().map_or(0, Bytes::len) + self.packed.as_ref().map_or(0, Packed::len)
+    }
+
+    /// Whether the room was read (or made) since the last call; clears the flag.
+    pub(crate) fn take_used(&self) -> bool {
+        self.used.swap(false, Ordering::Relaxed)
+    }
+
+    /// The same room, cold, packed (`None` if hot, or if packing would not save much).
+    pub(crate) fn packed(&self) -> Option<RoomEntry> {
+        if self.is_hot() {
+            return None;
+        }
+        let packed = match &self.packed {
+            Some(packed) => packed.clone(),
+            None => Packed::of(self.encoded.get()?)?,
+        };
+        Some(RoomEntry {
+            packed: Some(packed),
+            encoded: OnceLock::new(),
+            used: AtomicBool::new(false),
+            ..self.same_facts()
+        })
+    }
+
+    /// The same room, cold and not packed (for a packed room that is being read again). Its
+    /// "used" flag starts clear: the read that unpacked it was counted by the pass asking.
+    pub(crate) fn unpacked(&self) -> RoomEntry {
+        RoomEntry {
+            encoded: OnceLock::from(self.json()),
+            used: AtomicBool::new(false),
+            ..self.same_facts()
+        }
+    }
+
+    /// A cold entry without its JSON, sharing everything else with this one.
+    fn same_facts(&self) -> RoomEntry {
+        RoomEntry {
+            name: self.name.clone(),
+            revision: self.revision,
+            updated_at: self.updated_at,
+            facts: self.facts.clone(),
+            rating_count: self.rating_count,
+            summary: self.summary.clone(),
+            body: None,
+            packed: None,
+            encoded: OnceLock::new(),
+            used: AtomicBool::new(true),
+        }
     }
 
     /// The same room, cold: keeps only its compact JSON (encoding it now if no reader did).
@@ -189,7 +295,7 @@ impl RoomEntry {
         RoomEntry::cold(
             self.name.clone(),
             self.facts.clone(),
-            self.encoded().clone(),
+            self.json(),
             self.rating_count,
             revision,
             updated_at,
@@ -202,7 +308,7 @@ impl RoomEntry {
             Some(body) => body.to_pretty(),
             None => {
                 let mut bytes = Vec::new();
-                body::prettify(self.encoded(), &mut bytes);
+                body::prettify(&self.json(), &mut bytes);
                 bytes.push(b'\n');
                 bytes
             }
@@ -211,7 +317,7 @@ impl RoomEntry {
 
     /// The room as a JSON value (tests and rare paths).
     pub fn to_value(&self) -> Value {
-        serde_json::from_slice(self.encoded()).unwrap_or(Value::Null)
+        serde_json::from_slice(&self.json()).unwrap_or(Value::Null)
     }
 }
 

@@ -6,6 +6,7 @@
 //!   the offending field path; [`prepare`]: the one-pass fast path over the same table, built on
 //!   the [`scan`] scanner;
 //! - [`body`], [`entry`]: a room as the store keeps it (a changeable body, a published entry);
+//!   [`cold`]: idle rooms kept compressed, and the pass that decides which;
 //! - [`change`]: mutations, outcomes, refusals and the changes that are logged and replayed;
 //! - [`error`]: [`RoomError`] and [`StoreError`], whose `Display` is the protocol's message.
 //!
@@ -15,6 +16,7 @@
 
 pub mod body;
 pub mod change;
+pub mod cold;
 pub mod entry;
 pub mod error;
 pub mod minify;

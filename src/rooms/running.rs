@@ -124,6 +124,10 @@ impl Rooms {
                         "failedCommits",
                         counters.failed_commits.load(Ordering::Relaxed),
                     )
+                    .u64(
+                        "compressedRooms",
+                        counters.packed_rooms.load(Ordering::Relaxed),
+                    )
                     .bool("storageHealthy", health.healthy)
                     .bool("readOnly", health.read_only);
                 match &health.last_error {

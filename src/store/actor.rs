@@ -22,6 +22,7 @@ use super::health::Operation;
 use super::{Counters, Event};
 use crate::backend::{Backend, StorageError};
 use crate::room::change::{Change, Mutation, Outcome};
+use crate::room::cold::Compactor;
 use crate::room::entry::{RoomEntry, RoomMap, Snapshot};
 use crate::room::StoreError;
 use crate::room::{now_millis, RoomName};
@@ -71,6 +72,8 @@ pub(super) struct Actor {
     /// Hot rooms and when each last changed (a batch counter).
     pub hot: HashMap<RoomName, u64>,
     pub batch_number: u64,
+    /// Keeps idle rooms compressed, a slice of the rooms per tick.
+    pub compactor: Compactor,
 }
 
 /// Mutations of one batch waiting for their commit.
@@ -143,6 +146,14 @@ impl Actor {
                         Ok(()) => self.counters.health.worked(Operation::Upkeep),
                         Err(e) => self.counters.health.failed(Operation::Upkeep, &e),
                     }
+                    // Nothing is pending here, so `rooms` is what readers see.
+                    if self.compactor.tick(&mut rooms) {
+                        self.publish(Snapshot {
+                            rooms: rooms.clone(),
+                        });
+                    }
+                    let packed = self.compactor.packed_rooms();
+                    self.counters.packed_rooms.store(packed, Ordering::Relaxed);
                     let _ = reply.send(());
                 }
             }

@@ -41,6 +41,8 @@ pub struct Counters {
     pub failed_commits: AtomicU64,
     /// Snapshots published; each change event carries the number of the one that holds it.
     pub published: AtomicU64,
+    /// Rooms kept compressed when the last compaction pass ended (`room::cold`).
+    pub packed_rooms: AtomicU64,
     /// How the storage is doing (`stats`: `storageHealthy`, `readOnly`, `lastStorageError`).
     pub health: health::Health,
 }
@@ -86,6 +88,7 @@ pub fn start(mut backend: Box<dyn Backend>) -> Result<(StoreHandle, ActorThread)
         events,
         hot: std::collections::HashMap::new(),
         batch_number: 0,
+        compactor: Default::default(),
     };
     let thread = std::thread::Builder::new()
         .name("storage-actor".into())

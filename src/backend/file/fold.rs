@@ -37,7 +37,7 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 const RELEASE_AFTER_BYTES: u64 = 8 << 20;
 
 /// Returns the heap's free pages to the OS, in every arena.
-fn release_free_memory() {
+pub(super) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap memory; no pointer is invalidated.
     unsafe {

@@ -430,7 +430,7 @@ pub(super) fn whole_room(rooms: &Snapshot, name: &RoomName) -> Change {
             name: entry.name.clone(),
             revision: entry.revision,
             at: entry.updated_at,
-            room: entry.encoded().clone(),
+            room: entry.json(),
         },
         None => Change::Delete { name: name.clone() },
     }

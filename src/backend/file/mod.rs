@@ -219,6 +219,10 @@ impl FileBackend {
                     dir.join(cache::CACHE).display()
                 ),
             }
+            // These may be the last references to rooms the compaction pass has packed since
+            // (a slow disk can make this write outlast the pass): give their memory back.
+            drop(rooms);
+            fold::release_free_memory();
         });
         self.cache_writer = spawned.ok();
     }

@@ -240,6 +240,7 @@ fn size_of(entry: &RoomEntry) -> usize {
     if entry.is_hot() {
         entry.summary.len() + entry.rating_count * 128 + 1024
     } else {
-        entry.encoded().len()
+        // Without unpacking a compressed room (room/cold.rs).
+        entry.json_len()
     }
 }
