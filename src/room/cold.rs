@@ -15,56 +15,8 @@ use std::ops::Bound;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::entry::{RoomEntry, RoomMap};
 use super::RoomName;
-
-/// A room's compact JSON, LZ4-compressed, with its length in front (lz4_flex's block format).
-#[derive(Debug, Clone)]
-pub struct Packed(Arc<[u8]>);
-
-impl Packed {
-    /// `json` packed, or `None` when that would save less than a quarter of it (a room of
-    /// random bytes is kept as it is: unpacking it would buy nothing).
-    pub fn of(json: &[u8]) -> Option<Packed> {
-        let packed = lz4_flex::compress_prepend_size(json);
-        (packed.len() < json.len() - json.len() / 4).then(|| Packed(packed.into()))
-    }
-
-    /// The JSON again. Only this module packs, so unpacking cannot fail unless memory was
-    /// damaged; then the room reads as empty and the error names it.
-    pub fn unpack(&self, name: &RoomName) -> Bytes {
-        match lz4_flex::decompress_size_prepended(&self.0) {
-            Ok(json) => Bytes::from(json.into_boxed_slice()),
-            Err(e) => {
-                tracing::error!(
-                    "room {}: its compressed form in memory does not unpack ({e}); \
-                     restart the daemon to read the room from storage again",
-                    super::quoted(name.as_str())
-                );
-                Bytes::new()
-            }
-        }
-    }
-
-    /// The length of the JSON it holds (the 4-byte little-endian prefix).
-    pub fn json_len(&self) -> usize {
-        match self.0.get(..4) {
-            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
-            _ => 0,
-        }
-    }
-
-    /// Bytes held.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// How long a room must go unread and unchanged before it is packed: between one and two of
 /// these (a pass clears the room's "used" flag, the next one packs it if it is still clear).
@@ -384,6 +336,7 @@ impl Compactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use serde_json::{json, Value};
 
     /// A room of about `bytes` of JSON as the benchmark saves it: media ids that differ in their

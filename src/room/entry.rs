@@ -5,7 +5,7 @@
 //! compact JSON, which is all a read needs) or *hot* (a [`RoomBody`] being changed by swipes,
 //! encoded lazily, once, by the first reader of each version, so a burst of ratings costs no
 //! re-encoding at all). A cold room nobody used for a while is *packed*: its JSON compressed
-//! ([`super::cold`]), which is what a hundred thousand idle rooms should cost; a read unpacks it
+//! (`Packed`, chosen by the compaction pass in `cold.rs`), which is what a hundred thousand idle rooms should cost; a read unpacks it
 //! once into the entry, and the compaction pass drops that copy again if no read followed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::body::{self, RoomBody};
-use super::cold::Packed;
+use super::packed::Packed;
 use crate::room::{parse_timestamp, EpochMillis, Revision, RoomDoc, RoomName};
 
 /// The facts about a room that reads and filters use, taken out once when it is saved.

@@ -20,6 +20,7 @@ pub mod cold;
 pub mod entry;
 pub mod error;
 pub mod minify;
+pub mod packed;
 pub mod prepare;
 pub mod scan;
 pub(crate) mod surrogate;
