@@ -25,6 +25,11 @@
 //! error, the journal is cut back to its last good length and closed, and the next commit starts
 //! a new journal file. In relaxed mode, where the failed sync may have lost acknowledged changes,
 //! the rooms changed since the last good sync are logged again, whole, in the new journal.
+//! If the cut-back fails too, the refused batch's pages may still reach the disk and would be
+//! replayed at the next start; so the next append (or upkeep tick, if no write comes first) logs
+//! those rooms again, whole, as they were acknowledged (or as deleted), and syncs it even in
+//! relaxed mode, and the next fold rewrites their files ([`journal_file`], [`folding`]). Only a
+//! crash before the disk takes that write can bring the refused change back.
 
 mod cache;
 mod claims;
