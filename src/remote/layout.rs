@@ -24,17 +24,22 @@
 //! | `rev`, `at`, `w`, `rc` | as above |
 //! | `doc` | the room's compact JSON with `ratings` / `userProgress` replaced by `0` |
 //! | `R`, `P` | `1` when `ratings` / `userProgress` is an object, `null` when it was saved as `null`; absent when the room has no such key |
-//! | `r:<mediaId>` | `<seq> <JSON array of that media's ratings>` |
+//! | `r:<mediaId>` | `<seq> <JSON array of that media's ratings>` (the first ones: see `a:`) |
+//! | `a:<k>:<mediaId>` | ratings added to a media that had its `r:` field: `,<rating>,<rating>...`, 32 to a chunk `k` (0, 1, ...), appended to the `r:` array in order of `k` |
+//! | `n:<mediaId>` | how many ratings the media's `a:` chunks hold |
+//! | `U` | `1` while the set `<prefix>rated:<roomName>` holds every rating's `<bytes of mediaId>:<mediaId><userName>` (`rate.rs`) |
 //! | `p:<userName>` | `<seq> <progress>` |
 //! | `seq` | the last `<seq>` handed out: media and users come back in the order they were added |
 //!
-//! `addRating` appends to one `r:` field and `setProgress` replaces one `p:` field, so a swipe on
-//! a 100 KB room moves a few hundred bytes, atomically, in a script. `0` can never be a valid
+//! `addRating` appends to one chunk (or starts a media's `r:` field) and `setProgress` replaces
+//! one `p:` field, so a swipe moves a few hundred bytes, atomically, in a script, however many
+//! ratings the room and the media hold. `0` can never be a valid
 //! `ratings` or `userProgress` (section 4 wants an object), so the placeholder is unambiguous and
 //! keeps the key where the client put it: a room comes back byte for byte as the file and memory
 //! backends return it (keys the client escaped needlessly, such as `"\u0061"`, come back plain).
 //!
-//! Besides the hashes: `<prefix>rooms`, a sorted set of every name (score 0, so ordered by bytes:
+//! Besides the hashes: `<prefix>rated:<roomName>`, the set by which `addRating` knows in one step
+//! whether a user rated a media (removed with the room's hash); `<prefix>rooms`, a sorted set of every name (score 0, so ordered by bytes:
 //! `listRooms` pages with `ZRANGE BYLEX`); `<prefix>changed` and `<prefix>created`, sorted sets of
 //! names by last change and by `createdAt` (epoch ms), for `roomExpiry` and `deleteRooms`; the
 //! channel `<prefix>events` for `watch`; and `<prefix>daemon:<host>:<pid>`, short-lived keys by
@@ -62,6 +67,11 @@ pub struct Keys {
 impl Keys {
     pub fn room(&self, name: &str) -> Vec<u8> {
         [self.prefix.as_bytes(), b"room:", name.as_bytes()].concat()
+    }
+    /// The set of `<bytes of mediaId>:<mediaId><userName>` of every rating of room `name`,
+    /// complete while the room's hash has `U` = `1` (see `rate.rs`).
+    pub fn rated(&self, name: &str) -> Vec<u8> {
+        [self.prefix.as_bytes(), b"rated:", name.as_bytes()].concat()
     }
     pub fn index(&self) -> String {
         format!("{}rooms", self.prefix)
@@ -173,6 +183,8 @@ pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
     let (mut ratings_flag, mut progress_flag, mut written) = (None, None, None);
     let mut ratings: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut progress: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+    // Chunk fields `a:<k>:<mediaId>`, as (mediaId, k, ",entry,entry...").
+    let mut chunks: Vec<(Vec<u8>, u64, Vec<u8>)> = Vec::new();
     for (field, value) in hash {
         match field.as_slice() {
             b"doc" => doc = Some(value),
@@ -187,6 +199,12 @@ pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
                 let (list, key) = match field.split_at_checked(2) {
                     Some((b"r:", key)) => (&mut ratings, key),
                     Some((b"p:", key)) => (&mut progress, key),
+                    Some((b"a:", rest)) => {
+                        let colon = rest.iter().position(|&b| b == b':')?;
+                        let k = number(&rest[..colon])?;
+                        chunks.push((rest[colon + 1..].to_vec(), k, value));
+                        continue;
+                    }
                     _ => continue,
                 };
                 let split = value.iter().position(|&b| b == b' ')?;
@@ -196,6 +214,9 @@ pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
         }
     }
     let revision = revision?;
+    if !chunks.is_empty() {
+        append_chunks(&mut ratings, chunks)?;
+    }
     if let Some(whole) = whole {
         return Some(Joined {
             encoded: Bytes::from(whole),
@@ -234,6 +255,29 @@ pub fn join(hash: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Joined> {
         rating_count: usize::try_from(rating_count).unwrap_or(usize::MAX),
         written,
     })
+}
+
+/// Appends each media's chunk fields, in chunk order, to its `r:` list; `None` if a chunk has no
+/// list to go with.
+fn append_chunks(
+    ratings: &mut [(u64, Vec<u8>, Vec<u8>)],
+    mut chunks: Vec<(Vec<u8>, u64, Vec<u8>)>,
+) -> Option<()> {
+    chunks.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    ratings.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+    for (media, _, entries) in chunks {
+        let at = ratings.binary_search_by(|r| r.1.cmp(&media)).ok()?;
+        let list = &mut ratings[at].2;
+        // `list` is a JSON array; each chunk is `,entry,entry...`.
+        if list.last() != Some(&b']') || entries.first() != Some(&b',') {
+            return None;
+        }
+        list.pop();
+        let empty = list.as_slice() == b"[";
+        list.extend_from_slice(if empty { &entries[1..] } else { &entries });
+        list.push(b']');
+    }
+    Some(())
 }
 
 /// Writes `{"key":value,...}` in the order the items were added.

@@ -59,7 +59,7 @@ impl RemoteStore {
         }
     }
 
-    /// Runs a script on the four keys of room `name`; returns its status and number.
+    /// Runs a script on the five keys of room `name`; returns its status and number.
     pub(super) async fn run(
         &self,
         name: &RoomName,
@@ -70,7 +70,7 @@ impl RemoteStore {
         Ok((status, value))
     }
 
-    /// Runs a script on the four keys of room `name`; returns its answer.
+    /// Runs a script on the five keys of room `name`; returns its answer.
     pub(super) async fn invoke<T: FromRedisValue, S: Script>(
         &self,
         name: &str,

@@ -27,8 +27,9 @@ script! {
     => "
 local current = redis.call('HGET', room, 'rev') or '0'
 if expected ~= '' and expected ~= current then return {'conflict', current} end
--- UNLINK: a split hash of a big room is freed off Redis's main thread.
-redis.call('UNLINK', room)
+-- UNLINK: a split hash of a big room is freed off Redis's main thread. The ratings go, and
+-- with them the set of who rated what (`rate.rs`).
+redis.call('UNLINK', room, rated)
 redis.call('HSET', room, 'rev', current, unpack(ARGV, fields, #ARGV))
 local rev = redis.call('HINCRBY', room, 'rev', 1)
 redis.call('ZADD', index, 0, name)
@@ -50,7 +51,7 @@ script! {
     }
     rest fields
     => "
-redis.call('UNLINK', room)
+redis.call('UNLINK', room, rated)
 redis.call('HSET', room, 'rev', revision, unpack(ARGV, fields, #ARGV))
 redis.call('ZADD', index, 0, name)
 redis.call('ZADD', changed, updated_at, name)

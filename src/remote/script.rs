@@ -10,9 +10,9 @@
 //! Lua that sees each argument as a local of the same name. Both come from the one list, in one
 //! order, so an argument cannot be filled by the wrong value or read from the wrong slot: the
 //! compiler wants every field, and the Lua never indexes `ARGV` itself (a unit test checks that,
-//! and that every argument is used). Every script gets the same four keys, as locals `room`,
-//! `index`, `changed` and `created` (so a script can never touch a key it was not given), and
-//! answers `{status, value}` as strings.
+//! and that every argument is used). Every script gets the same five keys, as locals `room`,
+//! `index`, `changed`, `created` and `rated` (so a script can never touch a key it was not
+//! given), and answers `{status, value}` as strings.
 
 use redis::Cmd;
 
@@ -31,7 +31,7 @@ pub(super) trait Script {
     /// Adds the arguments to a call, in `ARGV` order.
     fn push_args(self, command: &mut Cmd);
 
-    /// `EVALSHA` of the script on the four keys of room `name`, with the arguments. Built as one
+    /// `EVALSHA` of the script on the five keys of room `name`, with the arguments. Built as one
     /// `Cmd`, whose arguments share one buffer: a 5 KB room is some 300 fields, and the
     /// `redis` crate's `ScriptInvocation` copied each twice more, each in its own allocation
     /// (measured: most of the daemon's CPU for a `saveRoom`).
@@ -42,11 +42,12 @@ pub(super) trait Script {
         let mut command = redis::cmd("EVALSHA");
         command
             .arg(Self::script().get_hash())
-            .arg(4)
+            .arg(5)
             .arg(keys.room(name))
             .arg(keys.index())
             .arg(keys.changed())
-            .arg(keys.created());
+            .arg(keys.created())
+            .arg(keys.rated(name));
         self.push_args(&mut command);
         command
     }
@@ -56,7 +57,9 @@ pub(super) trait Script {
 /// the local of that name is the `ARGV` index of the first field/value pair.
 pub(super) fn lua(argv: &[&str], rest: Option<&str>, body: &str) -> String {
     let mut lua =
-        String::from("local room, index, changed, created = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n");
+        String::from(
+        "local room, index, changed, created, rated = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n",
+    );
     if !argv.is_empty() {
         lua.push_str(&format!(
             "local {} = unpack(ARGV, 1, {})\n",
@@ -134,7 +137,7 @@ macro_rules! script {
 /// (a macro, so that `concat!` can put it into a script's body).
 macro_rules! remove_room {
     () => {
-        "redis.call('UNLINK', room)
+        "redis.call('UNLINK', room, rated)
 redis.call('ZREM', index, name)
 redis.call('ZREM', changed, name)
 redis.call('ZREM', created, name)
@@ -264,7 +267,7 @@ mod tests {
         let lua = super::lua(&["name", "expected"], Some("fields"), "return 1\n");
         assert_eq!(
             lua,
-            "local room, index, changed, created = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n\
+            "local room, index, changed, created, rated = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n\
              local name, expected = unpack(ARGV, 1, 2)\n\
              local fields = 3\n\
              return 1\n"
