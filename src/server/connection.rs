@@ -6,7 +6,8 @@
 //! writes share commits), answers every request whose turn has come, and hands all the answers
 //! to the socket in one write. A read whose connection has nothing earlier still waiting is
 //! answered on the spot; one behind a mutation waits in the connection's queue for its turn, so
-//! it sees that write. The queue is bounded in requests ([`PIPELINE_DEPTH`]) and in bytes
+//! it sees that write, and a later mutation is started only once that read is answered, so it
+//! does not see writes sent after it. The queue is bounded in requests ([`PIPELINE_DEPTH`]) and in bytes
 //! (`maxUnreadBytes`: every queued request holds its size until its answer is written; past the
 //! budget the connection is no longer read, though one request larger than the budget still
 //! passes alone). While the socket accepts nothing the loop waits on it and reads nothing more;
@@ -76,6 +77,7 @@ pub async fn handle(
         out: BufWriter::with_capacity(WRITE_BUFFER, write),
         queue: VecDeque::new(),
         held: 0,
+        deferred: 0,
     };
     match connection.serve(&shutdown).await {
         Ok(None) => {}
@@ -139,6 +141,8 @@ struct Connection<'a> {
     queue: VecDeque<Queued>,
     /// Bytes of `maxUnreadBytes` the queue holds.
     held: usize,
+    /// Reads in the queue, to be answered when their turn comes.
+    deferred: usize,
 }
 
 impl Connection<'_> {
@@ -239,6 +243,15 @@ impl Connection<'_> {
                         room_names: watch.rooms(),
                     })));
                 }
+                // A read waiting for its turn must see the rooms as the writes before it left
+                // them, not as a later write does: a mutation reaches the store only once
+                // every read queued ahead of it has been answered (found by an outside probe:
+                // save a, get, save b in one write got b).
+                if envelope.request.is_mutation() {
+                    while self.deferred > 0 {
+                        self.answer_front().await?;
+                    }
+                }
                 self.service.begin(envelope.id, envelope.request).await
             }
         };
@@ -260,6 +273,7 @@ impl Connection<'_> {
         // What a request holds is capped by the budget, so one large request passes alone.
         let cost = cost.min(self.limits.max_unread_bytes);
         self.held += cost;
+        self.deferred += usize::from(matches!(pending, Pending::Deferred { .. }));
         self.queue.push_back(Queued { pending, cost });
         Ok(())
     }
@@ -291,6 +305,7 @@ impl Connection<'_> {
         let Some(Queued { pending, cost }) = self.queue.pop_front() else {
             return Ok(());
         };
+        self.deferred -= usize::from(matches!(pending, Pending::Deferred { .. }));
         let answer = self.service.finish(pending).await;
         let written = write_answer(&mut self.out, &answer, self.limits.write_timeout).await;
         self.held -= cost;

@@ -118,7 +118,10 @@ fn invalid_utf8_is_named_as_such() {
     }
 }
 
-for_each_backend!(numbers_are_kept_byte_for_byte_through_every_path);
+for_each_backend!(
+    numbers_are_kept_byte_for_byte_through_every_path,
+    a_pipelined_read_sees_the_writes_before_it_and_none_after
+);
 
 /// The room in a response line, as its text.
 fn room_text(line: &str) -> String {
@@ -695,4 +698,56 @@ fn a_request_that_arrives_alone_is_read_with_one_system_call() {
         empty < requests / 10,
         "{empty} of the daemon's {reads} reads found nothing to read ({requests} requests)"
     );
+}
+
+/// Found by an outside probe (2026-12-06): `saveRoom a`, `getRoom`, `saveRoom b` sent in one
+/// write got `b` from the `getRoom` in most tries, and a room saved just before a pipelined
+/// `deleteRoom` was reported missing by the reads between them: the read waited for its turn
+/// behind the first write while the later write already reached the store. Each read must see
+/// exactly the writes sent before it on its connection.
+fn a_pipelined_read_sees_the_writes_before_it_and_none_after(b: Backend) {
+    let daemon = Daemon::start(b);
+    let mut c = daemon.connect();
+    let with = |name: &str, tag: usize| {
+        let mut r = room(name);
+        r["tag"] = json!(tag);
+        r
+    };
+    for round in 0..100 {
+        let x = format!("x{round}");
+        let y = format!("y{round}");
+        let mut batch = Vec::new();
+        for req in [
+            json!({"id": 1, "op": "saveRoom", "room": with(&x, 1)}),
+            json!({"id": 2, "op": "getRoom", "roomName": x}),
+            json!({"id": 3, "op": "saveRoom", "room": with(&x, 2)}),
+            json!({"id": 4, "op": "saveRoom", "room": with(&y, 1)}),
+            json!({"id": 5, "op": "hasRoom", "roomName": y}),
+            json!({"id": 6, "op": "getRoom", "roomName": y}),
+            json!({"id": 7, "op": "deleteRoom", "roomName": y}),
+            json!({"id": 8, "op": "getRoom", "roomName": x}),
+        ] {
+            batch.extend(serde_json::to_vec(&req).unwrap());
+            batch.push(b'\n');
+        }
+        c.send_raw(&batch);
+        let answers: Vec<serde_json::Value> = (0..8)
+            .map(|_| serde_json::from_str(&c.read_line().expect("an answer")).unwrap())
+            .collect();
+        for (i, a) in answers.iter().enumerate() {
+            assert_eq!(a["id"], json!(i + 1), "round {round}: {a}");
+            assert_eq!(a["ok"], json!(true), "round {round}: {a}");
+        }
+        let first = &answers[1];
+        assert_eq!(first["room"]["tag"], json!(1), "round {round}: {first}");
+        assert_eq!(first["revision"], answers[0]["revision"], "round {round}");
+        assert_eq!(answers[4]["exists"], json!(true), "round {round}");
+        assert_eq!(answers[5]["room"]["tag"], json!(1), "round {round}");
+        assert_eq!(answers[6]["deleted"], json!(true), "round {round}");
+        assert_eq!(answers[7]["room"]["tag"], json!(2), "round {round}");
+        assert_eq!(
+            answers[7]["revision"], answers[2]["revision"],
+            "round {round}"
+        );
+    }
 }
