@@ -105,8 +105,14 @@ impl FileBackend {
             // Nothing was lost (its rooms are dirty again and the journals stay): retry now.
             tracing::warn!("the previous fold failed ({e}); folding again");
         }
+        // Every way this fails schedules a retry (`fold_failed`, here or in `merge_fold` and
+        // `fold_lost`), which the upkeep tick reports until a fold works: a fold that failed
+        // before writing anything (the new journal's directory sync, say) is no exception.
         if self.index_behind {
-            self.write_index(rooms)?;
+            if let Err(e) = self.write_index(rooms) {
+                self.fold_failed(&e);
+                return Err(e);
+            }
             self.index_behind = false;
         }
         // Everything up to here goes into the room files; later changes into a new journal.
@@ -118,7 +124,10 @@ impl FileBackend {
                 self.journal.retire();
                 u64::MAX
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.fold_failed(&e);
+                return Err(e);
+            }
         };
         let mut dirty = std::mem::take(&mut self.dirty);
         // Rewritten with an LSN above the records of their refused batches, which may still

@@ -384,9 +384,8 @@ impl Backend for FileBackend {
             return Err(full);
         }
         if self.folds.retry_due() {
-            if let Err(e) = self.start_fold(rooms, false, true) {
-                self.fold_failed(&e);
-            }
+            // A failure schedules the next try itself (`start_fold`).
+            let _ = self.start_fold(rooms, false, true);
         }
         if let Some(failed) = self.fold_retry_error() {
             return Err(failed);

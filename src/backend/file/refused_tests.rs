@@ -316,3 +316,37 @@ fn a_clean_stop_that_cannot_log_the_refused_rooms_again_rewrites_their_files() {
     );
     assert_survives(&fs, &daemon, "after the clean stop");
 }
+
+/// Found by an outside probe (2026-12-06): a `fold` whose first step failed (the directory sync
+/// of the journal it starts) was answered `storage` and then forgotten: no retry, and the
+/// upkeep tick said the storage was healthy. Now the tick reports it until a retry works, and
+/// the retry comes by itself.
+#[test]
+fn a_fold_that_fails_before_writing_is_reported_and_tried_again() {
+    let fs = SimFs::default();
+    let mut daemon = Daemon::start(&fs, Durability::Strict);
+    daemon.write(vec![save("a", 10)]).expect("a write");
+    fs.fail_next("sync_dir", 1);
+    let failed = daemon.fold().expect_err("the fold fails");
+    assert!(
+        failed.to_string().contains("fsync the directory"),
+        "{failed}"
+    );
+    let reported = daemon.tick().expect_err("the tick reports the failed fold");
+    assert!(
+        reported.to_string().contains("the last fold failed"),
+        "{reported}"
+    );
+    // The first retry comes about 1 s later, at a tick.
+    std::thread::sleep(Duration::from_millis(1_100));
+    daemon
+        .tick()
+        .expect("the retry works and the tick is clean again");
+    daemon.tick().expect("and stays clean");
+    assert!(
+        fs.files(&dir()).iter().any(|(name, _)| name == "a.json"),
+        "the retry wrote the room file: {:?}",
+        fs.files(&dir()).iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    assert_survives(&fs, &daemon, "after the retry");
+}
