@@ -12,13 +12,18 @@
 /// Arenas when `MALLOC_ARENA_MAX` does not say otherwise.
 const ARENAS: libc::c_int = 2;
 
-/// Limits glibc to [`ARENAS`] arenas unless the operator set `MALLOC_ARENA_MAX` (glibc reads it
-/// itself, and an explicit setting wins). Call it first thing in `main`, before threads start:
-/// threads that already have an arena keep it. Returns a warning to log once logging is up.
+/// Limits glibc to [`ARENAS`] arenas unless the operator set `MALLOC_ARENA_MAX` to a number of
+/// arenas (glibc reads it itself, and an explicit setting wins). An empty value counts as unset;
+/// `0` or anything that is not a number glibc ignores, so the limit applies then too, with a
+/// warning. Call it first thing in `main`, before threads start: threads that already have an
+/// arena keep it. Returns a warning to log once logging is up.
 pub fn limit_malloc_arenas() -> Option<String> {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return None;
-    }
+    let set = std::env::var_os("MALLOC_ARENA_MAX");
+    let ignored = match set.as_deref().map(|v| v.to_str().and_then(arenas_of)) {
+        Some(Some(_)) => return None,
+        Some(None) if !set.as_deref().is_some_and(std::ffi::OsStr::is_empty) => set,
+        _ => None,
+    };
     // SAFETY: mallopt only changes allocator parameters; no pointer is involved.
     if unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) } != 1 {
         return Some(format!(
@@ -26,12 +31,35 @@ pub fn limit_malloc_arenas() -> Option<String> {
              (set MALLOC_ARENA_MAX={ARENAS} in the environment instead)"
         ));
     }
-    None
+    ignored.map(|value| {
+        format!(
+            "MALLOC_ARENA_MAX={value:?} is not a number of arenas (glibc ignores it); \
+             using {ARENAS} arenas"
+        )
+    })
+}
+
+/// The arenas a `MALLOC_ARENA_MAX` value asks for, if glibc takes it as a limit: a positive
+/// decimal number (`0` means glibc's own default).
+fn arenas_of(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok().filter(|&n| n > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_positive_number_of_arenas_overrides_the_limit() {
+        assert_eq!(arenas_of("4"), Some(4));
+        assert_eq!(arenas_of("16"), Some(16));
+        for ignored in ["", "0", "-3", "garbage", " 4", "4x", "99999999999999999999999"] {
+            assert_eq!(arenas_of(ignored), None, "{ignored:?}");
+        }
+    }
 
     /// Arenas in this process, counted from `malloc_info`'s XML (one `<heap nr=` per arena).
     fn arenas() -> usize {
