@@ -56,7 +56,15 @@ mod tests {
     fn only_a_positive_number_of_arenas_overrides_the_limit() {
         assert_eq!(arenas_of("4"), Some(4));
         assert_eq!(arenas_of("16"), Some(16));
-        for ignored in ["", "0", "-3", "garbage", " 4", "4x", "99999999999999999999999"] {
+        for ignored in [
+            "",
+            "0",
+            "-3",
+            "garbage",
+            " 4",
+            "4x",
+            "99999999999999999999999",
+        ] {
             assert_eq!(arenas_of(ignored), None, "{ignored:?}");
         }
     }

@@ -178,6 +178,10 @@ fn check(path: &str, shape: Shape, value: &Value) -> Result<(), RoomError> {
         Shape::StringOrInteger => match value {
             Value::String(_) => Ok(()),
             Value::Number(n) if n.is_i64() || n.is_u64() => Ok(()),
+            Value::Number(_) => fail(
+                path,
+                "expected a string, or an integer from -9223372036854775808 to 18446744073709551615 (send a larger id as a string)",
+            ),
             _ => fail(path, "expected a string or an integer"),
         },
         Shape::Strings => {
