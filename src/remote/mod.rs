@@ -187,7 +187,12 @@ impl RemoteStore {
             || e.is_connection_dropped()
             || e.is_timeout()
             || e.is_unrecoverable_error());
-        let message = if reachable {
+        let message = if e.kind() == ::redis::ErrorKind::AuthenticationFailed {
+            format!(
+                "Redis at {} refused the password; check the password in redisUrl",
+                self.inner.url
+            )
+        } else if reachable {
             format!("Redis at {} refused the command", self.inner.url)
         } else {
             format!(

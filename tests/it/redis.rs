@@ -393,6 +393,11 @@ fn a_redis_password_is_used_and_never_shown() {
         "the URL is named, redacted: {shown}"
     );
     assert!(!shown.contains("wrong-pw"), "{shown}");
+    // Found by an outside probe: it said "unreachable; check that redis-server runs there".
+    assert!(
+        shown.contains("refused the password") && !shown.contains("unreachable"),
+        "a wrong password is named as such: {shown}"
+    );
     assert_eq!(good.sigterm().code(), Some(0));
     assert_eq!(bad.sigterm().code(), Some(0));
     for log in [good.stderr(), bad.stderr()] {
