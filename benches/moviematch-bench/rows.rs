@@ -94,47 +94,61 @@ async fn per_rating_at(
 
 /// One client adding ratings to one 100 KB room, every rating for the same media from a new
 /// user (relaxed, against Redis `RPUSH` with `appendfsync everysec`): what a rating costs as
-/// that media's ratings grow.
+/// that media's ratings grow. Then the same through a daemon with `storageType: redis`
+/// against the same Redis used directly.
 pub async fn growing_ratings(report: &mut Report, quick: bool, dir: &Path) {
     let (marks, window): (&[usize], usize) = if quick {
         (&[200, 400], 50)
     } else {
         (&[2_000, 4_000, 8_000, 12_000], 200)
     };
-    let ours_dir = dir.join("grow-ours");
-    let redis_dir = dir.join("grow-redis");
-    std::fs::create_dir_all(&ours_dir).unwrap();
-    std::fs::create_dir_all(&redis_dir).unwrap();
-    let (ours, _) = procs::daemon(&ours_dir, "relaxed").await;
-    let (redis, _) = procs::redis(&redis_dir, "everysec").await;
-    let work = Work::Rate { kb: 100 };
-    work.prepare(&ours, &redis, 1).await;
-    let key = work.key(0);
-    let at = |n: usize| 1729890000000u64 + n as u64;
-    let ours_costs = per_rating_at(&ours, marks, window, |n| {
-        ndjson(&json!({
-            "op": "addRating", "roomName": key, "mediaId": "plex://movie/popular",
-            "userName": format!("user{n}"), "rating": "like", "timestamp": at(n),
-        }))
-    })
-    .await;
-    let redis_costs = per_rating_at(&redis, marks, window, |n| {
-        let tuple = format!("[\"user{n}\",\"like\",{}]", at(n));
-        resp(&[b"RPUSH", key.as_bytes(), tuple.as_bytes()])
-    })
-    .await;
-    ours.stop();
-    redis.stop();
-    let _ = std::fs::remove_dir_all(&ours_dir);
-    let _ = std::fs::remove_dir_all(&redis_dir);
-    for ((mark, ours), redis) in marks.iter().zip(ours_costs).zip(redis_costs) {
-        report.push(Row::single(
-            &format!(
-                "addRating, one media of a 100 KB room holding {mark} ratings (us per rating)"
-            ),
-            ours,
-            redis,
-        ));
+    for backend in ["file", "redis"] {
+        let ours_dir = dir.join(format!("grow-ours-{backend}"));
+        let redis_dir = dir.join(format!("grow-redis-{backend}"));
+        std::fs::create_dir_all(&ours_dir).unwrap();
+        std::fs::create_dir_all(&redis_dir).unwrap();
+        let (redis, _) = procs::redis(&redis_dir, "everysec").await;
+        let (ours, _) = if backend == "file" {
+            procs::daemon(&ours_dir, "relaxed").await
+        } else {
+            procs::redis_daemon(&ours_dir, &redis).await
+        };
+        let work = Work::Rate { kb: 100 };
+        work.prepare(&ours, &redis, 1).await;
+        let key = work.key(0);
+        let at = |n: usize| 1729890000000u64 + n as u64;
+        let ours_costs = per_rating_at(&ours, marks, window, |n| {
+            ndjson(&json!({
+                "op": "addRating", "roomName": key, "mediaId": "plex://movie/popular",
+                "userName": format!("user{n}"), "rating": "like", "timestamp": at(n),
+            }))
+        })
+        .await;
+        // Its own list, so that the Redis daemon's hash is not in the way.
+        let list = format!("{key}:list");
+        let redis_costs = per_rating_at(&redis, marks, window, |n| {
+            let tuple = format!("[\"user{n}\",\"like\",{}]", at(n));
+            resp(&[b"RPUSH", list.as_bytes(), tuple.as_bytes()])
+        })
+        .await;
+        ours.stop();
+        redis.stop();
+        let _ = std::fs::remove_dir_all(&ours_dir);
+        let _ = std::fs::remove_dir_all(&redis_dir);
+        let through = if backend == "file" {
+            String::new()
+        } else {
+            ", storageType redis".to_owned()
+        };
+        for ((mark, ours), redis) in marks.iter().zip(ours_costs).zip(redis_costs) {
+            report.push(Row::single(
+                &format!(
+                    "addRating, one media of a 100 KB room holding {mark} ratings{through} (us per rating)"
+                ),
+                ours,
+                redis,
+            ));
+        }
     }
 }
 
