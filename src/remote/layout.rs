@@ -163,6 +163,25 @@ pub fn parts(room: &PreparedRoom) -> Split {
     Split { fields }
 }
 
+/// The members of the room's set `rated` (see `rate.rs`): `<bytes of mediaId>:<mediaId>
+/// <userName>` for every rating, as the scripts build them from the same strings.
+pub fn rated(room: &PreparedRoom) -> Vec<Vec<u8>> {
+    let mut members = Vec::with_capacity(room.rating_count);
+    let top = entries(room.encoded.as_ref()).unwrap_or_default();
+    let Some((_, ratings)) = top.iter().find(|(key, _)| key == "ratings") else {
+        return members;
+    };
+    for (media, list) in entries(ratings.get().as_bytes()).unwrap_or_default() {
+        let list: Vec<serde_json::Value> = serde_json::from_str(list.get()).unwrap_or_default();
+        for user in list.iter().filter_map(|rating| rating.get(0)?.as_str()) {
+            let mut member = format!("{}:{media}", media.len()).into_bytes();
+            member.extend_from_slice(user.as_bytes());
+            members.push(member);
+        }
+    }
+    members
+}
+
 /// A room read back from its hash.
 #[derive(Debug)]
 pub struct Joined {

@@ -181,6 +181,30 @@ impl RemoteStore {
         self.inner.connection.clone()
     }
 
+    /// A change sent to Redis failed. Unless Redis refused it, or was not reached at all, the
+    /// script may have run all the same (Redis busy past the 5 s wait, a connection dropped
+    /// before the answer): the message says so rather than that nothing changed.
+    fn failed_change(&self, e: RedisError) -> StoreError {
+        let unknown = !e.is_connection_refusal()
+            && (e.is_timeout() || e.is_connection_dropped() || e.is_io_error());
+        if !unknown {
+            return self.failed(e);
+        }
+        let what = if e.is_timeout() {
+            "did not answer within 5 s"
+        } else {
+            "dropped the connection before answering"
+        };
+        StoreError::Unavailable {
+            message: format!(
+                "the change may have been stored: Redis at {} {what}, and may still apply it; \
+                 read the room to see (an addRating or setProgress can simply be sent again)",
+                self.inner.url
+            ),
+            cause: Some(e.to_string()),
+        }
+    }
+
     fn failed(&self, e: RedisError) -> StoreError {
         let reachable = !(e.is_io_error()
             || e.is_connection_refusal()

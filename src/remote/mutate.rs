@@ -15,10 +15,12 @@ impl RemoteStore {
     /// Applies a mutation atomically on the server.
     pub async fn mutate(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
         self.apply(mutation).await.map_err(|e| match e {
-            StoreError::Unavailable { message, cause } => StoreError::Unavailable {
-                message: format!("the change was not stored: {message}"),
-                cause,
-            },
+            StoreError::Unavailable { message, cause } if !message.starts_with("the change ") => {
+                StoreError::Unavailable {
+                    message: format!("the change was not stored: {message}"),
+                    cause,
+                }
+            }
             e => e,
         })
     }
@@ -89,6 +91,6 @@ impl RemoteStore {
             }
             answer => answer,
         }
-        .map_err(|e| self.failed(e))
+        .map_err(|e| self.failed_change(e))
     }
 }

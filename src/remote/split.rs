@@ -21,17 +21,32 @@ const TRIES: usize = 8;
 
 script! {
     /// Put `fields` (the split form's content) in place of the field `room` if it still holds
-    /// `whole`; answers `ok`, or `changed` when it does not.
+    /// `whole`; answers `ok`, or `changed` when it does not. The pairs from `ARGV` index
+    /// `members` on are not hash fields but the room's ratings as members of its set `rated`
+    /// (`layout::rated`, each with an empty value), which the split fills, so that `addRating`
+    /// need not decode the ratings to build it (`rate.rs`).
     SplitRoom<'a> {
         whole: &'a [u8],
+        members: usize,
     }
     rest fields
     => "
 if redis.call('HGET', room, 'room') ~= whole then return {'changed', '0'} end
 redis.call('HDEL', room, 'room')
-for i = fields, #ARGV, 1000 do
-  redis.call('HSET', room, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+for i = fields, members - 1, 1000 do
+  redis.call('HSET', room, unpack(ARGV, i, math.min(i + 999, members - 1)))
 end
+redis.call('UNLINK', rated)
+local batch = {}
+for i = members, #ARGV, 2 do
+  batch[#batch + 1] = unpack(ARGV, i, i)
+  if #batch == 1000 then
+    redis.call('SADD', rated, unpack(batch))
+    batch = {}
+  end
+end
+if #batch > 0 then redis.call('SADD', rated, unpack(batch)) end
+redis.call('HSET', room, 'U', '1')
 return {'ok', '0'}
 "
 }
@@ -66,9 +81,14 @@ impl RemoteStore {
     /// Splits room `name`, whose `room` field held `whole`.
     async fn split(&self, name: &RoomName, whole: &[u8]) -> Result<(), StoreError> {
         let room = PreparedRoom::from_json(whole).map_err(|_| self.corrupt(name.as_str()))?;
+        let mut fields = layout::parts(&room).fields;
+        // ARGV: `whole`, `members`, then the pairs (Lua counts from 1).
+        let members = 3 + 2 * fields.len();
+        fields.extend(layout::rated(&room).into_iter().map(|m| (m, Vec::new())));
         let split = SplitRoom {
             whole,
-            fields: layout::parts(&room).fields,
+            members,
+            fields,
         };
         let _: (String, String) = self.invoke(name.as_str(), split).await?;
         Ok(())

@@ -408,10 +408,24 @@ fn a_redis_password_is_used_and_never_shown() {
 #[test]
 fn a_redis_that_stops_answering_is_noticed_by_watchers_and_requests() {
     let daemon = Daemon::start(Backend::Redis);
+    let mut conn = daemon.connect();
+    conn.save(&room("frozen"));
     let mut watch = watcher(&daemon, None);
     watch.set_read_timeout(Duration::from_secs(30));
     // Frozen, not gone: no connection is closed, nothing answers.
     daemon.redis().signal(libc::SIGSTOP);
+    // Found by an outside probe: a change sent to a Redis that does not answer in time was
+    // said not to be stored, and Redis applied it once it went on.
+    let error = conn.err(
+        json!({"op": "addRating", "roomName": "frozen", "mediaId": "m", "userName": "u", "rating": "like"}),
+        "storage",
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("the change may have been stored")),
+        "{error:?}"
+    );
     let started = Instant::now();
     let error = daemon
         .connect()
@@ -434,6 +448,11 @@ fn a_redis_that_stops_answering_is_noticed_by_watchers_and_requests() {
     daemon.redis().signal(libc::SIGCONT);
     let mut conn = daemon.connect();
     until_ok(&mut conn, json!({"op": "saveRoom", "room": room("after")}));
+    // Sent again, as the message says: rated once either way.
+    let (_, added) = conn.rate("frozen", "m", "u", "like");
+    let (room, _) = conn.get("frozen").expect("the room");
+    let raters = room["ratings"]["m"].as_array().expect("ratings of m");
+    assert_eq!(raters.len(), 1, "added again: {added}");
 }
 
 #[test]
