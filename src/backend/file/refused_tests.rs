@@ -9,42 +9,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
-
 use super::sim::SimFs;
+use super::sweep::{rate, save};
 use super::FileBackend;
 use crate::backend::{Backend, StorageError};
 use crate::config::Durability;
 use crate::room::change::{Change, Mutation};
 use crate::room::entry::{RoomMap, Snapshot};
-use crate::room::prepare::PreparedRoom;
-use crate::room::{validate, Rating, RoomName};
 use crate::store::apply;
 
 fn dir() -> PathBuf {
     PathBuf::from("/sim/rooms")
-}
-
-fn save(name: &str, padding: usize) -> Mutation {
-    let room = validate(json!({
-        "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
-        "creatorPlexUserId": "1", "creatorPlexUsername": "john", "padding": "x".repeat(padding)
-    }))
-    .expect("a valid room");
-    Mutation::Save {
-        room: Box::new(PreparedRoom::new(room)),
-        expected_revision: None,
-    }
-}
-
-fn rate(name: &str, n: usize) -> Mutation {
-    Mutation::AddRating {
-        name: RoomName::new(name).expect("a valid name"),
-        media_id: format!("m{n}"),
-        user_name: format!("u{n}"),
-        rating: Rating::Like,
-        timestamp: n as u64,
-    }
 }
 
 /// What a client can see: name, revision, JSON.

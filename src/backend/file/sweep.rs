@@ -49,7 +49,8 @@ fn backend(fs: &SimFs, durability: Durability) -> FileBackend {
         .inline()
 }
 
-fn save(name: &str, padding: usize) -> Mutation {
+/// A save of room `name` with `padding` bytes of filler (shared with `refused_tests.rs`).
+pub(super) fn save(name: &str, padding: usize) -> Mutation {
     let room = validate(json!({
         "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
         "creatorPlexUserId": "1", "creatorPlexUsername": "john", "padding": "x".repeat(padding)
@@ -61,7 +62,8 @@ fn save(name: &str, padding: usize) -> Mutation {
     }
 }
 
-fn rate(name: &str, n: usize) -> Mutation {
+/// The `n`-th rating: media `m<n>` by user `u<n>`.
+pub(super) fn rate(name: &str, n: usize) -> Mutation {
     Mutation::AddRating {
         name: RoomName::new(name).expect("a valid name"),
         media_id: format!("m{n}"),
