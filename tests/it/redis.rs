@@ -81,12 +81,7 @@ fn ten_clients_on_two_daemons_add_400_ratings_to_one_room() {
     assert_eq!(one.connect().save(&bare_room("party")), 1);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let socket = if c % 2 == 0 {
-                one.socket()
-            } else {
-                two.socket()
-            }
-            .to_owned();
+            let socket = one.alternating_socket(&two, c);
             thread::spawn(move || {
                 let mut conn = Conn::connect(&socket).expect("connect");
                 for k in 0..EACH {

@@ -177,12 +177,7 @@ fn daemons_racing_on_freshly_saved_rooms_rate_each_user_once() {
     }
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let socket = if c % 2 == 0 {
-                one.socket()
-            } else {
-                two.socket()
-            }
-            .to_owned();
+            let socket = one.alternating_socket(&two, c);
             thread::spawn(move || {
                 let mut conn = Conn::connect(&socket).expect("connect");
                 let mut added_same = 0;

@@ -323,6 +323,15 @@ impl Daemon {
     pub fn socket(&self) -> &Path {
         &self.spec.socket
     }
+    /// Client `c`'s socket when clients alternate between this daemon and `other`.
+    pub fn alternating_socket(&self, other: &Daemon, c: usize) -> PathBuf {
+        if c.is_multiple_of(2) {
+            self.socket()
+        } else {
+            other.socket()
+        }
+        .to_owned()
+    }
     pub fn room_path(&self, name: &str) -> PathBuf {
         self.spec.storage.join(room_file_name(name))
     }
