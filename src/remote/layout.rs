@@ -124,8 +124,12 @@ pub fn split(room: &PreparedRoom, at: EpochMillis, written: &[u8]) -> Split {
 
 /// The fields of the split form that hold the room's content (all but `rev`, `at` and `w`):
 /// what a script puts in place of `room` when it splits a saved room.
+///
+/// A key repeated in the room or in its `ratings` / `userProgress` (which `JSON.stringify` never
+/// writes) counts once, at its first place with its last value, as the other backends keep it
+/// once a swipe re-encodes the room.
 pub fn parts(room: &PreparedRoom) -> Split {
-    let top = entries(room.encoded.as_ref()).unwrap_or_default();
+    let (top, mut repeated) = once_each(entries(room.encoded.as_ref()).unwrap_or_default());
     let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut doc = Vec::with_capacity(256);
     let mut seq = 0u64;
@@ -150,7 +154,10 @@ pub fn parts(room: &PreparedRoom) -> Split {
             continue;
         }
         fields.push((flag.to_vec(), b"1".to_vec()));
-        for (inner, item) in entries(value.get().as_bytes()).unwrap_or_default() {
+        let (items, inner_repeated) =
+            once_each(entries(value.get().as_bytes()).unwrap_or_default());
+        repeated |= inner_repeated;
+        for (inner, item) in items {
             seq += 1;
             let field = [&prefix[..], inner.as_bytes()].concat();
             fields.push((field, format!("{seq} {}", item.get()).into_bytes()));
@@ -159,19 +166,46 @@ pub fn parts(room: &PreparedRoom) -> Split {
     doc.push(b'}');
     fields.push((b"doc".to_vec(), doc));
     fields.push((b"seq".to_vec(), seq.to_string().into_bytes()));
-    fields.push((b"rc".to_vec(), room.rating_count.to_string().into_bytes()));
+    // Counted again only when a repeated key dropped some (rarely: the count is the room's).
+    let rating_count = if repeated {
+        rated(room).len()
+    } else {
+        room.rating_count
+    };
+    fields.push((b"rc".to_vec(), rating_count.to_string().into_bytes()));
     Split { fields }
+}
+
+/// `members` with each key once, at its first place with its last value; and whether any key
+/// was repeated.
+fn once_each<'a>(members: Members<'a>) -> (Members<'a>, bool) {
+    let mut at: std::collections::HashMap<Cow<'a, str>, usize> =
+        std::collections::HashMap::with_capacity(members.len());
+    let given = members.len();
+    let mut out: Members<'a> = Vec::with_capacity(given);
+    for (key, value) in members {
+        match at.get(&key) {
+            Some(&i) => out[i].1 = value,
+            None => {
+                at.insert(key.clone(), out.len());
+                out.push((key, value));
+            }
+        }
+    }
+    let repeated = out.len() < given;
+    (out, repeated)
 }
 
 /// The members of the room's set `rated` (see `rate.rs`): `<bytes of mediaId>:<mediaId>
 /// <userName>` for every rating, as the scripts build them from the same strings.
 pub fn rated(room: &PreparedRoom) -> Vec<Vec<u8>> {
     let mut members = Vec::with_capacity(room.rating_count);
-    let top = entries(room.encoded.as_ref()).unwrap_or_default();
+    let (top, _) = once_each(entries(room.encoded.as_ref()).unwrap_or_default());
     let Some((_, ratings)) = top.iter().find(|(key, _)| key == "ratings") else {
         return members;
     };
-    for (media, list) in entries(ratings.get().as_bytes()).unwrap_or_default() {
+    let (lists, _) = once_each(entries(ratings.get().as_bytes()).unwrap_or_default());
+    for (media, list) in lists {
         let list: Vec<serde_json::Value> = serde_json::from_str(list.get()).unwrap_or_default();
         for user in list.iter().filter_map(|rating| rating.get(0)?.as_str()) {
             let mut member = format!("{}:{media}", media.len()).into_bytes();
@@ -322,8 +356,11 @@ fn number<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// A JSON object's members, in order, values left as raw JSON.
+type Members<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
 /// A JSON object's members in order, values left as raw JSON.
-fn entries(json: &[u8]) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+fn entries(json: &[u8]) -> Option<Members<'_>> {
     struct Members;
     impl<'de> Visitor<'de> for Members {
         type Value = Vec<(Cow<'de, str>, &'de RawValue)>;

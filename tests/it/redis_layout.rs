@@ -279,3 +279,47 @@ fn a_rating_costs_redis_the_same_however_many_the_media_holds() {
     assert_eq!(raters[3_200][0], "user 3199");
     assert!(!conn.rate("busy", media, "user 1234", "dislike").1);
 }
+
+/// Found by an outside probe: a room saved with a media id repeated in `ratings` (which
+/// `JSON.stringify` never writes) let a user of the earlier list rate again on memory and file
+/// (the room keeps the last list once re-encoded) but not on Redis, whose set of who rated
+/// what took both lists, and Redis kept counting both. Now the split keeps each key once, at
+/// its first place with its last value, as the other backends do.
+#[test]
+fn a_room_with_repeated_keys_swipes_as_on_the_memory_backend() {
+    let redis = Daemon::start(Backend::Redis);
+    let memory = Daemon::start(Backend::Memory);
+    let (mut r, mut m) = (redis.connect(), memory.connect());
+    let head = r#""sort":"random","createdAt":"2025-10-25T20:00:00.000Z","creatorPlexUserId":"1","creatorPlexUsername":"u""#;
+    let tail = r#""ratings":{"m":[["alice","like",1]],"n":[["x","like",3]],"m":[["bob","dislike",2]]},"roomType":1,"roomType":2"#;
+    let cases: [&[&str]; 3] = [
+        &[
+            r#"{"op":"setProgress","roomName":"NAME","userName":"carol","progress":1}"#,
+            r#"{"op":"addRating","roomName":"NAME","mediaId":"m","userName":"alice","rating":"like","timestamp":5}"#,
+        ],
+        &[
+            r#"{"op":"addRating","roomName":"NAME","mediaId":"m","userName":"alice","rating":"like","timestamp":5}"#,
+        ],
+        &[
+            r#"{"op":"addRating","roomName":"NAME","mediaId":"m","userName":"dave","rating":"like","timestamp":5}"#,
+            r#"{"op":"addRating","roomName":"NAME","mediaId":"m","userName":"alice","rating":"like","timestamp":6}"#,
+            r#"{"op":"addRating","roomName":"NAME","mediaId":"n","userName":"x","rating":"like","timestamp":7}"#,
+        ],
+    ];
+    for (i, steps) in cases.iter().enumerate() {
+        let name = format!("repeated {i}");
+        let save = format!(r#"{{"op":"saveRoom","room":{{"roomName":"{name}",{head},{tail}}}}}"#);
+        let get = format!(r#"{{"op":"getRoom","roomName":"{name}"}}"#);
+        let list = r#"{"op":"listRooms","summary":true}"#.to_owned();
+        let steps: Vec<String> = steps.iter().map(|s| s.replace("NAME", &name)).collect();
+        for line in std::iter::once(&save).chain(&steps).chain([&get, &list]) {
+            let (a, b) = (raw_call(&mut m, line), raw_call(&mut r, line));
+            assert_eq!(a, b, "case {i}: {line}");
+        }
+    }
+}
+
+fn raw_call(conn: &mut Conn, line: &str) -> String {
+    conn.send_raw(format!("{line}\n").as_bytes());
+    conn.read_line().expect("a reply")
+}
