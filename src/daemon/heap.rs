@@ -18,10 +18,10 @@ const ARENAS: libc::c_int = 2;
 /// warning. Call it first thing in `main`, before threads start: threads that already have an
 /// arena keep it. Returns a warning to log once logging is up.
 pub fn limit_malloc_arenas() -> Option<String> {
-    let set = std::env::var_os("MALLOC_ARENA_MAX");
-    let ignored = match set.as_deref().map(|v| v.to_str().and_then(arenas_of)) {
-        Some(Some(_)) => return None,
-        Some(None) if !set.as_deref().is_some_and(std::ffi::OsStr::is_empty) => set,
+    // What the operator set that glibc ignores (empty counts as unset), for the warning.
+    let ignored = match std::env::var_os("MALLOC_ARENA_MAX") {
+        Some(value) if value.to_str().and_then(arenas_of).is_some() => return None,
+        Some(value) if !value.is_empty() => Some(value),
         _ => None,
     };
     // SAFETY: mallopt only changes allocator parameters; no pointer is involved.

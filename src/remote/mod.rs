@@ -51,6 +51,10 @@ use crate::room::RoomName;
 use crate::room::StoreError;
 use crate::store::EVENT_BUFFER;
 
+/// How the message of a change whose outcome is unknown begins; every other failed change is
+/// "the change was not stored: ..." (`mutate.rs`).
+pub(super) const MAY_HAVE_BEEN_STORED: &str = "the change may have been stored";
+
 /// How long one command may take before the request gets a `storage` error.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -181,7 +185,7 @@ impl RemoteStore {
         self.inner.connection.clone()
     }
 
-    /// A change sent to Redis failed. Unless Redis refused it, or was not reached at all, the
+    /// A change sent to Redis failed (see [`MAY_HAVE_BEEN_STORED`]). Unless Redis refused it, or was not reached at all, the
     /// script may have run all the same (Redis busy past the 5 s wait, a connection dropped
     /// before the answer): the message says so rather than that nothing changed.
     fn failed_change(&self, e: RedisError) -> StoreError {
@@ -197,7 +201,7 @@ impl RemoteStore {
         };
         StoreError::Unavailable {
             message: format!(
-                "the change may have been stored: Redis at {} {what}, and may still apply it; \
+                "{MAY_HAVE_BEEN_STORED}: Redis at {} {what}, and may still apply it; \
                  read the room to see (an addRating or setProgress can simply be sent again)",
                 self.inner.url
             ),

@@ -6,7 +6,7 @@ use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 
 use super::delete::By;
 use super::script::Script;
-use super::RemoteStore;
+use super::{RemoteStore, MAY_HAVE_BEEN_STORED};
 use crate::room::change::{Mutation, Outcome};
 use crate::room::StoreError;
 use crate::room::{now_millis, RoomName};
@@ -15,7 +15,9 @@ impl RemoteStore {
     /// Applies a mutation atomically on the server.
     pub async fn mutate(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
         self.apply(mutation).await.map_err(|e| match e {
-            StoreError::Unavailable { message, cause } if !message.starts_with("the change ") => {
+            StoreError::Unavailable { message, cause }
+                if !message.starts_with(MAY_HAVE_BEEN_STORED) =>
+            {
                 StoreError::Unavailable {
                     message: format!("the change was not stored: {message}"),
                     cause,
