@@ -18,8 +18,8 @@ script! {
     /// 5.8 ms of Redis's one thread per rating at 8,000 ratings on one media, and moving a long
     /// string through Lua costs some 2 us per KB). "Already rated" is one `SADD` to the set
     /// `rated` of `<bytes of mediaId>:<mediaId><userName>`, complete while the hash has `U` =
-    /// `1`; a room without it (just split, or split by an earlier release) gets it built from its
-    /// ratings first, once. The first rating of a media starts its `r:` field; later ones go to
+    /// `1`: the split fills it (`split.rs`), and a room split by an earlier release, which has no
+    /// `U`, gets it built here from its ratings first, once. The first rating of a media starts its `r:` field; later ones go to
     /// chunk fields of 32 entries (`layout.rs`), so an append reads at most 31 entries. A save,
     /// a restore and a deletion remove the set with the hash.
     AddRating<'a> {
