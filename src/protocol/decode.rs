@@ -55,9 +55,8 @@ fn decode_with(line: &[u8], fast: bool) -> Result<Envelope, Rejected> {
         None => (parse_line(line)?, None),
     };
     // Valid JSON by now (scanned or parsed), so it always makes a raw value.
-    let id: RequestId = object
-        .remove(&Key("id".into()))
-        .and_then(|raw| RawValue::from_string(raw.to_owned()).ok());
+    let id: RequestId =
+        take_member(&mut object, "id").and_then(|raw| RawValue::from_string(raw.to_owned()).ok());
     let reject = |error: ErrorReply, id: RequestId| Rejected { id, error };
     let id_is_valid = id.as_ref().is_none_or(|raw| {
         matches!(
@@ -74,14 +73,13 @@ fn decode_with(line: &[u8], fast: bool) -> Result<Envelope, Rejected> {
     // A room is checked and prepared straight from its text (no JSON tree); the other
     // arguments are small, and decoding them to values keeps their checks simple.
     let mut args = Args {
-        room: object
-            .remove(&Key("room".into()))
+        room: take_member(&mut object, "room")
             .filter(|raw| *raw != "null")
             .map(|raw| RoomArgument { raw, prepared }),
         ..Args::default()
     };
     for (Key(key), raw) in object {
-        match serde_json::from_str::<Value>(raw) {
+        match value_of(raw) {
             Ok(Value::Null) => {}
             Ok(value) => args.values.push((key, value)),
             // Valid JSON serde_json cannot decode: a string with half a surrogate pair.
@@ -109,15 +107,40 @@ fn decode_with(line: &[u8], fast: bool) -> Result<Envelope, Rejected> {
     }
 }
 
-/// The members of a request object, each value as written, in key order.
-type Members<'a> = BTreeMap<Key<'a>, &'a str>;
+/// A member's value from its text, which is valid JSON (scanned or parsed already). The common
+/// small values, a string without escapes and an integer that fits a `u64`, are read here as
+/// serde_json would read them; anything else is left to serde_json.
+fn value_of(raw: &str) -> Result<Value, serde_json::Error> {
+    if let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
+            return Ok(Value::String(inner.to_owned()));
+        }
+    } else if raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit()) {
+        // At most 19 digits always fit a u64; JSON allows no leading zero except "0" itself,
+        // and the text is valid JSON.
+        if let Ok(n) = raw.parse::<u64>() {
+            return Ok(Value::from(n));
+        }
+    }
+    serde_json::from_str::<Value>(raw)
+}
+
+/// The members of a request object, each value as written, in key order, each key once. A
+/// request has a handful, so a sorted list: no tree to build and take apart per request.
+type Members<'a> = Vec<(Key<'a>, &'a str)>;
+
+/// Takes the member `key` out of `members`.
+fn take_member<'a>(members: &mut Members<'a>, key: &str) -> Option<&'a str> {
+    let at = members.iter().position(|(Key(k), _)| k == key)?;
+    Some(members.remove(at).1)
+}
 
 /// The fast path: one scan of the line finds every member and checks a `room` object on the
 /// way. `None` sends the line to [`parse_line`]: any error, and valid but unusual lines
 /// (escaped or repeated keys, a room the full validator has to judge).
 fn scan_line(line: &str) -> Option<(Members<'_>, Option<PreparedRoom>)> {
     let mut scanner = Scanner::new(line);
-    let mut members = Members::new();
+    let mut members = Members::with_capacity(8);
     let mut room = None;
     scanner.object(|s, key| {
         let key = key.plain()?;
@@ -128,12 +151,14 @@ fn scan_line(line: &str) -> Option<(Members<'_>, Option<PreparedRoom>)> {
         } else {
             s.value()?
         };
-        members
-            .insert(Key(Cow::Borrowed(key)), value)
-            .is_none()
-            .then_some(())
+        members.push((Key(Cow::Borrowed(key)), value));
+        Some(())
     })?;
-    scanner.at_end().then_some((members, room))
+    scanner.at_end().then_some(())?;
+    // A repeated key goes to serde_json, which keeps the last.
+    members.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+    let repeated = members.windows(2).any(|pair| pair[0].0 == pair[1].0);
+    (!repeated).then_some((members, room))
 }
 
 /// serde_json's reading of a line, borrowing every value from it; it tells "not JSON" from
@@ -258,6 +283,37 @@ mod tests {
             let fast = format!("{:?}", decode_with(line.as_bytes(), true));
             let slow = format!("{:?}", decode_with(line.as_bytes(), false));
             assert_eq!(fast, slow, "{line}");
+        }
+    }
+
+    #[test]
+    fn small_values_are_read_as_serde_json_reads_them() {
+        let raws = [
+            r#""""#,
+            r#""movie-night""#,
+            "\"é 🎬 \u{7f}\"",
+            r#""a\"b""#,
+            r#""\u0041""#,
+            r#""\ud800""#,
+            "0",
+            "7",
+            "1234567890123456789",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "-0",
+            "1.5",
+            "1e3",
+            "true",
+            "null",
+            r#"[1,"a"]"#,
+            r#"{"a":1}"#,
+        ];
+        for raw in raws {
+            let ours = value_of(raw).map_err(|e| e.to_string());
+            let theirs = serde_json::from_str::<Value>(raw).map_err(|e| e.to_string());
+            assert_eq!(ours, theirs, "{raw}");
         }
     }
 
