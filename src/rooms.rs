@@ -101,14 +101,14 @@ impl Rooms {
     /// The room as `getRoom` returns it.
     pub async fn get(&self, name: &str) -> Result<Option<Arc<RoomEntry>>, StoreError> {
         match &self.kept {
-            Kept::Local(store) => Ok(store.snapshot().get(name).cloned()),
+            Kept::Local(store) => Ok(store.peek().get(name).cloned()),
             Kept::Remote(remote) => remote.get(name).await,
         }
     }
 
     pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
         match &self.kept {
-            Kept::Local(store) => Ok(store.snapshot().get(name).is_some()),
+            Kept::Local(store) => Ok(store.peek().get(name).is_some()),
             Kept::Remote(remote) => remote.exists(name).await,
         }
     }
@@ -116,7 +116,7 @@ impl Rooms {
     /// How many rooms there are.
     pub async fn count(&self) -> Result<u64, StoreError> {
         match &self.kept {
-            Kept::Local(store) => Ok(store.snapshot().rooms.len() as u64),
+            Kept::Local(store) => Ok(store.peek().rooms.len() as u64),
             Kept::Remote(remote) => remote.count().await,
         }
     }

@@ -103,6 +103,13 @@ impl StoreHandle {
         self.view.load_full()
     }
 
+    /// The latest published view, for a lookup that ends before the caller awaits anything:
+    /// unlike [`Self::snapshot`] it leaves the snapshot's shared reference count alone, which
+    /// every reader on every core (and the actor) would otherwise write to.
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.view.load()
+    }
+
     /// Queues a mutation and returns where its answer will arrive. Queuing in call order is what
     /// keeps one connection's pipelined writes in order; awaiting the answer separately is what
     /// lets many of them share one commit.
