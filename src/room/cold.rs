@@ -118,8 +118,11 @@ impl Compactor {
             return changed;
         }
         if self.ending {
-            // A tick after the last swaps were published: the rooms they replaced are freed.
-            self.end_pass();
+            // Only in a tick after the last swaps were published are the rooms they replaced
+            // freed; a trim before that gives back nothing, and their memory stays for good.
+            if !changed {
+                self.end_pass();
+            }
             return changed;
         }
         let due = match self.started {
@@ -511,6 +514,39 @@ mod tests {
         compactor.pass(&mut rooms);
         let again = room_of(&rooms, "room-11");
         assert!(again.is_packed() && !again.is_unpacked());
+    }
+
+    #[test]
+    fn a_pass_gives_memory_back_only_after_its_last_swaps_are_published() {
+        let rooms: Vec<Value> = (0..300)
+            .map(|i| bench_room(&format!("r{i:03}"), 5 * 1024))
+            .collect();
+        let mut rooms = map(&rooms);
+        let mut compactor = Compactor::eager();
+        // What readers hold: the map as last published (the actor publishes after a tick
+        // that changed it, and the rooms that tick replaced are freed only then).
+        let mut published = rooms.clone();
+        let mut ends = 0;
+        for _ in 0..10_000 {
+            let was_ending = compactor.ending;
+            let changed = compactor.tick(&mut rooms);
+            if was_ending && !compactor.ending {
+                ends += 1;
+                assert!(
+                    !changed,
+                    "the pass ended (and asked for a trim) in the tick that swapped rooms in, \
+                     before the rooms they replaced were freed"
+                );
+                assert_eq!(compactor.packed_this_pass, 300);
+                break;
+            }
+            if changed {
+                published = rooms.clone();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(ends, 1, "the pass did not end");
+        assert!(published.values().all(|e| e.is_packed()));
     }
 
     #[test]
