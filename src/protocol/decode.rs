@@ -88,15 +88,19 @@ fn decode_with(line: &[u8], fast: bool) -> Result<Envelope, Rejected> {
                     args.unpaired.push(key.clone());
                     args.values.push((key, value));
                 }
+                // The line is valid JSON (scanned or parsed already), so what serde_json cannot
+                // hold is a number past a float's range or nesting past its depth: a value no
+                // argument takes, not bad JSON.
                 _ => {
+                    let reason = e.to_string();
+                    let reason = reason.split(" at line ").next().unwrap_or_default();
                     return Err(reject(
-                        ErrorReply::new(
-                            ErrorCode::BadJson,
-                            format!("{}: invalid JSON", room::quoted(&key)),
-                        )
-                        .with_cause(e.to_string()),
+                        ErrorReply::bad_request(format!(
+                            "{}: no argument takes such a value ({reason})",
+                            room::quoted(&key)
+                        )),
                         id,
-                    ))
+                    ));
                 }
             },
         }
@@ -179,6 +183,9 @@ fn parse_line(line: &[u8]) -> Result<Members<'_>, Rejected> {
                 );
                 return Err(Rejected { id: None, error });
             }
+            if let Some(rejected) = unpaired_key(line) {
+                return Err(rejected);
+            }
             let error = match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
                 Ok(_) => ErrorReply::new(ErrorCode::BadJson, "the request must be a JSON object"),
                 Err(e) => {
@@ -189,6 +196,22 @@ fn parse_line(line: &[u8]) -> Result<Members<'_>, Rejected> {
             Err(Rejected { id: None, error })
         }
     }
+}
+
+/// A request object with a lone surrogate escape in one of its own keys (`"x\ud800"`): valid
+/// JSON that serde_json cannot read as an object. No argument has such a name, so it is refused
+/// as one, with the `id` echoed.
+fn unpaired_key(line: &[u8]) -> Option<Rejected> {
+    let masked = surrogate::mask(std::str::from_utf8(line).ok()?)?;
+    let object = serde_json::from_str::<BTreeMap<Key, &RawValue>>(&masked).ok()?;
+    let id = object
+        .get(&Key("id".into()))
+        .and_then(|raw| RawValue::from_string(raw.get().to_owned()).ok());
+    let error = ErrorReply::bad_request(
+        "a key of the request holds a lone UTF-16 surrogate escape (half a pair, such as \\ud800), \
+         which no argument has; send well-formed text",
+    );
+    Some(Rejected { id, error })
 }
 
 fn decode_args(mut args: Args) -> Result<Request, ErrorReply> {
@@ -350,6 +373,40 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Outside probe s9: valid JSON that serde_json cannot hold was answered `bad_json`, and a
+    /// lone surrogate in a key lost the `id` too.
+    #[test]
+    fn valid_json_no_argument_takes_is_a_bad_request_with_the_id() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for line in [
+            r#"{"id":5,"op":"setProgress","roomName":"r","userName":"u","progress":1e400}"#
+                .to_owned(),
+            r#"{"id":5,"op":"ping","x":-1e400}"#.to_owned(),
+            format!(r#"{{"id":5,"op":"ping","x":{deep}}}"#),
+            r#"{"id":5,"op":"ping","x\ud800":1}"#.to_owned(),
+            r#"{"id":5,"op":"hasRoom","roomName":"a","\udc00":null}"#.to_owned(),
+        ] {
+            let r = rejected(&line);
+            assert_eq!(r.error.code, ErrorCode::BadRequest, "{line}: {r:?}");
+            assert_eq!(r.id.map(|id| id.get().to_owned()).as_deref(), Some("5"));
+            assert!(
+                !r.error.message.contains("line 1 column"),
+                "{line}: a position inside the value is not one in the line: {}",
+                r.error.message
+            );
+        }
+        let r = rejected(r#"{"id":5,"op":"ping","x":1e400}"#);
+        assert_eq!(
+            r.error.message,
+            "\"x\": no argument takes such a value (number out of range)"
+        );
+        // Still bad JSON: a lone surrogate does not make a broken line valid.
+        assert_eq!(
+            rejected(r#"{"id":5,"op":"ping","x\ud800":}"#).error.code,
+            ErrorCode::BadJson
+        );
     }
 
     #[test]
