@@ -202,11 +202,16 @@ fn parse_line(line: &[u8]) -> Result<Members<'_>, Rejected> {
 /// JSON that serde_json cannot read as an object. No argument has such a name, so it is refused
 /// as one, with the `id` echoed.
 fn unpaired_key(line: &[u8]) -> Option<Rejected> {
-    let masked = surrogate::mask(std::str::from_utf8(line).ok()?)?;
+    let line = std::str::from_utf8(line).ok()?;
+    let masked = surrogate::mask(line)?;
     let object = serde_json::from_str::<BTreeMap<Key, &RawValue>>(&masked).ok()?;
-    let id = object
-        .get(&Key("id".into()))
-        .and_then(|raw| RawValue::from_string(raw.get().to_owned()).ok());
+    // The `id` as sent: masking keeps every escape's length, so it sits at the same place in
+    // the line as in the masked text (where a half pair of its own reads as `\u0000`).
+    let id = object.get(&Key("id".into())).and_then(|raw| {
+        let at = raw.get().as_ptr() as usize - masked.as_ptr() as usize;
+        let sent = line.get(at..at + raw.get().len())?;
+        RawValue::from_string(sent.to_owned()).ok()
+    });
     let error = ErrorReply::bad_request(
         "a key of the request holds a lone UTF-16 surrogate escape (half a pair, such as \\ud800), \
          which no argument has; send well-formed text",
@@ -397,6 +402,9 @@ mod tests {
                 r.error.message
             );
         }
+        // An `id` with a half pair of its own is still echoed as sent (outside probe s9b).
+        let r = rejected(r#"{"id":"a\ud800b","op":"ping","x\ud800":1}"#);
+        assert_eq!(r.id.unwrap().get(), r#""a\ud800b""#);
         let r = rejected(r#"{"id":5,"op":"ping","x":1e400}"#);
         assert_eq!(
             r.error.message,
