@@ -83,7 +83,7 @@ fn slow(json: &[u8]) -> Result<PreparedRoom, RoomError> {
     let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| {
         lone_surrogate(json).unwrap_or_else(|| RoomError {
             path: "room".into(),
-            expected: format!("expected a JSON object ({e})"),
+            expected: unreadable(json, &e),
         })
     })?;
     room::validate(value).map(|room| PreparedRoom::from_text(room, json))
@@ -94,17 +94,38 @@ fn slow(json: &[u8]) -> Result<PreparedRoom, RoomError> {
 /// where it is, since such a room name is one no room can have (PROTOCOL.md section 4).
 fn lone_surrogate(json: &[u8]) -> Option<RoomError> {
     let text = std::str::from_utf8(json).ok()?;
-    surrogate::mask(text)?;
-    let members: BTreeMap<Cow<str>, &RawValue> = serde_json::from_str(text).ok()?;
-    let in_name = members
-        .get("roomName")
-        .is_some_and(|raw| surrogate::mask(raw.get()).is_some());
+    let masked = surrogate::mask(text)?;
+    // Only when the half pairs are all that is wrong with it.
+    serde_json::from_str::<serde::de::IgnoredAny>(&masked).ok()?;
+    // A half pair in one of the room's own keys leaves no member to look at: it is the room's.
+    let in_name = serde_json::from_str::<BTreeMap<Cow<str>, &RawValue>>(text).is_ok_and(|m| {
+        m.get("roomName")
+            .is_some_and(|raw| surrogate::mask(raw.get()).is_some())
+    });
     Some(RoomError {
         path: if in_name { "roomName" } else { "room" }.into(),
         expected: "holds a lone UTF-16 surrogate escape (half a pair, such as \\ud800), which \
                    cannot be stored; send well-formed text"
             .into(),
     })
+}
+
+/// Why serde_json could not read a room: not JSON (or not an object), or valid JSON holding a
+/// number past a float's range or nesting 128 levels deep, which no room can keep (the daemon
+/// must read every room back to apply a swipe to it). serde_json's position is left out of the
+/// second: it counts inside the room, not along the request line.
+fn unreadable(json: &[u8], e: &serde_json::Error) -> String {
+    let valid = serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok()
+        && json.trim_ascii_start().first() == Some(&b'{');
+    if !valid {
+        return format!("expected a JSON object ({e})");
+    }
+    let reason = e.to_string();
+    let reason = reason.split(" at line ").next().unwrap_or_default();
+    format!(
+        "holds a value no room can keep ({reason}): numbers must be within a float's range, \
+         and nesting under 128 levels"
+    )
 }
 
 /// The fast path: the room at the scanner's place, checked and prepared in the one pass that
@@ -469,6 +490,30 @@ mod tests {
         }
         let refused = PreparedRoom::from_json_str(&room("1e999")).unwrap_err();
         assert_eq!(refused.path, "room");
+        // Outside probe s9b: the room is an object; the message says what is wrong with it.
+        for (json, path) in [
+            (room(r#"1],"k\ud800":[1"#), "room"),
+            (room(r#"1],"k":["\ud800""#), "room"),
+            (
+                r#"{"roomName":"a\udc00","sort":"random","createdAt":"2025-10-25T20:00:00.000Z","creatorPlexUserId":"1","creatorPlexUsername":"u"}"#.to_owned(),
+                "roomName",
+            ),
+        ] {
+            let refused = PreparedRoom::from_json_str(&json).unwrap_err();
+            assert_eq!(refused.path, path, "{json}");
+            assert!(
+                refused.expected.starts_with("holds a lone UTF-16 surrogate escape"),
+                "{json}: {}",
+                refused.expected
+            );
+        }
+        let broken = PreparedRoom::from_json_str(r#"{"k\ud800":1,}"#).unwrap_err();
+        assert!(broken.expected.starts_with("expected a JSON object"));
+        assert_eq!(
+            refused.expected,
+            "holds a value no room can keep (number out of range): numbers must be within a \
+             float's range, and nesting under 128 levels"
+        );
     }
 
     #[test]
