@@ -92,8 +92,7 @@ fn decode_with(line: &[u8], fast: bool) -> Result<Envelope, Rejected> {
                 // hold is a number past a float's range or nesting past its depth: a value no
                 // argument takes, not bad JSON.
                 _ => {
-                    let reason = e.to_string();
-                    let reason = reason.split(" at line ").next().unwrap_or_default();
+                    let reason = room::json_reason(&e);
                     return Err(reject(
                         ErrorReply::bad_request(format!(
                             "{}: no argument takes such a value ({reason})",

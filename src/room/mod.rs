@@ -146,6 +146,16 @@ pub fn now_millis() -> EpochMillis {
 /// and a 16 MB one no room can have must not come back as a 16 MB message.
 const QUOTED_BYTES: usize = 256;
 
+/// What serde_json says is wrong with a value, without its "at line 1 column N": the position
+/// counts inside the value it was given (an argument, a room), not along the client's line.
+pub fn json_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(" at line ") {
+        Some((reason, _)) => reason.to_owned(),
+        None => text,
+    }
+}
+
 /// `text` JSON-quoted for an error message: whole up to [`QUOTED_BYTES`], else its first bytes
 /// (to a character boundary) and its length, `"xxxx…"... (20000 bytes)`.
 pub fn quoted(text: &str) -> String {

@@ -120,8 +120,7 @@ fn unreadable(json: &[u8], e: &serde_json::Error) -> String {
     if !valid {
         return format!("expected a JSON object ({e})");
     }
-    let reason = e.to_string();
-    let reason = reason.split(" at line ").next().unwrap_or_default();
+    let reason = room::json_reason(e);
     format!(
         "holds a value no room can keep ({reason}): numbers must be within a float's range, \
          and nesting under 128 levels"
