@@ -19,6 +19,16 @@ impl Packed {
         (packed.len() < json.len() - json.len() / 4).then(|| Packed(packed.into()))
     }
 
+    /// What [`Packed::as_bytes`] gave, kept again (`.cache`, which checks it with a CRC).
+    pub fn from_bytes(bytes: &[u8]) -> Packed {
+        Packed(bytes.into())
+    }
+
+    /// The packed form itself: the JSON's length, then its LZ4 block.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The JSON again. Only the compaction pass packs, so unpacking cannot fail unless memory was
     /// damaged; then the room reads as empty and the error names it.
     pub fn unpack(&self, name: &RoomName) -> Bytes {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::body::RoomBody;
-use super::entry::{self, RoomEntry, RoomFacts, SUMMARY_FIELDS};
+use super::entry::{self, LoadedRoom, RoomEntry, RoomFacts, RoomText, SUMMARY_FIELDS};
 use super::minify::minify;
 use super::scan::Scanner;
 use super::surrogate;
@@ -35,6 +35,16 @@ pub struct PreparedRoom {
 }
 
 impl PreparedRoom {
+    /// The room as start-up keeps it: its JSON packed if that saves memory.
+    pub fn loaded(self) -> LoadedRoom {
+        LoadedRoom {
+            name: self.name,
+            facts: self.facts,
+            rating_count: self.rating_count,
+            text: RoomText::packed_if_smaller(self.encoded),
+        }
+    }
+
     /// From a room already validated as a tree (it is encoded here).
     pub fn new(room: ValidRoom) -> PreparedRoom {
         let entry = RoomEntry::from_doc(room.name.clone(), &room.doc, 0, 0);

@@ -2,8 +2,8 @@
 //!
 //! Checking and minifying a room file is most of start-up (about 2 s for 100,000 files of
 //! 5 KB on two cores). The cache keeps, for each room file, its length and CRC-32 and what
-//! [`PreparedRoom::from_json`] made of it: the compact JSON, the room's facts and its rating
-//! count. At the next start a room file whose length and CRC-32 match its entry takes the
+//! [`PreparedRoom::from_json`] made of it: the compact JSON (packed, when the room was, as
+//! start-up keeps it: see [`LoadedRoom`]), the room's facts and its rating count. At the next start a room file whose length and CRC-32 match its entry takes the
 //! entry instead of being parsed; any other file is parsed as usual. The room files stay the
 //! truth: the cache is only ever used for the exact bytes it was made from, it can be deleted
 //! at any time, and a damaged one is ignored from the first bad record on.
@@ -14,8 +14,10 @@
 //! the journal changed: those files are rewritten by the next fold anyway.
 //!
 //! Format: `MAGIC`, then records `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`,
-//! each payload a JSON [`Header`] line, `\n`, then the room's compact JSON. Bump `MAGIC` when
-//! what `from_json` makes of a file changes.
+//! each payload a JSON [`Header`] line, `\n`, then the room's compact JSON, or its packed form
+//! ([`Packed::as_bytes`]) when the header says `packed`. Bump `MAGIC` when what `from_json`
+//! makes of a file changes, or how it is stored (version 1 held no packed rooms, and a daemon
+//! that knew only it must not take packed bytes for JSON).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -28,12 +30,14 @@ use serde::{Deserialize, Serialize};
 use super::fs::{FileStat, Fs};
 use super::par::par_map;
 use super::{FileRecord, TMP_PREFIX};
-use crate::room::entry::{RoomFacts, RoomMap};
+use crate::room::entry::{LoadedRoom, RoomFacts, RoomMap, RoomText};
+use crate::room::packed::Packed;
+#[cfg(doc)]
 use crate::room::prepare::PreparedRoom;
 use crate::room::{EpochMillis, RoomName};
 
 pub(super) const CACHE: &str = ".cache";
-const MAGIC: &[u8] = b"moviematch-storaged room cache 1\n";
+const MAGIC: &[u8] = b"moviematch-storaged room cache 2\n";
 const RECORD_HEADER: usize = 8;
 /// A stat this close to the time its file was read is not trusted: file times come from a
 /// clock that ticks every few milliseconds...
@@ -90,6 +94,8 @@ struct Header<'a> {
     creator_plex_username: Option<String>,
     password: Option<String>,
     summary_head: String,
+    /// The room's JSON follows packed ([`Packed::as_bytes`]).
+    packed: bool,
 }
 
 /// A [`FileStat`] as the cache stores it.
@@ -117,7 +123,7 @@ struct Entry {
     len: u64,
     crc: u32,
     stat: Option<Stamp>,
-    room: PreparedRoom,
+    room: LoadedRoom,
 }
 
 /// A cache as read at start, by file name.
@@ -146,13 +152,13 @@ impl Cache {
 
     /// The room in `file`, if the cache has it and the file's stat shows it has not been
     /// written since: no need to read it.
-    pub fn get_by_stat(&self, file: &str, stat: FileStat) -> Option<(u64, u32, PreparedRoom)> {
+    pub fn get_by_stat(&self, file: &str, stat: FileStat) -> Option<(u64, u32, LoadedRoom)> {
         let entry = self.entries.get(file)?;
         (entry.stat? == Stamp::from(stat)).then(|| (entry.len, entry.crc, entry.room.clone()))
     }
 
     /// The room `file` holds, if the cache has it for exactly these bytes (length and CRC-32).
-    pub fn get(&self, file: &str, len: u64, crc: u32) -> Option<PreparedRoom> {
+    pub fn get(&self, file: &str, len: u64, crc: u32) -> Option<LoadedRoom> {
         let entry = self.entries.get(file)?;
         ((entry.len, entry.crc) == (len, crc)).then(|| entry.room.clone())
     }
@@ -227,7 +233,8 @@ fn damaged(
 fn decode(payload: &[u8]) -> Option<(String, Entry)> {
     let end = memchr::memchr(b'\n', payload)?;
     let header: Header = serde_json::from_slice(&payload[..end]).ok()?;
-    let room = PreparedRoom {
+    let text = &payload[end + 1..];
+    let room = LoadedRoom {
         name: RoomName::new(&header.name).ok()?,
         facts: Arc::new(RoomFacts {
             created_at: header.created_at,
@@ -237,7 +244,11 @@ fn decode(payload: &[u8]) -> Option<(String, Entry)> {
             summary_head: header.summary_head,
         }),
         // An allocation of its own, so the cache file's read buffer is freed after start-up.
-        encoded: Bytes::copy_from_slice(&payload[end + 1..]),
+        text: if header.packed {
+            RoomText::Packed(Packed::from_bytes(text))
+        } else {
+            RoomText::Json(Bytes::copy_from_slice(text))
+        },
         rating_count: header.rating_count,
     };
     let entry = Entry {
@@ -292,6 +303,7 @@ fn write_to(
             continue;
         };
         let facts = &entry.facts;
+        let text = entry.text();
         let header = Header {
             file: record.file.as_str().into(),
             len: record.len,
@@ -309,12 +321,16 @@ fn write_to(
             creator_plex_username: facts.creator_plex_username.clone(),
             password: facts.password.clone(),
             summary_head: facts.summary_head.clone(),
+            packed: matches!(text, RoomText::Packed(_)),
         };
         let start = buffer.len();
         buffer.extend_from_slice(&[0; RECORD_HEADER]);
         serde_json::to_writer(&mut buffer, &header).map_err(std::io::Error::other)?;
         buffer.push(b'\n');
-        buffer.extend_from_slice(entry.encoded());
+        buffer.extend_from_slice(match &text {
+            RoomText::Json(json) => json,
+            RoomText::Packed(packed) => packed.as_bytes(),
+        });
         let payload = &buffer[start + RECORD_HEADER..];
         let len = u32::try_from(payload.len()).map_err(std::io::Error::other)?;
         let crc = crc32fast::hash(payload);
@@ -428,6 +444,58 @@ mod tests {
         fs.remove(&dir().join(CACHE)).unwrap();
         let (reparsed, hits) = start(&fs);
         assert_eq!((reparsed, hits), (parsed, 0));
+    }
+
+    /// A room of `ratings` ratings, pretty-printed as a person would write it.
+    fn rated_room_file(name: &str, ratings: usize) -> Vec<u8> {
+        let ratings: Vec<String> = (0..ratings)
+            .map(|m| {
+                format!(
+                    "\"plex://movie/5d776825880197001ec9{m:04x}\": [[\"ann\", \"like\", {}]]",
+                    1_729_890_000_000u64 + m as u64
+                )
+            })
+            .collect();
+        format!(
+            "{{\n  \"roomName\": \"{name}\",\n  \"sort\": \"rating\",\n  \"createdAt\": \"2025-10-25T20:00:00Z\",\n  \"creatorPlexUserId\": 7,\n  \"creatorPlexUsername\": \"ann\",\n  \"ratings\": {{\n    {}\n  }}\n}}\n",
+            ratings.join(",\n    ")
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn rooms_read_at_start_are_kept_packed_from_the_file_and_from_the_cache() {
+        let fs = SimFs::default();
+        fs.create_private_dir(&dir()).unwrap();
+        let rooms = [("big", 200), ("tiny", 0)];
+        for (name, ratings) in rooms {
+            let file = names::file_name(&RoomName::new(name).unwrap());
+            fs.write_new_synced(&dir().join(file), &rated_room_file(name, ratings))
+                .unwrap();
+        }
+        // Parsed, then from the cache: the big room is packed as it is read (so its text is
+        // never held), the tiny one, which would not pack by a quarter, stays as it is; either
+        // reads back as the file's compact JSON.
+        for expected_hits in [0, 2] {
+            let mut backend = FileBackend::with_fs(Arc::new(fs.clone()), dir(), Durability::Strict);
+            let loaded = backend.load().unwrap();
+            assert_eq!(backend.cache_hits, expected_hits);
+            for (name, ratings) in rooms {
+                let entry = loaded.get(name).unwrap();
+                assert_eq!(entry.is_packed(), ratings > 0, "{name}");
+                let file: serde_json::Value =
+                    serde_json::from_slice(&rated_room_file(name, ratings)).unwrap();
+                assert_eq!(entry.encoded().to_vec(), serde_json::to_vec(&file).unwrap());
+            }
+            backend.close(&Snapshot { rooms: loaded }).unwrap();
+        }
+        // The cache holds the big room packed: smaller than its JSON.
+        let json = serde_json::to_vec(
+            &serde_json::from_slice::<serde_json::Value>(&rated_room_file("big", 200)).unwrap(),
+        )
+        .unwrap();
+        let cache = fs.read(&dir().join(CACHE)).unwrap();
+        assert!(cache.len() < json.len() / 2, "{} bytes", cache.len());
     }
 
     #[test]

@@ -464,15 +464,7 @@ impl Known<'_> {
             } else {
                 (1, self.now, 0, Origin::New)
             };
-        let entry = RoomEntry::cold(
-            name.clone(),
-            room.facts.clone(),
-            room.encoded.clone(),
-            room.rating_count,
-            revision,
-            updated_at,
-        );
-        Ok((Arc::new(entry), lsn, origin))
+        Ok((Arc::new(room.entry(revision, updated_at)), lsn, origin))
     }
 }
 

@@ -6,6 +6,7 @@ use super::cache::Cache;
 use super::fs::FileStat;
 use super::par::par_map;
 use super::FileBackend;
+use crate::room::entry::LoadedRoom;
 use crate::room::prepare::PreparedRoom;
 
 /// A room file as read from disk.
@@ -14,9 +15,10 @@ pub(super) struct ReadFile {
     pub len: u64,
     pub crc: u32,
     pub stat: Option<FileStat>,
-    /// The room, already encoded compactly: the parsed tree is dropped on the reading thread,
-    /// so loading many rooms never holds many trees at once.
-    pub room: Result<PreparedRoom, String>,
+    /// The room, already encoded compactly and packed if that saves memory: the parsed tree
+    /// and the text are dropped on the reading thread, so loading many rooms never holds many
+    /// trees or texts at once.
+    pub room: Result<LoadedRoom, String>,
     /// Whether `room` came from `.cache` rather than from parsing the file: `Some(true)` when
     /// the file's stat showed it unchanged, `Some(false)` when its content had to.
     pub cached: Option<bool>,
@@ -96,9 +98,9 @@ pub(super) fn read_file(
         unreadable,
         room: read.and_then(|()| match cached {
             Some(room) => Ok(room),
-            None => {
-                PreparedRoom::from_json(&bytes).map_err(|e| format!("it is not a valid room ({e})"))
-            }
+            None => PreparedRoom::from_json(&bytes)
+                .map(PreparedRoom::loaded)
+                .map_err(|e| format!("it is not a valid room ({e})")),
         }),
     }
 }

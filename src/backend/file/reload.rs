@@ -104,22 +104,20 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
             b.dirty.insert(name.clone());
         }
         let lsn = b.journal.next_lsn();
-        b.files.insert(
-            name.clone(),
-            FileRecord {
-                file,
-                len: read.len,
-                crc: read.crc,
-                stat: b.fs.stat(&b.path(&read.file)).ok().flatten(),
-                lsn,
-                revision,
-            },
-        );
+        let record = FileRecord {
+            file,
+            len: read.len,
+            crc: read.crc,
+            stat: b.fs.stat(&b.path(&read.file)).ok().flatten(),
+            lsn,
+            revision,
+        };
+        b.files.insert(name.clone(), record);
         changes.push(Change::Put {
             name,
             revision,
             at: now,
-            room: room.encoded,
+            room: room.json(),
         });
     }
     let removed: Vec<RoomName> = b

@@ -24,7 +24,7 @@ use super::cache::Cache;
 use super::journal::IndexEntry;
 use super::{quarantine, FileBackend};
 use crate::room::change::Change;
-use crate::room::entry::{RoomEntry, RoomMap};
+use crate::room::entry::RoomMap;
 use crate::room::{now_millis, EpochMillis, Revision, RoomName};
 use crate::store::apply;
 
@@ -110,15 +110,10 @@ impl StartEdits {
             if let Some(target) = moved {
                 rooms.remove(name.as_str());
                 if let Some(base) = base {
-                    let entry = RoomEntry::cold(
+                    rooms.insert(
                         name.clone(),
-                        base.facts,
-                        base.encoded,
-                        base.rating_count,
-                        edit.held,
-                        edit.updated_at,
+                        Arc::new(base.entry(edit.held, edit.updated_at)),
                     );
-                    rooms.insert(name.clone(), Arc::new(entry));
                 }
                 for change in &records {
                     apply::replay(rooms, change);
