@@ -107,6 +107,14 @@ pub trait Backend: Send {
         self.sync(rooms)
     }
 
+    /// Whether a job of the backend still holds an older version of the rooms (a fold on its
+    /// own thread). Every room replaced meanwhile stays in memory until the job ends, so the
+    /// actor's compaction pass waits: packing 100,000 rooms during a fold of them would hold
+    /// each room's text and its packed form at once.
+    fn holds_rooms(&self) -> bool {
+        false
+    }
+
     /// Re-reads the backing files after an operator edited them (SIGHUP).
     fn reload(&mut self, _rooms: &Snapshot) -> Result<Reloaded, StorageError> {
         Ok(Reloaded::default())

@@ -1,5 +1,6 @@
 //! Deterministic tests of the actor, with a backend that records and can stall or fail commits.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +31,8 @@ struct RecordingBackend {
     fail: Arc<Mutex<bool>>,
     /// If set, the first commit waits for a message here (to let the queue fill up).
     gate: Option<std_mpsc::Receiver<()>>,
+    /// What `holds_rooms` says (a fold running on its own thread).
+    holding: Arc<AtomicBool>,
 }
 
 impl Backend for RecordingBackend {
@@ -61,6 +64,9 @@ impl Backend for RecordingBackend {
         self.seen.lock().unwrap().closed_with_rooms = Some(rooms.rooms.len());
         Ok(())
     }
+    fn holds_rooms(&self) -> bool {
+        self.holding.load(Ordering::Relaxed)
+    }
 }
 
 struct Harness {
@@ -68,15 +74,18 @@ struct Harness {
     actor: super::ActorThread,
     seen: Arc<Mutex<Journal>>,
     fail: Arc<Mutex<bool>>,
+    holding: Arc<AtomicBool>,
 }
 
 fn harness(gate: Option<std_mpsc::Receiver<()>>) -> Harness {
     let seen = Arc::new(Mutex::new(Journal::default()));
     let fail = Arc::new(Mutex::new(false));
+    let holding = Arc::new(AtomicBool::new(false));
     let backend = RecordingBackend {
         seen: seen.clone(),
         fail: fail.clone(),
         gate,
+        holding: holding.clone(),
     };
     let (store, actor) = start(Box::new(backend)).unwrap();
     Harness {
@@ -84,6 +93,7 @@ fn harness(gate: Option<std_mpsc::Receiver<()>>) -> Harness {
         actor,
         seen,
         fail,
+        holding,
     }
 }
 
@@ -107,6 +117,47 @@ fn rate(name: &str, user: &str) -> Mutation {
         rating: Rating::Like,
         timestamp: 1,
     }
+}
+
+/// Ticks until room `name` is packed (or 5 s have passed); whether it is.
+async fn packed_after_ticks(store: &StoreHandle, name: &str, ticks: usize) -> bool {
+    for _ in 0..ticks {
+        store.tick().await.unwrap();
+        if store.peek().get(name).unwrap().is_packed() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn no_room_is_packed_while_the_backend_holds_an_older_version_of_the_rooms() {
+    let h = harness(None);
+    let mut room = json!({
+        "roomName": "big", "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
+        "creatorPlexUserId": "1", "creatorPlexUsername": "john"
+    });
+    room["ratings"] = (0..100)
+        .map(|m| {
+            (
+                format!("plex://movie/{m:08}"),
+                json!([["ann", "like", 1000 + m]]),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let save = Mutation::Save {
+        room: Box::new(PreparedRoom::new(validate(room).unwrap())),
+        expected_revision: None,
+    };
+    h.store.mutate(save).await.unwrap();
+    // A fold holds the rooms: packing now would keep both forms of the room until it ends.
+    h.holding.store(true, Ordering::Relaxed);
+    assert!(!packed_after_ticks(&h.store, "big", 200).await);
+    // Once it has ended, the first pass packs the room (nobody read it).
+    h.holding.store(false, Ordering::Relaxed);
+    assert!(packed_after_ticks(&h.store, "big", 1000).await);
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::fs::{Fs, WriteBatch};
-use super::journal::{Index, IndexEntry, Lsn, INDEX_FORMAT};
+use super::journal::{IndexEntryRef, IndexWriter, Lsn};
 use super::{names, quarantine, FileRecord, INDEX, INDEX_NEXT, TMP_PREFIX};
 use crate::backend::StorageError;
 use crate::room::entry::Snapshot;
@@ -51,7 +51,7 @@ pub(super) struct FoldJob {
     pub dir: PathBuf,
     pub rooms: Snapshot,
     pub dirty: BTreeSet<RoomName>,
-    pub files: HashMap<RoomName, FileRecord>,
+    pub files: Arc<HashMap<RoomName, FileRecord>>,
     /// The last change `rooms` holds.
     pub lsn: Lsn,
     /// At a clean stop a hand-edited file is quarantined and overwritten instead of skipped.
@@ -169,6 +169,7 @@ impl FoldJob {
         // abandons them all: nothing was renamed yet, so every room file is its old version.
         let mut batch = Batch {
             fs: &*self.fs,
+            dir: &self.dir,
             files: self
                 .fs
                 .write_batch(&self.dir)
@@ -176,59 +177,58 @@ impl FoldJob {
             temps: VecDeque::new(),
             strays: &mut done.strays,
         };
-        let mut written: HashMap<&RoomName, (&str, u64, u32)> = HashMap::new();
-        // The rooms in the order their files were written (and are renamed).
-        let mut order: Vec<&RoomName> = Vec::with_capacity(writes.len());
-        for (name, target) in &writes {
+        // The rooms written, with their new file's length and CRC, in the order written (and
+        // renamed): name order, as `dirty` is sorted. What a fold holds per room is kept small
+        // (this, and its temporary file's number): it folds up to every room at once.
+        let mut written: Vec<(&RoomName, u64, u32)> = Vec::with_capacity(writes.len());
+        for (name, target) in writes {
             // One room's pretty form at a time: a fold of every room holds no copy of them all.
             let Some(entry) = self.rooms.get(name.as_str()) else {
                 continue;
             };
             let bytes = entry.pretty();
-            batch.write(&self.dir, target, &bytes)?;
-            let crc = crc32fast::hash(&bytes);
-            written.insert(*name, (target.as_str(), bytes.len() as u64, crc));
-            order.push(name);
+            batch.write(target, &bytes)?;
+            written.push((name, bytes.len() as u64, crc32fast::hash(&bytes)));
         }
 
         // 1. The index as it will be.
-        let entries = self.rooms.rooms.values().filter_map(|entry| {
-            let (file, len, crc, lsn) = match written.get(&entry.name) {
-                Some(&(file, len, crc)) => (file.to_owned(), len, crc, self.lsn),
-                None => {
-                    let r = self.files.get(&entry.name)?;
-                    (r.file.clone(), r.len, r.crc, r.lsn)
+        let mut index = IndexWriter::new(self.lsn, self.rooms.rooms.len());
+        for entry in self.rooms.rooms.values() {
+            let name = &entry.name;
+            let new_file;
+            let (file, len, crc, lsn) = match written.binary_search_by(|(n, ..)| (*n).cmp(name)) {
+                Ok(at) => {
+                    let (_, len, crc) = written[at];
+                    new_file = names::file_name(name);
+                    (new_file.as_str(), len, crc, self.lsn)
                 }
+                Err(_) => match self.files.get(name) {
+                    Some(r) => (r.file.as_str(), r.len, r.crc, r.lsn),
+                    None => continue,
+                },
             };
-            Some(IndexEntry {
-                name: entry.name.clone(),
+            index.push(&IndexEntryRef {
+                name,
                 file,
                 revision: entry.revision,
                 updated_at: entry.updated_at,
                 lsn,
                 len,
                 crc,
-            })
-        });
-        let index = Index {
-            format: INDEX_FORMAT,
-            lsn: self.lsn,
-            rooms: entries.collect(),
-        };
+            });
+        }
         let next_path = self.path(INDEX_NEXT);
-        let index_bytes = serde_json::to_vec(&index).unwrap_or_default();
-        batch.write(&self.dir, INDEX_NEXT, &index_bytes)?;
-        batch.sync(&self.dir)?;
+        batch.write(INDEX_NEXT.to_owned(), &index.finish())?;
+        batch.sync()?;
         // Replaced, never removed first: a `.index.next` left by a failed fold describes files
         // it replaced, and must do so until this one takes its place.
-        batch.rename_last(&self.dir)?;
+        batch.rename_last()?;
 
         // 2. The room files.
-        for name in order {
-            let Some(target) = batch.rename_next(&self.dir)? else {
+        for (name, len, crc) in written {
+            let Some(target) = batch.rename_next()? else {
                 break;
             };
-            let (_, len, crc) = written[name];
             let record = FileRecord {
                 stat: self.fs.stat(&self.path(&target)).ok().flatten(),
                 file: target,
@@ -292,64 +292,79 @@ pub(super) fn edited_by_hand(fs: &dyn Fs, dir: &Path, record: &FileRecord) -> bo
 }
 
 /// A temporary file and the name it is to take.
-type Temp = (PathBuf, String);
+/// A temporary file's number, and the file it is to replace.
+type Temp = (u64, String);
 
 /// A fold's new files: written under temporary names, synced together, then renamed into place
 /// in the order written. Dropped before every one is renamed (an error), it removes the rest:
 /// their pages failed to sync or were never renamed, so they are never used again.
 struct Batch<'a> {
     fs: &'a dyn Fs,
+    dir: &'a Path,
     files: Box<dyn WriteBatch + 'a>,
-    /// Temporary files not yet renamed, each with its target, in the order written.
+    /// Temporary files not yet renamed (by number: see [`Batch::temp_path`]), each with its
+    /// target, in the order written.
     temps: VecDeque<Temp>,
     /// Where the temporary files that cannot be removed go (the next fold removes them).
     strays: &'a mut Vec<PathBuf>,
 }
 
 impl Batch<'_> {
-    /// Writes what is to replace `dir/target`, under a temporary name.
-    fn write(&mut self, dir: &Path, target: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    /// Writes what is to replace `target` in the directory, under a temporary name.
+    fn write(&mut self, target: String, bytes: &[u8]) -> Result<(), StorageError> {
+        let dir = self.dir;
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
-        // Listed first: a failed write may have created it.
-        self.temps.push_back((tmp_path.clone(), target.to_owned()));
-        self.files
+        let tmp_path = Batch::temp_path(dir, n);
+        let written = self
+            .files
             .write_new(&tmp_path, bytes)
-            .map_err(|e| StorageError::io("write", dir.join(target), e))
+            .map_err(|e| StorageError::io("write", dir.join(&target), e));
+        // Listed even if the write failed: it may have created the file.
+        self.temps.push_back((n, target));
+        written
+    }
+
+    /// The temporary file numbered `n` (its path is made again when needed, not kept).
+    fn temp_path(dir: &Path, n: u64) -> PathBuf {
+        dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()))
     }
 
     /// Makes every file written durable.
-    fn sync(&mut self, dir: &Path) -> Result<(), StorageError> {
+    fn sync(&mut self) -> Result<(), StorageError> {
+        let dir = self.dir;
         self.files
             .sync()
             .map_err(|e| StorageError::io("fsync the new room files in", dir, e))
     }
 
     /// Renames the first file written (not yet renamed) into place; `None` when all are.
-    fn rename_next(&mut self, dir: &Path) -> Result<Option<String>, StorageError> {
+    fn rename_next(&mut self) -> Result<Option<String>, StorageError> {
         let Some(temp) = self.temps.pop_front() else {
             return Ok(None);
         };
-        self.rename(dir, temp, VecDeque::push_front)
+        self.rename(temp, VecDeque::push_front)
     }
 
     /// Renames the last file written into place (the index, which goes before the rooms).
-    fn rename_last(&mut self, dir: &Path) -> Result<Option<String>, StorageError> {
+    fn rename_last(&mut self) -> Result<Option<String>, StorageError> {
         let Some(temp) = self.temps.pop_back() else {
             return Ok(None);
         };
-        self.rename(dir, temp, VecDeque::push_back)
+        self.rename(temp, VecDeque::push_back)
     }
 
     /// Renames `temp` to its target; on an error puts it back with `back`, to be removed.
     fn rename(
         &mut self,
-        dir: &Path,
-        (tmp_path, target): Temp,
+        (n, target): Temp,
         back: fn(&mut VecDeque<Temp>, Temp),
     ) -> Result<Option<String>, StorageError> {
-        if let Err(e) = self.fs.rename(&tmp_path, &dir.join(&target)) {
-            back(&mut self.temps, (tmp_path, target.clone()));
+        let dir = self.dir;
+        if let Err(e) = self
+            .fs
+            .rename(&Batch::temp_path(dir, n), &dir.join(&target))
+        {
+            back(&mut self.temps, (n, target.clone()));
             let action = "rename a temporary file to";
             return Err(StorageError::io(action, dir.join(target), e));
         }
@@ -359,7 +374,8 @@ impl Batch<'_> {
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        for (path, _) in self.temps.drain(..) {
+        for (n, _) in self.temps.drain(..) {
+            let path = Batch::temp_path(self.dir, n);
             match self.fs.remove(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -228,10 +228,10 @@ impl FileBackend {
         // What the fold did write or remove is on disk even if it failed later: record it.
         let changed_files = !done.written.is_empty() || !done.removed.is_empty();
         for (name, record) in done.written {
-            self.files.insert(name, record);
+            self.files_mut().insert(name, record);
         }
         for name in done.removed {
-            self.files.remove(&name);
+            self.files_mut().remove(&name);
         }
         self.strays.extend(done.strays);
         self.headroom.fold_ended(done.result.is_ok());

@@ -110,9 +110,96 @@ pub struct Index {
 
 pub const INDEX_FORMAT: u32 = 1;
 
+/// One index entry as written: the fields of an [`IndexEntry`], borrowed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexEntryRef<'a> {
+    pub name: &'a RoomName,
+    pub file: &'a str,
+    pub revision: Revision,
+    pub updated_at: EpochMillis,
+    pub lsn: Lsn,
+    pub len: u64,
+    pub crc: u32,
+}
+
+/// Writes an index an entry at a time: the same bytes as serializing an [`Index`], without a
+/// copy of every room's name and file name (a fold of 100,000 rooms held 15 MB of them).
+pub struct IndexWriter {
+    out: Vec<u8>,
+    entries: usize,
+}
+
+impl IndexWriter {
+    /// An index of every change up to `lsn`, for about `rooms` rooms.
+    pub fn new(lsn: Lsn, rooms: usize) -> IndexWriter {
+        let mut out = Vec::with_capacity(64 + rooms * 128);
+        out.extend_from_slice(b"{\"format\":");
+        out.extend_from_slice(INDEX_FORMAT.to_string().as_bytes());
+        out.extend_from_slice(b",\"lsn\":");
+        out.extend_from_slice(lsn.to_string().as_bytes());
+        out.extend_from_slice(b",\"rooms\":[");
+        IndexWriter { out, entries: 0 }
+    }
+
+    pub fn push(&mut self, entry: &IndexEntryRef<'_>) {
+        if self.entries > 0 {
+            self.out.push(b',');
+        }
+        // Writing plain fields into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, entry);
+        self.entries += 1;
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out.extend_from_slice(b"]}");
+        self.out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_index_written_an_entry_at_a_time_is_the_index_serialized() {
+        let entries: Vec<IndexEntry> = ["a", "caf\u{e9} \"2\"", "z"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| IndexEntry {
+                name: RoomName::new(name).unwrap(),
+                file: format!("~{i}.json"),
+                revision: i as u64 + 1,
+                updated_at: 1_733_450_000_000 + i as i64,
+                lsn: u64::MAX - i as u64,
+                len: 5_000 + i as u64,
+                crc: u32::MAX - i as u32,
+            })
+            .collect();
+        for count in [0, 1, 3] {
+            let index = Index {
+                format: INDEX_FORMAT,
+                lsn: 77,
+                rooms: entries[..count].to_vec(),
+            };
+            let mut writer = IndexWriter::new(77, count);
+            for e in &index.rooms {
+                writer.push(&IndexEntryRef {
+                    name: &e.name,
+                    file: &e.file,
+                    revision: e.revision,
+                    updated_at: e.updated_at,
+                    lsn: e.lsn,
+                    len: e.len,
+                    crc: e.crc,
+                });
+            }
+            let written = writer.finish();
+            assert_eq!(written, serde_json::to_vec(&index).unwrap());
+            let read: Index = serde_json::from_slice(&written).unwrap();
+            assert_eq!(read.rooms, index.rooms);
+        }
+    }
 
     fn change(n: u64) -> Change {
         Change::Progress {

@@ -191,7 +191,7 @@ fn claim_files(
         cache_stale: false,
         file_count: reads.len(),
     };
-    b.files.reserve(reads.len());
+    b.files_mut().reserve(reads.len());
     // What the index says of each file, and the room's entry, on every core.
     let known = Known {
         index: &known,
@@ -282,7 +282,7 @@ fn claim_files(
             lsn,
             revision,
         };
-        b.files.insert(name, record);
+        b.files_mut().insert(name, record);
     }
     Ok(start)
 }
@@ -293,7 +293,7 @@ impl Start {
     fn settle_replaced(&mut self, b: &mut FileBackend) {
         for (name, (revision, lsn)) in std::mem::take(&mut self.replaced) {
             let Some(record) = b
-                .files
+                .files_mut()
                 .get_mut(&name)
                 .filter(|_| self.fresh.contains(&name))
             else {

@@ -116,7 +116,9 @@ pub struct FileBackend {
     durability: Durability,
     /// Held (flock) for as long as the backend lives: one daemon per directory.
     lock: Option<fs::LockGuard>,
-    files: HashMap<RoomName, FileRecord>,
+    /// What the daemon last wrote to each room's file. Shared with a running fold (which needs
+    /// all of it for the index) instead of copied: 100,000 records are 17 MB.
+    files: Arc<HashMap<RoomName, FileRecord>>,
     /// Rooms whose file does not hold their latest state.
     dirty: BTreeSet<RoomName>,
     /// The journal being appended to, and the older ones a fold has yet to cover.
@@ -147,6 +149,11 @@ pub struct FileBackend {
 }
 
 impl FileBackend {
+    /// The file records, to change them (copied first only while a fold still holds them).
+    fn files_mut(&mut self) -> &mut HashMap<RoomName, FileRecord> {
+        Arc::make_mut(&mut self.files)
+    }
+
     /// A backend for `dir` using the real file system. Nothing is touched until `load`.
     pub fn new(dir: impl Into<PathBuf>, durability: Durability) -> FileBackend {
         FileBackend::with_fs(Arc::new(RealFs), dir, durability)
@@ -158,7 +165,7 @@ impl FileBackend {
         FileBackend {
             durability,
             lock: None,
-            files: HashMap::new(),
+            files: Arc::default(),
             dirty: BTreeSet::new(),
             journal: Journal::new(fs.clone(), dir.clone()),
             folds: Folds::new(FOLD_JOURNAL_BYTES, FOLD_INTERVAL),
@@ -265,7 +272,7 @@ impl FileBackend {
         }
         for change in changes {
             let name = change.room_name();
-            let Some(record) = self.files.remove(name) else {
+            let Some(record) = self.files_mut().remove(name) else {
                 continue;
             };
             let path = self.path(&record.file);
@@ -273,7 +280,7 @@ impl FileBackend {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    self.files.insert(name.clone(), record);
+                    self.files_mut().insert(name.clone(), record);
                     return Err(StorageError::io("remove the deleted room's file", &path, e));
                 }
             }
@@ -302,6 +309,10 @@ fn record_size(change: &Change) -> u64 {
 impl Backend for FileBackend {
     fn name(&self) -> &'static str {
         "file"
+    }
+
+    fn holds_rooms(&self) -> bool {
+        self.folds.running.is_some()
     }
 
     fn load(&mut self) -> Result<RoomMap, StorageError> {

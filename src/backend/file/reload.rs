@@ -112,7 +112,7 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
             lsn,
             revision,
         };
-        b.files.insert(name.clone(), record);
+        b.files_mut().insert(name.clone(), record);
         changes.push(Change::Put {
             name,
             revision,
@@ -147,7 +147,7 @@ pub(super) fn reload(b: &mut FileBackend, rooms: &Snapshot) -> Result<Reloaded, 
             "room file of {:?} was removed by hand; deleting the room",
             name.as_str()
         );
-        b.files.remove(&name);
+        b.files_mut().remove(&name);
         changes.push(Change::Delete { name });
     }
     if changes.is_empty() && b.folds.soon {
@@ -229,7 +229,7 @@ fn refuse(b: &mut FileBackend, rooms: &Snapshot, file: &str, name: &RoomName, wh
 /// The room keeps its state; its file is written again at once (the file is gone on purpose,
 /// so it is not a removal to honour).
 fn rewrite(b: &mut FileBackend, name: &RoomName) {
-    b.files.remove(name);
+    b.files_mut().remove(name);
     b.dirty.insert(name.clone());
     b.folds.soon = true;
 }

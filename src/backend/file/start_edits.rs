@@ -129,7 +129,7 @@ impl StartEdits {
                     edit.held,
                     target.display()
                 );
-                b.files.remove(&name);
+                b.files_mut().remove(&name);
             } else {
                 // The version the edit replaced is gone: keep the edit as the base, with the
                 // journal's changes on top, at a revision no other content had.
@@ -138,7 +138,7 @@ impl StartEdits {
                     // remove the file, so keep the edit aside instead.
                     let why = "it was edited, but its room was deleted after the file was written";
                     if quarantine::quarantine(&*b.fs, &b.dir, &edit.file, why) {
-                        b.files.remove(&name);
+                        b.files_mut().remove(&name);
                     }
                     continue;
                 };
