@@ -138,7 +138,7 @@ impl RoomBody {
     /// its first place, with its last value (as a JSON tree would have it).
     pub fn parse(bytes: &[u8]) -> Option<RoomBody> {
         let compact;
-        let bytes = if memchr::memchr2(b' ', b'\n', bytes).is_some() {
+        let bytes = if super::minify::has_whitespace(bytes) {
             compact = super::minify::minify(bytes);
             &compact[..]
         } else {

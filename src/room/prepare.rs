@@ -536,4 +536,28 @@ mod tests {
         let pretty = serde_json::to_vec_pretty(&value).unwrap();
         assert_eq!(minify(&pretty), serde_json::to_vec(&value).unwrap());
     }
+
+    #[test]
+    fn minify_removes_carriage_returns_and_tabs_between_tokens() {
+        // A room file saved by an editor with CR LF line ends, or tabs, or a bare CR: the
+        // answer is one line (a CR left in it ends the line for many readers).
+        let value = serde_json::json!({"k": [" ", "\"\\", "a\tb\r\n"], "n": {"m": 1}});
+        let compact = serde_json::to_vec(&value).unwrap();
+        let pretty = String::from_utf8(serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+        for spaced in [
+            pretty.replace('\n', "\r\n"),
+            pretty.replace("  ", "\t"),
+            pretty.replace('\n', "\r"),
+            String::from_utf8(compact.clone())
+                .unwrap()
+                .replace(':', ":\r"),
+            String::from_utf8(compact.clone())
+                .unwrap()
+                .replace(',', "\t,"),
+        ] {
+            assert_eq!(minify(spaced.as_bytes()), compact, "{spaced:?}");
+            let body = crate::room::body::RoomBody::parse(spaced.as_bytes()).unwrap();
+            assert_eq!(body.to_compact(), compact, "{spaced:?}");
+        }
+    }
 }
