@@ -104,6 +104,20 @@ impl Default for Compactor {
 }
 
 impl Compactor {
+    /// A compactor that packs rooms left alone for `idle` (tests: [`IDLE_BEFORE_PACKING`] is
+    /// the daemon's).
+    pub fn with_idle(idle: Duration) -> Compactor {
+        Compactor {
+            idle,
+            ..Compactor::default()
+        }
+    }
+
+    /// How long a room must be left alone before it is packed.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
     /// Rooms kept packed when the last full pass ended.
     pub fn packed_rooms(&self) -> u64 {
         self.packed_rooms
@@ -313,10 +327,7 @@ fn give_memory_back() {
 impl Compactor {
     /// A compactor whose passes follow each other without waiting (tests run many passes).
     fn eager() -> Compactor {
-        Compactor {
-            idle: Duration::ZERO,
-            ..Compactor::default()
-        }
+        Compactor::with_idle(Duration::ZERO)
     }
 
     /// Runs ticks until one whole pass has been walked and its work swapped in.

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -69,11 +70,18 @@ pub(super) struct Actor {
     pub commands: mpsc::Receiver<Command>,
     pub counters: Arc<Counters>,
     pub events: broadcast::Sender<Event>,
-    /// Hot rooms and when each last changed (a batch counter).
-    pub hot: HashMap<RoomName, u64>,
-    pub batch_number: u64,
+    /// Hot rooms and when each last changed (the time of its last batch).
+    pub hot: HashMap<RoomName, Instant>,
     /// Keeps idle rooms compressed, a slice of the rooms per tick.
     pub compactor: Compactor,
+}
+
+/// Puts room `name` back to its JSON if it is hot (it keeps its revision and bytes).
+fn cool(rooms: &mut RoomMap, name: RoomName) {
+    if let Some(entry) = rooms.get(name.as_str()).filter(|e| e.is_hot()) {
+        let cooled = Arc::new(entry.cooled());
+        rooms.insert(name, cooled);
+    }
 }
 
 /// Mutations of one batch waiting for their commit.
@@ -148,7 +156,9 @@ impl Actor {
                     }
                     // Nothing is pending here, so `rooms` is what readers see. While a fold
                     // holds an older version, rooms are neither packed nor unpacked.
-                    if !self.backend.holds_rooms() && self.compactor.tick(&mut rooms) {
+                    let cooled = self.cool_idle(&mut rooms);
+                    let compacted = !self.backend.holds_rooms() && self.compactor.tick(&mut rooms);
+                    if cooled || compacted {
                         self.publish(Snapshot {
                             rooms: rooms.clone(),
                         });
@@ -235,15 +245,15 @@ impl Actor {
     /// Notes which rooms `changes` made hot and cools the least recently changed ones when
     /// there are more than [`HOT_ROOMS`].
     fn cool_down(&mut self, rooms: &mut RoomMap, changes: &[Change]) {
-        self.batch_number += 1;
+        let now = Instant::now();
         for change in changes {
             match change {
                 Change::Rate { name, .. } | Change::Progress { name, .. } => {
                     // A batch changes a busy room many times: its name is copied once.
                     match self.hot.get_mut(name) {
-                        Some(batch) => *batch = self.batch_number,
+                        Some(changed) => *changed = now,
                         None => {
-                            self.hot.insert(name.clone(), self.batch_number);
+                            self.hot.insert(name.clone(), now);
                         }
                     }
                 }
@@ -255,16 +265,29 @@ impl Actor {
         if self.hot.len() <= HOT_ROOMS {
             return;
         }
-        let mut by_age: Vec<(u64, RoomName)> = self.hot.drain().map(|(n, b)| (b, n)).collect();
+        let mut by_age: Vec<(Instant, RoomName)> = self.hot.drain().map(|(n, t)| (t, n)).collect();
         by_age.sort_unstable();
         let keep = by_age.split_off(by_age.len() - HOT_ROOMS / 2);
         for (_, name) in by_age {
-            if let Some(entry) = rooms.get(name.as_str()).filter(|e| e.is_hot()) {
-                let cooled = Arc::new(entry.cooled());
-                rooms.insert(name, cooled);
-            }
+            cool(rooms, name);
         }
-        self.hot.extend(keep.into_iter().map(|(b, n)| (n, b)));
+        self.hot.extend(keep.into_iter().map(|(t, n)| (n, t)));
+    }
+
+    /// Cools the hot rooms nobody changed for as long as an idle room waits to be packed, so
+    /// that the compaction pass packs them too (the last rooms of an evening of swipes would
+    /// otherwise stay hot, and unpacked, until other rooms took their place). True if any was.
+    fn cool_idle(&mut self, rooms: &mut RoomMap) -> bool {
+        let idle = self.compactor.idle();
+        let before = self.hot.len();
+        self.hot.retain(|name, changed| {
+            let keep = changed.elapsed() < idle;
+            if !keep {
+                cool(rooms, name.clone());
+            }
+            keep
+        });
+        self.hot.len() != before
     }
 
     /// Puts `entries` in as they are, each replacing a room of the same name, in one commit of

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use self::actor::{Actor, Command};
 use crate::backend::{Backend, StorageError};
 use crate::room::change::{Change, Mutation, Outcome};
+use crate::room::cold::Compactor;
 use crate::room::entry::{RoomEntry, Snapshot};
 use crate::room::StoreError;
 
@@ -64,7 +65,15 @@ pub struct StoreHandle {
 pub type ActorThread = std::thread::JoinHandle<Result<(), StorageError>>;
 
 /// Loads the rooms from `backend` and starts the actor on its own thread.
-pub fn start(mut backend: Box<dyn Backend>) -> Result<(StoreHandle, ActorThread), StorageError> {
+pub fn start(backend: Box<dyn Backend>) -> Result<(StoreHandle, ActorThread), StorageError> {
+    start_with(backend, Compactor::default())
+}
+
+/// [`start`], with rooms packed after `compactor`'s idle time (tests shorten it).
+pub(crate) fn start_with(
+    mut backend: Box<dyn Backend>,
+    compactor: Compactor,
+) -> Result<(StoreHandle, ActorThread), StorageError> {
     let rooms = backend.load()?;
     let counters = Arc::new(Counters::default());
     if let Some(e) = backend.start_warning() {
@@ -87,8 +96,7 @@ pub fn start(mut backend: Box<dyn Backend>) -> Result<(StoreHandle, ActorThread)
         counters,
         events,
         hot: std::collections::HashMap::new(),
-        batch_number: 0,
-        compactor: Default::default(),
+        compactor,
     };
     let thread = std::thread::Builder::new()
         .name("storage-actor".into())

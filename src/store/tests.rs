@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::room::change::{Mutation, Outcome, Refusal};
 
-use super::{start, StoreHandle};
+use super::StoreHandle;
 use crate::backend::{Backend, StorageError};
 use crate::room::change::Change;
 use crate::room::entry::{RoomMap, Snapshot};
@@ -78,6 +78,13 @@ struct Harness {
 }
 
 fn harness(gate: Option<std_mpsc::Receiver<()>>) -> Harness {
+    harness_with(gate, crate::room::cold::Compactor::default())
+}
+
+fn harness_with(
+    gate: Option<std_mpsc::Receiver<()>>,
+    compactor: crate::room::cold::Compactor,
+) -> Harness {
     let seen = Arc::new(Mutex::new(Journal::default()));
     let fail = Arc::new(Mutex::new(false));
     let holding = Arc::new(AtomicBool::new(false));
@@ -87,7 +94,7 @@ fn harness(gate: Option<std_mpsc::Receiver<()>>) -> Harness {
         gate,
         holding: holding.clone(),
     };
-    let (store, actor) = start(Box::new(backend)).unwrap();
+    let (store, actor) = super::start_with(Box::new(backend), compactor).unwrap();
     Harness {
         store,
         actor,
@@ -131,11 +138,10 @@ async fn packed_after_ticks(store: &StoreHandle, name: &str, ticks: usize) -> bo
     false
 }
 
-#[tokio::test]
-async fn no_room_is_packed_while_the_backend_holds_an_older_version_of_the_rooms() {
-    let h = harness(None);
+/// A save of room `name` with 100 ratings: its JSON packs well.
+fn save_big(name: &str) -> Mutation {
     let mut room = json!({
-        "roomName": "big", "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
+        "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
         "creatorPlexUserId": "1", "creatorPlexUsername": "john"
     });
     room["ratings"] = (0..100)
@@ -147,11 +153,32 @@ async fn no_room_is_packed_while_the_backend_holds_an_older_version_of_the_rooms
         })
         .collect::<serde_json::Map<_, _>>()
         .into();
-    let save = Mutation::Save {
+    Mutation::Save {
         room: Box::new(PreparedRoom::new(validate(room).unwrap())),
         expected_revision: None,
-    };
-    h.store.mutate(save).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_room_changed_and_then_left_alone_is_cooled_and_packed() {
+    // Rated rooms stay hot (a body, unpacked) while they are being changed; the last rooms
+    // of an evening must not stay so for good once nobody changes them.
+    let idle = std::time::Duration::from_millis(100);
+    let h = harness_with(None, crate::room::cold::Compactor::with_idle(idle));
+    h.store.mutate(save_big("big")).await.unwrap();
+    h.store.mutate(rate("big", "jane")).await.unwrap();
+    h.store.tick().await.unwrap();
+    assert!(h.store.peek().get("big").unwrap().is_hot());
+    assert!(packed_after_ticks(&h.store, "big", 1000).await);
+    let entry = h.store.snapshot().get("big").unwrap().clone();
+    assert_eq!(entry.to_value()["ratings"]["m"][0][0], "jane");
+    assert_eq!(entry.revision, 2);
+}
+
+#[tokio::test]
+async fn no_room_is_packed_while_the_backend_holds_an_older_version_of_the_rooms() {
+    let h = harness(None);
+    h.store.mutate(save_big("big")).await.unwrap();
     // A fold holds the rooms: packing now would keep both forms of the room until it ends.
     h.holding.store(true, Ordering::Relaxed);
     assert!(!packed_after_ticks(&h.store, "big", 200).await);
