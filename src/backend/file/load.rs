@@ -193,9 +193,11 @@ fn claim_files(
     };
     b.files_mut().reserve(reads.len());
     // What the index says of each file, and the room's entry, on every core.
+    let revisions = revisions_by_room(index, next);
     let known = Known {
         index: &known,
         next: &known_next,
+        revisions: &revisions,
         now: now_millis(),
     };
     let decided = par_map(&reads, |read| Some(known.room(read)));
@@ -424,6 +426,19 @@ fn by_file(index: &Option<Index>) -> HashMap<&str, &IndexEntry> {
         .collect()
 }
 
+/// The highest revision `.index` (or `.index.next`) records for each room, whatever its file.
+fn revisions_by_room<'a>(
+    index: &'a Option<Index>,
+    next: &'a Option<Index>,
+) -> HashMap<&'a RoomName, Revision> {
+    let mut revisions = HashMap::new();
+    for e in index.iter().chain(next).flat_map(|i| i.rooms.iter()) {
+        let revision = revisions.entry(&e.name).or_insert(e.revision);
+        *revision = (*revision).max(e.revision);
+    }
+    revisions
+}
+
 /// Where a room file's revision comes from.
 enum Origin {
     /// The daemon wrote the file in a fold that was cut short (`.index.next`).
@@ -440,6 +455,8 @@ enum Origin {
 struct Known<'a> {
     index: &'a HashMap<&'a str, &'a IndexEntry>,
     next: &'a HashMap<&'a str, &'a IndexEntry>,
+    /// Each room's revision as the index records it, by room.
+    revisions: &'a HashMap<&'a RoomName, Revision>,
     now: EpochMillis,
 }
 
@@ -462,7 +479,10 @@ impl Known<'_> {
             {
                 (e.revision + 1, self.now, e.lsn, Origin::EditedByHand)
             } else {
-                (1, self.now, 0, Origin::New)
+                // A file the index does not know holds a room it knows (a room file renamed,
+                // or swapped with another room's): above the known revision, never reusing one.
+                let known = self.revisions.get(name).copied().unwrap_or(0);
+                (known + 1, self.now, 0, Origin::New)
             };
         Ok((Arc::new(room.entry(revision, updated_at)), lsn, origin))
     }

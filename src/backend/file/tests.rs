@@ -527,6 +527,39 @@ fn an_unreadable_index_fails_the_start_instead_of_resetting_revisions() {
 }
 
 #[test]
+fn a_room_file_renamed_or_swapped_by_hand_never_brings_a_revision_back() {
+    // Found by outside probe s10: a file the index does not know started its room at
+    // revision 1 again, so `expectedRevision: 1` was accepted for a room at revision 3.
+    use super::fs::Fs;
+    let fs = SimFs::default();
+    let (store, actor) = store::start(Box::new(inline_backend(&fs, Durability::Strict))).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for name in ["a", "b", "c"] {
+            store.mutate(save(name)).await.unwrap();
+        }
+        store.mutate(rate("a", 0)).await.unwrap();
+        store.mutate(rate("a", 1)).await.unwrap();
+        store.mutate(rate("b", 0)).await.unwrap();
+    });
+    drop(store);
+    actor.join().unwrap().unwrap();
+    let path = |file: &str| dir().join(file);
+    // a.json renamed; b.json and c.json swapped.
+    fs.rename(&path("a.json"), &path("a-backup.json")).unwrap();
+    fs.rename(&path("b.json"), &path("swap")).unwrap();
+    fs.rename(&path("c.json"), &path("b.json")).unwrap();
+    fs.rename(&path("swap"), &path("c.json")).unwrap();
+    let rooms = inline_backend(&fs, Durability::Strict).load().unwrap();
+    let revisions: Vec<u64> = ["a", "b", "c"].map(|n| rooms[n].revision).to_vec();
+    assert_eq!(revisions, [4, 3, 2]);
+    assert_eq!(ratings_of(&rooms, "a"), ["m0", "m1"]);
+}
+
+#[test]
 fn a_fold_holds_a_bounded_amount_of_room_texts_at_once() {
     // 24 rooms of 1 MB: a fold that made every file's text before writing any held all 24
     // (30 MB with their spare capacity); a bounded one keeps 8 MB and makes the rest again.
