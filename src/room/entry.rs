@@ -64,27 +64,19 @@ impl LoadedRoom {
     /// The room as a cold entry at `revision`. A packed one counts as unread: nobody has read
     /// it since it was loaded.
     pub fn entry(&self, revision: Revision, updated_at: EpochMillis) -> RoomEntry {
+        let json = match &self.text {
+            RoomText::Json(json) => json.clone(),
+            RoomText::Packed(_) => Bytes::new(),
+        };
+        let (name, facts) = (self.name.clone(), self.facts.clone());
+        let entry = RoomEntry::cold(name, facts, json, self.rating_count, revision, updated_at);
         match &self.text {
-            RoomText::Json(json) => RoomEntry::cold(
-                self.name.clone(),
-                self.facts.clone(),
-                json.clone(),
-                self.rating_count,
-                revision,
-                updated_at,
-            ),
+            RoomText::Json(_) => entry,
             RoomText::Packed(packed) => RoomEntry {
                 packed: Some(packed.clone()),
                 encoded: OnceLock::new(),
                 used: AtomicBool::new(false),
-                ..RoomEntry::cold(
-                    self.name.clone(),
-                    self.facts.clone(),
-                    Bytes::new(),
-                    self.rating_count,
-                    revision,
-                    updated_at,
-                )
+                ..entry
             },
         }
     }

@@ -464,6 +464,22 @@ fn an_unreadable_room_file_fails_the_start_and_is_not_set_aside() {
     );
 }
 
+/// Runs a strict daemon's store on `fs` for `writes`, one after another, then stops it cleanly.
+fn write_and_stop(fs: &SimFs, writes: impl IntoIterator<Item = Mutation>) {
+    let (store, actor) = store::start(Box::new(inline_backend(fs, Durability::Strict))).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for write in writes {
+            store.mutate(write).await.unwrap();
+        }
+    });
+    drop(store);
+    actor.join().unwrap().unwrap();
+}
+
 /// A fold whose temporary file could be neither synced nor removed left `.tmp-*` files that
 /// piled up; the next fold removes them, and a clean stop leaves none.
 #[test]
@@ -502,17 +518,7 @@ fn temporary_files_of_failed_folds_do_not_pile_up() {
 #[test]
 fn an_unreadable_index_fails_the_start_instead_of_resetting_revisions() {
     let fs = SimFs::default();
-    let (store, actor) = store::start(Box::new(inline_backend(&fs, Durability::Strict))).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        store.mutate(save("r")).await.unwrap();
-        store.mutate(rate("r", 0)).await.unwrap();
-    });
-    drop(store);
-    actor.join().unwrap().unwrap();
+    write_and_stop(&fs, [save("r"), rate("r", 0)]);
     // Calls of a start: 0 create the directory, 1 lock, 2 read `.index`.
     fs.set_fault(fault(2, Some(1)));
     let failed = inline_backend(&fs, Durability::Strict).load();
@@ -532,21 +538,15 @@ fn a_room_file_renamed_or_swapped_by_hand_never_brings_a_revision_back() {
     // revision 1 again, so `expectedRevision: 1` was accepted for a room at revision 3.
     use super::fs::Fs;
     let fs = SimFs::default();
-    let (store, actor) = store::start(Box::new(inline_backend(&fs, Durability::Strict))).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        for name in ["a", "b", "c"] {
-            store.mutate(save(name)).await.unwrap();
-        }
-        store.mutate(rate("a", 0)).await.unwrap();
-        store.mutate(rate("a", 1)).await.unwrap();
-        store.mutate(rate("b", 0)).await.unwrap();
-    });
-    drop(store);
-    actor.join().unwrap().unwrap();
+    let writes = [
+        save("a"),
+        save("b"),
+        save("c"),
+        rate("a", 0),
+        rate("a", 1),
+        rate("b", 0),
+    ];
+    write_and_stop(&fs, writes);
     let path = |file: &str| dir().join(file);
     // a.json renamed; b.json and c.json swapped.
     fs.rename(&path("a.json"), &path("a-backup.json")).unwrap();
@@ -559,18 +559,16 @@ fn a_room_file_renamed_or_swapped_by_hand_never_brings_a_revision_back() {
     assert_eq!(ratings_of(&rooms, "a"), ["m0", "m1"]);
 }
 
-#[test]
-fn a_fold_holds_a_bounded_amount_of_room_texts_at_once() {
-    // 24 rooms of 1 MB: a fold that made every file's text before writing any held all 24
-    // (30 MB with their spare capacity); a bounded one keeps 8 MB and makes the rest again.
-    let tmp = tempfile::tempdir().unwrap();
+/// Folds `count` new rooms (each `padding` bytes of text) into an empty directory: what the
+/// fold did, and the most it had allocated at once.
+fn fold_of_new_rooms(dir: &Path, count: usize, padding: usize) -> (super::fold::FoldDone, u64) {
     let mut rooms = RoomMap::new();
     let mut dirty = std::collections::BTreeSet::new();
-    for n in 0..24 {
-        let name = format!("big-{n}");
+    for n in 0..count {
+        let name = format!("room-{n:06}");
         let room = validate(json!({
             "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
-            "creatorPlexUserId": "1", "creatorPlexUsername": "john", "padding": "x".repeat(1 << 20)
+            "creatorPlexUserId": "1", "creatorPlexUsername": "john", "padding": "x".repeat(padding)
         }))
         .unwrap();
         let save = Mutation::Save {
@@ -582,7 +580,7 @@ fn a_fold_holds_a_bounded_amount_of_room_texts_at_once() {
     }
     let job = super::fold::FoldJob {
         fs: Arc::new(super::fs::RealFs),
-        dir: tmp.path().to_owned(),
+        dir: dir.to_owned(),
         rooms: crate::room::entry::Snapshot { rooms },
         dirty,
         files: Default::default(),
@@ -590,7 +588,15 @@ fn a_fold_holds_a_bounded_amount_of_room_texts_at_once() {
         closing: false,
         strays: Vec::new(),
     };
-    let (done, peak) = crate::allocated::peak_during(|| job.run());
+    crate::allocated::peak_during(|| job.run())
+}
+
+#[test]
+fn a_fold_holds_a_bounded_amount_of_room_texts_at_once() {
+    // 24 rooms of 1 MB: a fold that made every file's text before writing any held all 24
+    // (30 MB with their spare capacity); a bounded one keeps 8 MB and makes the rest again.
+    let tmp = tempfile::tempdir().unwrap();
+    let (done, peak) = fold_of_new_rooms(tmp.path(), 24, 1 << 20);
     done.result.unwrap();
     assert_eq!(done.written.len(), 24);
     for (name, record) in &done.written {
@@ -650,34 +656,8 @@ fn a_fold_holds_little_per_room_besides_the_room_it_is_writing() {
     // temporary files, the index) adds up. 902 bytes per room (90 MB for 100,000) when it
     // kept each temporary file's path and target and built the index as a list of copies.
     let tmp = tempfile::tempdir().unwrap();
-    let mut rooms = RoomMap::new();
-    let mut dirty = std::collections::BTreeSet::new();
     let count = 5_000;
-    for n in 0..count {
-        let name = format!("room-{n:06}");
-        let room = validate(json!({
-            "roomName": name, "sort": "random", "createdAt": "2025-10-25T20:00:00Z",
-            "creatorPlexUserId": "1", "creatorPlexUsername": "john"
-        }))
-        .unwrap();
-        let save = Mutation::Save {
-            room: Box::new(PreparedRoom::new(room)),
-            expected_revision: None,
-        };
-        crate::store::apply::apply(&mut rooms, save, 1, &mut Vec::new()).unwrap();
-        dirty.insert(RoomName::new(&name).unwrap());
-    }
-    let job = super::fold::FoldJob {
-        fs: Arc::new(super::fs::RealFs),
-        dir: tmp.path().to_owned(),
-        rooms: crate::room::entry::Snapshot { rooms },
-        dirty,
-        files: Default::default(),
-        lsn: 1,
-        closing: false,
-        strays: Vec::new(),
-    };
-    let (done, peak) = crate::allocated::peak_during(|| job.run());
+    let (done, peak) = fold_of_new_rooms(tmp.path(), count, 0);
     done.result.unwrap();
     assert_eq!(done.written.len(), count);
     let index: super::journal::Index =
