@@ -225,7 +225,7 @@ impl FoldJob {
         batch.rename_last()?;
 
         // 2. The room files.
-        for (name, len, crc) in written {
+        for &(name, len, crc) in &written {
             let Some(target) = batch.rename_next()? else {
                 break;
             };
@@ -240,6 +240,15 @@ impl FoldJob {
             done.written.push((name.clone(), record));
         }
         drop(batch);
+        // A room's old file may be another room's new one (two rooms' files swapped by hand,
+        // or a file renamed to another room's name): that file was just written, keep it.
+        if !removals.is_empty() {
+            let targets: std::collections::HashSet<String> = written
+                .iter()
+                .map(|(name, ..)| names::file_name(name))
+                .collect();
+            removals.retain(|(_, file)| !targets.contains(file));
+        }
         self.remove_files(&removals, done)?;
         // 3 and 4.
         sync_dir(&*self.fs, &self.dir)?;
