@@ -191,7 +191,8 @@ impl FoldJob {
             written.push((name, bytes.len() as u64, crc32fast::hash(&bytes)));
         }
 
-        // 1. The index as it will be.
+        // 1. The index as it will be (`written` is searched by name: it is sorted).
+        debug_assert!(written.windows(2).all(|w| w[0].0 < w[1].0));
         let mut index = IndexWriter::new(self.lsn, self.rooms.rooms.len());
         for entry in self.rooms.rooms.values() {
             let name = &entry.name;
@@ -300,7 +301,6 @@ pub(super) fn edited_by_hand(fs: &dyn Fs, dir: &Path, record: &FileRecord) -> bo
     }
 }
 
-/// A temporary file and the name it is to take.
 /// A temporary file's number, and the file it is to replace.
 type Temp = (u64, String);
 
