@@ -486,11 +486,14 @@ mod tests {
         assert!(entry(&room, 1).packed().is_none());
     }
 
+    /// `count` benchmark rooms of 5 KB, named by `name`.
+    fn bench_rooms(count: usize, name: impl Fn(usize) -> String) -> Vec<Value> {
+        (0..count).map(|i| bench_room(&name(i), 5 * 1024)).collect()
+    }
+
     #[test]
     fn idle_rooms_are_packed_and_rooms_being_read_never_pay_for_it() {
-        let rooms_json: Vec<Value> = (0..40)
-            .map(|i| bench_room(&format!("room-{i:02}"), 5 * 1024))
-            .collect();
+        let rooms_json = bench_rooms(40, |i| format!("room-{i:02}"));
         let mut rooms = map(&rooms_json);
         let mut compactor = Compactor::eager();
         // The first pass after start packs every room (all were loaded, none read yet).
@@ -529,9 +532,7 @@ mod tests {
 
     #[test]
     fn a_pass_gives_memory_back_only_after_its_last_swaps_are_published() {
-        let rooms: Vec<Value> = (0..300)
-            .map(|i| bench_room(&format!("r{i:03}"), 5 * 1024))
-            .collect();
+        let rooms = bench_rooms(300, |i| format!("r{i:03}"));
         let mut rooms = map(&rooms);
         let mut compactor = Compactor::eager();
         // What readers hold: the map as last published (the actor publishes after a tick
