@@ -65,7 +65,7 @@ for v in edges:
 # The layers, bottom up (ARCHITECTURE.md "Layers"): a module may import its own layer's
 # modules and those below, never one above.
 LAYERS = [
-    ['room', 'config', 'logging', 'systemd', 'allocated', 'test_support'],
+    ['room', 'config', 'logging', 'systemd', 'heap', 'allocated', 'test_support'],
     ['protocol'],
     ['store', 'backend', 'remote', 'client'],
     ['rooms'],

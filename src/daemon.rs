@@ -31,9 +31,7 @@ use crate::service::{Facts, Service};
 use crate::store::health::StorageHealth;
 
 mod bind;
-mod heap;
 pub use bind::bind_socket;
-pub use heap::limit_malloc_arenas;
 
 /// Why the daemon could not start or stop cleanly. Each names the path or setting concerned.
 #[derive(Debug, thiserror::Error)]

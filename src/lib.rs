@@ -33,6 +33,7 @@
 //! - [`config`]: the daemon's settings, layered flags > environment > YAML file > defaults.
 //! - [`migrate`]: copying every room between two places offline (`moviematch-storage migrate`).
 //! - [`logging`]: tracing to stderr, journald-friendly.
+//! - [`heap`]: the daemon's allocator (mimalloc) and its settings.
 //! - [`systemd`]: readiness, watchdog and socket activation under systemd.
 //! - [`client`]: a small blocking client that sends [`protocol::request`] types and reads
 //!   [`protocol::response`] types (used by the CLI and tests).
@@ -45,6 +46,7 @@ pub mod backend;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod heap;
 pub mod logging;
 pub mod migrate;
 pub mod protocol;

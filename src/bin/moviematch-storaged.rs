@@ -8,9 +8,13 @@ use moviematch_storaged::systemd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+/// Per-thread heaps: see `moviematch_storaged::heap` for why, and for its settings.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
-    // Before any thread starts: a thread keeps the arena it first allocated in.
-    let heap_warning = moviematch_storaged::daemon::limit_malloc_arenas();
+    // Before any thread starts and allocates.
+    let heap_warning = moviematch_storaged::heap::configure();
     let loaded = match Config::load(std::env::args_os(), &|key| std::env::var(key).ok()) {
         Ok(loaded) => loaded,
         Err(ConfigError::Cli(e)) => e.exit(),

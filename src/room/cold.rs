@@ -31,8 +31,8 @@ pub const IDLE_BEFORE_PACKING: Duration = Duration::from_secs(30);
 const VISITS_PER_TICK: usize = 16_384;
 const WORK_PER_TICK: usize = 4_096;
 
-/// A freed total this large is handed back to the OS once a pass ends (glibc keeps freed
-/// memory in its arenas otherwise).
+/// A freed total this large is handed back to the OS once a pass ends, from the thread that
+/// freed it (`heap::give_back`).
 const TRIM_AFTER_BYTES: usize = 8 << 20;
 
 /// What the worker is asked to do with one room.
@@ -270,7 +270,7 @@ fn start_worker() -> Option<Worker> {
                         }
                     }
                     Message::Trim => {
-                        give_memory_back();
+                        crate::heap::give_back();
                         if outbox.send(Vec::new()).is_err() {
                             return;
                         }
@@ -312,15 +312,6 @@ fn work(jobs: Vec<Job>) -> Vec<Swap> {
         });
     }
     swaps
-}
-
-/// Returns the heap's free pages to the OS, in every arena.
-fn give_memory_back() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap memory; no pointer is invalidated.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 #[cfg(test)]

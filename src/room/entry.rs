@@ -41,9 +41,9 @@ impl RoomText {
 /// memory, so that 100,000 room files are never all held as text at once. Packing each room on
 /// the thread that read it, right away, frees its text there and then, where the next room
 /// reuses it; texts freed later, once the compaction pass packed them, left holes among the
-/// small allocations that stay (names, facts), which glibc could not give back (measured with
-/// 100,000 rooms of 5 KB: 560-590 MiB idle after a start from `.cache`, against 313-322
-/// packed as read).
+/// small allocations that stay (names, facts), which the allocator (then glibc) could not give
+/// back (measured with 100,000 rooms of 5 KB: 560-590 MiB idle after a start from `.cache`,
+/// against 313-322 packed as read).
 #[derive(Debug, Clone)]
 pub struct LoadedRoom {
     pub name: RoomName,

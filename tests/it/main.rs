@@ -27,6 +27,7 @@ mod file_storage;
 mod framing;
 mod hand_edits;
 mod lookups;
+mod memory;
 mod model;
 mod ops;
 mod process;

@@ -36,15 +36,6 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// heap takes milliseconds; small folds need none).
 const RELEASE_AFTER_BYTES: u64 = 8 << 20;
 
-/// Returns the heap's free pages to the OS, in every arena.
-pub(super) fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap memory; no pointer is invalidated.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// One fold's inputs.
 pub(super) struct FoldJob {
     pub fs: Arc<dyn Fs>,
@@ -78,12 +69,12 @@ pub(super) struct FoldDone {
 impl FoldJob {
     pub fn run(self) -> FoldDone {
         let done = self.fold();
-        // The job (its texts, its copy of the file index) is gone now. glibc keeps freed
-        // memory in the arena of the thread that used it, and a fold's thread is new each
-        // time: without this a fold of 100,000 rooms left RSS 1 GB higher for good (issue 18).
+        // The job (its texts, the rooms it held) is gone now: give what it freed back before
+        // the thread ends (with glibc's arenas, a fold of 100,000 rooms once left RSS 1 GB
+        // higher for good; see `heap`).
         let bytes = done.written.iter().map(|(_, r)| r.len).sum::<u64>();
         if bytes >= RELEASE_AFTER_BYTES {
-            release_free_memory();
+            crate::heap::give_back();
         }
         tracing::debug!(
             "fold wrote {} room file(s), {} KiB",

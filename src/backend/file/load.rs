@@ -82,7 +82,8 @@ pub(super) fn load(b: &mut FileBackend) -> Result<RoomMap, StorageError> {
     }
     drop(cache);
     b.cache_hits = cache_hits;
-    give_memory_back();
+    // Loading parsed every file on several threads, now gone: their freed memory goes back.
+    crate::heap::give_back();
     tracing::info!(
         "loaded {} room(s) from {} ({cache_hits} of them as {} had them)",
         snapshot.rooms.len(),
@@ -401,20 +402,6 @@ fn open_journal(b: &mut FileBackend, snapshot: &Snapshot, rejournal: &[Change]) 
     if let Some(full) = b.headroom.full(&*b.fs, &b.dir) {
         b.start_warning.get_or_insert(full);
     }
-}
-
-/// Loading parsed every file on several threads; gives the freed memory back to the OS
-/// instead of keeping it in per-thread malloc arenas for the daemon's lifetime. On a thread
-/// of its own: it takes a fraction of a second with 100,000 rooms, and serving need not wait
-/// for it (malloc_trim is thread-safe).
-fn give_memory_back() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    let _ = std::thread::Builder::new()
-        .name("malloc-trim".into())
-        // SAFETY: malloc_trim only releases free heap memory; no pointer is invalidated.
-        .spawn(|| unsafe {
-            libc::malloc_trim(0);
-        });
 }
 
 /// The entries of `index` by file name.

@@ -234,7 +234,7 @@ impl FileBackend {
             // These may be the last references to rooms the compaction pass has packed since
             // (a slow disk can make this write outlast the pass): give their memory back.
             drop(rooms);
-            fold::release_free_memory();
+            crate::heap::give_back();
         });
         self.cache_writer = spawned.ok();
     }
