@@ -2,8 +2,9 @@
 //! the whole room from Redis again and put it back together (measured: about three quarters of
 //! the daemon's CPU for a `getRoom` of a 5 KB room, and most of Redis's).
 //!
-//! It never answers on its own: every read still asks Redis, in one script, whether the room is
-//! still the version held here, and gets the room's hash when it is not. A version is the
+//! It never answers on its own: every read still asks Redis, with one `HMGET` of the version,
+//! whether the room is still the version held here, and gets the room's hash when it is not
+//! (`get.rs`). A version is the
 //! room's `w` field (a token unique to each whole write: every `saveRoom` and `migrate` restore
 //! writes a new one, and a delete removes it with the hash) and its `rev` (bumped inside the
 //! same script by every other change). Daemons of an older version write no `w`, and their
