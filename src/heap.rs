@@ -8,8 +8,9 @@
 //! and takes frees from other threads without a lock: 120,000-146,000/s, with less CPU per
 //! request (README, "Memory allocator", has the numbers and the memory rows).
 //!
-//! Two settings, each unless the operator set the matching variable, which mimalloc reads
-//! itself and which then wins:
+//! Two settings, each unless the operator set the matching variable to a value mimalloc takes
+//! (it reads them itself, and the operator's value then wins; one it ignores is ignored here
+//! too, with a warning):
 //! - `MIMALLOC_PURGE_DELAY=0`: a page that becomes free is given back at once. By default
 //!   mimalloc waits 1 s and gives it back on the thread's next allocation, so a thread that
 //!   goes idle after a burst (a connection worker, the fold) kept what it freed for good: 345
@@ -29,21 +30,39 @@ const SETTINGS: [(&str, libmimalloc_sys::mi_option_t, libc::c_long); 2] = [
     ("MIMALLOC_ALLOW_THP", ALLOW_THP, 0),
 ];
 
-/// Applies the daemon's heap settings. Call it first thing in `main`. Returns a warning to log
-/// once logging is up, if huge pages could not be turned off.
-pub fn configure() -> Option<String> {
-    let mut warning = None;
+/// Applies the daemon's heap settings. Call it first thing in `main`. Returns the warnings to
+/// log once logging is up: a variable mimalloc ignored, huge pages that could not be turned off.
+pub fn configure() -> Vec<String> {
+    let mut warnings = Vec::new();
     for (variable, option, value) in SETTINGS {
-        if std::env::var_os(variable).is_some() {
-            continue;
+        match std::env::var_os(variable) {
+            Some(set) if set.to_str().is_some_and(mimalloc_takes) => continue,
+            Some(set) => warnings.push(format!(
+                "{variable}={set:?} is not a value mimalloc takes (it ignores it); using {value}"
+            )),
+            None => {}
         }
         // SAFETY: mi_option_set only stores an option's value.
         unsafe { libmimalloc_sys::mi_option_set(option, value) };
         if option == ALLOW_THP {
-            warning = disable_huge_pages();
+            warnings.extend(disable_huge_pages());
         }
     }
-    warning
+    warnings
+}
+
+/// Whether mimalloc takes `value` for one of [`SETTINGS`] (its `mi_option_init`): empty (which
+/// it reads as 1), a yes/no word (`1 true yes on`, `0 false no off`, any case), or a decimal
+/// number (`strtol`: leading blanks and a sign allowed, nothing after the digits).
+fn mimalloc_takes(value: &str) -> bool {
+    const WORDS: [&str; 8] = ["1", "TRUE", "YES", "ON", "0", "FALSE", "NO", "OFF"];
+    let upper = value.to_ascii_uppercase();
+    if upper.is_empty() || WORDS.contains(&upper.as_str()) {
+        return true;
+    }
+    let number = upper.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let digits = number.strip_prefix(['+', '-']).unwrap_or(number);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Turns transparent huge pages off for this process, mappings made before `main` included
@@ -70,6 +89,18 @@ pub fn give_back() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_what_mimalloc_takes_overrides_a_setting() {
+        for taken in [
+            "", "0", "1", "10", "-1", "+5", " 7", "true", "Yes", "on", "OFF", "no", "False",
+        ] {
+            assert!(mimalloc_takes(taken), "{taken:?}");
+        }
+        for ignored in ["garbage", "1x", "10ms", "-", " ", "1.5", "0x10", "7 "] {
+            assert!(!mimalloc_takes(ignored), "{ignored:?}");
+        }
+    }
 
     /// Each option number is the option its variable sets: run in a process of its own (the
     /// test re-executes itself), since mimalloc reads its variables once.
@@ -102,7 +133,7 @@ mod tests {
         assert_eq!(purge_delay, 1234, "option {PURGE_DELAY} is not purge_delay");
         assert_eq!(allow_thp, 2, "option {ALLOW_THP} is not allow_thp");
         // And an operator's setting wins over the daemon's.
-        assert_eq!(configure(), None);
+        assert_eq!(configure(), Vec::<String>::new());
         // SAFETY: as above.
         assert_eq!(unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) }, 1234);
     }

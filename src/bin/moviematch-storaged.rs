@@ -14,7 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     // Before any thread starts and allocates.
-    let heap_warning = moviematch_storaged::heap::configure();
+    let heap_warnings = moviematch_storaged::heap::configure();
     let loaded = match Config::load(std::env::args_os(), &|key| std::env::var(key).ok()) {
         Ok(loaded) => loaded,
         Err(ConfigError::Cli(e)) => e.exit(),
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     if let Some(file) = &loaded.config_file {
         tracing::info!("configuration file: {}", file.display());
     }
-    for warning in loaded.warnings.iter().chain(&heap_warning) {
+    for warning in loaded.warnings.iter().chain(&heap_warnings) {
         tracing::warn!("{warning}");
     }
     moviematch_storaged::daemon::raise_open_file_limit();
