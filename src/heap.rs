@@ -9,8 +9,9 @@
 //! request (README, "Memory allocator", has the numbers and the memory rows).
 //!
 //! Two settings, each unless the operator set the matching variable to a value mimalloc takes
-//! (it reads them itself, and the operator's value then wins; one it ignores is ignored here
-//! too, with a warning):
+//! (it reads them itself, and the operator's value then wins; an empty one counts as unset, as
+//! for every variable the daemon reads, and one mimalloc ignores is ignored here too, with a
+//! warning). [`in_force`] says which apply, for the start-up log:
 //! - `MIMALLOC_PURGE_DELAY=0`: a page that becomes free is given back at once. By default
 //!   mimalloc waits 1 s and gives it back on the thread's next allocation, so a thread that
 //!   goes idle after a burst (a connection worker, the fold) kept what it freed for good: 345
@@ -36,6 +37,7 @@ pub fn configure() -> Vec<String> {
     let mut warnings = Vec::new();
     for (variable, option, value) in SETTINGS {
         match std::env::var_os(variable) {
+            Some(set) if set.is_empty() => {}
             Some(set) if set.to_str().is_some_and(mimalloc_takes) => continue,
             Some(set) => warnings.push(format!(
                 "{variable}={set:?} is not a value mimalloc takes (it ignores it); using {value}"
@@ -52,7 +54,7 @@ pub fn configure() -> Vec<String> {
 }
 
 /// Whether mimalloc takes `value` for one of [`SETTINGS`] (its `mi_option_init`): empty (which
-/// it reads as 1), a yes/no word (`1 true yes on`, `0 false no off`, any case), or a decimal
+/// it reads as 1; [`configure`] counts it as unset), a yes/no word (`1 true yes on`, `0 false no off`, any case), or a decimal
 /// number (`strtol`: leading blanks and a sign allowed, nothing after the digits).
 fn mimalloc_takes(value: &str) -> bool {
     const WORDS: [&str; 8] = ["1", "TRUE", "YES", "ON", "0", "FALSE", "NO", "OFF"];
@@ -63,6 +65,25 @@ fn mimalloc_takes(value: &str) -> bool {
     let number = upper.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
     let digits = number.strip_prefix(['+', '-']).unwrap_or(number);
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The heap's settings as they apply, for the start-up log.
+pub fn in_force() -> String {
+    // SAFETY: mi_option_get only reads an option; PR_GET_THP_DISABLE only reads this process's
+    // flag (1 when huge pages are off).
+    let (delay, huge_pages_off) = unsafe {
+        (
+            libmimalloc_sys::mi_option_get(PURGE_DELAY),
+            libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1,
+        )
+    };
+    let purge = match delay {
+        0 => "at once".to_owned(),
+        d if d < 0 => "never (MIMALLOC_PURGE_DELAY is negative)".to_owned(),
+        d => format!("after {d} ms"),
+    };
+    let huge = if huge_pages_off { "off" } else { "on" };
+    format!("memory allocator: mimalloc; freed pages go back to the system {purge}; transparent huge pages {huge}")
 }
 
 /// Turns transparent huge pages off for this process, mappings made before `main` included
@@ -91,7 +112,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_what_mimalloc_takes_overrides_a_setting() {
+    fn what_mimalloc_takes_is_told_from_what_it_ignores() {
         for taken in [
             "", "0", "1", "10", "-1", "+5", " 7", "true", "Yes", "on", "OFF", "no", "False",
         ] {

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     if let Some(file) = &loaded.config_file {
         tracing::info!("configuration file: {}", file.display());
     }
+    tracing::info!("{}", moviematch_storaged::heap::in_force());
     for warning in loaded.warnings.iter().chain(&heap_warnings) {
         tracing::warn!("{warning}");
     }

@@ -48,8 +48,16 @@ pub struct Watcher {
 enum End {
     ClientClosed,
     Shutdown,
-    QueueFull(usize),
-    Lagged(Option<u64>),
+    /// Events past `watchQueueBytes`; `sent`: whether the socket took the `overflow` line.
+    QueueFull {
+        bytes: usize,
+        sent: bool,
+    },
+    /// Events missed (how many, when known); `sent` as above.
+    Lagged {
+        missed: Option<u64>,
+        sent: bool,
+    },
     WriteTimeout,
     WriteFailed(std::io::Error),
     Closed,
@@ -61,16 +69,23 @@ impl fmt::Display for End {
         match self {
             End::ClientClosed => f.write_str("the client closed the connection"),
             End::Shutdown => f.write_str("the daemon is stopping"),
-            End::QueueFull(bytes) => write!(
+            End::QueueFull { bytes, sent } => write!(
                 f,
-                "overflow: {bytes} bytes of events waited for it (watchQueueBytes); sent overflow and disconnected it"
+                "overflow: {bytes} bytes of events waited for it (watchQueueBytes); {}",
+                told(*sent)
             ),
-            End::Lagged(Some(missed)) => write!(
+            End::Lagged {
+                missed: Some(missed),
+                sent,
+            } => write!(
                 f,
-                "overflow: it fell {missed} events behind; sent overflow and disconnected it"
+                "overflow: it fell {missed} events behind; {}",
+                told(*sent)
             ),
-            End::Lagged(None) => f.write_str(
-                "overflow: events may have been missed (Redis subscription lost); sent overflow and disconnected it",
+            End::Lagged { missed: None, sent } => write!(
+                f,
+                "overflow: events may have been missed (Redis subscription lost); {}",
+                told(*sent)
             ),
             End::WriteTimeout => f.write_str(
                 "write timeout: its socket accepted nothing for writeTimeoutMs; disconnected it",
@@ -79,6 +94,15 @@ impl fmt::Display for End {
             End::Closed => f.write_str("the event source closed"),
             End::Refused(message) => write!(f, "refused: {message}"),
         }
+    }
+}
+
+/// How a watch cut off for overflow ended, for its log line.
+fn told(sent: bool) -> &'static str {
+    if sent {
+        "sent overflow and disconnected it"
+    } else {
+        "disconnected it without the overflow line (its socket took nothing more within 1 s)"
     }
 }
 
@@ -192,14 +216,17 @@ async fn watch(
                     waiting += line.len();
                     queue.push_back(line);
                     if waiting > watcher.queue_bytes {
-                        overflow(out, &batch[written..], watcher).await;
-                        return End::QueueFull(waiting);
+                        let sent = overflow(out, &batch[written..], watcher).await;
+                        return End::QueueFull {
+                            bytes: waiting,
+                            sent,
+                        };
                     }
                 }
                 Received::Skipped => {}
                 Received::Overflow { missed } => {
-                    overflow(out, &batch[written..], watcher).await;
-                    return End::Lagged(missed);
+                    let sent = overflow(out, &batch[written..], watcher).await;
+                    return End::Lagged { missed, sent };
                 }
                 Received::Closed => return End::Closed,
             }
@@ -212,14 +239,15 @@ async fn watch(
 }
 
 /// Sends `overflow` after the rest of the batch being written (whole lines), if the socket
-/// takes it soon; the events still queued are dropped.
-async fn overflow(out: &mut WriteHalf, rest: &[u8], watcher: Watcher) {
+/// takes it soon; the events still queued are dropped. True if it was sent.
+async fn overflow(out: &mut WriteHalf, rest: &[u8], watcher: Watcher) -> bool {
     let soon = watcher.write_timeout.min(Duration::from_secs(1));
-    let _ = tokio::time::timeout(soon, async {
+    let sent = tokio::time::timeout(soon, async {
         out.write_all(rest).await?;
         out.write_all(OVERFLOW).await
     })
     .await;
+    matches!(sent, Ok(Ok(())))
 }
 
 fn write_end(e: std::io::Error) -> End {

@@ -335,13 +335,26 @@ fn a_watcher_that_does_not_read_is_cut_off_with_a_log_line() {
         log.contains("bytes of events waited for it (watchQueueBytes)"),
         "{log}"
     );
-    let mut lines = 0;
-    while w.try_read_line().is_some() {
-        lines += 1;
+    let mut lines = Vec::new();
+    while let Some(line) = w.try_read_line() {
+        lines.push(line);
     }
     assert!(
-        lines < 200,
-        "the watcher was not disconnected ({lines} lines)"
+        lines.len() < 200,
+        "the watcher was not disconnected ({} lines)",
+        lines.len()
+    );
+    // The log says whether the overflow line went out, as the watcher saw it (an outside
+    // probe found "sent overflow" logged for watchers that never got it).
+    let got_overflow = lines.last().is_some_and(|l| l.contains("\"overflow\""));
+    let said = if got_overflow {
+        "sent overflow and disconnected it"
+    } else {
+        "disconnected it without the overflow line"
+    };
+    assert!(
+        log.contains(said),
+        "watcher got overflow: {got_overflow}; log:\n{log}"
     );
 }
 

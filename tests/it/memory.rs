@@ -85,6 +85,15 @@ fn memory_the_daemon_runs_without_transparent_huge_pages_unless_asked() {
         .env("MIMALLOC_ALLOW_THP", "1")
         .start();
     assert_eq!(huge_pages(&d), "1");
+    d.wait_log("transparent huge pages on");
+    // Empty counts as unset, as for every variable the daemon reads (mimalloc alone would
+    // take it for 1: found by an outside probe).
+    let d = Daemon::builder(Backend::Memory)
+        .env("MIMALLOC_ALLOW_THP", "")
+        .env("MIMALLOC_PURGE_DELAY", "")
+        .start();
+    assert_eq!(huge_pages(&d), "0");
+    d.wait_log("freed pages go back to the system at once; transparent huge pages off");
     let d = Daemon::builder(Backend::Memory)
         .env("MIMALLOC_ALLOW_THP", "maybe")
         .start();
