@@ -4,8 +4,32 @@
 //! adds its own timestamp. `RUST_LOG`, when set, overrides `logLevel` for finer filters. Lines
 //! a client can cause over and over (refused peers, write timeouts, watcher disconnects) go
 //! through [`limited`]: a few a second per kind, and a count of the rest.
+//!
+//! A line that cannot be written (its reader went away: a closed pipe, a log collector that
+//! died) is dropped, and the daemon goes on (see [`LossyStderr`]).
+
+use std::io::{self, Write};
 
 use tracing_subscriber::EnvFilter;
+
+/// Standard error for log lines, dropping a line it cannot write. tracing's fmt layer reports
+/// a failed write with `eprintln!`, which panics on that same broken stderr: the daemon logged
+/// `SIGTERM: stopping` from the task that handles the signal, the task died, and the daemon no
+/// longer stopped on SIGTERM (found by hand: `moviematch-storaged 2>&1 | head -1`; at start, the
+/// second line's panic ended the daemon with 101).
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
+    }
+}
 
 /// Installs the global subscriber at `level` (`error` … `trace`).
 pub fn init(level: &str) {
@@ -16,7 +40,7 @@ pub fn init(level: &str) {
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_target(false);
     let installed = if under_journald {
         builder.without_time().with_ansi(false).try_init()

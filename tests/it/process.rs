@@ -816,3 +816,43 @@ fn a_client_that_keeps_sending_cannot_hold_the_stop_open() {
         d.stderr()
     );
 }
+
+/// A daemon whose log reader is gone (stderr a pipe nobody reads) serves, and stops on SIGTERM
+/// with exit 0 and its rooms in their files. tracing reported a failed log write with a print
+/// that panicked on that same stderr: the daemon died with 101 at its second log line, or, when
+/// the reader left later, the task that handles SIGTERM died logging `SIGTERM: stopping` and
+/// the daemon no longer stopped (found by hand: `moviematch-storaged 2>&1 | head -1`).
+#[test]
+fn a_daemon_whose_log_reader_is_gone_serves_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = dir.path().join("rooms");
+    let socket = dir.path().join("storaged.sock");
+    let mut cmd = std::process::Command::new(BIN);
+    test_child(&mut cmd);
+    cmd.arg("--storage-type")
+        .arg("file")
+        .arg("--storage-path")
+        .arg(&storage)
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start the daemon");
+    // The reader goes away before the daemon logs anything.
+    drop(child.stderr.take());
+    wait_until("the daemon to serve", || Conn::connect(&socket).is_ok());
+    let mut c = Conn::connect(&socket).expect("connect");
+    c.save(&room("kept"));
+    drop(c);
+    // SAFETY: kill only sends a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut status = None;
+    wait_until("the daemon to stop after SIGTERM", || {
+        status = child.try_wait().expect("wait for the daemon");
+        status.is_some()
+    });
+    let status = status.expect("exited");
+    assert!(status.success(), "the daemon ended with {status}");
+    assert!(storage.join("kept.json").exists(), "the room has no file");
+}
