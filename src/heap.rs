@@ -5,7 +5,7 @@
 //! malloc serves that from shared, locked arenas: at 50 clients the actor and the connection
 //! threads spent half of their futex calls waiting for each other's malloc lock, and a strict
 //! `addRating` at 50 clients ran at 65,000-69,000/s. mimalloc gives each thread its own heap
-//! and takes frees from other threads without a lock: 120,000-146,000/s, with less CPU per
+//! and takes frees from other threads without a lock: 114,000-137,000/s, with less CPU per
 //! request (README, "Memory allocator", has the numbers and the memory rows).
 //!
 //! Two settings, each unless the operator set the matching variable to a value mimalloc takes
@@ -54,8 +54,9 @@ pub fn configure() -> Vec<String> {
 }
 
 /// Whether mimalloc takes `value` for one of [`SETTINGS`] (its `mi_option_init`): empty (which
-/// it reads as 1; [`configure`] counts it as unset), a yes/no word (`1 true yes on`, `0 false no off`, any case), or a decimal
-/// number (`strtol`: leading blanks and a sign allowed, nothing after the digits).
+/// it reads as 1; [`configure`] counts it as unset), a yes/no word (`1 true yes on`,
+/// `0 false no off`, any case), or a decimal number (`strtol`: leading blanks and a sign
+/// allowed, nothing after the digits).
 fn mimalloc_takes(value: &str) -> bool {
     const WORDS: [&str; 8] = ["1", "TRUE", "YES", "ON", "0", "FALSE", "NO", "OFF"];
     let upper = value.to_ascii_uppercase();
