@@ -25,6 +25,11 @@
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
+/// The longest purge delay mimalloc counts correctly: it adds the delay to its clock, and a
+/// sum past `i64::MAX` wraps to a moment already past, which gives pages back at once (an
+/// outside probe: `MIMALLOC_PURGE_DELAY=9223372036854775807` behaved as 0). About 31,700 years.
+const LONGEST_PURGE_DELAY: libc::c_long = 1_000_000_000_000_000;
+
 /// The settings, as (variable, option, value): applied unless the variable is set.
 const SETTINGS: [(&str, libmimalloc_sys::mi_option_t, libc::c_long); 2] = [
     ("MIMALLOC_PURGE_DELAY", PURGE_DELAY, 0),
@@ -36,11 +41,12 @@ const SETTINGS: [(&str, libmimalloc_sys::mi_option_t, libc::c_long); 2] = [
 pub fn configure() -> Vec<String> {
     let mut warnings = Vec::new();
     for (variable, option, value) in SETTINGS {
-        match std::env::var_os(variable) {
-            Some(set) if set.is_empty() => {}
-            Some(set) if set.to_str().is_some_and(mimalloc_takes) => continue,
-            Some(set) => warnings.push(format!(
-                "{variable}={set:?} is not a value mimalloc takes (it ignores it); using {value}"
+        match mimalloc_env(variable) {
+            Some((_, set)) if set.is_empty() => {}
+            Some((_, set)) if mimalloc_takes(&set) => continue,
+            Some((name, set)) => warnings.push(format!(
+                "{name}={:?} is not a value mimalloc takes (it ignores it); using {value}",
+                String::from_utf8_lossy(&set)
             )),
             None => {}
         }
@@ -50,22 +56,53 @@ pub fn configure() -> Vec<String> {
             warnings.extend(disable_huge_pages());
         }
     }
+    // SAFETY: mi_option_get reads an option, mi_option_set stores one.
+    let delay = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
+    if delay > LONGEST_PURGE_DELAY {
+        // SAFETY: as above.
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, LONGEST_PURGE_DELAY) };
+        warnings.push(format!(
+            "a purge delay of {delay} ms (MIMALLOC_PURGE_DELAY) is more than mimalloc can count \
+             to, and would give pages back at once; using {LONGEST_PURGE_DELAY} ms"
+        ));
+    }
     warnings
+}
+
+/// The variable as mimalloc reads it (`_mi_prim_getenv`): the first entry of the environment
+/// whose name matches ignoring case (`mimalloc_allow_thp` counts), its value cut to 64 bytes.
+/// Returns the name as found, and the value.
+fn mimalloc_env(variable: &str) -> Option<(String, Vec<u8>)> {
+    use std::os::unix::ffi::OsStringExt;
+    std::env::vars_os()
+        .find(|(name, _)| {
+            name.as_encoded_bytes()
+                .eq_ignore_ascii_case(variable.as_bytes())
+        })
+        .map(|(name, value)| {
+            let mut value = value.into_vec();
+            value.truncate(64);
+            (name.to_string_lossy().into_owned(), value)
+        })
 }
 
 /// Whether mimalloc takes `value` for one of [`SETTINGS`] (its `mi_option_init`): empty (which
 /// it reads as 1; [`configure`] counts it as unset), a yes/no word (`1 true yes on`,
 /// `0 false no off`, any case), or a decimal number (`strtol`: leading blanks and a sign
 /// allowed, nothing after the digits).
-fn mimalloc_takes(value: &str) -> bool {
-    const WORDS: [&str; 8] = ["1", "TRUE", "YES", "ON", "0", "FALSE", "NO", "OFF"];
+fn mimalloc_takes(value: &[u8]) -> bool {
+    const WORDS: [&[u8]; 8] = [b"1", b"TRUE", b"YES", b"ON", b"0", b"FALSE", b"NO", b"OFF"];
     let upper = value.to_ascii_uppercase();
-    if upper.is_empty() || WORDS.contains(&upper.as_str()) {
+    if upper.is_empty() || WORDS.contains(&upper.as_slice()) {
         return true;
     }
-    let number = upper.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
-    let digits = number.strip_prefix(['+', '-']).unwrap_or(number);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let number = &upper[upper.iter().position(|b| !blank(b)).unwrap_or(upper.len())..];
+    let digits = number
+        .strip_prefix(b"+")
+        .or_else(|| number.strip_prefix(b"-"))
+        .unwrap_or(number);
+    !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
 }
 
 /// The heap's settings as they apply, for the start-up log.
@@ -117,11 +154,14 @@ mod tests {
         for taken in [
             "", "0", "1", "10", "-1", "+5", " 7", "true", "Yes", "on", "OFF", "no", "False",
         ] {
-            assert!(mimalloc_takes(taken), "{taken:?}");
+            assert!(mimalloc_takes(taken.as_bytes()), "{taken:?}");
         }
-        for ignored in ["garbage", "1x", "10ms", "-", " ", "1.5", "0x10", "7 "] {
-            assert!(!mimalloc_takes(ignored), "{ignored:?}");
+        for ignored in [
+            "garbage", "1x", "10ms", "-", " ", "1.5", "0x10", "7 ", "+-1",
+        ] {
+            assert!(!mimalloc_takes(ignored.as_bytes()), "{ignored:?}");
         }
+        assert!(!mimalloc_takes(b"1\xff"));
     }
 
     /// Each option number is the option its variable sets: run in a process of its own (the

@@ -102,3 +102,20 @@ fn memory_the_daemon_runs_without_transparent_huge_pages_unless_asked() {
         "MIMALLOC_ALLOW_THP=\"maybe\" is not a value mimalloc takes (it ignores it); using 0",
     );
 }
+
+/// The variables as mimalloc reads them (outside probe s11b): its names match ignoring case,
+/// the first in the environment wins, and a purge delay too long for its clock is capped rather
+/// than wrapping to "at once"; the first log line tells what applies.
+#[test]
+fn memory_settings_are_read_as_mimalloc_reads_them_and_logged_as_they_apply() {
+    let d = Daemon::builder(Backend::Memory)
+        .env("mimalloc_allow_thp", "1")
+        .start();
+    assert_eq!(huge_pages(&d), "1");
+    d.wait_log("transparent huge pages on");
+    let d = Daemon::builder(Backend::Memory)
+        .env("MIMALLOC_PURGE_DELAY", "9223372036854775807")
+        .start();
+    d.wait_log("freed pages go back to the system after 1000000000000000 ms");
+    d.wait_log("is more than mimalloc can count to");
+}
