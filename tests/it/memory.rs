@@ -74,48 +74,62 @@ fn huge_pages(d: &Daemon) -> String {
     line["THP_enabled:".len()..].trim().to_owned()
 }
 
-/// Huge pages are off for the daemon (40-45 MiB less at every memory row of the benchmark),
-/// and `MIMALLOC_ALLOW_THP=1` in its environment turns them back on; a value mimalloc ignores
-/// leaves them off, with a warning naming the variable.
-#[test]
-fn memory_the_daemon_runs_without_transparent_huge_pages_unless_asked() {
-    let d = Daemon::start(Backend::Memory);
-    assert_eq!(huge_pages(&d), "0");
-    let d = Daemon::builder(Backend::Memory)
-        .env("MIMALLOC_ALLOW_THP", "1")
-        .start();
-    assert_eq!(huge_pages(&d), "1");
-    d.wait_log("transparent huge pages on");
-    // Empty counts as unset, as for every variable the daemon reads (mimalloc alone would
-    // take it for 1: found by an outside probe).
-    let d = Daemon::builder(Backend::Memory)
-        .env("MIMALLOC_ALLOW_THP", "")
-        .env("MIMALLOC_PURGE_DELAY", "")
-        .start();
-    assert_eq!(huge_pages(&d), "0");
-    d.wait_log("freed pages go back to the system at once; transparent huge pages off");
-    let d = Daemon::builder(Backend::Memory)
-        .env("MIMALLOC_ALLOW_THP", "maybe")
-        .start();
-    assert_eq!(huge_pages(&d), "0");
-    d.wait_log(
-        "MIMALLOC_ALLOW_THP=\"maybe\" is not a value mimalloc takes (it ignores it); using 0",
-    );
+/// What the first log line says with the daemon's own settings.
+const OFF: &str = "freed pages go back to the system at once; transparent huge pages off";
+
+/// One start of the heap test: the environment, the `THP_enabled` expected, the log lines.
+type HeapCase = (
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static [&'static str],
+);
+
+/// A memory daemon started with `vars` in its environment.
+fn started_with(vars: &[(&str, &str)]) -> Daemon {
+    vars.iter()
+        .fold(Daemon::builder(Backend::Memory), |b, (k, v)| b.env(k, v))
+        .start()
 }
 
-/// The variables as mimalloc reads them (outside probe s11b): its names match ignoring case,
-/// the first in the environment wins, and a purge delay too long for its clock is capped rather
-/// than wrapping to "at once"; the first log line tells what applies.
+/// Huge pages are off for the daemon (40-45 MiB less at every memory row of the benchmark)
+/// unless its environment asks for them, and the first log line says what applies. Empty counts
+/// as unset, as for every variable the daemon reads (mimalloc alone would take it for 1); a value
+/// mimalloc ignores leaves the daemon's setting, with a warning naming the variable; names match
+/// ignoring case, as mimalloc matches them; a purge delay too long for mimalloc's clock is capped
+/// rather than wrapping to "at once" (the last four found by outside probes s11 and s11b).
 #[test]
-fn memory_settings_are_read_as_mimalloc_reads_them_and_logged_as_they_apply() {
-    let d = Daemon::builder(Backend::Memory)
-        .env("mimalloc_allow_thp", "1")
-        .start();
-    assert_eq!(huge_pages(&d), "1");
-    d.wait_log("transparent huge pages on");
-    let d = Daemon::builder(Backend::Memory)
-        .env("MIMALLOC_PURGE_DELAY", "9223372036854775807")
-        .start();
-    d.wait_log("freed pages go back to the system after 1000000000000000 ms");
-    d.wait_log("is more than mimalloc can count to");
+fn memory_the_heap_settings_apply_as_documented_and_the_log_says_which() {
+    let cases: [HeapCase; 6] = [
+        (&[], "0", &[OFF]),
+        (&[("MIMALLOC_ALLOW_THP", "1")], "1", &["transparent huge pages on"]),
+        (
+            &[("MIMALLOC_ALLOW_THP", ""), ("MIMALLOC_PURGE_DELAY", "")],
+            "0",
+            &[OFF],
+        ),
+        (
+            &[("MIMALLOC_ALLOW_THP", "maybe")],
+            "0",
+            &[
+                OFF,
+                "MIMALLOC_ALLOW_THP=\"maybe\" is not a value mimalloc takes (it ignores it); using 0",
+            ],
+        ),
+        (&[("mimalloc_allow_thp", "1")], "1", &["transparent huge pages on"]),
+        (
+            &[("MIMALLOC_PURGE_DELAY", "9223372036854775807")],
+            "0",
+            &[
+                "freed pages go back to the system after 1000000000000000 ms",
+                "is more than mimalloc can count to",
+            ],
+        ),
+    ];
+    for (vars, huge, lines) in cases {
+        let d = started_with(vars);
+        assert_eq!(huge_pages(&d), huge, "THP_enabled with {vars:?}");
+        for line in lines {
+            d.wait_log(line);
+        }
+    }
 }
