@@ -41,6 +41,12 @@ impl Server {
         cpu_seconds(&format!("/proc/{}/stat", self.pid())) + behind
     }
 
+    /// CPU time the process behind this one (if any) has used so far.
+    pub fn behind_cpu_seconds(&self) -> f64 {
+        self.behind
+            .map_or(0.0, |pid| cpu_seconds(&format!("/proc/{pid}/stat")))
+    }
+
     pub async fn connect(&self) -> Conn {
         Conn::connect(&self.socket, self.proto)
             .await

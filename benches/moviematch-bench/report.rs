@@ -14,6 +14,8 @@ pub struct Stats {
     pub server_us: f64,
     /// The client's (this process's) CPU time per request, in microseconds.
     pub client_us: f64,
+    /// Of `server_us`, the CPU of the Redis behind a daemon with `storageType: redis`.
+    pub behind_us: Option<f64>,
     pub requests: usize,
 }
 
@@ -32,6 +34,7 @@ impl Stats {
             p99_us: at(0.99),
             server_us: 0.0,
             client_us: 0.0,
+            behind_us: None,
             requests: latencies.len(),
         }
     }
@@ -41,6 +44,22 @@ impl Stats {
         let requests = self.requests.max(1) as f64;
         self.server_us = server_seconds * 1e6 / requests;
         self.client_us = client_seconds * 1e6 / requests;
+    }
+
+    /// Notes how much of the server's CPU the Redis behind it used.
+    pub fn set_behind(&mut self, behind_seconds: f64) {
+        self.behind_us = Some(behind_seconds * 1e6 / self.requests.max(1) as f64);
+    }
+
+    /// The CPU column: server / client, with the Redis behind the server when there is one.
+    fn cpu(&self) -> String {
+        match self.behind_us {
+            Some(behind) => format!(
+                "{:.1} (Redis {behind:.1}) / {:.1}",
+                self.server_us, self.client_us
+            ),
+            None => format!("{:.1} / {:.1}", self.server_us, self.client_us),
+        }
     }
 }
 
@@ -178,7 +197,7 @@ impl Report {
                 let redis = row.redis.unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} x {} | {:.0} | {} | {} | {:.1} / {:.1} | {:.0} | {} | {} | {:.1} / {:.1} | {:.2} |",
+                    "| {} | {} | {} x {} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2} |",
                     row.what,
                     row.note,
                     row.clients,
@@ -186,13 +205,11 @@ impl Report {
                     row.ours.ops_per_sec,
                     ms(row.ours.p50_us),
                     ms(row.ours.p99_us),
-                    row.ours.server_us,
-                    row.ours.client_us,
+                    row.ours.cpu(),
                     redis.ops_per_sec,
                     ms(redis.p50_us),
                     ms(redis.p99_us),
-                    redis.server_us,
-                    redis.client_us,
+                    redis.cpu(),
                     row.ratio().unwrap_or(0.0)
                 );
             }
@@ -233,13 +250,13 @@ impl Report {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let mut out = String::from("workload,mode,client_threads,clients,depth,ours_ops,ours_p50_us,ours_p99_us,ours_server_cpu_us,ours_client_cpu_us,redis_ops,redis_p50_us,redis_p99_us,redis_server_cpu_us,redis_client_cpu_us,ours_value,redis_value,ratio\n");
+        let mut out = String::from("workload,mode,client_threads,clients,depth,ours_ops,ours_p50_us,ours_p99_us,ours_server_cpu_us,ours_client_cpu_us,redis_ops,redis_p50_us,redis_p99_us,redis_server_cpu_us,redis_client_cpu_us,ours_value,redis_value,ratio,ours_redis_behind_cpu_us\n");
         for row in &self.rows {
             let redis = row.redis.unwrap_or_default();
             let (ov, rv) = row.values.unwrap_or_default();
             let _ = writeln!(
                 out,
-                "\"{}\",\"{}\",{},{},{},{:.1},{},{},{:.2},{:.2},{:.1},{},{},{:.2},{:.2},{:.3},{:.3},{:.3}",
+                "\"{}\",\"{}\",{},{},{},{:.1},{},{},{:.2},{:.2},{:.1},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{}",
                 row.what,
                 row.note,
                 row.client_threads,
@@ -257,7 +274,10 @@ impl Report {
                 redis.client_us,
                 ov,
                 rv,
-                row.ratio().unwrap_or(0.0)
+                row.ratio().unwrap_or(0.0),
+                row.ours
+                    .behind_us
+                    .map_or(String::new(), |b| format!("{b:.2}"))
             );
         }
         std::fs::write(path, out)

@@ -223,6 +223,7 @@ pub async fn measure(
         conns.push(server.connect().await);
     }
     let cpu_before = server.cpu_seconds();
+    let behind_before = server.behind_cpu_seconds();
     let client_cpu_before = procs::own_cpu_seconds();
     let start = Instant::now();
     let deadline = start + duration;
@@ -264,11 +265,18 @@ pub async fn measure(
     // The server's own CPU time per request: steadier than ops/s on a shared machine.
     // The client's too: both share the machine's cores, so each one's cost bounds the other.
     let server_cpu = server.cpu_seconds() - cpu_before;
+    let behind_cpu = server.behind_cpu_seconds() - behind_before;
     let client_cpu = procs::own_cpu_seconds() - client_cpu_before;
     let mut stats = Stats::from_latencies(latencies, elapsed);
     stats.set_cpu(server_cpu, client_cpu);
+    let mut behind = String::new();
+    if server.behind.is_some() {
+        stats.set_behind(behind_cpu);
+        let us = stats.behind_us.unwrap_or(0.0);
+        behind = format!(", of which {us:.1} us in the Redis behind it");
+    }
     eprintln!(
-        "  {}: {} {clients}x{depth}: {:.0}/s, {:.1} us of server CPU per request ({:.1} us of client CPU)",
+        "  {}: {} {clients}x{depth}: {:.0}/s, {:.1} us of server CPU per request{behind} ({:.1} us of client CPU)",
         if ours { "ours" } else { "redis" },
         work.name(),
         stats.ops_per_sec,
