@@ -78,6 +78,9 @@ struct State {
     fault: Option<Fault>,
     /// Calls failing with EIO by name: how many more of each (see [`SimFs::fail_next`]).
     failing_calls: Vec<(&'static str, usize)>,
+    /// Reads of these paths failing with EIO: how many more of each (see
+    /// [`SimFs::fail_next_reads_of`]).
+    failing_reads: Vec<(PathBuf, usize)>,
     /// Take a power-loss image just before this call (see [`SimFs::crash_at`]).
     crash_at: Option<u64>,
     crash_image: Option<SimFs>,
@@ -125,6 +128,16 @@ impl SimFs {
         self.with(|s| {
             s.failing_calls.retain(|(o, _)| *o != op);
             s.failing_calls.push((op, n));
+        });
+    }
+
+    /// Makes the next `n` reads of `path` fail with EIO, whichever thread reads what in
+    /// between (a start reads `.cache` on a thread of its own while it reads `.index`, so a
+    /// call number does not name one of them).
+    pub fn fail_next_reads_of(&self, path: &Path, n: usize) {
+        self.with(|s| {
+            s.failing_reads.retain(|(p, _)| p != path);
+            s.failing_reads.push((path.to_owned(), n));
         });
     }
 
@@ -255,6 +268,7 @@ impl State {
             syncs: 0,
             fault: None,
             failing_calls: Vec::new(),
+            failing_reads: Vec::new(),
             crash_at: None,
             crash_image: None,
         };
@@ -351,6 +365,14 @@ impl Fs for SimFs {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.with(|s| {
             s.call("read")?;
+            if let Some((_, left)) = s
+                .failing_reads
+                .iter_mut()
+                .find(|(p, left)| p == path && *left > 0)
+            {
+                *left -= 1;
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
             Ok(s.inodes[s.inode_of(path)?].data.clone())
         })
     }
