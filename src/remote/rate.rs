@@ -33,9 +33,12 @@ script! {
         tail: Vec<u8>,
     }
     => concat!("
-local field = 'r:' .. media_id
--- The room's flag for `ratings`; `doc` is read only when the flag says it may change.
-local flag = redis.call('HGET', room, 'R')
+local field, count = 'r:' .. media_id, 'n:' .. media_id
+-- What every swipe needs, in one read: the room's flag for `ratings` (`doc` is read only when
+-- the flag says it may change), whether `rated` is complete, the revision, the rating count and
+-- how many ratings the media's chunks hold.
+local held = redis.call('HMGET', room, 'R', 'U', 'rev', 'rc', count)
+local flag, complete, rev, rc, n = held[1], held[2], held[3], held[4], held[5]
 local doc = false
 if flag ~= '1' then
   doc = redis.call('HGET', room, 'doc')
@@ -45,7 +48,7 @@ if flag ~= '1' then
     return {'missing', '0'}
   end
 end
-if redis.call('HGET', room, 'U') ~= '1' then
+if complete ~= '1' then
   redis.call('UNLINK', rated)
   local all = redis.call('HGETALL', room)
   for i = 1, #all, 2 do
@@ -68,20 +71,24 @@ if redis.call('HGET', room, 'U') ~= '1' then
   redis.call('HSET', room, 'U', '1')
 end
 if redis.call('SADD', rated, #media_id .. ':' .. media_id .. user_name) == 0 then
-  return {'same', redis.call('HGET', room, 'rev')}
+  return {'same', rev or '0'}
 end
-if redis.call('HEXISTS', room, field) == 0 then
+local changes
+-- A media has `n:` only once its `r:` field exists, so only a media without it is looked up.
+if not n and redis.call('HEXISTS', room, field) == 0 then
   local seq = redis.call('HINCRBY', room, 'seq', 1)
-  redis.call('HSET', room, field, seq .. ' [' .. entry .. ']')
+  changes = {field, seq .. ' [' .. entry .. ']'}
 else
-  local n = redis.call('HINCRBY', room, 'n:' .. media_id, 1)
+  n = (tonumber(n) or 0) + 1
   -- Chunks of 32 entries: an append reads at most 31 others, whatever the media holds.
   local chunk = 'a:' .. math.floor((n - 1) / 32) .. ':' .. media_id
-  redis.call('HSET', room, chunk, (redis.call('HGET', room, chunk) or '') .. ',' .. entry)
+  changes = {chunk, (redis.call('HGET', room, chunk) or '') .. ',' .. entry, count,
+    string.format('%d', n)}
 end
+changes[#changes + 1] = 'rc'
+changes[#changes + 1] = string.format('%d', (tonumber(rc) or 0) + 1)
 ",
         ensure_object!("R", "ratings"),
-        "redis.call('HINCRBY', room, 'rc', 1)\n",
         changed_and_published!()
     )
 }

@@ -5,7 +5,10 @@
 //! racing on a freshly saved room keep the "already rated" rule, and a rating costs Redis the
 //! same however many ratings its media holds.
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::thread;
+use std::time::Duration;
 
 use moviematch_storaged::remote::layout;
 use moviematch_storaged::room::prepare::PreparedRoom;
@@ -278,6 +281,117 @@ fn a_rating_costs_redis_the_same_however_many_the_media_holds() {
     assert_eq!(raters[0][0], "john_doe");
     assert_eq!(raters[3_200][0], "user 3199");
     assert!(!conn.rate("busy", media, "user 1234", "dislike").1);
+}
+
+/// The commands each script made while `swipes` ran, as Redis's `MONITOR` shows them: one list
+/// per `EVALSHA`, each command as its quoted arguments (`"HMGET" "key" "field" ...`).
+fn script_calls(daemon: &Daemon, swipes: impl FnOnce()) -> Vec<Vec<String>> {
+    const END: &str = "end of the swipes";
+    let mut monitor = UnixStream::connect(daemon.redis().socket()).expect("connect to Redis");
+    monitor
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    monitor.write_all(b"MONITOR\r\n").expect("MONITOR");
+    let mut lines = BufReader::new(monitor);
+    let mut ok = String::new();
+    lines.read_line(&mut ok).expect("MONITOR answers");
+    assert_eq!(ok.trim(), "+OK");
+    swipes();
+    daemon
+        .redis()
+        .command_args(&[b"ECHO", END.as_bytes()])
+        .expect("Redis answers ECHO");
+    let mut scripts: Vec<Vec<String>> = Vec::new();
+    for line in lines.lines() {
+        let line = line.expect("a MONITOR line (within 10 s)");
+        if line.contains(END) {
+            return scripts;
+        }
+        // `<time> [<db> <client>] "command" "argument" ...`
+        let Some((client, command)) = line.split_once("] ") else {
+            continue;
+        };
+        if client.ends_with(" lua") {
+            scripts
+                .last_mut()
+                .expect("a script's command after its EVALSHA")
+                .push(command.to_owned());
+        } else if command.to_ascii_lowercase().starts_with("\"evalsha\"") {
+            scripts.push(Vec::new());
+        }
+    }
+    panic!("MONITOR ended before the end of the swipes");
+}
+
+/// Issue #18: a swipe through Redis costs the same however big the room is, and makes few calls
+/// (each `redis.call` costs Redis some 0.3-0.5 us on top of the command). `setProgress` used to
+/// read the room's JSON (`doc`) on every call, moving it through Lua (126 us of Redis's thread
+/// per call on a 100 KB room, 5 us without), and `addRating` made 12 calls. Counted with
+/// `MONITOR`: no swipe reads `doc` or `room` once the room is split, `setProgress` makes at most
+/// 5 calls and `addRating` at most 7.
+#[test]
+fn a_swipe_reads_no_room_json_and_makes_a_few_calls_to_redis() {
+    let daemon = Daemon::start(Backend::Redis);
+    let mut conn = daemon.connect();
+    let mut big = rated_room("big one", 50);
+    big["notes"] = json!("n".repeat(100_000));
+    conn.save(&big);
+    // The first swipes split the room and set its flags (the whole room goes through them once).
+    conn.call(progress("big one", "john_doe", 1));
+    conn.call(rate("big one", "plex://movie/0001", "first"));
+
+    let progresses = script_calls(&daemon, || {
+        for i in 0..10 {
+            // An existing user, then a new one.
+            let reply = conn.call(progress("big one", "john_doe", 10 + i));
+            assert_eq!(reply["ok"], true, "{reply}");
+            let reply = conn.call(progress("big one", &format!("user {i}"), i));
+            assert_eq!(reply["ok"], true, "{reply}");
+        }
+    });
+    let ratings = script_calls(&daemon, || {
+        for i in 0..10 {
+            // A media that has ratings (its `r:` field, then its chunks), then a new one.
+            let reply = conn.call(rate("big one", "plex://movie/0002", &format!("user {i}")));
+            assert_eq!(reply["added"], true, "{reply}");
+            let reply = conn.call(rate("big one", &format!("plex://movie/new{i}"), "u"));
+            assert_eq!(reply["added"], true, "{reply}");
+        }
+    });
+    for (what, scripts, most) in [("setProgress", &progresses, 5), ("addRating", &ratings, 7)] {
+        assert_eq!(
+            scripts.len(),
+            20,
+            "{what}: one script per swipe: {scripts:?}"
+        );
+        for calls in scripts {
+            assert!(
+                !calls.is_empty() && calls.len() <= most,
+                "{what} made {} calls, at most {most} expected: {calls:#?}",
+                calls.len()
+            );
+            for call in calls {
+                let read = call.starts_with("\"HGET\"") || call.starts_with("\"HMGET\"");
+                assert!(
+                    !(read && (call.contains(" \"doc\"") || call.contains(" \"room\""))),
+                    "{what} read the room's JSON: {call}"
+                );
+            }
+        }
+    }
+    // And the room is what the swipes made it.
+    let (got, _) = conn.get("big one").expect("the room");
+    assert_eq!(got["userProgress"]["john_doe"], 19);
+    assert_eq!(got["userProgress"]["user 9"], 9);
+    assert_eq!(
+        got["ratings"]["plex://movie/0002"]
+            .as_array()
+            .unwrap()
+            .len(),
+        11
+    );
+    assert_eq!(got["ratings"]["plex://movie/new9"][0][0], "u");
+    assert_eq!(got["notes"].as_str().map(str::len), Some(100_000));
 }
 
 /// Found by an outside probe: a room saved with a media id repeated in `ratings` (which
