@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
 use redis::Client;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -35,9 +36,11 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the subscription is pinged, and how long a ping may take.
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
-/// Keeps the subscription up until `stop` is cancelled.
+/// Keeps the subscription up until `stop` is cancelled. `commands` is the connection every
+/// other command goes through (see [`wake`]).
 pub async fn run(
     client: Client,
+    mut commands: ConnectionManager,
     channel: String,
     url: String,
     events: broadcast::Sender<RemoteEvent>,
@@ -80,6 +83,7 @@ pub async fn run(
         }
         warned = false;
         pause = Duration::from_millis(50);
+        wake(&mut commands).await;
         subscribed.store(true, Ordering::Release);
         let (mut sink, mut messages) = pubsub.split();
         // A connection cut without a FIN (a network partition) would look idle forever: ping it.
@@ -112,6 +116,27 @@ pub async fn run(
         subscribed.store(false, Ordering::Release);
         let _ = events.send(RemoteEvent::Lost);
         tracing::warn!("lost the subscription to change events at Redis {url}; watchers were told overflow; subscribing again");
+    }
+}
+
+/// Makes sure the connection for commands works before the subscription counts as up.
+///
+/// When Redis restarts, this connection notices at once (it is always reading); the one for
+/// commands learns it only from the next command it sends, which fails with a broken pipe and
+/// makes it reconnect. That command was a user's: after every Redis restart each daemon's
+/// first swipe answered `storage` "the change may have been stored" although Redis was back
+/// (found by an outside probe). A `PING` now takes that failure instead: it is tried until one
+/// is answered, for at most 4 s.
+async fn wake(commands: &mut ConnectionManager) {
+    for _ in 0..4 {
+        let pong = tokio::time::timeout(
+            Duration::from_secs(1),
+            redis::cmd("PING").query_async::<redis::Value>(commands),
+        )
+        .await;
+        if matches!(pong, Ok(Ok(_))) {
+            return;
+        }
     }
 }
 

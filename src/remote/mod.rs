@@ -144,6 +144,7 @@ impl RemoteStore {
         if subscribe {
             tokio::spawn(events::run(
                 client.clone(),
+                connection.clone(),
                 keys.channel(),
                 shown.clone(),
                 events.clone(),

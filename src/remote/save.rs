@@ -27,12 +27,15 @@ script! {
     => "
 local current = redis.call('HGET', room, 'rev') or '0'
 if expected ~= '' and expected ~= current then return {'conflict', current} end
+-- The first write is one Redis checks against `maxmemory` (`ZADD`): once a script has written,
+-- Redis lets its later writes through, and `UNLINK` is not checked (saves grew Redis past its
+-- limit while swipes were refused: found by an outside probe).
+redis.call('ZADD', index, 0, name)
 -- UNLINK: a split hash of a big room is freed off Redis's main thread. The ratings go, and
 -- with them the set of who rated what (`rate.rs`).
 redis.call('UNLINK', room, rated)
 redis.call('HSET', room, 'rev', current, unpack(ARGV, fields, #ARGV))
 local rev = redis.call('HINCRBY', room, 'rev', 1)
-redis.call('ZADD', index, 0, name)
 redis.call('ZADD', changed, now, name)
 redis.call('ZADD', created, created_at, name)
 redis.call('PUBLISH', channel, head .. rev .. tail)
@@ -51,9 +54,10 @@ script! {
     }
     rest fields
     => "
+-- First a write Redis checks against `maxmemory` (see `Save`).
+redis.call('ZADD', index, 0, name)
 redis.call('UNLINK', room, rated)
 redis.call('HSET', room, 'rev', revision, unpack(ARGV, fields, #ARGV))
-redis.call('ZADD', index, 0, name)
 redis.call('ZADD', changed, updated_at, name)
 redis.call('ZADD', created, created_at, name)
 return {'ok', revision}
