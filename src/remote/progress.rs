@@ -31,16 +31,9 @@ local field = 'p:' .. user_name
 -- read only when the flag says it may change.
 local held = redis.call('HMGET', room, 'P', 'rev', field)
 local flag, rev, cur = held[1], held[2], held[3]
-local doc = false
-if flag ~= '1' then
-  doc = redis.call('HGET', room, 'doc')
-  if not doc then
-    local whole = redis.call('HGET', room, 'room')
-    if whole then return {'whole', whole} end
-    return {'missing', '0'}
-  end
-end
-local changes
+",
+        doc_unless_flagged!(),
+        "local changes
 if cur then
   local space = string.find(cur, ' ', 1, true)
   changes = {field, string.sub(cur, 1, space) .. progress}

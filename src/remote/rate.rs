@@ -39,16 +39,9 @@ local field, count = 'r:' .. media_id, 'n:' .. media_id
 -- how many ratings the media's chunks hold.
 local held = redis.call('HMGET', room, 'R', 'U', 'rev', 'rc', count)
 local flag, complete, rev, rc, n = held[1], held[2], held[3], held[4], held[5]
-local doc = false
-if flag ~= '1' then
-  doc = redis.call('HGET', room, 'doc')
-  if not doc then
-    local whole = redis.call('HGET', room, 'room')
-    if whole then return {'whole', whole} end
-    return {'missing', '0'}
-  end
-end
-if complete ~= '1' then
+",
+        doc_unless_flagged!(),
+        "if complete ~= '1' then
   redis.call('UNLINK', rated)
   local all = redis.call('HGETALL', room)
   for i = 1, #all, 2 do
