@@ -95,6 +95,14 @@ pub async fn run(
                 () = stop.cancelled() => return,
                 message = messages.next() => message,
                 _ = keepalive.tick() => {
+                    // The connection for commands too: one that Redis closed while idle (its
+                    // `timeout`, `CLIENT KILL`) is then found by this ping, not by a request,
+                    // and an idle one is not closed by a `timeout` of more than 5 s.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        redis::cmd("PING").query_async::<redis::Value>(&mut commands),
+                    )
+                    .await;
                     let pong = tokio::time::timeout(KEEPALIVE, sink.ping::<redis::Value>()).await;
                     match pong {
                         Ok(Ok(_)) => continue,

@@ -8,8 +8,6 @@
 
 use std::sync::Arc;
 
-use redis::AsyncCommands;
-
 use super::RemoteStore;
 use crate::room::entry::RoomEntry;
 use crate::room::StoreError;
@@ -19,29 +17,19 @@ type Hash = Vec<(Vec<u8>, Vec<u8>)>;
 impl RemoteStore {
     /// The room, as `getRoom` returns it.
     pub async fn get(&self, name: &str) -> Result<Option<Arc<RoomEntry>>, StoreError> {
+        let room = self.inner.keys.room(name);
         let hash: Hash = match self.inner.cache.get(name) {
-            None => {
-                let mut c = self.connection();
-                c.hgetall(self.inner.keys.room(name))
-                    .await
-                    .map_err(|e| self.failed(e))?
-            }
+            None => self.read(::redis::cmd("HGETALL").arg(&room)).await?,
             Some(cached) => {
-                let mut c = self.connection();
-                let room = self.inner.keys.room(name);
-                let (written, revision): (Option<Vec<u8>>, Option<u64>) = ::redis::cmd("HMGET")
-                    .arg(&room)
-                    .arg("w")
-                    .arg("rev")
-                    .query_async(&mut c)
-                    .await
-                    .map_err(|e| self.failed(e))?;
+                let (written, revision): (Option<Vec<u8>>, Option<u64>) = self
+                    .read(::redis::cmd("HMGET").arg(&room).arg("w").arg("rev"))
+                    .await?;
                 if written.as_deref() == Some(&cached.written[..])
                     && revision == Some(cached.entry.revision)
                 {
                     return Ok(Some(cached.entry));
                 }
-                c.hgetall(&room).await.map_err(|e| self.failed(e))?
+                self.read(::redis::cmd("HGETALL").arg(&room)).await?
             }
         };
         if hash.is_empty() {

@@ -186,6 +186,27 @@ impl RemoteStore {
         self.inner.connection.clone()
     }
 
+    /// Runs a read, and once more if the connection turned out to be dropped: Redis may close
+    /// the connection for commands on its own (its `timeout` setting, `CLIENT KILL`, a restart),
+    /// which the connection learns only from the next command, and the manager then connects
+    /// anew. A read may be sent twice; a change may not (its answer says it may have been
+    /// stored), since Redis may have run it before the connection went (found by an outside
+    /// probe: the first request after `CLIENT KILL TYPE normal` failed).
+    async fn read<T: ::redis::FromRedisValue>(
+        &self,
+        command: &::redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let mut c = self.connection();
+        match command.query_async(&mut c).await {
+            Err(e) if e.is_connection_dropped() => {
+                let mut c = self.connection();
+                command.query_async(&mut c).await
+            }
+            answer => answer,
+        }
+        .map_err(|e| self.failed(e))
+    }
+
     /// A change sent to Redis failed (see [`MAY_HAVE_BEEN_STORED`]). Unless Redis refused it, or was not reached at all, the
     /// script may have run all the same (Redis busy past the 5 s wait, a connection dropped
     /// before the answer): the message says so rather than that nothing changed.
@@ -247,12 +268,7 @@ impl RemoteStore {
 
     /// Checks that Redis answers (start-up log, `flush`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut c = self.connection();
-        ::redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .map(drop)
-            .map_err(|e| self.failed(e))
+        self.read::<String>(&::redis::cmd("PING")).await.map(drop)
     }
 
     /// The room in `hash`, and the version of its last whole write (`w`) if it has one.
@@ -281,17 +297,13 @@ impl RemoteStore {
     }
 
     pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
-        let mut c = self.connection();
-        c.exists(self.inner.keys.room(name))
+        self.read(::redis::cmd("EXISTS").arg(self.inner.keys.room(name)))
             .await
-            .map_err(|e| self.failed(e))
     }
 
     pub async fn count(&self) -> Result<u64, StoreError> {
-        let mut c = self.connection();
-        c.zcard(self.inner.keys.index())
+        self.read(::redis::cmd("ZCARD").arg(self.inner.keys.index()))
             .await
-            .map_err(|e| self.failed(e))
     }
 
     /// `listRooms`: walks the name index a page at a time and fetches each page's rooms in one
@@ -320,8 +332,15 @@ impl RemoteStore {
             for name in &names {
                 pipe.hgetall([self.inner.keys.prefix.as_bytes(), b"room:", name].concat());
             }
-            let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> =
-                pipe.query_async(&mut c).await.map_err(|e| self.failed(e))?;
+            // A read: sent again once on a dropped connection, as `read` does.
+            let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = match pipe.query_async(&mut c).await {
+                Err(e) if e.is_connection_dropped() => {
+                    c = self.connection();
+                    pipe.query_async(&mut c).await
+                }
+                answer => answer,
+            }
+            .map_err(|e| self.failed(e))?;
             for (name, hash) in names.iter().zip(hashes) {
                 // Deleted between the two commands.
                 if hash.is_empty() {
@@ -377,17 +396,16 @@ impl RemoteStore {
         min: &[u8],
         max: &[u8],
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut c = self.connection();
-        ::redis::cmd(command)
-            .arg(key)
-            .arg(min)
-            .arg(max)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(PAGE)
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))
+        self.read(
+            ::redis::cmd(command)
+                .arg(key)
+                .arg(min)
+                .arg(max)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(PAGE),
+        )
+        .await
     }
 
     /// Every change published by any daemon from now on, or an error while the subscription to

@@ -196,6 +196,37 @@ fn once_redis_is_back_after_a_restart_the_first_swipe_succeeds() {
     assert_eq!(conn.get("kept").map(|(_, r)| r), Some(4));
 }
 
+/// Found by an outside probe: when Redis closed the daemon's connection for commands on its own
+/// (`CLIENT KILL TYPE normal`, its `timeout` setting, a proxy), while the subscription stayed,
+/// the next request failed ("unreachable"), reads included. A read is now sent once more on a new
+/// connection.
+#[test]
+fn reads_go_through_after_redis_closes_the_connection_for_commands() {
+    let daemon = Daemon::start(Backend::Redis);
+    let mut conn = daemon.connect();
+    assert_eq!(conn.save(&room("kept")), 1);
+    let reads = [
+        json!({"op": "getRoom", "roomName": "kept"}),
+        json!({"op": "hasRoom", "roomName": "kept"}),
+        json!({"op": "listRooms"}),
+        json!({"op": "getRoom", "roomName": "kept"}),
+    ];
+    for read in reads {
+        let killed = daemon
+            .redis()
+            .command("CLIENT KILL TYPE normal")
+            .expect("Redis answers CLIENT KILL");
+        assert!(killed.starts_with(':'), "{killed}");
+        let answer = conn.call(read.clone());
+        assert_eq!(
+            answer["ok"], true,
+            "{read} right after CLIENT KILL: {answer}"
+        );
+    }
+    let stats = conn.ok(json!({"op": "stats"}));
+    assert_eq!(stats["watchSubscribed"], true, "{stats}");
+}
+
 /// Found by an outside probe: a swipe on a room that another daemon saved over and over was
 /// refused (`storage`, "saved again 8 times") in 0.3% of swipes: each save puts the room back in
 /// the whole form, and the swipe gave up after 8 splits. It now keeps trying for up to 5 s.
