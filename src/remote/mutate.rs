@@ -81,8 +81,9 @@ impl RemoteStore {
         script: S,
     ) -> Result<T, StoreError> {
         let command = script.command(&self.inner.keys, name);
+        self.before_change().await;
         let mut c = self.connection();
-        match command.query_async(&mut c).await {
+        let answer = match command.query_async(&mut c).await {
             // Redis restarted and forgot its scripts: load it and send the same command again.
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 S::script()
@@ -92,7 +93,10 @@ impl RemoteStore {
                 command.query_async(&mut c).await
             }
             answer => answer,
+        };
+        if answer.is_ok() {
+            self.answered();
         }
-        .map_err(|e| self.failed_change(e))
+        answer.map_err(|e| self.failed_change(e))
     }
 }

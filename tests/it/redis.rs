@@ -227,6 +227,32 @@ fn reads_go_through_after_redis_closes_the_connection_for_commands() {
     assert_eq!(stats["watchSubscribed"], true, "{stats}");
 }
 
+/// Found by an outside probe: with Redis's `timeout` under the daemon's 5 s ping, the first
+/// change after the daemon had been idle failed ("may have been stored", broken pipe, nothing
+/// stored) in 5 of 12 tries. A change after a second or more of quiet now pings first, so a
+/// connection Redis closed is replaced before the change is sent.
+#[test]
+fn the_first_change_after_redis_closed_an_idle_connection_goes_through() {
+    let daemon = Daemon::start(Backend::Redis);
+    let mut conn = daemon.connect();
+    assert_eq!(conn.save(&room("kept")), 1);
+    assert!(daemon
+        .redis()
+        .command("CONFIG SET timeout 1")
+        .is_some_and(|r| r.starts_with("+OK")));
+    for round in 0..3 {
+        // Redis closes clients idle for more than 1 s (checked about every second).
+        thread::sleep(Duration::from_millis(2500));
+        let answer = conn.call(
+            json!({"op": "addRating", "roomName": "kept", "mediaId": "m",
+            "userName": format!("u{round}"), "rating": "like", "timestamp": 1}),
+        );
+        assert_eq!(answer["ok"], true, "round {round}: {answer}");
+        assert_eq!(answer["added"], true, "round {round}: {answer}");
+    }
+    assert_eq!(conn.get("kept").map(|(_, r)| r), Some(4));
+}
+
 /// Found by an outside probe: a swipe on a room that another daemon saved over and over was
 /// refused (`storage`, "saved again 8 times") in 0.3% of swipes: each save puts the room back in
 /// the whole form, and the swipe gave up after 8 splits. It now keeps trying for up to 5 s.
@@ -336,6 +362,45 @@ fn saves_respect_the_memory_limit_of_redis() {
         .command("CONFIG SET maxmemory 0")
         .is_some_and(|r| r.starts_with("+OK")));
     assert_eq!(conn.save(&big), 1);
+}
+
+/// Found by an outside probe: on a full Redis a daemon's announcement (`SET ... PX`, refused
+/// there) lapsed after 15 s, and `migrate` took the prefix for unused while the daemon served.
+/// A renewal is now a `PEXPIRE`, which a full Redis takes.
+#[test]
+fn a_daemon_stays_announced_on_a_full_redis() {
+    let daemon = Daemon::start(Backend::Redis);
+    let announced = || {
+        daemon
+            .redis()
+            .command("KEYS moviematch:daemon:*")
+            .is_some_and(|r| r.starts_with("*1"))
+    };
+    daemon.wait_for("the daemon to announce itself", announced);
+    let used: u64 = {
+        let info = daemon.redis().command("INFO memory").expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory")
+    };
+    let set = format!("CONFIG SET maxmemory {}", used / 2);
+    assert!(daemon
+        .redis()
+        .command(&set)
+        .is_some_and(|r| r.starts_with("+OK")));
+    assert!(daemon
+        .redis()
+        .command("CONFIG SET maxmemory-policy noeviction")
+        .is_some_and(|r| r.starts_with("+OK")));
+    let mut conn = daemon.connect();
+    conn.err(
+        json!({"op": "saveRoom", "room": room("no room")}),
+        "storage",
+    );
+    // Past the announcement's 15 s lifetime.
+    thread::sleep(Duration::from_secs(17));
+    assert!(announced(), "the announcement lapsed on a full Redis");
 }
 
 #[test]
