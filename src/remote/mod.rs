@@ -192,7 +192,8 @@ impl RemoteStore {
         self.inner.connection.clone()
     }
 
-    /// Runs a read, and once more if the connection turned out to be dropped: Redis may close
+    /// Runs a read, and once more if the connection was lost (closed, or a reply cut off
+    /// mid-way: [`lost_connection`]): Redis may close
     /// the connection for commands on its own (its `timeout` setting, `CLIENT KILL`, a restart),
     /// which the connection learns only from the next command, and the manager then connects
     /// anew. A read may be sent twice; a change may not (its answer says it may have been
