@@ -32,6 +32,17 @@ fn next_json(conn: &mut Conn) -> Value {
     serde_json::from_str(&line).expect("an event is JSON")
 }
 
+/// Rates media `m` of room `kept` as the user of round `round`, who has not rated it: the
+/// rating must be added, with no error.
+fn rate_as_a_new_user(conn: &mut Conn, round: usize) {
+    let answer = conn.call(
+        json!({"op": "addRating", "roomName": "kept", "mediaId": "m",
+        "userName": format!("user {round}"), "rating": "like", "timestamp": 1}),
+    );
+    assert_eq!(answer["ok"], true, "round {round}: {answer}");
+    assert_eq!(answer["added"], true, "round {round}: {answer}");
+}
+
 /// Polls `request` until it succeeds (Redis coming back), for at most 15 s.
 fn until_ok(conn: &mut Conn, request: Value) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -185,13 +196,7 @@ fn once_redis_is_back_after_a_restart_the_first_swipe_succeeds() {
             daemon.stderr().matches("lost the subscription").count() == round
         });
         thread::sleep(Duration::from_secs(1));
-        let user = format!("user {round}");
-        let answer = conn.call(
-            json!({"op": "addRating", "roomName": "kept", "mediaId": "m",
-            "userName": user, "rating": "like", "timestamp": 1}),
-        );
-        assert_eq!(answer["ok"], true, "round {round}: {answer}");
-        assert_eq!(answer["added"], true, "round {round}: {answer}");
+        rate_as_a_new_user(&mut conn, round);
     }
     assert_eq!(conn.get("kept").map(|(_, r)| r), Some(4));
 }
@@ -243,12 +248,7 @@ fn the_first_change_after_redis_closed_an_idle_connection_goes_through() {
     for round in 0..3 {
         // Redis closes clients idle for more than 1 s (checked about every second).
         thread::sleep(Duration::from_millis(2500));
-        let answer = conn.call(
-            json!({"op": "addRating", "roomName": "kept", "mediaId": "m",
-            "userName": format!("u{round}"), "rating": "like", "timestamp": 1}),
-        );
-        assert_eq!(answer["ok"], true, "round {round}: {answer}");
-        assert_eq!(answer["added"], true, "round {round}: {answer}");
+        rate_as_a_new_user(&mut conn, round);
     }
     assert_eq!(conn.get("kept").map(|(_, r)| r), Some(4));
 }
