@@ -32,6 +32,14 @@ fn next_json(conn: &mut Conn) -> Value {
     serde_json::from_str(&line).expect("an event is JSON")
 }
 
+/// A Redis-backed daemon with room `kept` saved (revision 1), and a connection to it.
+fn with_kept_room() -> (Daemon, Conn) {
+    let daemon = Daemon::start(Backend::Redis);
+    let mut conn = daemon.connect();
+    assert_eq!(conn.save(&room("kept")), 1);
+    (daemon, conn)
+}
+
 /// Rates media `m` of room `kept` as the user of round `round`, who has not rated it: the
 /// rating must be added, with no error.
 fn rate_as_a_new_user(conn: &mut Conn, round: usize) {
@@ -185,9 +193,7 @@ fn redis_stopped_and_restarted_gives_errors_then_service_again() {
 /// it counts as up again.
 #[test]
 fn once_redis_is_back_after_a_restart_the_first_swipe_succeeds() {
-    let daemon = Daemon::start(Backend::Redis);
-    let mut conn = daemon.connect();
-    assert_eq!(conn.save(&room("kept")), 1);
+    let (daemon, mut conn) = with_kept_room();
     for round in 1..=3 {
         daemon.redis().restart();
         // Nothing but the log is looked at meanwhile: `stats` asks Redis too, and would take
@@ -207,9 +213,7 @@ fn once_redis_is_back_after_a_restart_the_first_swipe_succeeds() {
 /// connection.
 #[test]
 fn reads_go_through_after_redis_closes_the_connection_for_commands() {
-    let daemon = Daemon::start(Backend::Redis);
-    let mut conn = daemon.connect();
-    assert_eq!(conn.save(&room("kept")), 1);
+    let (daemon, mut conn) = with_kept_room();
     let reads = [
         json!({"op": "getRoom", "roomName": "kept"}),
         json!({"op": "hasRoom", "roomName": "kept"}),
@@ -238,9 +242,7 @@ fn reads_go_through_after_redis_closes_the_connection_for_commands() {
 /// connection Redis closed is replaced before the change is sent.
 #[test]
 fn the_first_change_after_redis_closed_an_idle_connection_goes_through() {
-    let daemon = Daemon::start(Backend::Redis);
-    let mut conn = daemon.connect();
-    assert_eq!(conn.save(&room("kept")), 1);
+    let (daemon, mut conn) = with_kept_room();
     assert!(daemon
         .redis()
         .command("CONFIG SET timeout 1")
@@ -300,6 +302,29 @@ fn swipes_go_through_while_another_daemon_saves_the_room_in_a_loop() {
     );
 }
 
+/// The bytes the daemon's Redis uses (`INFO memory`).
+fn used_memory(daemon: &Daemon) -> u64 {
+    let info = daemon.redis().command("INFO memory").expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory")
+}
+
+/// Makes the daemon's Redis refuse writes past `bytes` (`maxmemory`, `noeviction`).
+fn limit_memory(daemon: &Daemon, bytes: u64) {
+    for setting in [
+        format!("CONFIG SET maxmemory {bytes}"),
+        "CONFIG SET maxmemory-policy noeviction".to_owned(),
+    ] {
+        let answer = daemon.redis().command(&setting);
+        assert!(
+            answer.as_deref().is_some_and(|r| r.starts_with("+OK")),
+            "{setting}: {answer:?}"
+        );
+    }
+}
+
 /// Found by an outside probe: with `maxmemory` and `noeviction`, swipes were refused once Redis
 /// was full but saves went on growing it (a script's first write decides whether its later ones
 /// may exceed the limit, and a save's first write was an `UNLINK`, which Redis does not check).
@@ -308,23 +333,9 @@ fn swipes_go_through_while_another_daemon_saves_the_room_in_a_loop() {
 fn saves_respect_the_memory_limit_of_redis() {
     let daemon = Daemon::start(Backend::Redis);
     let mut conn = daemon.connect();
-    let used = || -> u64 {
-        let info = daemon.redis().command("INFO memory").expect("INFO");
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("used_memory")
-    };
+    let used = || used_memory(&daemon);
     let limit = used() + 2_000_000;
-    let set = format!("CONFIG SET maxmemory {limit}");
-    assert!(daemon
-        .redis()
-        .command(&set)
-        .is_some_and(|r| r.starts_with("+OK")));
-    assert!(daemon
-        .redis()
-        .command("CONFIG SET maxmemory-policy noeviction")
-        .is_some_and(|r| r.starts_with("+OK")));
+    limit_memory(&daemon, limit);
     let mut big = room("big 0");
     big["notes"] = json!("n".repeat(200_000));
     let mut refused = None;
@@ -377,22 +388,7 @@ fn a_daemon_stays_announced_on_a_full_redis() {
             .is_some_and(|r| r.starts_with("*1"))
     };
     daemon.wait_for("the daemon to announce itself", announced);
-    let used: u64 = {
-        let info = daemon.redis().command("INFO memory").expect("INFO");
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("used_memory")
-    };
-    let set = format!("CONFIG SET maxmemory {}", used / 2);
-    assert!(daemon
-        .redis()
-        .command(&set)
-        .is_some_and(|r| r.starts_with("+OK")));
-    assert!(daemon
-        .redis()
-        .command("CONFIG SET maxmemory-policy noeviction")
-        .is_some_and(|r| r.starts_with("+OK")));
+    limit_memory(&daemon, used_memory(&daemon) / 2);
     let mut conn = daemon.connect();
     conn.err(
         json!({"op": "saveRoom", "room": room("no room")}),
