@@ -42,6 +42,9 @@ local flag, complete, rev, rc, n = held[1], held[2], held[3], held[4], held[5]
 ",
         doc_unless_flagged!(),
         "if complete ~= '1' then
+  -- A write Redis checks against `maxmemory` goes first: once a script has changed anything,
+  -- Redis lets its later writes pass the limit, and `UNLINK` is not checked.
+  redis.call('HSET', room, 'U', '0')
   redis.call('UNLINK', rated)
   local all = redis.call('HGETALL', room)
   for i = 1, #all, 2 do

@@ -375,6 +375,41 @@ fn saves_respect_the_memory_limit_of_redis() {
     assert_eq!(conn.save(&big), 1);
 }
 
+/// A room split by an earlier release has no `U` flag, and its first swipe builds the set of who
+/// rated what. That rebuild began with an `UNLINK` of the set, which Redis does not check against
+/// `maxmemory` and which, once it removed something, let every later write of the script pass
+/// the limit: on a full Redis such a swipe was stored. It is refused now, like every other.
+#[test]
+fn a_swipe_that_rebuilds_who_rated_what_respects_the_memory_limit_of_redis() {
+    let (daemon, mut conn) = with_kept_room();
+    rate_as_a_new_user(&mut conn, 0);
+    // As an earlier release left it: split, with its set of who rated what, and no flag.
+    let hdel = daemon.redis().command("HDEL moviematch:room:kept U");
+    assert_eq!(hdel.as_deref(), Some(":1\r\n"), "the room's flag");
+    limit_memory(&daemon, used_memory(&daemon) / 2);
+    let answer = conn.call(
+        json!({"op": "addRating", "roomName": "kept", "mediaId": "m",
+        "userName": "user 1", "rating": "like", "timestamp": 1}),
+    );
+    assert_eq!(answer["error"]["code"], "storage", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("the change was not stored"), "{answer}");
+    // Nothing of it is there; with room again, the rebuild and the rating go through.
+    let (kept, _) = conn.get("kept").expect("room kept");
+    assert_eq!(
+        kept["ratings"]["m"].as_array().map(Vec::len),
+        Some(1),
+        "{kept}"
+    );
+    limit_memory(&daemon, 0);
+    rate_as_a_new_user(&mut conn, 1);
+    let answer = conn.call(
+        json!({"op": "addRating", "roomName": "kept", "mediaId": "m",
+        "userName": "user 0", "rating": "like", "timestamp": 1}),
+    );
+    assert_eq!(answer["added"], false, "user 0 rated m before: {answer}");
+}
+
 /// Found by an outside probe: on a full Redis a daemon's announcement (`SET ... PX`, refused
 /// there) lapsed after 15 s, and `migrate` took the prefix for unused while the daemon served.
 /// A renewal is now a `PEXPIRE`, which a full Redis takes.
