@@ -4,6 +4,7 @@
 //! two get about the same ops/s and Redis about the same CPU per request; the client CPU column
 //! shows what each spends.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -48,7 +49,8 @@ pub async fn redis_benchmark(report: &mut Report, quick: bool, only: Option<&str
         let ours = measure(&redis, Work::Get5k, 50, depth, duration).await;
         // As many requests as our client made, so both run about as long.
         let requests = ours.requests.max(1000);
-        let theirs = run(&redis, &key, depth, requests, report.client_threads);
+        let get: [&[u8]; 2] = [b"GET", key.as_bytes()];
+        let theirs = run(&redis, &get, 50, depth, requests, report.client_threads);
         eprintln!(
             "  redis-benchmark: GET 50x{depth}: {:.0}/s, {:.1} us of server CPU per request ({:.1} us of client CPU)",
             theirs.ops_per_sec, theirs.server_us, theirs.client_us
@@ -66,20 +68,30 @@ pub async fn redis_benchmark(report: &mut Report, quick: bool, only: Option<&str
     let _ = std::fs::remove_dir_all(&redis_dir);
 }
 
-/// Runs `redis-benchmark` for `requests` GETs of `key` and reads its CSV line; its own CPU
-/// comes from wait4, the server's from `/proc`.
-fn run(redis: &Server, key: &str, depth: usize, requests: usize, threads: usize) -> Stats {
+/// Runs `redis-benchmark` for `requests` of the command `args` from `clients` connections,
+/// `depth` deep, and reads its CSV line; its own CPU comes from wait4, the server's from
+/// `/proc`. Each `__rand_int__` in the arguments is a new random number per request.
+pub fn run(
+    redis: &Server,
+    args: &[&[u8]],
+    clients: usize,
+    depth: usize,
+    requests: usize,
+    threads: usize,
+) -> Stats {
     let mut command = Command::new("redis-benchmark");
     command
         .arg("-s")
         .arg(&redis.socket)
         .args([
             "-c",
-            "50",
+            &clients.to_string(),
             "-P",
             &depth.to_string(),
             "-n",
             &requests.to_string(),
+            "-r",
+            "1000000000",
         ])
         .arg("--csv");
     if threads > 1 {
@@ -88,7 +100,7 @@ fn run(redis: &Server, key: &str, depth: usize, requests: usize, threads: usize)
     let server_before = redis.cpu_seconds();
     let client_before = procs::children_cpu_seconds();
     let child = command
-        .args(["GET", key])
+        .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -98,16 +110,22 @@ fn run(redis: &Server, key: &str, depth: usize, requests: usize, threads: usize)
     // Only redis-benchmark was waited for in between.
     let client = procs::children_cpu_seconds() - client_before;
     assert!(output.status.success(), "redis-benchmark failed");
-    // "GET bench-5k","190476.20","2.633","0.368","1.623","12.343","16.183","16.703"
+    // "GET bench-5k","190476.20","2.633","0.368","1.623","12.343","16.183","16.703": the
+    // command's text comes first, commas and all, so the seven numbers are read from the end.
     let text = String::from_utf8_lossy(&output.stdout);
-    let fields: Vec<f64> = text
+    let mut fields: Vec<f64> = text
         .lines()
         .last()
         .unwrap_or_default()
-        .split(',')
-        .skip(1)
+        .rsplit(',')
+        .take(7)
         .map(|f| f.trim_matches('"').parse().unwrap_or(0.0))
         .collect();
+    fields.reverse();
+    assert!(
+        fields.first().is_some_and(|&ops| ops > 0.0),
+        "no result from redis-benchmark: {text}"
+    );
     let field = |i: usize| fields.get(i).copied().unwrap_or(0.0);
     let mut stats = Stats {
         ops_per_sec: field(0),

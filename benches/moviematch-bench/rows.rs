@@ -2,7 +2,7 @@
 //! directly, `addRating` as one media's ratings grow, and `listRooms` with `summary`.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -10,7 +10,7 @@ use crate::procs::{self, Server};
 use crate::report::{Report, Row, Stats};
 use crate::wire::{ndjson, resp, Conn};
 use crate::work::{measure, room_of_size, Work};
-use crate::{row_duration, wanted};
+use crate::{check, row_duration, wanted};
 
 /// The daemon with `storageType: redis` (its CPU counted with its Redis's) against that same
 /// Redis (`appendfsync everysec`) used directly, at 1 and 50 clients.
@@ -28,7 +28,19 @@ pub async fn redis_backend(report: &mut Report, quick: bool, only: Option<&str>,
         .flat_map(|&w| shapes.iter().map(move |&(c, d)| (w, c, d)))
         .filter(|(w, c, d)| wanted(only, &format!("{} {label} {c}x{d};", w.name())))
         .collect();
-    if rows.is_empty() {
+    let ceilings: Vec<(Work, Vec<(usize, usize)>)> = works[1..]
+        .iter()
+        .map(|&w| {
+            let shapes = shapes
+                .iter()
+                .copied()
+                .filter(|(c, d)| wanted(only, &format!("{} {CEILING} {c}x{d};", w.name())))
+                .collect::<Vec<_>>();
+            (w, shapes)
+        })
+        .filter(|(_, shapes)| !shapes.is_empty())
+        .collect();
+    if rows.is_empty() && ceilings.is_empty() {
         return;
     }
     let redis_dir = dir.join("backend-redis");
@@ -44,10 +56,155 @@ pub async fn redis_backend(report: &mut Report, quick: bool, only: Option<&str>,
         let b = measure(&redis, work, clients, depth, duration).await;
         report.push(Row::throughput(&work.name(), label, clients, depth, a, b));
     }
+    for (work, shapes) in ceilings {
+        script_ceiling(report, &ours, &redis, work, &shapes, quick).await;
+    }
     ours.stop();
     redis.stop();
     let _ = std::fs::remove_dir_all(&redis_dir);
     let _ = std::fs::remove_dir_all(&ours_dir);
+}
+
+/// The label of the rows that bound the `storageType redis` rows from above.
+const CEILING: &str = "ceiling: the daemon's script vs the command, both by redis-benchmark";
+
+/// The request number the ceiling rows catch; twelve digits, as many as `__rand_int__` has.
+const CAUGHT: u64 = 424_242_424_242;
+
+/// The most of Redis's speed a daemon with `storageType: redis` could keep for `work`: Redis
+/// running the script the daemon sends for one such request (caught with `MONITOR`) against the
+/// command used directly, both sent by `redis-benchmark` to the same Redis. A daemon that cost
+/// nothing would reach this ratio; with the script as it is, the daemon's row can only be lower.
+/// For `addRating` each request rates a new media, as in the daemon's rows.
+async fn script_ceiling(
+    report: &mut Report,
+    ours: &Server,
+    redis: &Server,
+    work: Work,
+    shapes: &[(usize, usize)],
+    quick: bool,
+) {
+    let mut script = caught_script(ours, redis, work).await;
+    if let Work::Rate { .. } = work {
+        let caught = format!("bench{CAUGHT}");
+        for arg in &mut script {
+            let text = String::from_utf8_lossy(arg).replace(&caught, "bench__rand_int__");
+            *arg = text.into_bytes();
+        }
+    }
+    let plain = resp_args(&work.request(false, 0, CAUGHT));
+    let script: Vec<&[u8]> = script.iter().map(Vec::as_slice).collect();
+    let plain: Vec<&[u8]> = plain.iter().map(Vec::as_slice).collect();
+    for &(clients, depth) in shapes {
+        let requests = match (quick, clients) {
+            (true, _) => 2_000,
+            (false, 1) => 60_000,
+            (false, _) => 150_000,
+        };
+        let threads = report.client_threads;
+        let a = check::run(redis, &script, clients, depth, requests, threads);
+        let b = check::run(redis, &plain, clients, depth, requests, threads);
+        eprintln!(
+            "  ceiling: {} {clients}x{depth}: the script {:.0}/s ({:.1} us of Redis CPU), the command {:.0}/s ({:.1} us)",
+            work.name(),
+            a.ops_per_sec,
+            a.server_us,
+            b.ops_per_sec,
+            b.server_us
+        );
+        report.push(Row::throughput(&work.name(), CEILING, clients, depth, a, b));
+    }
+}
+
+/// The `EVALSHA` the daemon `ours` sends to `redis` for request [`CAUGHT`] of `work`.
+async fn caught_script(ours: &Server, redis: &Server, work: Work) -> Vec<Vec<u8>> {
+    // The room as the daemon's rows leave it: saved, and split by a first swipe.
+    work.prepare(ours, redis, 1).await;
+    let mut conn = ours.connect().await;
+    conn.send(&work.request(true, 0, CAUGHT - 1))
+        .await
+        .expect("send");
+    conn.flush().await.expect("send");
+    conn.recv()
+        .await
+        .expect("a request before the caught one failed");
+    let mut monitor = redis.connect().await;
+    monitor.send(&resp(&[b"MONITOR"])).await.expect("MONITOR");
+    monitor.flush().await.expect("MONITOR");
+    monitor.recv().await.expect("MONITOR");
+    conn.send(&work.request(true, 0, CAUGHT))
+        .await
+        .expect("send");
+    conn.flush().await.expect("send");
+    conn.recv().await.expect("the caught request failed");
+    let caught = async {
+        loop {
+            let line = monitor.recv_line().await.expect("MONITOR ended");
+            let args = monitor_args(&line);
+            if args.first().is_some_and(|a| a == b"EVALSHA") {
+                return args;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), caught)
+        .await
+        .unwrap_or_else(|_| panic!("no EVALSHA seen for {}", work.name()))
+}
+
+/// The arguments of a `MONITOR` line (`+1700000000.1 [0 unix:/x] "EVALSHA" "..."`), unescaped
+/// as Redis escapes them (`\\`, `\"`, `\n`, `\r`, `\t`, `\a`, `\b`, `\xHH`).
+fn monitor_args(line: &[u8]) -> Vec<Vec<u8>> {
+    let Some(start) = line.iter().position(|&b| b == b']') else {
+        return Vec::new();
+    };
+    let mut args = Vec::new();
+    let mut bytes = line[start..].iter().copied();
+    while let Some(b) = bytes.next() {
+        if b != b'"' {
+            continue;
+        }
+        let mut arg = Vec::new();
+        while let Some(b) = bytes.next() {
+            match b {
+                b'"' => break,
+                b'\\' => match bytes.next() {
+                    Some(b'n') => arg.push(b'\n'),
+                    Some(b'r') => arg.push(b'\r'),
+                    Some(b't') => arg.push(b'\t'),
+                    Some(b'a') => arg.push(7),
+                    Some(b'b') => arg.push(8),
+                    Some(b'x') => {
+                        let hex = [bytes.next().unwrap_or(b'0'), bytes.next().unwrap_or(b'0')];
+                        let hex = std::str::from_utf8(&hex).unwrap_or("00");
+                        arg.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+                    }
+                    Some(other) => arg.push(other),
+                    None => break,
+                },
+                _ => arg.push(b),
+            }
+        }
+        args.push(arg);
+    }
+    args
+}
+
+/// The arguments of a RESP command as [`resp`] writes it.
+fn resp_args(command: &[u8]) -> Vec<Vec<u8>> {
+    let mut args = Vec::new();
+    let mut rest = command;
+    let line = |rest: &mut &[u8]| -> usize {
+        let end = memchr::memmem::find(rest, b"\r\n").expect("a RESP line");
+        let n = std::str::from_utf8(&rest[1..end]).unwrap().parse().unwrap();
+        *rest = &rest[end + 2..];
+        n
+    };
+    for _ in 0..line(&mut rest) {
+        let len = line(&mut rest);
+        args.push(rest[..len].to_vec());
+        rest = &rest[len + 2..];
+    }
+    args
 }
 
 /// One request at a time; returns the wall time it took, in microseconds.

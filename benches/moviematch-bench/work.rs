@@ -127,6 +127,16 @@ impl Work {
         }
     }
 
+    /// Request number `seq` of client `client`, as [`measure`] sends it.
+    pub fn request(self, ours: bool, client: usize, seq: u64) -> Vec<u8> {
+        if let Some(fixed) = self.fixed_request(ours, client, &self.payload()) {
+            return fixed;
+        }
+        let mut out = Vec::new();
+        self.write_request(ours, &self.key(client), seq, &mut out);
+        out
+    }
+
     /// The request a connection sends every time, if it does not change between requests.
     fn fixed_request(self, ours: bool, client: usize, payload: &[u8]) -> Option<Vec<u8>> {
         let key = self.key(client);
