@@ -24,12 +24,7 @@ pub async fn redis_benchmark(report: &mut Report, quick: bool, only: Option<&str
     if depths.is_empty() {
         return;
     }
-    if Command::new("redis-benchmark")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("  redis-benchmark not found (apt-get install redis-tools): no check rows");
+    if !have_redis_benchmark("check") {
         return;
     }
     let redis_dir = dir.join("check-redis");
@@ -66,6 +61,18 @@ pub async fn redis_benchmark(report: &mut Report, quick: bool, only: Option<&str
     }
     redis.stop();
     let _ = std::fs::remove_dir_all(&redis_dir);
+}
+
+/// Whether `redis-benchmark` can be run; if not, says which rows (`what`) are left out.
+pub fn have_redis_benchmark(what: &str) -> bool {
+    let found = Command::new("redis-benchmark")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        eprintln!("  redis-benchmark not found (apt-get install redis-tools): no {what} rows");
+    }
+    found
 }
 
 /// Runs `redis-benchmark` for `requests` of the command `args` from `clients` connections,

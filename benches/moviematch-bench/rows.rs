@@ -40,6 +40,11 @@ pub async fn redis_backend(report: &mut Report, quick: bool, only: Option<&str>,
         })
         .filter(|(_, shapes)| !shapes.is_empty())
         .collect();
+    let ceilings = if !ceilings.is_empty() && !check::have_redis_benchmark("ceiling") {
+        Vec::new()
+    } else {
+        ceilings
+    };
     if rows.is_empty() && ceilings.is_empty() {
         return;
     }
