@@ -28,7 +28,7 @@ pub async fn redis_backend(report: &mut Report, quick: bool, only: Option<&str>,
         .flat_map(|&w| shapes.iter().map(move |&(c, d)| (w, c, d)))
         .filter(|(w, c, d)| wanted(only, &format!("{} {label} {c}x{d};", w.name())))
         .collect();
-    let ceilings: Vec<(Work, Vec<(usize, usize)>)> = works[1..]
+    let mut ceilings: Vec<(Work, Vec<(usize, usize)>)> = works[1..]
         .iter()
         .map(|&w| {
             let shapes = shapes
@@ -40,11 +40,9 @@ pub async fn redis_backend(report: &mut Report, quick: bool, only: Option<&str>,
         })
         .filter(|(_, shapes)| !shapes.is_empty())
         .collect();
-    let ceilings = if !ceilings.is_empty() && !check::have_redis_benchmark("ceiling") {
-        Vec::new()
-    } else {
-        ceilings
-    };
+    if !ceilings.is_empty() && !check::have_redis_benchmark("ceiling") {
+        ceilings.clear();
+    }
     if rows.is_empty() && ceilings.is_empty() {
         return;
     }
